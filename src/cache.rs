@@ -1,0 +1,241 @@
+//! The credential cache: one minted password serves many logins until it nears expiry.
+//!
+//! Policy in one place:
+//! - a credential is *fresh* until `expiration - margin` (margin: 60 s as in the JDBC
+//!   driver, or a fifth of the lifetime when that is shorter);
+//! - in the last stretch before that (another margin), a login still uses it but
+//!   starts a background refresh, so logins rarely wait for AWS;
+//! - concurrent logins for the same key share one in-flight call (single flight),
+//!   and the call runs in its own task so a client that hangs up does not cancel it;
+//! - `invalidate` drops a credential the cluster refused, so the next login mints anew.
+
+use crate::credentials::{CredentialError, CredentialRequest, DbCredential, SharedApi};
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How a login got its credential (for logs and the demo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Served from the cache, no AWS call.
+    Cached,
+    /// This login waited for an AWS call (its own or a shared one).
+    Fetched,
+}
+
+/// A cached credential with its local deadlines.
+#[derive(Debug)]
+pub struct CachedCredential {
+    pub credential: DbCredential,
+    /// From here on the credential is not used for new logins.
+    stale_at: Instant,
+    /// From here on a login triggers a background refresh.
+    refresh_at: Instant,
+}
+
+type Flight = Shared<BoxFuture<'static, Result<Arc<CachedCredential>, CredentialError>>>;
+
+/// Cache slot for one key.
+#[derive(Default)]
+struct Slot {
+    current: Option<Arc<CachedCredential>>,
+    inflight: Option<Flight>,
+}
+
+/// Credentials keyed by everything that was asked of AWS.
+pub struct CredentialCache {
+    api: SharedApi,
+    slots: Arc<Mutex<HashMap<CredentialRequest, Slot>>>,
+}
+
+/// What a slot says about a lookup at a given instant.
+#[derive(Debug, PartialEq, Eq)]
+enum Freshness {
+    Fresh,
+    RefreshAhead,
+    Stale,
+}
+
+/// The refresh margin for a credential of the given lifetime.
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    Duration::from_secs(60).min(lifetime / 5)
+}
+
+fn freshness(now: Instant, c: &CachedCredential) -> Freshness {
+    if now >= c.stale_at {
+        Freshness::Stale
+    } else if now >= c.refresh_at {
+        Freshness::RefreshAhead
+    } else {
+        Freshness::Fresh
+    }
+}
+
+impl CredentialCache {
+    pub fn new(api: SharedApi) -> Self {
+        Self {
+            api,
+            slots: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A usable credential for `req`, from the cache or from AWS.
+    pub async fn get(
+        &self,
+        req: &CredentialRequest,
+    ) -> Result<(Arc<CachedCredential>, Source), CredentialError> {
+        let flight = {
+            let mut slots = lock(&self.slots);
+            let now = Instant::now();
+            let slot = slots.entry(req.clone()).or_default();
+            match slot
+                .current
+                .as_ref()
+                .map(|c| (freshness(now, c), c.clone()))
+            {
+                Some((Freshness::Fresh, c)) => return Ok((c, Source::Cached)),
+                Some((Freshness::RefreshAhead, c)) => {
+                    if slot.inflight.is_none() {
+                        let f = self.start_flight(req.clone());
+                        slot.inflight = Some(f.clone());
+                        // Drive the refresh even if nobody awaits it.
+                        tokio::spawn(f.map(|_| ()));
+                    }
+                    return Ok((c, Source::Cached));
+                }
+                Some((Freshness::Stale, _)) | None => match &slot.inflight {
+                    Some(f) => f.clone(),
+                    None => {
+                        let f = self.start_flight(req.clone());
+                        slot.inflight = Some(f.clone());
+                        f
+                    }
+                },
+            }
+        };
+        flight.await.map(|c| (c, Source::Fetched))
+    }
+
+    /// Drops `cred` for `req` if it is still the cached one (the cluster refused it).
+    pub fn invalidate(&self, req: &CredentialRequest, cred: &Arc<CachedCredential>) {
+        let mut slots = lock(&self.slots);
+        if let Some(slot) = slots.get_mut(req) {
+            if slot.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, cred)) {
+                slot.current = None;
+            }
+        }
+    }
+
+    /// Number of keys holding a credential (for tests and metrics).
+    pub fn len(&self) -> usize {
+        lock(&self.slots)
+            .values()
+            .filter(|s| s.current.is_some())
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts the AWS call for `req` in its own task; the result lands in the slot.
+    fn start_flight(&self, req: CredentialRequest) -> Flight {
+        let api = self.api.clone();
+        let slots = self.slots.clone();
+        let task = tokio::spawn(async move {
+            let fetched_at = Instant::now();
+            let result = api.get_cluster_credentials(&req).await.map(|credential| {
+                let lifetime = credential
+                    .expiration
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                let margin = refresh_margin(lifetime);
+                let stale_at = fetched_at + lifetime.saturating_sub(margin);
+                let refresh_at = fetched_at + lifetime.saturating_sub(margin * 2);
+                Arc::new(CachedCredential {
+                    credential,
+                    stale_at,
+                    refresh_at,
+                })
+            });
+            let mut slots = lock(&slots);
+            // Drop expired entries of other keys while we hold the lock anyway.
+            let now = Instant::now();
+            slots.retain(|k, s| {
+                k == &req
+                    || s.inflight.is_some()
+                    || s.current.as_ref().is_some_and(|c| c.stale_at > now)
+            });
+            let slot = slots.entry(req).or_default();
+            slot.inflight = None;
+            if let Ok(c) = &result {
+                slot.current = Some(c.clone());
+            }
+            result
+        });
+        async move {
+            task.await.unwrap_or_else(|e| {
+                Err(CredentialError {
+                    kind: crate::credentials::FailureKind::Other,
+                    operation: "GetClusterCredentials",
+                    code: "InternalError".into(),
+                    message: format!("credential task failed: {e}"),
+                })
+            })
+        }
+        .boxed()
+        .shared()
+    }
+}
+
+/// Locks a std mutex, recovering from poisoning (the data stays consistent: every
+/// critical section above is a few map operations that cannot panic half-way).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn cached(now: Instant, stale_in: u64, refresh_in: u64) -> CachedCredential {
+        CachedCredential {
+            credential: DbCredential {
+                db_user: "IAM:a".into(),
+                password: SecretString::from("x".to_owned()),
+                expiration: SystemTime::now(),
+            },
+            stale_at: now + Duration::from_secs(stale_in),
+            refresh_at: now + Duration::from_secs(refresh_in),
+        }
+    }
+
+    #[test]
+    fn margin_follows_the_jdbc_driver_and_shrinks_for_short_lifetimes() {
+        assert_eq!(
+            refresh_margin(Duration::from_secs(900)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(100)),
+            Duration::from_secs(20)
+        );
+    }
+
+    #[test]
+    fn freshness_windows() {
+        let now = Instant::now();
+        let c = cached(now, 100, 50);
+        assert_eq!(freshness(now, &c), Freshness::Fresh);
+        assert_eq!(
+            freshness(now + Duration::from_secs(60), &c),
+            Freshness::RefreshAhead
+        );
+        assert_eq!(
+            freshness(now + Duration::from_secs(100), &c),
+            Freshness::Stale
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! Command-line entry for `redshift-iam-proxy emulator`.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig, Fault};
+
+/// Default access key id accepted when no `--access-key` is given.
+pub const DEFAULT_ACCESS_KEY_ID: &str = "AKIDEXAMPLE";
+/// Default secret for [`DEFAULT_ACCESS_KEY_ID`].
+pub const DEFAULT_SECRET_ACCESS_KEY: &str = "emulator-secret";
+
+/// Why: `--cluster ID=HOST:PORT`, one emulated cluster's identifier and database endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub identifier: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for ClusterSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, endpoint) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected ID=HOST:PORT, got '{s}'"))?;
+        let (host, port) = endpoint
+            .rsplit_once(':')
+            .ok_or_else(|| format!("expected ID=HOST:PORT, got '{s}'"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if id.is_empty() || host.is_empty() {
+            return Err(format!("expected ID=HOST:PORT, got '{s}'"));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("invalid port in '{s}'"))?;
+        Ok(ClusterSpec {
+            identifier: id.to_owned(),
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+fn parse_access_key(s: &str) -> Result<AccessKey, String> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(id), Some(secret)) = (parts.next(), parts.next()) else {
+        return Err("expected ID:SECRET or ID:SECRET:SESSION_TOKEN".to_owned());
+    };
+    if id.is_empty() || secret.is_empty() {
+        return Err("expected ID:SECRET or ID:SECRET:SESSION_TOKEN".to_owned());
+    }
+    let mut key = AccessKey::new(id, secret);
+    key.session_token = parts.next().filter(|t| !t.is_empty()).map(str::to_owned);
+    Ok(key)
+}
+
+fn parse_conninfo(s: &str) -> Result<tokio_postgres::Config, String> {
+    tokio_postgres::Config::from_str(s).map_err(|e| format!("invalid conninfo: {e}"))
+}
+
+/// Runs a local emulator of the Redshift credential APIs, so tests and demos need no AWS account.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Port to listen on (0 picks a free port).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Region clients must sign for.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Accepted access key, ID:SECRET or ID:SECRET:SESSION_TOKEN (repeatable).
+    #[arg(
+        long = "access-key",
+        value_name = "ID:SECRET",
+        value_parser = parse_access_key,
+        default_value = "AKIDEXAMPLE:emulator-secret"
+    )]
+    pub access_keys: Vec<AccessKey>,
+    /// Emulated cluster ID=HOST:PORT, the PostgreSQL server that stands in for it (repeatable).
+    #[arg(long = "cluster", value_name = "ID=HOST:PORT")]
+    pub clusters: Vec<ClusterSpec>,
+    /// libpq-style conninfo of a superuser used to provision roles on every cluster
+    /// (default per cluster: "host=HOST port=PORT user=postgres dbname=postgres").
+    #[arg(long, value_name = "CONNINFO", value_parser = parse_conninfo)]
+    pub admin: Option<tokio_postgres::Config>,
+    /// Login role (IAM:name) or DbUser whose password is stored as MD5 (repeatable).
+    #[arg(long = "md5-user", value_name = "NAME")]
+    pub md5_users: Vec<String>,
+    /// Delay every answer by this many milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Answer the first N calls with Throttling ("Rate exceeded").
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub throttle_first: usize,
+}
+
+impl EmulatorArgs {
+    /// The emulator configuration these options describe.
+    pub fn to_config(&self) -> EmulatorConfig {
+        let clusters = self
+            .clusters
+            .iter()
+            .map(|c| {
+                let admin = self.admin.clone().unwrap_or_else(|| {
+                    let mut cfg = tokio_postgres::Config::new();
+                    cfg.host(&c.host)
+                        .port(c.port)
+                        .user("postgres")
+                        .dbname("postgres");
+                    cfg
+                });
+                EmulatedCluster {
+                    identifier: c.identifier.clone(),
+                    host: c.host.clone(),
+                    port: c.port,
+                    admin,
+                }
+            })
+            .collect();
+        EmulatorConfig {
+            region: self.region.clone(),
+            keys: self.access_keys.clone(),
+            clusters,
+            md5_users: self.md5_users.clone(),
+        }
+    }
+}
+
+/// Starts the emulator, prints its endpoint URL on one line, and serves until `shutdown`.
+pub async fn run(
+    args: EmulatorArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let emu = Emulator::start(args.to_config(), SocketAddr::new(args.bind, args.port)).await?;
+    if args.delay_ms > 0 {
+        emu.set_delay(Duration::from_millis(args.delay_ms));
+    }
+    if args.throttle_first > 0 {
+        emu.fail_next(args.throttle_first, Fault::Throttle);
+    }
+    println!("{}", emu.endpoint_url());
+    shutdown.await;
+    emu.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Why: a minimal parser wrapping the subcommand options for tests.
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EmulatorArgs,
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        let a = cli.args;
+        assert_eq!(a.bind.to_string(), "127.0.0.1");
+        assert_eq!(a.port, 8080);
+        assert_eq!(a.region, "us-east-1");
+        assert_eq!(
+            a.access_keys,
+            vec![AccessKey::new(
+                DEFAULT_ACCESS_KEY_ID,
+                DEFAULT_SECRET_ACCESS_KEY
+            )]
+        );
+        assert!(a.clusters.is_empty());
+    }
+
+    #[test]
+    fn full() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--port",
+            "0",
+            "--access-key",
+            "AK1:s1",
+            "--access-key",
+            "AK2:s2:tok",
+            "--cluster",
+            "c1=localhost:5432",
+            "--cluster",
+            "c2=[::1]:5433",
+            "--admin",
+            "host=/tmp user=postgres",
+            "--md5-user",
+            "IAM:bob",
+            "--delay-ms",
+            "5",
+            "--throttle-first",
+            "2",
+        ])
+        .unwrap();
+        let cfg = cli.args.to_config();
+        assert_eq!(cfg.keys.len(), 2);
+        assert_eq!(cfg.keys[1].session_token.as_deref(), Some("tok"));
+        assert_eq!(cfg.clusters[1].host, "::1");
+        assert_eq!(cfg.clusters[1].port, 5433);
+        assert_eq!(cfg.clusters[0].admin.get_user(), Some("postgres"));
+        assert_eq!(cfg.md5_users, vec!["IAM:bob"]);
+        assert!(Cli::try_parse_from(["x", "--cluster", "c1"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--access-key", "nosecret"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--admin", "host='unterminated"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn run_until_shutdown() {
+        let cli = Cli::try_parse_from(["x", "--port", "0"]).unwrap();
+        run(cli.args, async {}).await.unwrap();
+    }
+}

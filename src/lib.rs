@@ -1,0 +1,32 @@
+//! redshift-iam-proxy: a PostgreSQL-wire proxy for Amazon Redshift.
+//!
+//! Clients connect without a password; the proxy maps their user name to a
+//! Redshift identity, mints a short-lived password with GetClusterCredentials,
+//! logs in to the cluster over verified TLS and relays the session byte for byte.
+//!
+//! Module map (one concern each):
+//! - `config`: the configuration file; `mapping`: who maps to whom;
+//! - `server`: listener, connection cap and shutdown; `session`: one connection end to end;
+//! - `client`: the client handshake; `wire`: every byte of the protocol the proxy reads or writes;
+//! - `credentials`: the AWS API calls; `cache`: credential cache and single flight;
+//! - `endpoint`: where the cluster is; `upstream`: TLS + login to the cluster; `tls`: TLS settings;
+//! - `relay`: the byte pipe; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
+//! - `emulator`: the Redshift credential API emulator used by tests and the demo;
+//! - `localpg`: a throwaway local PostgreSQL cluster (stand-in for Redshift).
+
+pub mod cache;
+pub mod cancel;
+pub mod client;
+pub mod config;
+pub mod credentials;
+pub mod emulator;
+pub mod endpoint;
+pub mod localpg;
+pub mod mapping;
+pub mod relay;
+pub mod server;
+pub mod session;
+pub mod stream;
+pub mod tls;
+pub mod upstream;
+pub mod wire;

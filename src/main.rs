@@ -1,0 +1,113 @@
+//! Command line: `redshift-iam-proxy --config FILE` runs the proxy.
+
+use clap::{Parser, Subcommand};
+use redshift_iam_proxy::config::Config;
+use redshift_iam_proxy::credentials::AwsIdentitySource;
+use redshift_iam_proxy::server::Proxy;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Command-line arguments.
+#[derive(Parser)]
+#[command(
+    name = "redshift-iam-proxy",
+    version,
+    about = "PostgreSQL-wire proxy for Amazon Redshift with IAM-minted credentials"
+)]
+struct Cli {
+    /// Configuration file (see config.example.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Subcommands beside the default "run the proxy".
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Redshift credential API emulator (for tests, CI pipelines and the demo).
+    Emulator(redshift_iam_proxy::emulator::cli::EmulatorArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Emulator(args)) => {
+                match redshift_iam_proxy::emulator::cli::run(args, shutdown_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            None => {
+                let Some(path) = cli.config else {
+                    eprintln!("error: --config FILE is required (see config.example.toml)");
+                    return ExitCode::from(2);
+                };
+                run_proxy(path).await
+            }
+        }
+    })
+}
+
+async fn run_proxy(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let proxy = match Proxy::bind(config, AwsIdentitySource::DefaultChain).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match proxy.local_addr() {
+        Ok(addr) => {
+            tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "redshift-iam-proxy listening")
+        }
+        Err(e) => tracing::warn!(error = %e, "listening (address unknown)"),
+    }
+    proxy.serve(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => tracing::info!("SIGTERM received"),
+                _ = i.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            tracing::warn!("cannot install signal handlers; falling back to Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

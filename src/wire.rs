@@ -1,0 +1,618 @@
+//! The one place that knows PostgreSQL wire bytes.
+//!
+//! Everything here is pure framing: reading and writing the startup-phase packets,
+//! the authentication requests a server (PostgreSQL or Redshift) may send, and the
+//! few messages the proxy itself composes. No policy lives here: nothing in this
+//! file decides who may log in or which credential to use.
+//!
+//! After authentication the proxy never decodes messages again; the relay moves
+//! opaque bytes (Redshift extends RowDescription, so re-encoding would corrupt it).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Request code of an SSLRequest packet.
+pub const SSL_REQUEST_CODE: i32 = 80_877_103;
+/// Request code of a GSSENCRequest packet.
+pub const GSSENC_REQUEST_CODE: i32 = 80_877_104;
+/// Request code of a CancelRequest packet.
+pub const CANCEL_REQUEST_CODE: i32 = 80_877_102;
+/// Protocol 3.0 as sent in a StartupMessage.
+pub const PROTOCOL_3_0: i32 = 196_608;
+/// Largest backend message the proxy reads while authenticating upstream.
+/// (A server's SASL or error message is a few hundred bytes.)
+pub const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
+
+/// Why a packet could not be read: malformed input or a closed socket.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid packet length {0}")]
+    BadLength(i64),
+    #[error("packet of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed packet: {0}")]
+    Malformed(&'static str),
+    #[error("unsupported protocol version {major}.{minor}")]
+    UnsupportedProtocol { major: u16, minor: u16 },
+}
+
+/// The first packet a client sends (possibly after SSL/GSS negotiation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartupFrame {
+    /// Client asks for TLS.
+    SslRequest,
+    /// Client asks for GSSAPI encryption (always refused).
+    GssEncRequest,
+    /// Out-of-band cancel of a running query, keyed by BackendKeyData.
+    Cancel { pid: i32, secret: Vec<u8> },
+    /// A protocol 3.x startup message with its parameters in order.
+    Startup {
+        minor: u16,
+        params: Vec<(String, String)>,
+    },
+}
+
+/// Reads one length-prefixed startup-phase packet (no type byte) of at most `max` bytes.
+pub async fn read_startup_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<StartupFrame, WireError> {
+    let mut len_buf = [0u8; 4];
+    match r.read_exact(&mut len_buf).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = i32::from_be_bytes(len_buf);
+    if len < 8 {
+        return Err(WireError::BadLength(len.into()));
+    }
+    let len = len as usize;
+    if len > max {
+        return Err(WireError::TooLarge { len, max });
+    }
+    let mut body = vec![0u8; len - 4];
+    r.read_exact(&mut body).await?;
+    parse_startup_frame(&body)
+}
+
+/// Parses the body (after the length word) of a startup-phase packet.
+pub fn parse_startup_frame(body: &[u8]) -> Result<StartupFrame, WireError> {
+    let mut b = body;
+    if b.len() < 4 {
+        return Err(WireError::Malformed("startup packet too short"));
+    }
+    let code = b.get_i32();
+    match code {
+        SSL_REQUEST_CODE if b.is_empty() => Ok(StartupFrame::SslRequest),
+        GSSENC_REQUEST_CODE if b.is_empty() => Ok(StartupFrame::GssEncRequest),
+        SSL_REQUEST_CODE | GSSENC_REQUEST_CODE => {
+            Err(WireError::Malformed("negotiation request with a payload"))
+        }
+        CANCEL_REQUEST_CODE => {
+            // Protocol 3.0 has a 4-byte secret; 3.2 allows up to 256 bytes.
+            if b.len() < 8 || b.len() > 4 + 256 {
+                return Err(WireError::Malformed("cancel request of wrong size"));
+            }
+            let pid = b.get_i32();
+            Ok(StartupFrame::Cancel {
+                pid,
+                secret: b.to_vec(),
+            })
+        }
+        _ => {
+            let major = (code >> 16) as u16;
+            let minor = (code & 0xffff) as u16;
+            if major != 3 {
+                return Err(WireError::UnsupportedProtocol { major, minor });
+            }
+            Ok(StartupFrame::Startup {
+                minor,
+                params: parse_startup_params(b)?,
+            })
+        }
+    }
+}
+
+fn parse_startup_params(mut b: &[u8]) -> Result<Vec<(String, String)>, WireError> {
+    let mut params = Vec::new();
+    loop {
+        let key = take_cstr(&mut b)?;
+        if key.is_empty() {
+            break;
+        }
+        let value = take_cstr(&mut b)?;
+        if params.iter().any(|(k, _)| *k == key) {
+            return Err(WireError::Malformed("duplicate startup parameter"));
+        }
+        params.push((key, value));
+    }
+    if !b.is_empty() {
+        return Err(WireError::Malformed(
+            "trailing bytes after startup parameters",
+        ));
+    }
+    Ok(params)
+}
+
+fn take_cstr(b: &mut &[u8]) -> Result<String, WireError> {
+    let end = b
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(WireError::Malformed("unterminated string"))?;
+    let s = std::str::from_utf8(&b[..end])
+        .map_err(|_| WireError::Malformed("string is not valid UTF-8"))?
+        .to_owned();
+    *b = &b[end + 1..];
+    Ok(s)
+}
+
+fn take_i32(b: &mut &[u8]) -> Result<i32, WireError> {
+    if b.len() < 4 {
+        return Err(WireError::Malformed("truncated integer"));
+    }
+    Ok(b.get_i32())
+}
+
+fn take_bytes(b: &mut &[u8], n: i32) -> Result<Bytes, WireError> {
+    let n = usize::try_from(n).map_err(|_| WireError::Malformed("negative length"))?;
+    if b.len() < n {
+        return Err(WireError::Malformed("truncated field"));
+    }
+    let out = Bytes::copy_from_slice(&b[..n]);
+    b.advance(n);
+    Ok(out)
+}
+
+/// One typed protocol message: tag byte plus body (length word stripped).
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub tag: u8,
+    pub body: Bytes,
+}
+
+impl Message {
+    /// The message re-framed as it travelled on the wire.
+    pub fn to_wire(&self) -> BytesMut {
+        frame(self.tag, &self.body)
+    }
+}
+
+/// Reads typed messages from a byte stream without assuming one message per read,
+/// keeping whatever follows the last message so it can be handed to the relay.
+pub struct MessageReader {
+    buf: BytesMut,
+    max: usize,
+}
+
+impl MessageReader {
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(1024),
+            max,
+        }
+    }
+
+    /// Reads the next complete message.
+    pub async fn read<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<Message, WireError> {
+        loop {
+            if let Some(msg) = self.try_parse()? {
+                return Ok(msg);
+            }
+            let n = r.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return Err(WireError::Closed);
+            }
+        }
+    }
+
+    fn try_parse(&mut self) -> Result<Option<Message>, WireError> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        if len < 4 {
+            return Err(WireError::BadLength(len.into()));
+        }
+        let len = len as usize;
+        if len > self.max {
+            return Err(WireError::TooLarge { len, max: self.max });
+        }
+        if self.buf.len() < len + 1 {
+            self.buf.reserve(len + 1 - self.buf.len());
+            return Ok(None);
+        }
+        let tag = self.buf[0];
+        self.buf.advance(5);
+        let body = self.buf.split_to(len - 4).freeze();
+        Ok(Some(Message { tag, body }))
+    }
+
+    /// Bytes already read past the last returned message.
+    pub fn into_leftover(self) -> BytesMut {
+        self.buf
+    }
+}
+
+/// What an `R` (Authentication*) message asks the client to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthRequest {
+    Ok,
+    Cleartext,
+    Md5 {
+        salt: [u8; 4],
+    },
+    Sasl {
+        mechanisms: Vec<String>,
+    },
+    SaslContinue(Bytes),
+    SaslFinal(Bytes),
+    /// Redshift's code 13: SHA-256 digest with salt and server nonce.
+    RedshiftDigest {
+        algorithm: i32,
+        salt: Bytes,
+        server_nonce: Bytes,
+    },
+    /// Redshift's code 14: identity-provider token (not something the proxy can answer).
+    IdpToken,
+    /// Kerberos, GSS, SSPI and anything else.
+    Unsupported(i32),
+}
+
+/// Parses the body of an `R` message.
+pub fn parse_auth_request(body: &[u8]) -> Result<AuthRequest, WireError> {
+    let mut b = body;
+    let code = take_i32(&mut b)?;
+    Ok(match code {
+        0 => AuthRequest::Ok,
+        3 => AuthRequest::Cleartext,
+        5 => {
+            if b.len() != 4 {
+                return Err(WireError::Malformed("MD5 request without a 4-byte salt"));
+            }
+            AuthRequest::Md5 {
+                salt: [b[0], b[1], b[2], b[3]],
+            }
+        }
+        10 => {
+            let mut mechanisms = Vec::new();
+            loop {
+                let m = take_cstr(&mut b)?;
+                if m.is_empty() {
+                    break;
+                }
+                mechanisms.push(m);
+            }
+            AuthRequest::Sasl { mechanisms }
+        }
+        11 => AuthRequest::SaslContinue(Bytes::copy_from_slice(b)),
+        12 => AuthRequest::SaslFinal(Bytes::copy_from_slice(b)),
+        13 => {
+            let algorithm = take_i32(&mut b)?;
+            let salt_len = take_i32(&mut b)?;
+            let salt = take_bytes(&mut b, salt_len)?;
+            let nonce_len = take_i32(&mut b)?;
+            let server_nonce = take_bytes(&mut b, nonce_len)?;
+            AuthRequest::RedshiftDigest {
+                algorithm,
+                salt,
+                server_nonce,
+            }
+        }
+        14 => AuthRequest::IdpToken,
+        other => AuthRequest::Unsupported(other),
+    })
+}
+
+/// Fields of an ErrorResponse or NoticeResponse the proxy cares about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+/// Parses an ErrorResponse body into its main fields.
+pub fn parse_error_fields(body: &[u8]) -> ErrorFields {
+    let mut f = ErrorFields::default();
+    let mut b = body;
+    while let Some((&kind, rest)) = b.split_first() {
+        if kind == 0 {
+            break;
+        }
+        b = rest;
+        let Ok(value) = take_cstr(&mut b) else { break };
+        match kind {
+            b'S' => f.severity = value,
+            b'C' => f.code = value,
+            b'M' => f.message = value,
+            b'D' => f.detail = Some(value),
+            b'H' => f.hint = Some(value),
+            _ => {}
+        }
+    }
+    f
+}
+
+/// Parses a BackendKeyData body: process id and secret key (4 bytes in 3.0).
+pub fn parse_backend_key_data(body: &[u8]) -> Result<(i32, Vec<u8>), WireError> {
+    let mut b = body;
+    let pid = take_i32(&mut b)?;
+    if b.is_empty() || b.len() > 256 {
+        return Err(WireError::Malformed("backend key of wrong size"));
+    }
+    Ok((pid, b.to_vec()))
+}
+
+fn frame(tag: u8, body: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.put_u8(tag);
+    out.put_i32((body.len() + 4) as i32);
+    out.put_slice(body);
+    out
+}
+
+fn put_cstr(out: &mut BytesMut, s: &str) {
+    // A NUL inside a value would end the field early; strip it rather than corrupt framing.
+    out.extend(s.bytes().filter(|&c| c != 0));
+    out.put_u8(0);
+}
+
+/// An ErrorResponse composed by the proxy.
+pub fn error_response(severity: &str, code: &str, message: &str, hint: Option<&str>) -> BytesMut {
+    let mut body = BytesMut::new();
+    for (k, v) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        body.put_u8(k);
+        put_cstr(&mut body, v);
+    }
+    if let Some(h) = hint {
+        body.put_u8(b'H');
+        put_cstr(&mut body, h);
+    }
+    body.put_u8(0);
+    frame(b'E', &body)
+}
+
+/// A StartupMessage (protocol 3.0) with the given parameters.
+pub fn startup_message(params: &[(&str, &str)]) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_i32(PROTOCOL_3_0);
+    for (k, v) in params {
+        put_cstr(&mut body, k);
+        put_cstr(&mut body, v);
+    }
+    body.put_u8(0);
+    let mut out = BytesMut::with_capacity(body.len() + 4);
+    out.put_i32((body.len() + 4) as i32);
+    out.put_slice(&body);
+    out
+}
+
+/// The 8-byte SSLRequest.
+pub fn ssl_request() -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&8i32.to_be_bytes());
+    out[4..].copy_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
+    out
+}
+
+/// A CancelRequest packet for the given key.
+pub fn cancel_request(pid: i32, secret: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(12 + secret.len());
+    out.put_i32((12 + secret.len()) as i32);
+    out.put_i32(CANCEL_REQUEST_CODE);
+    out.put_i32(pid);
+    out.put_slice(secret);
+    out
+}
+
+/// A BackendKeyData message.
+pub fn backend_key_data(pid: i32, secret: &[u8]) -> BytesMut {
+    let mut body = BytesMut::with_capacity(4 + secret.len());
+    body.put_i32(pid);
+    body.put_slice(secret);
+    frame(b'K', &body)
+}
+
+/// A PasswordMessage (`p`) carrying `payload` followed by NUL (cleartext and MD5).
+pub fn password_message(payload: &[u8]) -> BytesMut {
+    let mut body = BytesMut::with_capacity(payload.len() + 1);
+    body.put_slice(payload);
+    body.put_u8(0);
+    frame(b'p', &body)
+}
+
+/// SASLInitialResponse (`p`): mechanism name and the client-first message.
+pub fn sasl_initial_response(mechanism: &str, data: &[u8]) -> BytesMut {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, mechanism);
+    body.put_i32(data.len() as i32);
+    body.put_slice(data);
+    frame(b'p', &body)
+}
+
+/// SASLResponse (`p`): the raw client-final message.
+pub fn sasl_response(data: &[u8]) -> BytesMut {
+    frame(b'p', data)
+}
+
+/// Redshift's digest answer (`d`) to authentication code 13.
+pub fn redshift_digest_response(digest: &[u8], client_nonce: &[u8]) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_i32(digest.len() as i32);
+    body.put_slice(digest);
+    body.put_i32(client_nonce.len() as i32);
+    body.put_slice(client_nonce);
+    frame(b'd', &body)
+}
+
+/// NegotiateProtocolVersion: newest minor we speak and the options we ignored.
+pub fn negotiate_protocol_version(minor: u16, unrecognized: &[&str]) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_i32(i32::from(minor));
+    body.put_i32(unrecognized.len() as i32);
+    for o in unrecognized {
+        put_cstr(&mut body, o);
+    }
+    frame(b'v', &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup_body(params: &[(&str, &str)]) -> Vec<u8> {
+        startup_message(params)[4..].to_vec()
+    }
+
+    #[test]
+    fn parses_startup_parameters_in_order() {
+        let body = startup_body(&[
+            ("user", "alice"),
+            ("database", "dev"),
+            ("application_name", "x"),
+        ]);
+        let frame = parse_startup_frame(&body).unwrap();
+        assert_eq!(
+            frame,
+            StartupFrame::Startup {
+                minor: 0,
+                params: vec![
+                    ("user".into(), "alice".into()),
+                    ("database".into(), "dev".into()),
+                    ("application_name".into(), "x".into())
+                ]
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_startup_packets() {
+        assert!(parse_startup_frame(&[0, 3]).is_err());
+        // Missing terminators.
+        let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0alice");
+        assert!(parse_startup_frame(&body).is_err());
+        // Protocol 2.0 is refused.
+        assert!(matches!(
+            parse_startup_frame(&0x0002_0000i32.to_be_bytes()),
+            Err(WireError::UnsupportedProtocol { major: 2, .. })
+        ));
+        // Duplicate keys.
+        let body = startup_body(&[("user", "a"), ("user", "b")]);
+        assert!(parse_startup_frame(&body).is_err());
+    }
+
+    #[test]
+    fn parses_negotiation_and_cancel() {
+        assert_eq!(
+            parse_startup_frame(&ssl_request()[4..]).unwrap(),
+            StartupFrame::SslRequest
+        );
+        let c = cancel_request(42, &[1, 2, 3, 4]);
+        assert_eq!(
+            parse_startup_frame(&c[4..]).unwrap(),
+            StartupFrame::Cancel {
+                pid: 42,
+                secret: vec![1, 2, 3, 4]
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn startup_reader_enforces_size_cap() {
+        let mut big = Vec::new();
+        big.extend_from_slice(&100_000i32.to_be_bytes());
+        big.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
+        let err = read_startup_frame(&mut &big[..], 10_000).await.unwrap_err();
+        assert!(matches!(err, WireError::TooLarge { .. }));
+        let neg = (-5i32).to_be_bytes();
+        assert!(matches!(
+            read_startup_frame(&mut &neg[..], 10_000).await,
+            Err(WireError::BadLength(-5))
+        ));
+    }
+
+    #[tokio::test]
+    async fn message_reader_handles_split_and_coalesced_messages() {
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(&frame(b'R', &0i32.to_be_bytes()));
+        bytes.extend_from_slice(&frame(b'S', b"a\0b\0"));
+        bytes.extend_from_slice(b"extra");
+        let mut reader = MessageReader::new(1024);
+        let mut src = &bytes[..];
+        let m1 = reader.read(&mut src).await.unwrap();
+        assert_eq!(
+            (m1.tag, parse_auth_request(&m1.body).unwrap()),
+            (b'R', AuthRequest::Ok)
+        );
+        let m2 = reader.read(&mut src).await.unwrap();
+        assert_eq!(m2.tag, b'S');
+        assert_eq!(&reader.into_leftover()[..], b"extra");
+    }
+
+    #[test]
+    fn parses_every_auth_code() {
+        let req = |code: i32, rest: &[u8]| {
+            let mut b = code.to_be_bytes().to_vec();
+            b.extend_from_slice(rest);
+            parse_auth_request(&b)
+        };
+        assert_eq!(req(3, &[]).unwrap(), AuthRequest::Cleartext);
+        assert_eq!(
+            req(5, &[1, 2, 3, 4]).unwrap(),
+            AuthRequest::Md5 { salt: [1, 2, 3, 4] }
+        );
+        assert!(req(5, &[1]).is_err());
+        assert_eq!(
+            req(10, b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0").unwrap(),
+            AuthRequest::Sasl {
+                mechanisms: vec!["SCRAM-SHA-256-PLUS".into(), "SCRAM-SHA-256".into()]
+            }
+        );
+        let mut digest = 0i32.to_be_bytes().to_vec();
+        digest.extend_from_slice(&2i32.to_be_bytes());
+        digest.extend_from_slice(b"ab");
+        digest.extend_from_slice(&3i32.to_be_bytes());
+        digest.extend_from_slice(b"xyz");
+        assert_eq!(
+            req(13, &digest).unwrap(),
+            AuthRequest::RedshiftDigest {
+                algorithm: 0,
+                salt: Bytes::from_static(b"ab"),
+                server_nonce: Bytes::from_static(b"xyz")
+            }
+        );
+        // Lengths that lie are errors, never panics.
+        let mut lying = 0i32.to_be_bytes().to_vec();
+        lying.extend_from_slice(&1000i32.to_be_bytes());
+        assert!(req(13, &lying).is_err());
+        let mut negative = 0i32.to_be_bytes().to_vec();
+        negative.extend_from_slice(&(-1i32).to_be_bytes());
+        assert!(req(13, &negative).is_err());
+        assert_eq!(req(14, &[]).unwrap(), AuthRequest::IdpToken);
+        assert_eq!(req(7, &[]).unwrap(), AuthRequest::Unsupported(7));
+        assert!(parse_auth_request(&[0, 0]).is_err());
+    }
+
+    #[test]
+    fn error_response_round_trips() {
+        let e = error_response("FATAL", "28000", "no rule for \"bob\"", Some("add a rule"));
+        let f = parse_error_fields(&e[5..]);
+        assert_eq!(f.code, "28000");
+        assert_eq!(f.severity, "FATAL");
+        assert_eq!(f.message, "no rule for \"bob\"");
+        assert_eq!(f.hint.as_deref(), Some("add a rule"));
+    }
+}

@@ -1,0 +1,245 @@
+//! The released binary as an operator runs it: CLI, psql over TLS, SIGTERM drain,
+//! and logs at trace level that never contain a secret.
+
+mod common;
+
+use common::{
+    db_error, proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY,
+};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
+
+/// The proxy binary running with a config file, its stderr collected.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(config_toml: &str, extra: &str) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        // `extra` goes at the top level, before any table.
+        std::fs::write(&path, format!("{extra}\n{config_toml}")).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", dir.path().join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+            .env("RUST_LOG", "trace")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("redshift-iam-proxy listening") {
+                    if let Some(a) = line.split("addr=").nth(1) {
+                        let _ = tx.send(a.split_whitespace().next().unwrap_or("").to_owned());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("proxy did not start: {:?}", log.lock().unwrap()))
+            .parse()
+            .unwrap();
+        Running {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn conninfo(&self, user: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname=postgres",
+            self.addr.port()
+        )
+    }
+
+    fn sigterm(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "proxy did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn help_and_version_work() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = Command::new(BIN).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "no config is a usage error");
+}
+
+#[test]
+fn invalid_config_is_refused_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[cluster]\nidentifier = \"c\"\nduration_seconds = 10\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("duration_seconds"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_over_tls_and_no_secret_in_trace_logs() {
+    let opts = BedOptions::default();
+    let (pg, emu) = start_pg_and_emulator(&opts).await;
+    let toml = proxy_config_toml(&pg, &emu, &opts.users_toml);
+    let proxy = Running::start(&toml, "");
+    let port = proxy.addr.port();
+    let out = tokio::process::Command::new("psql")
+        .arg("-w")
+        .arg("-Atc")
+        .arg("SELECT current_user, pg_has_role('analysts','member')")
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=alice dbname=postgres sslmode=require"
+        ))
+        .env_remove("PGPASSWORD")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "IAM:alice|t");
+    // A failing login too, so error paths are logged.
+    let out = tokio::process::Command::new("psql")
+        .arg("-w")
+        .arg("-Atc")
+        .arg("SELECT 1")
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=carol dbname=postgres sslmode=require"
+        ))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("IAM:carol"), "{stderr}");
+
+    let passwords = emu.issued_passwords();
+    assert!(passwords.len() >= 2);
+    let log = proxy.log.lock().unwrap().join("\n");
+    assert!(log.contains("session established"), "trace log captured");
+    for p in &passwords {
+        assert!(
+            !log.contains(p.as_str()),
+            "a minted password leaked into the log"
+        );
+    }
+    assert!(
+        !log.contains(SECRET_KEY),
+        "the AWS secret leaked into the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_accepting_and_drains_open_sessions() {
+    let opts = BedOptions::default();
+    let (pg, emu) = start_pg_and_emulator(&opts).await;
+    let toml = proxy_config_toml(&pg, &emu, &opts.users_toml);
+    let mut proxy = Running::start(&toml, "");
+    let (client, conn) = tokio_postgres::connect(&proxy.conninfo("bob"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    proxy.sigterm();
+    // The listener closes...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(proxy.addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "listener still open after SIGTERM"
+        );
+        tokio::task::yield_now().await;
+    }
+    // ...while the open session keeps working,
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM generate_series(1, 1000)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1000);
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "exited before the session ended"
+    );
+    // and once it ends, the proxy exits 0.
+    drop(client);
+    let status = proxy.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_outliving_the_drain_timeout_are_closed() {
+    let opts = BedOptions::default();
+    let (pg, emu) = start_pg_and_emulator(&opts).await;
+    let toml = proxy_config_toml(&pg, &emu, &opts.users_toml)
+        .replace("drain_timeout_secs = 5", "drain_timeout_secs = 1");
+    let mut proxy = Running::start(&toml, "");
+    let (client, conn) = tokio_postgres::connect(&proxy.conninfo("bob"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    proxy.sigterm();
+    let status = proxy.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+    let err = client.query_one("SELECT 1", &[]).await.unwrap_err();
+    assert!(err.is_closed() || db_error(&err).0.is_empty(), "{err}");
+}
