@@ -131,6 +131,10 @@ pub struct Limits {
     /// Largest startup packet accepted from a client.
     #[serde(default = "default_max_startup")]
     pub max_startup_packet_bytes: usize,
+    /// Time from the client's startup packet to a relayed session (credential call,
+    /// upstream connect and login together); beyond it the client gets 08001.
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout_secs: u64,
     /// Time allowed for TCP connect plus TLS handshake to the cluster.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
@@ -145,6 +149,7 @@ impl Default for Limits {
             max_client_connections: default_max_clients(),
             handshake_timeout_secs: default_handshake_timeout(),
             max_startup_packet_bytes: default_max_startup(),
+            login_timeout_secs: default_login_timeout(),
             connect_timeout_secs: default_connect_timeout(),
             drain_timeout_secs: default_drain_timeout(),
         }
@@ -154,6 +159,9 @@ impl Default for Limits {
 impl Limits {
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
+    }
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs(self.login_timeout_secs)
     }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
@@ -183,6 +191,9 @@ fn default_handshake_timeout() -> u64 {
 }
 fn default_max_startup() -> usize {
     10_000
+}
+fn default_login_timeout() -> u64 {
+    30
 }
 fn default_connect_timeout() -> u64 {
     10
@@ -280,7 +291,8 @@ impl Config {
         if l.max_client_connections == 0 {
             return bad("limits.max_client_connections must be at least 1".into());
         }
-        if l.handshake_timeout_secs == 0 || l.connect_timeout_secs == 0 {
+        if l.handshake_timeout_secs == 0 || l.connect_timeout_secs == 0 || l.login_timeout_secs == 0
+        {
             return bad("limits timeouts must be at least 1 second".into());
         }
         if !(64..=1_048_576).contains(&l.max_startup_packet_bytes) {

@@ -156,7 +156,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     let established = {
         let fut = establish(&shared, &client_user, &database, &forwarded);
-        tokio::time::timeout(limits.handshake_timeout() * 3, fut).await
+        tokio::time::timeout(limits.login_timeout(), fut).await
     };
     let (login, target, source, db_user) = match established {
         Ok(Ok(v)) => v,
@@ -170,7 +170,10 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
             client::reject(
                 &mut stream,
                 "08001",
-                "login through the proxy timed out (AWS credential API or cluster too slow)",
+                &format!(
+                    "login through the proxy did not complete within {} s (limits.login_timeout_secs): AWS credential API or cluster too slow",
+                    limits.login_timeout_secs
+                ),
                 None,
             )
             .await;
