@@ -25,8 +25,10 @@ struct Cli {
 /// Subcommands beside the default "run the proxy".
 #[derive(Subcommand)]
 enum Command {
+    /// Run a self-contained demo: local PostgreSQL as the stand-in for Redshift, the emulator, and the proxy.
+    Demo(redshift_iam_proxy::demo::DemoArgs),
     /// Run the Redshift credential API emulator (for tests, CI pipelines and the demo).
-    Emulator(redshift_iam_proxy::emulator::cli::EmulatorArgs),
+    Emulator(Box<redshift_iam_proxy::emulator::cli::EmulatorArgs>),
 }
 
 fn main() -> ExitCode {
@@ -49,7 +51,16 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Some(Command::Emulator(args)) => {
-                match redshift_iam_proxy::emulator::cli::run(args, shutdown_signal()).await {
+                match redshift_iam_proxy::emulator::cli::run(*args, shutdown_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Some(Command::Demo(args)) => {
+                match redshift_iam_proxy::demo::run(args, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e}");

@@ -237,6 +237,10 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     if stream.write_all(&prelude).await.is_err() {
         return;
     }
+    let how = match source {
+        Source::Cached => "cached credential, no AWS call",
+        Source::Fetched => "new credential from GetClusterCredentials",
+    };
     tracing::info!(
         parent: &span,
         app = %app,
@@ -244,7 +248,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         credential = if source == Source::Cached { "cached" } else { "minted" },
         client_tls = stream.is_tls(),
         login_ms = started.elapsed().as_millis() as u64,
-        "session established"
+        "session established: {client_user} logged in as {db_user} ({how})"
     );
     let (traffic, end) = relay::relay(stream, upstream, shared.hard_stop.clone()).await;
     drop(cancel_key);

@@ -1,0 +1,22 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: compile with the Rust toolchain, ship only the binary on Debian slim.
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY deploy ./deploy
+COPY bench ./bench
+RUN cargo build --release --locked --bin redshift-iam-proxy \
+ && install -m 0755 target/release/redshift-iam-proxy /usr/local/bin/redshift-iam-proxy
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin proxy
+COPY --from=build /usr/local/bin/redshift-iam-proxy /usr/local/bin/redshift-iam-proxy
+USER 10001:10001
+EXPOSE 5439
+ENTRYPOINT ["/usr/local/bin/redshift-iam-proxy"]
+CMD ["--config", "/etc/redshift-iam-proxy/config.toml"]
