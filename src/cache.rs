@@ -145,14 +145,20 @@ impl CredentialCache {
         let slots = self.slots.clone();
         let task = tokio::spawn(async move {
             let fetched_at = Instant::now();
-            let result = api.get_cluster_credentials(&req).await.map(|credential| {
+            let result = api.mint(&req).await.map(|credential| {
+                let now = SystemTime::now();
                 let lifetime = credential
                     .expiration
-                    .duration_since(SystemTime::now())
+                    .duration_since(now)
                     .unwrap_or(Duration::ZERO);
                 let margin = refresh_margin(lifetime);
-                let stale_at = fetched_at + lifetime.saturating_sub(margin);
-                let refresh_at = fetched_at + lifetime.saturating_sub(margin * 2);
+                let mut usable = lifetime.saturating_sub(margin);
+                // NextRefreshTime, when AWS gives one, also bounds the cache.
+                if let Some(next) = credential.next_refresh {
+                    usable = usable.min(next.duration_since(now).unwrap_or(Duration::ZERO));
+                }
+                let stale_at = fetched_at + usable;
+                let refresh_at = fetched_at + usable.saturating_sub(margin);
                 Arc::new(CachedCredential {
                     credential,
                     stale_at,
@@ -178,7 +184,7 @@ impl CredentialCache {
             task.await.unwrap_or_else(|e| {
                 Err(CredentialError {
                     kind: crate::credentials::FailureKind::Other,
-                    operation: "GetClusterCredentials",
+                    operation: "credential call",
                     code: "InternalError".into(),
                     message: format!("credential task failed: {e}"),
                 })
@@ -206,6 +212,7 @@ mod tests {
                 db_user: "IAM:a".into(),
                 password: SecretString::from("x".to_owned()),
                 expiration: SystemTime::now(),
+                next_refresh: None,
             },
             stale_at: now + Duration::from_secs(stale_in),
             refresh_at: now + Duration::from_secs(refresh_in),

@@ -17,7 +17,9 @@ pub struct Config {
     pub listen: String,
     #[serde(default)]
     pub aws: AwsConfig,
-    pub cluster: ClusterConfig,
+    /// The targets: `[cluster]` for one, `[[cluster]]` entries (each with a `name`) for several.
+    #[serde(deserialize_with = "one_or_many")]
+    pub cluster: Vec<ClusterConfig>,
     /// Mapping rules; the first whose `client_user` matches wins.
     #[serde(default)]
     pub users: Vec<UserRule>,
@@ -57,15 +59,27 @@ impl Default for AwsConfig {
     }
 }
 
-/// The Redshift cluster behind the proxy and how to reach it.
+/// One Redshift target (provisioned cluster or serverless workgroup) and how to reach it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// ClusterIdentifier passed to GetClusterCredentials.
-    pub identifier: String,
-    /// Endpoint host; omitted: DescribeClusters finds host and port.
+    /// Target name, required with several `[[cluster]]` entries: clients pick the target
+    /// with `database = "name"` or `database = "name/dbname"`.
+    pub name: Option<String>,
+    /// Which credential API mints passwords for this target.
+    #[serde(default)]
+    pub credentials: CredentialMode,
+    /// ClusterIdentifier (provisioned clusters; optional with `custom_domain_name`).
+    pub identifier: Option<String>,
+    /// Serverless workgroup name (`credentials = "serverless"`).
+    pub workgroup: Option<String>,
+    /// Custom domain name (CNAME) of the cluster or workgroup; TLS checks this name.
+    pub custom_domain_name: Option<String>,
+    /// An extra listener that serves only this target (`database` is then the DbName as is).
+    pub listen: Option<String>,
+    /// Endpoint host; omitted: DescribeClusters / GetWorkgroup finds host and port.
     pub host: Option<String>,
-    /// Endpoint port (default 5439 when `host` is set).
+    /// Endpoint port (default 5439 when `host` or `custom_domain_name` is set).
     pub port: Option<u16>,
     /// Lifetime requested for minted passwords, 900..=3600.
     #[serde(default = "default_duration")]
@@ -77,8 +91,70 @@ pub struct ClusterConfig {
     /// Required together with `sslmode = "disable"`; for local test clusters only.
     #[serde(default)]
     pub allow_plaintext: bool,
-    /// DbName used when the client sends no `database` (PostgreSQL would use the user name).
+    /// DbName used when the client names no database (else: the client user name for a
+    /// single target, as PostgreSQL does; "dev" when the database only names the target).
     pub default_database: Option<String>,
+}
+
+impl ClusterConfig {
+    /// Name used in logs and messages.
+    pub fn label(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.identifier.as_deref())
+            .or(self.workgroup.as_deref())
+            .or(self.custom_domain_name.as_deref())
+            .unwrap_or("cluster")
+    }
+
+    /// True for the APIs where AWS derives the DbUser from the IAM identity.
+    pub fn iam_mapped(&self) -> bool {
+        self.credentials != CredentialMode::GetClusterCredentials
+    }
+}
+
+/// The credential API used for a target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialMode {
+    /// GetClusterCredentials: DbUser, DbGroups and AutoCreate from `[[users]]`.
+    #[default]
+    GetClusterCredentials,
+    /// GetClusterCredentialsWithIAM: the DbUser is the caller's IAM identity (`IAM:user`, `IAMR:role`).
+    GetClusterCredentialsWithIam,
+    /// Redshift Serverless GetCredentials for a workgroup.
+    Serverless,
+}
+
+impl CredentialMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialMode::GetClusterCredentials => "get-cluster-credentials",
+            CredentialMode::GetClusterCredentialsWithIam => "get-cluster-credentials-with-iam",
+            CredentialMode::Serverless => "serverless",
+        }
+    }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ClusterConfig>, D::Error> {
+    use serde::de::Error;
+    let value = toml::Value::deserialize(d)?;
+    match value {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                ClusterConfig::deserialize(item)
+                    .map_err(|e| D::Error::custom(format!("cluster[{i}]: {e}")))
+            })
+            .collect(),
+        v @ toml::Value::Table(_) => ClusterConfig::deserialize(v)
+            .map(|c| vec![c])
+            .map_err(|e| D::Error::custom(format!("cluster: {e}"))),
+        _ => Err(D::Error::custom(
+            "cluster must be a table ([cluster]) or an array of tables ([[cluster]])",
+        )),
+    }
 }
 
 /// TLS policy towards the cluster, with libpq's meanings.
@@ -106,6 +182,12 @@ pub struct UserRule {
     /// AutoCreate: let Redshift create the user at first login.
     #[serde(default)]
     pub auto_create: bool,
+    /// IAM role assumed (STS AssumeRole) for this user's credential calls; else the proxy's own identity.
+    pub role_arn: Option<String>,
+    /// ExternalId for the AssumeRole call.
+    pub external_id: Option<String>,
+    /// RoleSessionName (default "redshift-iam-proxy"); it appears in CloudTrail.
+    pub session_name: Option<String>,
 }
 
 /// TLS offered to clients (answering SSLRequest).
@@ -247,29 +329,25 @@ impl Config {
     /// Checks ranges and combinations that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        let c = &self.cluster;
-        if c.identifier.is_empty() {
-            return bad("cluster.identifier must not be empty".into());
+        if self.cluster.is_empty() {
+            return bad("at least one [cluster] is required".into());
         }
-        if !(900..=3600).contains(&c.duration_seconds) {
-            return bad(format!(
-                "cluster.duration_seconds = {} is outside 900..=3600 (the range GetClusterCredentials accepts)",
-                c.duration_seconds
-            ));
+        let several = self.cluster.len() > 1;
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.cluster.iter().enumerate() {
+            let key = if several {
+                format!("cluster[{i}]")
+            } else {
+                "cluster".to_owned()
+            };
+            c.validate(&key, several)?;
+            if let Some(n) = &c.name {
+                if !names.insert(n.as_str()) {
+                    return bad(format!("{key}.name = {n:?} is used twice"));
+                }
+            }
         }
-        if c.sslmode == SslMode::Disable && !c.allow_plaintext {
-            return bad(
-                "cluster.sslmode = \"disable\" sends credentials in clear text and Redshift refuses IAM passwords without TLS; \
-                 set cluster.allow_plaintext = true only for a local test cluster"
-                    .into(),
-            );
-        }
-        if c.port.is_some() && c.host.is_none() {
-            return bad("cluster.port is set without cluster.host".into());
-        }
-        if let Some(db) = &c.default_database {
-            check_name("cluster.default_database", db, false)?;
-        }
+        let all_iam_mapped = self.cluster.iter().all(ClusterConfig::iam_mapped);
         for (i, u) in self.users.iter().enumerate() {
             if u.client_user.is_empty() {
                 return bad(format!("users[{i}].client_user must not be empty"));
@@ -279,6 +357,24 @@ impl Config {
             }
             for g in &u.db_groups {
                 check_name(&format!("users[{i}].db_groups"), g, true)?;
+            }
+            if all_iam_mapped && (u.db_user.is_some() || !u.db_groups.is_empty() || u.auto_create) {
+                return bad(format!(
+                    "users[{i}] sets db_user/db_groups/auto_create, which do not apply with credentials = \"{}\": \
+                     AWS derives the database user from the IAM identity (IAM:user, IAMR:role) and groups from its tags; \
+                     use role_arn to choose the identity",
+                    self.cluster[0].credentials.as_str()
+                ));
+            }
+            if u.role_arn.is_none() && (u.external_id.is_some() || u.session_name.is_some()) {
+                return bad(format!(
+                    "users[{i}].external_id and session_name need role_arn"
+                ));
+            }
+            if let Some(arn) = &u.role_arn {
+                if !arn.starts_with("arn:") || !arn.contains(":role/") {
+                    return bad(format!("users[{i}].role_arn = {arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"));
+                }
             }
         }
         match (&self.client_tls.cert_file, &self.client_tls.key_file) {
@@ -304,8 +400,130 @@ impl Config {
         Ok(())
     }
 
+    /// The target a client reaches through the main listener with `database`,
+    /// and the DbName to use there; `Err` names the known targets.
+    pub fn route<'a>(
+        &'a self,
+        database: Option<&'a str>,
+    ) -> Result<(usize, Option<&'a str>), String> {
+        if self.cluster.len() == 1 {
+            return Ok((0, database));
+        }
+        let Some(db) = database else {
+            return Err(self.route_help("no database given"));
+        };
+        let (target, dbname) = match db.split_once('/') {
+            Some((t, d)) => (t, Some(d).filter(|d| !d.is_empty())),
+            None => (db, None),
+        };
+        match self
+            .cluster
+            .iter()
+            .position(|c| c.name.as_deref() == Some(target))
+        {
+            Some(i) => Ok((i, dbname)),
+            None => Err(self.route_help(&format!("no target named {target:?}"))),
+        }
+    }
+
+    fn route_help(&self, why: &str) -> String {
+        let names: Vec<&str> = self
+            .cluster
+            .iter()
+            .filter_map(|c| c.name.as_deref())
+            .collect();
+        format!(
+            "{why}: this proxy serves several targets; connect with database \"TARGET\" or \"TARGET/DBNAME\" (targets: {})",
+            names.join(", ")
+        )
+    }
+
     pub fn api_timeout(&self) -> Duration {
         Duration::from_secs(self.aws.timeout_secs)
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self, key: &str, several: bool) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if several {
+            match &self.name {
+                None => {
+                    return bad(format!(
+                        "{key}.name is required when there are several [[cluster]] entries"
+                    ))
+                }
+                Some(n)
+                    if n.is_empty()
+                        || !n
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+                {
+                    return bad(format!("{key}.name = {n:?}: use letters, digits, _ and -"))
+                }
+                _ => {}
+            }
+        }
+        match self.credentials {
+            CredentialMode::Serverless => {
+                let Some(wg) = &self.workgroup else {
+                    return bad(format!(
+                        "{key}.workgroup is required with credentials = \"serverless\""
+                    ));
+                };
+                let ok = (3..=64).contains(&wg.len())
+                    && wg
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !ok {
+                    return bad(format!(
+                        "{key}.workgroup = {wg:?}: 3 to 64 of a-z, 0-9 and -"
+                    ));
+                }
+                if self.identifier.is_some() {
+                    return bad(format!(
+                        "{key}.identifier does not apply to a serverless workgroup"
+                    ));
+                }
+            }
+            _ => {
+                if self.workgroup.is_some() {
+                    return bad(format!(
+                        "{key}.workgroup needs credentials = \"serverless\""
+                    ));
+                }
+                match (&self.identifier, &self.custom_domain_name) {
+                    (Some(id), _) if id.is_empty() => {
+                        return bad(format!("{key}.identifier must not be empty"))
+                    }
+                    (None, None) => {
+                        return bad(format!(
+                            "{key}.identifier (or custom_domain_name) is required"
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !(900..=3600).contains(&self.duration_seconds) {
+            return bad(format!(
+                "{key}.duration_seconds = {} is outside 900..=3600 (the range the credential APIs accept)",
+                self.duration_seconds
+            ));
+        }
+        if self.sslmode == SslMode::Disable && !self.allow_plaintext {
+            return bad(format!(
+                "{key}.sslmode = \"disable\" sends credentials in clear text and Redshift refuses IAM passwords without TLS; \
+                 set {key}.allow_plaintext = true only for a local test cluster"
+            ));
+        }
+        if self.port.is_some() && self.host.is_none() && self.custom_domain_name.is_none() {
+            return bad(format!("{key}.port is set without {key}.host"));
+        }
+        if let Some(db) = &self.default_database {
+            check_name(&format!("{key}.default_database"), db, false)?;
+        }
+        Ok(())
     }
 }
 
@@ -345,8 +563,12 @@ mod tests {
     fn defaults_are_safe() {
         let c = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(c.listen, "127.0.0.1:5439");
-        assert_eq!(c.cluster.sslmode, SslMode::VerifyFull);
-        assert_eq!(c.cluster.duration_seconds, 900);
+        assert_eq!(c.cluster[0].sslmode, SslMode::VerifyFull);
+        assert_eq!(c.cluster[0].duration_seconds, 900);
+        assert_eq!(
+            c.cluster[0].credentials,
+            CredentialMode::GetClusterCredentials
+        );
         assert_eq!(c.limits.handshake_timeout_secs, 10);
         assert_eq!(c.aws.timeout_secs, 10);
     }
@@ -365,6 +587,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("lowercase"), "{e}");
+    }
+
+    #[test]
+    fn credential_modes_are_checked() {
+        let e = Config::from_toml("[cluster]\ncredentials=\"serverless\"\n").unwrap_err();
+        assert!(e.to_string().contains("workgroup is required"), "{e}");
+        let e =
+            Config::from_toml("[cluster]\ncredentials=\"serverless\"\nworkgroup=\"Bad_Name\"\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("a-z, 0-9"), "{e}");
+        Config::from_toml("[cluster]\ncredentials=\"serverless\"\nworkgroup=\"wg-1\"\n").unwrap();
+        let e = Config::from_toml("[cluster]\nduration_seconds=900\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("identifier (or custom_domain_name) is required"),
+            "{e}"
+        );
+        Config::from_toml("[cluster]\ncustom_domain_name=\"db.example.com\"\n").unwrap();
+        // db_user/db_groups do not apply when AWS derives the user from the IAM identity.
+        let e = Config::from_toml(
+            "[cluster]\ncredentials=\"get-cluster-credentials-with-iam\"\nidentifier=\"c\"\n[[users]]\nclient_user=\"a\"\ndb_groups=[\"x\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("do not apply"), "{e}");
+        let e = Config::from_toml(
+            "[cluster]\nidentifier=\"c\"\n[[users]]\nclient_user=\"a\"\nrole_arn=\"analyst\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("role ARN"), "{e}");
+    }
+
+    #[test]
+    fn several_targets_need_names_and_route_by_database() {
+        let e = Config::from_toml("[[cluster]]\nidentifier=\"a\"\n[[cluster]]\nidentifier=\"b\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("name is required"), "{e}");
+        let c = Config::from_toml(
+            "[[cluster]]\nname=\"prod\"\nidentifier=\"a\"\n[[cluster]]\nname=\"lake\"\ncredentials=\"serverless\"\nworkgroup=\"lake-wg\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.route(Some("prod")).unwrap(), (0, None));
+        assert_eq!(c.route(Some("lake/sales")).unwrap(), (1, Some("sales")));
+        let e = c.route(Some("nope")).unwrap_err();
+        assert!(e.contains("prod, lake"), "{e}");
+        assert!(c.route(None).is_err());
+        // One target: the database is the DbName, whatever it is.
+        let one = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(one.route(Some("x/y")).unwrap(), (0, Some("x/y")));
     }
 
     #[test]

@@ -1,33 +1,70 @@
-//! The credential provider: calls the Redshift APIs through the AWS SDK.
+//! The credential provider: calls the Redshift, Redshift Serverless and STS APIs through the AWS SDK.
 //!
-//! One `RedshiftApi` owns the SDK client and the call discipline every call shares:
+//! Three ways to mint a login, one per `[cluster] credentials` mode: GetClusterCredentials
+//! (DbUser/DbGroups/AutoCreate from the rules), GetClusterCredentialsWithIAM and Serverless
+//! GetCredentials (AWS derives the DbUser from the IAM identity). Each call is made as the
+//! proxy's own identity or, per user rule, as an assumed role (SDK clients are kept per role,
+//! so aws-config's AssumeRoleProvider caches and refreshes the role credentials).
+//!
+//! One `RedshiftApi` owns the SDK clients and the call discipline every call shares:
 //! a time limit per attempt, jittered back-off for throttling and transient
 //! failures, and the translation of SDK errors into [`CredentialError`], which
 //! carries the AWS error code all the way to the client's ErrorResponse.
 //! Caching lives in `cache.rs`; this file only talks to AWS.
 
-use crate::config::AwsConfig;
+use crate::config::{AwsConfig, CredentialMode};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
+use aws_config::SdkConfig;
+use aws_sdk_redshift::config::http::HttpResponse;
 use aws_sdk_redshift::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use rand::Rng;
 use secrecy::SecretString;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Everything GetClusterCredentials is asked with; also the cache key.
+/// An IAM role assumed for a user's credential calls.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoleSpec {
+    pub arn: String,
+    pub external_id: Option<String>,
+    pub session_name: String,
+}
+
+/// Everything a credential API is asked with, and as whom; also the cache key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CredentialRequest {
-    pub cluster_identifier: String,
-    pub db_user: String,
+    pub mode: CredentialMode,
+    /// ClusterIdentifier (provisioned; also the fallback when the custom domain fails).
+    pub cluster_identifier: Option<String>,
+    /// Serverless workgroup name.
+    pub workgroup: Option<String>,
+    /// CustomDomainName, tried first when set.
+    pub custom_domain: Option<String>,
+    /// The assumed role; `None` is the proxy's own identity.
+    pub role: Option<RoleSpec>,
+    /// DbUser (GetClusterCredentials only).
+    pub db_user: Option<String>,
     pub db_name: String,
-    /// Sorted, de-duplicated.
+    /// Sorted, de-duplicated (GetClusterCredentials only).
     pub db_groups: Vec<String>,
     pub auto_create: bool,
     pub duration_seconds: u32,
+}
+
+impl CredentialRequest {
+    /// The API this request goes to, for messages.
+    pub fn operation(&self) -> &'static str {
+        match self.mode {
+            CredentialMode::GetClusterCredentials => "GetClusterCredentials",
+            CredentialMode::GetClusterCredentialsWithIam => "GetClusterCredentialsWithIAM",
+            CredentialMode::Serverless => "GetCredentials",
+        }
+    }
 }
 
 /// A minted login: the DbUser exactly as AWS returned it and its password.
@@ -38,6 +75,8 @@ pub struct DbCredential {
     pub password: SecretString,
     /// When AWS says the password stops working.
     pub expiration: SystemTime,
+    /// NextRefreshTime, when AWS gives one: do not use the credential past it.
+    pub next_refresh: Option<SystemTime>,
 }
 
 /// What kind of failure a credential API call met; decides SQLSTATE and retries.
@@ -97,8 +136,8 @@ impl CredentialError {
     /// A hint the user can act on.
     pub fn hint(&self) -> Option<&'static str> {
         Some(match self.kind {
-            FailureKind::Denied => "check the IAM policy of the proxy's AWS identity (redshift:GetClusterCredentials, redshift:JoinGroup for db_groups, redshift:CreateClusterUser for auto_create)",
-            FailureKind::NotFound => "check cluster.identifier and aws.region in the proxy configuration",
+            FailureKind::Denied => "check the IAM policy of the proxy's AWS identity (or of the user's role_arn): redshift:GetClusterCredentials, redshift:JoinGroup for db_groups, redshift:CreateClusterUser for auto_create, redshift:GetClusterCredentialsWithIAM, redshift-serverless:GetCredentials, sts:AssumeRole",
+            FailureKind::NotFound => "check cluster.identifier / workgroup / custom_domain_name and aws.region in the proxy configuration",
             FailureKind::Throttled => "AWS is throttling credential calls; retry shortly",
             FailureKind::Timeout | FailureKind::Unavailable => "the AWS endpoint did not answer; check network access to it (or aws.endpoint_url)",
             FailureKind::Invalid | FailureKind::Other => return None,
@@ -119,9 +158,30 @@ impl CredentialError {
     }
 }
 
-/// The Redshift API client with the proxy's retry and timeout discipline.
+/// The SDK clients of one IAM identity.
+#[derive(Clone)]
+struct Clients {
+    redshift: aws_sdk_redshift::Client,
+    serverless: aws_sdk_redshiftserverless::Client,
+    sts: aws_sdk_sts::Client,
+}
+
+impl Clients {
+    fn new(conf: &SdkConfig) -> Self {
+        Self {
+            redshift: aws_sdk_redshift::Client::new(conf),
+            serverless: aws_sdk_redshiftserverless::Client::new(conf),
+            sts: aws_sdk_sts::Client::new(conf),
+        }
+    }
+}
+
+/// The AWS API clients with the proxy's retry and timeout discipline.
 pub struct RedshiftApi {
-    client: aws_sdk_redshift::Client,
+    base: SdkConfig,
+    own: Clients,
+    /// Clients per assumed role, made on first use.
+    roles: tokio::sync::Mutex<HashMap<RoleSpec, Clients>>,
     timeout: Duration,
     max_attempts: u32,
 }
@@ -135,7 +195,7 @@ pub enum AwsIdentitySource {
 }
 
 impl RedshiftApi {
-    /// Builds the SDK client from `[aws]` (lean rustls+ring HTTPS client, our own retries).
+    /// Builds the SDK configuration from `[aws]` (lean rustls+ring HTTPS client, our own retries).
     pub async fn new(aws: &AwsConfig, identity: AwsIdentitySource) -> Self {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
@@ -165,54 +225,230 @@ impl RedshiftApi {
         if let AwsIdentitySource::Static(creds) = identity {
             loader = loader.credentials_provider(creds);
         }
-        let sdk = loader.load().await;
-        if sdk.region().is_none() {
+        let base = loader.load().await;
+        if base.region().is_none() {
             tracing::warn!("no AWS region configured (aws.region, AWS_REGION or profile): credential calls will fail");
         }
         Self {
-            client: aws_sdk_redshift::Client::new(&sdk),
+            own: Clients::new(&base),
+            base,
+            roles: tokio::sync::Mutex::new(HashMap::new()),
             timeout,
             max_attempts: aws.max_attempts,
         }
     }
 
-    /// GetClusterCredentials for one request.
-    pub async fn get_cluster_credentials(
+    /// The clients acting as `role`, or as the proxy itself.
+    async fn clients(&self, role: Option<&RoleSpec>) -> Clients {
+        let Some(role) = role else {
+            return self.own.clone();
+        };
+        let mut roles = self.roles.lock().await;
+        if let Some(c) = roles.get(role) {
+            return c.clone();
+        }
+        let mut builder = aws_config::sts::AssumeRoleProvider::builder(role.arn.clone())
+            .session_name(role.session_name.clone())
+            .configure(&self.base);
+        if let Some(id) = &role.external_id {
+            builder = builder.external_id(id.clone());
+        }
+        let provider = builder.build().await;
+        let conf = self
+            .base
+            .to_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build();
+        let clients = Clients::new(&conf);
+        roles.insert(role.clone(), clients.clone());
+        clients
+    }
+
+    /// Mints a login for `req` with the API its mode names.
+    pub async fn mint(&self, req: &CredentialRequest) -> Result<DbCredential, CredentialError> {
+        let c = self.clients(req.role.as_ref()).await;
+        let op = req.operation();
+        // As AWS's drivers do: try the custom domain, fall back to the identifier once on error.
+        if let Some(domain) = req.custom_domain.as_deref() {
+            let fallback = match req.mode {
+                CredentialMode::Serverless => req.workgroup.as_deref(),
+                _ => req.cluster_identifier.as_deref(),
+            };
+            match self.mint_once(&c, req, Some(domain)).await {
+                Ok(cred) => return Ok(cred),
+                Err(e) if fallback.is_some() && e.kind != FailureKind::Throttled => {
+                    tracing::warn!(operation = op, domain, error = %e, "custom domain failed; falling back to the identifier once");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.mint_once(&c, req, None).await
+    }
+
+    async fn mint_once(
         &self,
+        c: &Clients,
         req: &CredentialRequest,
+        domain: Option<&str>,
     ) -> Result<DbCredential, CredentialError> {
-        const OP: &str = "GetClusterCredentials";
-        let out = self
-            .call(OP, || {
-                self.client
-                    .get_cluster_credentials()
-                    .cluster_identifier(&req.cluster_identifier)
-                    .db_user(&req.db_user)
-                    .db_name(&req.db_name)
-                    .duration_seconds(req.duration_seconds as i32)
-                    .auto_create(req.auto_create)
-                    .set_db_groups((!req.db_groups.is_empty()).then(|| req.db_groups.clone()))
-                    .send()
-            })
-            .await?;
-        let db_user = out.db_user().ok_or_else(|| {
-            CredentialError::other(OP, "MalformedResponse", "no DbUser in the response")
+        let op = req.operation();
+        let duration = req.duration_seconds as i32;
+        // The target: custom domain, or identifier (never both).
+        let cluster = if domain.is_some() {
+            None
+        } else {
+            req.cluster_identifier.clone()
+        };
+        let domain = domain.map(str::to_owned);
+        let (db_user, password, expiration, next) = match req.mode {
+            CredentialMode::GetClusterCredentials => {
+                let out = self
+                    .call(op, || {
+                        c.redshift
+                            .get_cluster_credentials()
+                            .set_cluster_identifier(cluster.clone())
+                            .set_custom_domain_name(domain.clone())
+                            .set_db_user(req.db_user.clone())
+                            .db_name(&req.db_name)
+                            .duration_seconds(duration)
+                            .auto_create(req.auto_create)
+                            .set_db_groups(
+                                (!req.db_groups.is_empty()).then(|| req.db_groups.clone()),
+                            )
+                            .send()
+                    })
+                    .await?;
+                (out.db_user, out.db_password, out.expiration, None)
+            }
+            CredentialMode::GetClusterCredentialsWithIam => {
+                let out = self
+                    .call(op, || {
+                        c.redshift
+                            .get_cluster_credentials_with_iam()
+                            .set_cluster_identifier(cluster.clone())
+                            .set_custom_domain_name(domain.clone())
+                            .db_name(&req.db_name)
+                            .duration_seconds(duration)
+                            .send()
+                    })
+                    .await?;
+                (
+                    out.db_user,
+                    out.db_password,
+                    out.expiration,
+                    out.next_refresh_time,
+                )
+            }
+            CredentialMode::Serverless => {
+                let workgroup = if domain.is_some() {
+                    None
+                } else {
+                    req.workgroup.clone()
+                };
+                let out = self
+                    .call(op, || {
+                        c.serverless
+                            .get_credentials()
+                            .set_workgroup_name(workgroup.clone())
+                            .set_custom_domain_name(domain.clone())
+                            .db_name(&req.db_name)
+                            .duration_seconds(duration)
+                            .send()
+                    })
+                    .await?;
+                (
+                    out.db_user,
+                    out.db_password,
+                    out.expiration,
+                    out.next_refresh_time,
+                )
+            }
+        };
+        let db_user = db_user.ok_or_else(|| {
+            CredentialError::other(op, "MalformedResponse", "no DbUser in the response")
         })?;
-        let password = out.db_password().ok_or_else(|| {
-            CredentialError::other(OP, "MalformedResponse", "no DbPassword in the response")
+        let password = password.ok_or_else(|| {
+            CredentialError::other(op, "MalformedResponse", "no DbPassword in the response")
         })?;
-        let expiration = out
-            .expiration()
-            .and_then(|t| SystemTime::try_from(*t).ok())
+        let expiration = expiration
+            .and_then(|t| SystemTime::try_from(t).ok())
             // Without an Expiration, assume the requested lifetime.
             .unwrap_or_else(|| {
                 SystemTime::now() + Duration::from_secs(req.duration_seconds.into())
             });
         Ok(DbCredential {
-            db_user: db_user.to_owned(),
-            password: SecretString::from(password.to_owned()),
+            db_user,
+            password: SecretString::from(password),
             expiration,
+            next_refresh: next.and_then(|t| SystemTime::try_from(t).ok()),
         })
+    }
+
+    /// STS GetCallerIdentity: the ARN the proxy (or `role`) acts as.
+    pub async fn caller_identity(
+        &self,
+        role: Option<&RoleSpec>,
+    ) -> Result<String, CredentialError> {
+        const OP: &str = "GetCallerIdentity";
+        let c = self.clients(role).await;
+        let out = self.call(OP, || c.sts.get_caller_identity().send()).await?;
+        out.arn().map(str::to_owned).ok_or_else(|| {
+            CredentialError::other(OP, "MalformedResponse", "no Arn in the response")
+        })
+    }
+
+    /// DescribeCustomDomainAssociations: the cluster behind a custom domain name.
+    pub async fn cluster_for_domain(&self, domain: &str) -> Result<String, CredentialError> {
+        const OP: &str = "DescribeCustomDomainAssociations";
+        let out = self
+            .call(OP, || {
+                self.own
+                    .redshift
+                    .describe_custom_domain_associations()
+                    .custom_domain_name(domain)
+                    .send()
+            })
+            .await?;
+        out.associations()
+            .iter()
+            .flat_map(|a| a.certificate_associations())
+            .find_map(|ca| ca.cluster_identifier())
+            .map(str::to_owned)
+            .ok_or_else(|| CredentialError {
+                kind: FailureKind::NotFound,
+                operation: OP,
+                code: "CustomDomainAssociationNotFoundFault".into(),
+                message: format!("no cluster is associated with {domain:?}"),
+            })
+    }
+
+    /// Serverless GetWorkgroup: the endpoint of a workgroup.
+    pub async fn workgroup_endpoint(
+        &self,
+        workgroup: &str,
+    ) -> Result<(String, u16), CredentialError> {
+        const OP: &str = "GetWorkgroup";
+        let out = self
+            .call(OP, || {
+                self.own
+                    .serverless
+                    .get_workgroup()
+                    .workgroup_name(workgroup)
+                    .send()
+            })
+            .await?;
+        let endpoint =
+            out.workgroup()
+                .and_then(|w| w.endpoint())
+                .ok_or_else(|| CredentialError {
+                    kind: FailureKind::Unavailable,
+                    operation: OP,
+                    code: "NoEndpoint".into(),
+                    message: format!("workgroup {workgroup:?} has no endpoint yet"),
+                })?;
+        endpoint_pair(OP, endpoint.address(), endpoint.port())
     }
 
     /// DescribeClusters: the endpoint host and port of one cluster.
@@ -223,7 +459,8 @@ impl RedshiftApi {
         const OP: &str = "DescribeClusters";
         let out = self
             .call(OP, || {
-                self.client
+                self.own
+                    .redshift
                     .describe_clusters()
                     .cluster_identifier(identifier)
                     .send()
@@ -243,32 +480,15 @@ impl RedshiftApi {
             code: "NoEndpoint".into(),
             message: format!("cluster {identifier:?} has no endpoint yet (status {status})"),
         })?;
-        match (endpoint.address(), endpoint.port()) {
-            (Some(host), Some(port)) => {
-                let port = u16::try_from(port).map_err(|_| {
-                    CredentialError::other(
-                        OP,
-                        "MalformedResponse",
-                        format!("port {port} out of range"),
-                    )
-                })?;
-                Ok((host.to_owned(), port))
-            }
-            _ => Err(CredentialError::other(
-                OP,
-                "MalformedResponse",
-                "endpoint without address or port",
-            )),
-        }
+        endpoint_pair(OP, endpoint.address(), endpoint.port())
     }
 
     /// Runs one SDK operation with a per-attempt deadline and jittered retries.
-    async fn call<T, E, R, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, CredentialError>
+    async fn call<T, E, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, CredentialError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, SdkError<E, R>>>,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: fmt::Debug,
     {
         let mut attempt = 1;
         loop {
@@ -300,10 +520,29 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(half + rand::thread_rng().gen_range(0..=half))
 }
 
-fn classify<E, R>(op: &'static str, err: SdkError<E, R>) -> CredentialError
+fn endpoint_pair(
+    op: &'static str,
+    host: Option<&str>,
+    port: Option<i32>,
+) -> Result<(String, u16), CredentialError> {
+    match (host, port) {
+        (Some(host), Some(port)) => {
+            let port = u16::try_from(port).map_err(|_| {
+                CredentialError::other(op, "MalformedResponse", format!("port {port} out of range"))
+            })?;
+            Ok((host.to_owned(), port))
+        }
+        _ => Err(CredentialError::other(
+            op,
+            "MalformedResponse",
+            "endpoint without address or port",
+        )),
+    }
+}
+
+fn classify<E>(op: &'static str, err: SdkError<E, HttpResponse>) -> CredentialError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: fmt::Debug,
 {
     match &err {
         SdkError::TimeoutError(_) => CredentialError {
@@ -312,18 +551,38 @@ where
             code: "Timeout".into(),
             message: DisplayErrorContext(&err).to_string(),
         },
-        SdkError::DispatchFailure(_) => CredentialError {
-            kind: FailureKind::Unavailable,
-            operation: op,
-            code: "EndpointUnreachable".into(),
-            message: DisplayErrorContext(&err).to_string(),
-        },
+        SdkError::DispatchFailure(d) => {
+            let message = DisplayErrorContext(&err).to_string();
+            // A role that cannot be assumed surfaces here, as a failure to get credentials.
+            if !d.is_io() && !d.is_timeout() && message.contains("AccessDenied") {
+                return CredentialError {
+                    kind: FailureKind::Denied,
+                    operation: op,
+                    code: "AccessDenied".into(),
+                    message,
+                };
+            }
+            CredentialError {
+                kind: if d.is_timeout() {
+                    FailureKind::Timeout
+                } else {
+                    FailureKind::Unavailable
+                },
+                operation: op,
+                code: if d.is_io() {
+                    "EndpointUnreachable".into()
+                } else {
+                    "DispatchFailure".into()
+                },
+                message,
+            }
+        }
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("Unknown").to_owned();
             let message = se.err().message().unwrap_or("").to_owned();
-            let status = format!("{:?}", se.raw());
+            let server_error = se.raw().status().as_u16() >= 500;
             CredentialError {
-                kind: kind_of(&code, &message, status.contains("status: 5")),
+                kind: kind_of(&code, &message, server_error),
                 operation: op,
                 code,
                 message,

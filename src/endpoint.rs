@@ -1,9 +1,11 @@
-//! Where the cluster lives: from the configuration, or found with DescribeClusters.
+//! Where a target lives: from the configuration, or found with DescribeClusters /
+//! GetWorkgroup, and which cluster a custom domain stands for.
 //!
-//! The looked-up endpoint is cached; after a failed TCP connect it is forgotten,
+//! Looked-up endpoints are cached; after a failed TCP connect they are forgotten,
 //! so a cluster that moved (resize, relocation) is found again by the next login.
+//! With a custom domain, the proxy connects to that name and checks it in TLS.
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, CredentialMode};
 use crate::credentials::{CredentialError, SharedApi};
 use crate::tls;
 use crate::upstream::UpstreamTarget;
@@ -11,14 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// Resolves and caches the cluster endpoint, with the TLS settings attached.
+/// Resolves and caches one target's endpoint, with the TLS settings attached.
 pub struct EndpointResolver {
-    identifier: String,
-    fixed: Option<(String, u16)>,
+    cluster: ClusterConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
     api: SharedApi,
     cached: Mutex<Option<Arc<UpstreamTarget>>>,
+    /// ClusterIdentifier found through DescribeCustomDomainAssociations.
+    domain_cluster: Mutex<Option<String>>,
 }
 
 /// Why no endpoint could be had.
@@ -38,31 +41,65 @@ impl EndpointResolver {
         api: SharedApi,
     ) -> Self {
         Self {
-            identifier: cluster.identifier.clone(),
-            fixed: cluster
-                .host
-                .clone()
-                .map(|h| (h, cluster.port.unwrap_or(5439))),
+            cluster: cluster.clone(),
             tls,
             connect_timeout,
             api,
             cached: Mutex::new(None),
+            domain_cluster: Mutex::new(None),
         }
     }
 
-    /// The upstream target; one DescribeClusters call at a time.
+    /// The ClusterIdentifier to use: configured, or looked up from the custom domain
+    /// (`None` for serverless targets).
+    pub async fn cluster_identifier(&self) -> Result<Option<String>, EndpointError> {
+        if self.cluster.credentials == CredentialMode::Serverless {
+            return Ok(None);
+        }
+        if let Some(id) = &self.cluster.identifier {
+            return Ok(Some(id.clone()));
+        }
+        let Some(domain) = &self.cluster.custom_domain_name else {
+            return Ok(None);
+        };
+        let mut cached = self.domain_cluster.lock().await;
+        if let Some(id) = cached.as_ref() {
+            return Ok(Some(id.clone()));
+        }
+        let id = self.api.cluster_for_domain(domain).await?;
+        tracing::info!(domain = %domain, cluster = %id, "resolved custom domain with DescribeCustomDomainAssociations");
+        *cached = Some(id.clone());
+        Ok(Some(id))
+    }
+
+    /// The upstream target; one lookup at a time.
     pub async fn target(&self) -> Result<Arc<UpstreamTarget>, EndpointError> {
         let mut cached = self.cached.lock().await;
         if let Some(t) = cached.as_ref() {
             return Ok(t.clone());
         }
-        let (host, port) = match &self.fixed {
-            Some(hp) => hp.clone(),
-            None => {
-                let hp = self.api.describe_cluster_endpoint(&self.identifier).await?;
-                tracing::info!(cluster = %self.identifier, host = %hp.0, port = hp.1, "resolved cluster endpoint with DescribeClusters");
-                hp
-            }
+        let c = &self.cluster;
+        let (host, port) = match (&c.host, &c.custom_domain_name) {
+            (Some(h), _) => (h.clone(), c.port.unwrap_or(5439)),
+            // The custom domain is the name clients (and TLS) use.
+            (None, Some(domain)) => (domain.clone(), c.port.unwrap_or(5439)),
+            (None, None) => match (c.credentials, &c.workgroup, &c.identifier) {
+                (CredentialMode::Serverless, Some(wg), _) => {
+                    let hp = self.api.workgroup_endpoint(wg).await?;
+                    tracing::info!(workgroup = %wg, host = %hp.0, port = hp.1, "resolved workgroup endpoint with GetWorkgroup");
+                    hp
+                }
+                (_, _, Some(id)) => {
+                    let hp = self.api.describe_cluster_endpoint(id).await?;
+                    tracing::info!(cluster = %id, host = %hp.0, port = hp.1, "resolved cluster endpoint with DescribeClusters");
+                    hp
+                }
+                _ => {
+                    return Err(EndpointError::BadName(
+                        "(no host, identifier or workgroup)".into(),
+                    ))
+                }
+            },
         };
         let server_name =
             tls::server_name(&host).map_err(|_| EndpointError::BadName(host.clone()))?;
@@ -79,7 +116,7 @@ impl EndpointResolver {
 
     /// Forgets a looked-up endpoint after a connect failure.
     pub async fn forget(&self, failed: &Arc<UpstreamTarget>) {
-        if self.fixed.is_some() {
+        if self.cluster.host.is_some() || self.cluster.custom_domain_name.is_some() {
             return;
         }
         let mut cached = self.cached.lock().await;

@@ -4,6 +4,7 @@
 //! client's name (or is `*`) decides DbUser, DbGroups and AutoCreate.
 
 use crate::config::UserRule;
+use crate::credentials::RoleSpec;
 
 /// The Redshift identity a client user is mapped to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -12,6 +13,8 @@ pub struct Identity {
     /// Sorted and de-duplicated, so equal sets make equal cache keys.
     pub db_groups: Vec<String>,
     pub auto_create: bool,
+    /// The IAM role to act as for this user's credential calls, if any.
+    pub role: Option<RoleSpec>,
 }
 
 /// The ordered rule list from the configuration.
@@ -41,6 +44,14 @@ impl UserMap {
                 .unwrap_or_else(|| client_user.to_owned()),
             db_groups,
             auto_create: rule.auto_create,
+            role: rule.role_arn.as_ref().map(|arn| RoleSpec {
+                arn: arn.clone(),
+                external_id: rule.external_id.clone(),
+                session_name: rule
+                    .session_name
+                    .clone()
+                    .unwrap_or_else(|| "redshift-iam-proxy".to_owned()),
+            }),
         })
     }
 }
@@ -55,6 +66,9 @@ mod tests {
             db_user: db.map(Into::into),
             db_groups: groups.iter().map(|g| g.to_string()).collect(),
             auto_create: false,
+            role_arn: None,
+            external_id: None,
+            session_name: None,
         }
     }
 

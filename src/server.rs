@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::credentials::{AwsIdentitySource, RedshiftApi};
 use crate::endpoint::EndpointResolver;
 use crate::mapping::UserMap;
-use crate::session::{self, Shared};
+use crate::session::{self, Shared, Target};
 use crate::{client, stream::Stream, tls};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,46 +34,62 @@ pub enum StartError {
 
 /// A bound, ready proxy; `serve` runs it.
 pub struct Proxy {
-    listener: TcpListener,
+    /// The main listener (routes by database name) and one per target that asked for it.
+    listeners: Vec<(TcpListener, Option<usize>)>,
     shared: Arc<Shared>,
 }
 
 impl Proxy {
-    /// Builds every shared part and binds the listener.
+    /// Builds every shared part and binds the listeners.
     pub async fn bind(config: Config, identity: AwsIdentitySource) -> Result<Proxy, StartError> {
-        let upstream_tls = tls::upstream_config(
-            config.cluster.sslmode,
-            config.cluster.sslrootcert.as_deref(),
-        )?;
         let client_tls = tls::client_side_config(&config.client_tls)?;
         let api = Arc::new(RedshiftApi::new(&config.aws, identity).await);
-        let endpoint = EndpointResolver::new(
-            &config.cluster,
-            upstream_tls,
-            config.limits.connect_timeout(),
-            api.clone(),
-        );
-        let listener =
-            TcpListener::bind(&config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen.clone(),
-                    source,
-                })?;
+        let mut targets = Vec::new();
+        for c in &config.cluster {
+            let upstream_tls = tls::upstream_config(c.sslmode, c.sslrootcert.as_deref())?;
+            targets.push(Target {
+                endpoint: EndpointResolver::new(
+                    c,
+                    upstream_tls,
+                    config.limits.connect_timeout(),
+                    api.clone(),
+                ),
+                config: c.clone(),
+            });
+        }
+        let mut listeners = vec![(bind(&config.listen).await?, None)];
+        for (i, c) in config.cluster.iter().enumerate() {
+            if let Some(addr) = &c.listen {
+                listeners.push((bind(addr).await?, Some(i)));
+            }
+        }
         let shared = Arc::new(Shared {
             users: UserMap::new(config.users.clone()),
-            cache: CredentialCache::new(api),
-            endpoint,
+            cache: CredentialCache::new(api.clone()),
+            api,
+            targets,
             client_tls,
             cancels: Arc::new(CancelRegistry::default()),
             hard_stop: CancellationToken::new(),
             config,
         });
-        Ok(Proxy { listener, shared })
+        Ok(Proxy { listeners, shared })
     }
 
+    /// The main listener's address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners[0].0.local_addr()
+    }
+
+    /// Every listener's address with the target it serves (`None`: routes by database name).
+    pub fn listener_addrs(&self) -> Vec<(Option<String>, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, t)| {
+                let label = t.map(|i| self.shared.targets[i].config.label().to_owned());
+                l.local_addr().ok().map(|a| (label, a))
+            })
+            .collect()
     }
 
     pub fn shared(&self) -> Arc<Shared> {
@@ -82,54 +98,33 @@ impl Proxy {
 
     /// Accepts until `shutdown` completes, then drains open sessions.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let Proxy { listener, shared } = self;
+        let Proxy { listeners, shared } = self;
         let limits = shared.config.limits.clone();
         let slots = Arc::new(Semaphore::new(limits.max_client_connections));
         let tracker = TaskTracker::new();
-        tokio::pin!(shutdown);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let shared = shared.clone();
-                    tracker.spawn(async move {
-                        session::run(shared, tcp, peer).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, max = limits.max_client_connections, "connection limit reached; refusing");
-                    tracker.spawn(async move {
-                        let mut s = Stream::Plain(tcp);
-                        client::reject(
-                            &mut s,
-                            "53300",
-                            "sorry, too many clients already (proxy limit max_client_connections)",
-                            None,
-                        )
-                        .await;
-                    });
-                }
-            }
+        let stop_accepting = CancellationToken::new();
+        let mut accept_loops = Vec::new();
+        for (listener, target) in listeners {
+            accept_loops.push(tokio::spawn(accept_loop(
+                listener,
+                target,
+                shared.clone(),
+                slots.clone(),
+                tracker.clone(),
+                stop_accepting.clone(),
+            )));
         }
-        drop(listener);
+        shutdown.await;
+        stop_accepting.cancel();
+        for l in accept_loops {
+            let _ = l.await;
+        }
         tracker.close();
         let open = tracker.len();
         tracing::info!(
             open_sessions = open,
             drain_secs = limits.drain_timeout_secs,
-            "shutting down: listener closed, draining sessions"
+            "shutting down: listeners closed, draining sessions"
         );
         if tokio::time::timeout(limits.drain_timeout(), tracker.wait())
             .await
@@ -143,5 +138,62 @@ impl Proxy {
             tracker.wait().await;
         }
         tracing::info!("shutdown complete");
+    }
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+/// Accepts on one listener until `stop`; the listener closes when this returns.
+async fn accept_loop(
+    listener: TcpListener,
+    target: Option<usize>,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    let max = shared.config.limits.max_client_connections;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let shared = shared.clone();
+                tracker.spawn(async move {
+                    session::run(shared, tcp, peer, target).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%peer, max, "connection limit reached; refusing");
+                tracker.spawn(async move {
+                    let mut s = Stream::Plain(tcp);
+                    client::reject(
+                        &mut s,
+                        "53300",
+                        "sorry, too many clients already (proxy limit max_client_connections)",
+                        None,
+                    )
+                    .await;
+                });
+            }
+        }
     }
 }

@@ -8,8 +8,8 @@
 use crate::cache::{CachedCredential, CredentialCache, Source};
 use crate::cancel::{CancelKey, CancelRegistry};
 use crate::client::{self, ClientRequest};
-use crate::config::Config;
-use crate::credentials::CredentialRequest;
+use crate::config::{ClusterConfig, Config, CredentialMode};
+use crate::credentials::{CredentialRequest, SharedApi};
 use crate::endpoint::{EndpointError, EndpointResolver};
 use crate::mapping::UserMap;
 use crate::relay::{self, RelayEnd};
@@ -24,12 +24,19 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+/// One configured target with its endpoint resolver.
+pub struct Target {
+    pub config: ClusterConfig,
+    pub endpoint: EndpointResolver,
+}
+
 /// Everything sessions share: configuration, caches, TLS and the cancel registry.
 pub struct Shared {
     pub config: Config,
     pub users: UserMap,
+    pub api: SharedApi,
     pub cache: CredentialCache,
-    pub endpoint: EndpointResolver,
+    pub targets: Vec<Target>,
     pub client_tls: Arc<rustls::ServerConfig>,
     pub cancels: Arc<CancelRegistry>,
     /// Fires when the drain time after a shutdown signal is over.
@@ -81,8 +88,13 @@ fn forwardable(key: &str) -> bool {
     !matches!(key, "user" | "database") && !key.starts_with("_pq_.")
 }
 
-/// Handles one accepted TCP connection to the end.
-pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+/// Handles one accepted TCP connection to the end; `fixed_target` is set for a target's own listener.
+pub async fn run(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    fixed_target: Option<usize>,
+) {
     let _ = tcp.set_nodelay(true);
     let limits = &shared.config.limits;
     let negotiated = tokio::time::timeout(
@@ -132,11 +144,32 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         return;
     };
     let app = param("application_name").unwrap_or("").to_owned();
-    let database = param("database")
-        .filter(|d| !d.is_empty())
+    let requested = param("database").filter(|d| !d.is_empty());
+    let routed = match fixed_target {
+        Some(i) => Ok((i, requested)),
+        None => shared.config.route(requested),
+    };
+    let (target_index, dbname) = match routed {
+        Ok(r) => r,
+        Err(msg) => {
+            tracing::info!(%peer, user = %client_user, reason = %msg, "login refused");
+            client::reject(&mut stream, "3D000", &msg, None).await;
+            return;
+        }
+    };
+    let target = &shared.targets[target_index];
+    // "name" alone (several targets) means the target's default database.
+    let named_target_only = requested.is_some() && dbname.is_none();
+    let database = dbname
         .map(str::to_owned)
-        .or_else(|| shared.config.cluster.default_database.clone())
-        .unwrap_or_else(|| client_user.clone());
+        .or_else(|| target.config.default_database.clone())
+        .unwrap_or_else(|| {
+            if named_target_only {
+                "dev".to_owned()
+            } else {
+                client_user.clone()
+            }
+        });
     let forwarded: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| forwardable(k))
@@ -149,16 +182,16 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         .map(|(k, _)| k.as_str())
         .filter(|k| k.starts_with("_pq_.") && *k != "_pq_.compression")
         .collect();
-    let span = tracing::info_span!("session", %peer, user = %client_user, db = %database);
+    let span = tracing::info_span!("session", %peer, user = %client_user, target = %target.config.label(), db = %database);
     let _enter = span.enter();
     drop(_enter);
 
     let started = Instant::now();
     let established = {
-        let fut = establish(&shared, &client_user, &database, &forwarded);
+        let fut = establish(&shared, target, &client_user, &database, &forwarded);
         tokio::time::timeout(limits.login_timeout(), fut).await
     };
-    let (login, target, source, db_user) = match established {
+    let (login, upstream_target, source, db_user) = match established {
         Ok(Ok(v)) => v,
         Ok(Err(r)) => {
             tracing::info!(parent: &span, code = %r.code, reason = %r.message, "login refused");
@@ -211,7 +244,9 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         match msg.tag {
             b'K' => match wire::parse_backend_key_data(&msg.body) {
                 Ok((pid, secret)) => {
-                    let key = shared.cancels.register(target.clone(), pid, secret);
+                    let key = shared
+                        .cancels
+                        .register(upstream_target.clone(), pid, secret);
                     prelude.extend_from_slice(&wire::backend_key_data(key.pid, &key.secret));
                     cancel_key = Some(key);
                 }
@@ -239,7 +274,13 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     }
     let how = match source {
         Source::Cached => "cached credential, no AWS call",
-        Source::Fetched => "new credential from GetClusterCredentials",
+        Source::Fetched => match target.config.credentials {
+            CredentialMode::GetClusterCredentials => "new credential from GetClusterCredentials",
+            CredentialMode::GetClusterCredentialsWithIam => {
+                "new credential from GetClusterCredentialsWithIAM"
+            }
+            CredentialMode::Serverless => "new credential from Serverless GetCredentials",
+        },
     };
     tracing::info!(
         parent: &span,
@@ -266,6 +307,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
 /// Maps the user, gets a credential and logs in upstream, re-minting once if the cluster refuses a cached password.
 async fn establish(
     shared: &Shared,
+    target: &Target,
     client_user: &str,
     database: &str,
     forwarded: &[(String, String)],
@@ -277,15 +319,27 @@ async fn establish(
             Some("add a [[users]] rule for this user (or client_user = \"*\")"),
         ));
     };
+    let cfg = &target.config;
+    // DbUser, DbGroups and AutoCreate only exist for GetClusterCredentials; the
+    // IAM-mapped APIs take the user from the (possibly assumed) IAM identity.
+    let by_rules = cfg.credentials == CredentialMode::GetClusterCredentials;
     let req = CredentialRequest {
-        cluster_identifier: shared.config.cluster.identifier.clone(),
-        db_user: identity.db_user,
+        mode: cfg.credentials,
+        cluster_identifier: target.endpoint.cluster_identifier().await?,
+        workgroup: cfg.workgroup.clone(),
+        custom_domain: cfg.custom_domain_name.clone(),
+        role: identity.role,
+        db_user: by_rules.then_some(identity.db_user),
         db_name: database.to_owned(),
-        db_groups: identity.db_groups,
-        auto_create: identity.auto_create,
-        duration_seconds: shared.config.cluster.duration_seconds,
+        db_groups: if by_rules {
+            identity.db_groups
+        } else {
+            Vec::new()
+        },
+        auto_create: by_rules && identity.auto_create,
+        duration_seconds: cfg.duration_seconds,
     };
-    let target = shared.endpoint.target().await?;
+    let upstream_target = target.endpoint.target().await?;
     let mut retried = false;
     loop {
         let (cred, source) = shared
@@ -293,8 +347,17 @@ async fn establish(
             .get(&req)
             .await
             .map_err(|c| Refusal::new(c.sqlstate(), c.to_string(), c.hint()))?;
-        match login_once(shared, &target, &cred, database, forwarded).await {
-            Ok(l) => return Ok((l, target, source, cred.credential.db_user.clone())),
+        match login_once(
+            target,
+            &upstream_target,
+            &cred,
+            database,
+            forwarded,
+            shared.config.limits.handshake_timeout(),
+        )
+        .await
+        {
+            Ok(l) => return Ok((l, upstream_target, source, cred.credential.db_user.clone())),
             Err(UpstreamError::AuthFailed(f)) if source == Source::Cached && !retried => {
                 // The cached password no longer works (rotated, expired early): mint again once.
                 tracing::info!(code = %f.code, "cluster refused the cached credential; minting a new one");
@@ -307,27 +370,28 @@ async fn establish(
 }
 
 async fn login_once(
-    shared: &Shared,
-    target: &Arc<UpstreamTarget>,
+    target: &Target,
+    upstream_target: &Arc<UpstreamTarget>,
     cred: &Arc<CachedCredential>,
     database: &str,
     forwarded: &[(String, String)],
+    timeout: std::time::Duration,
 ) -> Result<LoggedIn, UpstreamError> {
-    let stream: Stream = match upstream::connect(target).await {
+    let stream: Stream = match upstream::connect(upstream_target).await {
         Ok(s) => s,
         Err(e) => {
             if matches!(
                 e,
                 UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. }
             ) {
-                shared.endpoint.forget(target).await;
+                target.endpoint.forget(upstream_target).await;
             }
             return Err(e);
         }
     };
     let c = &cred.credential;
     match tokio::time::timeout(
-        shared.config.limits.handshake_timeout(),
+        timeout,
         upstream::login(stream, &c.db_user, &c.password, database, forwarded),
     )
     .await

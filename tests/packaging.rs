@@ -59,7 +59,10 @@ fn compose_services_match_the_binary_and_the_demo() {
         .unwrap()
         .trim_start_matches("./");
     let config = Config::from_toml(&root(host_path)).unwrap();
-    assert_eq!(config.cluster.identifier, emu.clusters[0].identifier);
+    assert_eq!(
+        config.cluster[0].identifier.as_deref(),
+        Some(emu.clusters[0].identifier.as_str())
+    );
     assert_eq!(
         config.aws.endpoint_url.as_deref(),
         Some("http://emulator:8080")

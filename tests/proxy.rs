@@ -298,7 +298,7 @@ async fn aws_errors_reach_the_client_with_their_codes() {
 
     // Unknown cluster: ClusterNotFound, 08001.
     let bed = Bed::with(BedOptions {
-        tweak: Box::new(|c| c.cluster.identifier = "nosuchcluster".into()),
+        tweak: Box::new(|c| c.cluster[0].identifier = Some("nosuchcluster".into())),
         ..Default::default()
     })
     .await;
@@ -366,7 +366,7 @@ async fn hung_aws_endpoint_becomes_a_client_error_not_a_hang() {
 async fn untrusted_or_wrong_host_certificates_are_refused() {
     // No sslrootcert: the test CA is not trusted.
     let bed = Bed::with(BedOptions {
-        tweak: Box::new(|c| c.cluster.sslrootcert = None),
+        tweak: Box::new(|c| c.cluster[0].sslrootcert = None),
         ..Default::default()
     })
     .await;
@@ -414,7 +414,7 @@ async fn untrusted_or_wrong_host_certificates_are_refused() {
     // verify-ca checks the chain only, so the same certificate is accepted.
     bed.start_proxy(
         &BedOptions::default().users_toml,
-        Box::new(|c| c.cluster.sslmode = redshift_iam_proxy::config::SslMode::VerifyCa),
+        Box::new(|c| c.cluster[0].sslmode = redshift_iam_proxy::config::SslMode::VerifyCa),
     )
     .await;
     let c = bed
@@ -440,8 +440,8 @@ async fn unreachable_cluster_is_a_connection_error() {
     };
     let bed = Bed::with(BedOptions {
         tweak: Box::new(move |c| {
-            c.cluster.host = Some("127.0.0.1".into());
-            c.cluster.port = Some(free_port);
+            c.cluster[0].host = Some("127.0.0.1".into());
+            c.cluster[0].port = Some(free_port);
         }),
         ..Default::default()
     })
