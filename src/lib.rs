@@ -11,12 +11,13 @@
 //! - `credentials`: the AWS API calls; `cache`: credential cache and single flight;
 //! - `endpoint`: where the cluster is; `upstream`: TLS + login to the cluster; `tls`: TLS settings;
 //! - `relay`: the byte pipe; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
-//! - `demo`: the one-command demo;
+//! - `check`: the `check` subcommand (configuration proof); `demo`: the one-command demo;
 //! - `emulator`: the Redshift credential API emulator used by tests and the demo;
 //! - `localpg`: a throwaway local PostgreSQL cluster (stand-in for Redshift).
 
 pub mod cache;
 pub mod cancel;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod credentials;

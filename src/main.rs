@@ -16,7 +16,7 @@ use std::process::ExitCode;
 )]
 struct Cli {
     /// Configuration file (see config.example.toml).
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -25,6 +25,8 @@ struct Cli {
 /// Subcommands beside the default "run the proxy".
 #[derive(Subcommand)]
 enum Command {
+    /// Check a configuration: AWS identity, endpoints, credentials for each user, one login per target.
+    Check(redshift_iam_proxy::check::CheckArgs),
     /// Run a self-contained demo: local PostgreSQL as the stand-in for Redshift, the emulator, and the proxy.
     Demo(redshift_iam_proxy::demo::DemoArgs),
     /// Run the Redshift credential API emulator (for tests, CI pipelines and the demo).
@@ -66,6 +68,26 @@ fn main() -> ExitCode {
                         eprintln!("error: {e}");
                         ExitCode::FAILURE
                     }
+                }
+            }
+            Some(Command::Check(args)) => {
+                let Some(path) = cli.config else {
+                    eprintln!("error: check needs --config FILE");
+                    return ExitCode::from(2);
+                };
+                let config = match Config::load(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                println!("redshift-iam-proxy check: {}", path.display());
+                let lines = redshift_iam_proxy::check::run(&config, AwsIdentitySource::DefaultChain, &args).await;
+                if redshift_iam_proxy::check::print(&lines) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
                 }
             }
             None => {

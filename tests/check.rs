@@ -1,0 +1,105 @@
+//! `redshift-iam-proxy check` on the test bed: passes on a good setup, and fails with a
+//! named fix on each broken one.
+
+mod common;
+
+use common::{proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
+
+/// Runs `check` with `config`; returns (exit code, stdout).
+fn check(config: &str, secret: &str, extra: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .args(extra)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+fn fail_line<'a>(out: &'a str, what: &str) -> &'a str {
+    let start = out
+        .lines()
+        .position(|l| l.starts_with("FAIL") && l.contains(what))
+        .unwrap_or_else(|| panic!("no FAIL line for {what}:\n{out}"));
+    let rest = &out[out.lines().take(start).map(|l| l.len() + 1).sum::<usize>()..];
+    let end = rest.match_indices("\nPASS").chain(rest.match_indices("\nFAIL")).chain(rest.match_indices("\ncheck:")).map(|(i, _)| i).min().unwrap_or(rest.len());
+    &rest[..end]
+}
+
+const USERS: &str = r#"
+[[users]]
+client_user = "alice"
+db_groups = ["analysts"]
+[[users]]
+client_user = "bob"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_passes_on_the_test_bed() {
+    let (pg, emu) = start_pg_and_emulator(&BedOptions::default()).await;
+    let (code, out) = check(&proxy_config_toml(&pg, &emu, USERS), SECRET_KEY, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("PASS  AWS identity") && out.contains("arn:aws:iam::123456789012:user/emulator"), "{out}");
+    assert!(out.contains("GetClusterCredentials as IAM:alice"), "{out}");
+    assert!(out.contains("GetClusterCredentials as IAM:bob"), "{out}");
+    assert!(out.contains("login as IAM:alice"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_the_fix_for_each_broken_setup() {
+    // Missing redshift:JoinGroup for alice's groups.
+    let (pg, emu) = start_pg_and_emulator(&BedOptions { denied_actions: vec!["redshift:JoinGroup".into()], ..Default::default() }).await;
+    let (code, out) = check(&proxy_config_toml(&pg, &emu, USERS), SECRET_KEY, &[]);
+    assert_eq!(code, 1, "{out}");
+    let line = fail_line(&out, "credentials for alice");
+    assert!(line.contains("fix: allow redshift:JoinGroup on arn:aws:redshift:"), "{line}");
+    assert!(out.contains("PASS") && out.contains("GetClusterCredentials as IAM:bob"), "{out}");
+    drop((pg, emu));
+
+    let (pg, emu) = start_pg_and_emulator(&BedOptions::default()).await;
+    let good = proxy_config_toml(&pg, &emu, USERS);
+
+    // Bad AWS secret: the identity check fails and says what to fix.
+    let (code, out) = check(&good, "not-the-secret", &["--first"]);
+    assert_eq!(code, 1);
+    assert!(fail_line(&out, "AWS identity").contains("fix: the AWS credentials were rejected"), "{out}");
+
+    // Unknown cluster.
+    let (code, out) = check(&good.replace("identifier = \"testcluster\"", "identifier = \"nosuch\""), SECRET_KEY, &[]);
+    assert_eq!(code, 1);
+    let line = fail_line(&out, "endpoint");
+    assert!(line.contains("ClusterNotFound") && line.contains("fix:") && line.contains("identifier"), "{line}");
+
+    // Untrusted certificate (no sslrootcert).
+    let untrusted: String = good.lines().filter(|l| !l.contains("sslrootcert")).collect::<Vec<_>>().join("\n");
+    let (code, out) = check(&untrusted, SECRET_KEY, &["--first"]);
+    assert_eq!(code, 1);
+    assert!(fail_line(&out, "login as").contains("fix: the cluster's certificate is not trusted: set sslrootcert"), "{out}");
+
+    // A database user that does not exist (no AutoCreate).
+    let (code, out) = check(&good, SECRET_KEY, &["--user", "carol"]);
+    assert_eq!(code, 1, "{out}");
+    let line = fail_line(&out, "login as IAM:carol");
+    assert!(line.contains("auto_create = true"), "{line}");
+
+    // The permission to call GetClusterCredentials itself.
+    drop((pg, emu));
+    let (pg, emu) = start_pg_and_emulator(&BedOptions { denied_actions: vec!["redshift:GetClusterCredentials".into()], ..Default::default() }).await;
+    let (code, out) = check(&proxy_config_toml(&pg, &emu, USERS), SECRET_KEY, &["--first"]);
+    assert_eq!(code, 1);
+    assert!(fail_line(&out, "credentials for alice").contains("fix: allow redshift:GetClusterCredentials"), "{out}");
+}
