@@ -126,7 +126,7 @@ fn static_creds(akid: &str, secret: &str, token: Option<&str>) -> Credentials {
     Credentials::new(akid, secret, token.map(str::to_owned), None, "test")
 }
 
-async fn alice(emu: &Emulator) -> SdkConfig {
+async fn alice_config(emu: &Emulator) -> SdkConfig {
     sdk_config(emu, static_creds(AKID, SECRET, None)).await
 }
 
@@ -156,7 +156,7 @@ fn now_secs() -> i64 {
 async fn sts_caller_identity_and_assume_role() {
     let bed = start().await;
     let emu = &bed.emu;
-    let base = alice(emu).await;
+    let base = alice_config(emu).await;
     let sts = aws_sdk_sts::Client::new(&base);
 
     let me = sts.get_caller_identity().send().await.unwrap();
@@ -304,7 +304,7 @@ async fn sts_caller_identity_and_assume_role() {
 async fn assume_role_provider_then_get_cluster_credentials_with_iam() {
     let bed = start().await;
     let emu = &bed.emu;
-    let base = alice(emu).await;
+    let base = alice_config(emu).await;
     let analyst = assumed(&base, ANALYST, Some("ext-123")).await;
     let rs = aws_sdk_redshift::Client::new(&analyst);
 
@@ -434,7 +434,7 @@ async fn assume_role_provider_then_get_cluster_credentials_with_iam() {
 async fn custom_domains_and_fallback() {
     let bed = start().await;
     let emu = &bed.emu;
-    let base = alice(emu).await;
+    let base = alice_config(emu).await;
     let c = aws_sdk_redshift::Client::new(&base);
 
     let out = c
@@ -542,7 +542,7 @@ async fn custom_domains_and_fallback() {
 async fn serverless_get_credentials_and_get_workgroup() {
     let bed = start().await;
     let emu = &bed.emu;
-    let base = alice(emu).await;
+    let base = alice_config(emu).await;
     let sl = aws_sdk_redshiftserverless::Client::new(&base);
 
     let out = sl
@@ -823,4 +823,124 @@ async fn each_service_checks_its_own_signing_name() {
     assert!(r.contains("SerializationException"), "{r}");
     assert_eq!(emu.call_count("GetWorkgroup"), 3);
     assert_eq!(emu.call_count("DeleteWorkgroup"), 1);
+}
+
+/// Logs in over TCP (plaintext, SCRAM) and returns `session_user` and membership of `group`.
+async fn login(
+    pg: &crate::localpg::LocalPg,
+    user: &str,
+    password: &str,
+    group: &str,
+) -> Result<(String, bool), tokio_postgres::Error> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(pg.host())
+        .port(pg.port())
+        .user(user)
+        .password(password)
+        .dbname("postgres");
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT session_user::text, pg_has_role(session_user, $1, 'MEMBER')",
+            &[&group],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+#[tokio::test]
+async fn iam_mapped_logins_on_real_postgres() {
+    let pg = crate::localpg::LocalPg::start(crate::localpg::LocalPgOptions {
+        hba_extra: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    pg.admin()
+        .await
+        .unwrap()
+        .batch_execute("CREATE ROLE analysts")
+        .await
+        .unwrap();
+    let mut alice = AccessKey::new(AKID, SECRET);
+    alice.arn = ALICE.into();
+    let config = EmulatorConfig {
+        keys: vec![alice],
+        clusters: vec![EmulatedCluster {
+            identifier: "c1".into(),
+            host: pg.host().into(),
+            port: pg.port(),
+            admin: pg.admin_config(),
+        }],
+        workgroups: vec![EmulatedWorkgroup {
+            name: "wg1".into(),
+            host: pg.host().into(),
+            port: pg.port(),
+            admin: pg.admin_config(),
+        }],
+        roles: vec![EmulatedRole {
+            arn: ANALYST.into(),
+            external_id: None,
+            db_groups: vec!["analysts".into(), "nogroup".into()],
+        }],
+        ..Default::default()
+    };
+    let emu = Emulator::start(config, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let base = alice_config(&emu).await;
+    let analyst = assumed(&base, ANALYST, None).await;
+
+    let out = aws_sdk_redshiftserverless::Client::new(&analyst)
+        .get_credentials()
+        .workgroup_name("wg1")
+        .send()
+        .await
+        .unwrap();
+    let first = out.db_password().unwrap().to_owned();
+    let (who, member) = login(&pg, "IAMR:analyst", &first, "analysts")
+        .await
+        .unwrap();
+    assert_eq!((who.as_str(), member), ("IAMR:analyst", true));
+
+    // A new credential replaces the password; the old one stops working.
+    let out = aws_sdk_redshift::Client::new(&analyst)
+        .get_cluster_credentials_with_iam()
+        .cluster_identifier("c1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.db_user(), Some("IAMR:analyst"));
+    login(&pg, "IAMR:analyst", out.db_password().unwrap(), "analysts")
+        .await
+        .unwrap();
+    assert!(login(&pg, "IAMR:analyst", &first, "analysts")
+        .await
+        .is_err());
+
+    let out = aws_sdk_redshift::Client::new(&base)
+        .get_cluster_credentials_with_iam()
+        .cluster_identifier("c1")
+        .send()
+        .await
+        .unwrap();
+    let (who, member) = login(&pg, "IAM:alice", out.db_password().unwrap(), "analysts")
+        .await
+        .unwrap();
+    assert_eq!((who.as_str(), member), ("IAM:alice", false));
+    let row = pg
+        .admin()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname IN ('IAM:alice', 'IAMR:analyst') \
+             AND rolcanlogin AND rolvaliduntil > now() + interval '10 minutes'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2);
+    emu.shutdown().await;
+    pg.stop().await;
 }
