@@ -64,6 +64,7 @@ async fn run_with(
                 admin: pg.admin_config(),
             }],
             md5_users: vec![],
+            ..Default::default()
         },
         "127.0.0.1:0".parse()?,
     )

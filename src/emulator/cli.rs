@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig, Fault};
+use crate::emulator::{
+    AccessKey, EmulatedCluster, EmulatedRole, EmulatedWorkgroup, Emulator, EmulatorConfig, Fault,
+};
 
 /// Default access key id accepted when no `--access-key` is given.
 pub const DEFAULT_ACCESS_KEY_ID: &str = "AKIDEXAMPLE";
@@ -42,6 +44,47 @@ impl FromStr for ClusterSpec {
             host: host.to_owned(),
             port,
         })
+    }
+}
+
+/// `--role ARN[:EXTERNAL_ID][=GROUP,GROUP…]`: a role ARN has exactly six `:`-separated fields,
+/// so a seventh field is the external ID; groups follow the last `=` (an external ID therefore
+/// cannot contain `=`).
+fn parse_role(s: &str) -> Result<EmulatedRole, String> {
+    let usage = || format!("expected ARN[:EXTERNAL_ID][=GROUP,...], got '{s}'");
+    let (spec, groups) = match s.rsplit_once('=') {
+        Some((spec, groups)) => (spec, groups),
+        None => (s, ""),
+    };
+    let fields: Vec<&str> = spec.splitn(7, ':').collect();
+    if fields.len() < 6 || fields[0] != "arn" || !fields[5].starts_with("role/") {
+        return Err(usage());
+    }
+    let arn = fields[..6].join(":");
+    let external_id = fields.get(6).map(|e| (*e).to_owned());
+    if external_id.as_deref() == Some("") {
+        return Err(usage());
+    }
+    let db_groups = groups
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(EmulatedRole {
+        arn,
+        external_id,
+        db_groups,
+    })
+}
+
+/// `--custom-domain DOMAIN=ID`.
+fn parse_custom_domain(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((d, id)) if !d.is_empty() && !id.is_empty() => Ok((d.to_owned(), id.to_owned())),
+        _ => Err(format!(
+            "expected DOMAIN=CLUSTER_ID_OR_WORKGROUP, got '{s}'"
+        )),
     }
 }
 
@@ -82,10 +125,28 @@ pub struct EmulatorArgs {
         default_value = "AKIDEXAMPLE:emulator-secret"
     )]
     pub access_keys: Vec<AccessKey>,
+    /// Identity (IAM user ARN) behind every --access-key; decides the IAM:NAME DbUser of
+    /// GetClusterCredentialsWithIAM / GetCredentials.
+    #[arg(
+        long,
+        value_name = "ARN",
+        default_value = crate::emulator::DEFAULT_KEY_ARN
+    )]
+    pub key_arn: String,
+    /// Role AssumeRole accepts, ARN[:EXTERNAL_ID][=GROUP,...]; the groups are what its IAMR:
+    /// login joins (repeatable).
+    #[arg(long = "role", value_name = "ARN[:EXTERNAL_ID][=GROUPS]", value_parser = parse_role)]
+    pub roles: Vec<EmulatedRole>,
     /// Emulated cluster ID=HOST:PORT, the PostgreSQL server that stands in for it (repeatable).
     #[arg(long = "cluster", value_name = "ID=HOST:PORT")]
     pub clusters: Vec<ClusterSpec>,
-    /// libpq-style conninfo of a superuser used to provision roles on every cluster
+    /// Emulated Redshift Serverless workgroup NAME=HOST:PORT (repeatable).
+    #[arg(long = "workgroup", value_name = "NAME=HOST:PORT")]
+    pub workgroups: Vec<ClusterSpec>,
+    /// Custom domain name associated with a cluster or workgroup, DOMAIN=ID (repeatable).
+    #[arg(long = "custom-domain", value_name = "DOMAIN=ID", value_parser = parse_custom_domain)]
+    pub custom_domains: Vec<(String, String)>,
+    /// libpq-style conninfo of a superuser used to provision roles on every cluster/workgroup
     /// (default per cluster: "host=HOST port=PORT user=postgres dbname=postgres").
     #[arg(long, value_name = "CONNINFO", value_parser = parse_conninfo)]
     pub admin: Option<tokio_postgres::Config>,
@@ -103,31 +164,52 @@ pub struct EmulatorArgs {
 impl EmulatorArgs {
     /// The emulator configuration these options describe.
     pub fn to_config(&self) -> EmulatorConfig {
+        let admin = |c: &ClusterSpec| {
+            self.admin.clone().unwrap_or_else(|| {
+                let mut cfg = tokio_postgres::Config::new();
+                cfg.host(&c.host)
+                    .port(c.port)
+                    .user("postgres")
+                    .dbname("postgres");
+                cfg
+            })
+        };
         let clusters = self
             .clusters
             .iter()
-            .map(|c| {
-                let admin = self.admin.clone().unwrap_or_else(|| {
-                    let mut cfg = tokio_postgres::Config::new();
-                    cfg.host(&c.host)
-                        .port(c.port)
-                        .user("postgres")
-                        .dbname("postgres");
-                    cfg
-                });
-                EmulatedCluster {
-                    identifier: c.identifier.clone(),
-                    host: c.host.clone(),
-                    port: c.port,
-                    admin,
-                }
+            .map(|c| EmulatedCluster {
+                identifier: c.identifier.clone(),
+                host: c.host.clone(),
+                port: c.port,
+                admin: admin(c),
+            })
+            .collect();
+        let workgroups = self
+            .workgroups
+            .iter()
+            .map(|w| EmulatedWorkgroup {
+                name: w.identifier.clone(),
+                host: w.host.clone(),
+                port: w.port,
+                admin: admin(w),
+            })
+            .collect();
+        let keys = self
+            .access_keys
+            .iter()
+            .map(|k| AccessKey {
+                arn: self.key_arn.clone(),
+                ..k.clone()
             })
             .collect();
         EmulatorConfig {
             region: self.region.clone(),
-            keys: self.access_keys.clone(),
+            keys,
             clusters,
             md5_users: self.md5_users.clone(),
+            roles: self.roles.clone(),
+            workgroups,
+            custom_domains: self.custom_domains.clone(),
         }
     }
 }
@@ -177,6 +259,10 @@ mod tests {
             )]
         );
         assert!(a.clusters.is_empty());
+        assert_eq!(
+            a.to_config().keys[0].arn,
+            "arn:aws:iam::123456789012:user/emulator"
+        );
     }
 
     #[test]
@@ -201,6 +287,16 @@ mod tests {
             "5",
             "--throttle-first",
             "2",
+            "--key-arn",
+            "arn:aws:iam::123456789012:user/ci",
+            "--role",
+            "arn:aws:iam::123456789012:role/analyst:ext-1=analysts,readers",
+            "--role",
+            "arn:aws:iam::123456789012:role/path/plain",
+            "--workgroup",
+            "wg1=localhost:5440",
+            "--custom-domain",
+            "db.example.com=c1",
         ])
         .unwrap();
         let cfg = cli.args.to_config();
@@ -210,6 +306,40 @@ mod tests {
         assert_eq!(cfg.clusters[1].port, 5433);
         assert_eq!(cfg.clusters[0].admin.get_user(), Some("postgres"));
         assert_eq!(cfg.md5_users, vec!["IAM:bob"]);
+        assert!(cfg
+            .keys
+            .iter()
+            .all(|k| k.arn == "arn:aws:iam::123456789012:user/ci"));
+        assert_eq!(
+            cfg.roles,
+            vec![
+                EmulatedRole {
+                    arn: "arn:aws:iam::123456789012:role/analyst".into(),
+                    external_id: Some("ext-1".into()),
+                    db_groups: vec!["analysts".into(), "readers".into()],
+                },
+                EmulatedRole {
+                    arn: "arn:aws:iam::123456789012:role/path/plain".into(),
+                    external_id: None,
+                    db_groups: vec![],
+                },
+            ]
+        );
+        assert_eq!(cfg.workgroups[0].name, "wg1");
+        assert_eq!(cfg.workgroups[0].port, 5440);
+        assert_eq!(cfg.workgroups[0].admin.get_user(), Some("postgres"));
+        assert_eq!(
+            cfg.custom_domains,
+            vec![("db.example.com".to_string(), "c1".to_string())]
+        );
+        for bad in [
+            "analyst",
+            "arn:aws:iam::123456789012:user/x",
+            "arn:aws:iam::123456789012:role/a:",
+        ] {
+            assert!(Cli::try_parse_from(["x", "--role", bad]).is_err(), "{bad}");
+        }
+        assert!(Cli::try_parse_from(["x", "--custom-domain", "nodomain"]).is_err());
         assert!(Cli::try_parse_from(["x", "--cluster", "c1"]).is_err());
         assert!(Cli::try_parse_from(["x", "--access-key", "nosecret"]).is_err());
         assert!(Cli::try_parse_from(["x", "--admin", "host='unterminated"]).is_err());

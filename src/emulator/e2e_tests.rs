@@ -30,6 +30,7 @@ fn config(keys: Vec<AccessKey>) -> EmulatorConfig {
             admin: tokio_postgres::Config::new(),
         }],
         md5_users: vec!["IAM:mdfive".into()],
+        ..Default::default()
     }
 }
 
@@ -266,15 +267,8 @@ async fn describe_clusters_and_errors() {
         .custom_domain_name("db.example.com")
         .send()
         .await
-        .unwrap_err()
-        .into_service_error();
-    assert!(
-        matches!(
-            err,
-            GetClusterCredentialsError::UnsupportedOperationFault(_)
-        ),
-        "{err:?}"
-    );
+        .unwrap_err();
+    assert_eq!(err.code(), Some("CustomDomainAssociationNotFoundFault"));
     assert_eq!(emu.call_count("DescribeClusters"), 3);
     assert_eq!(emu.call_count("GetClusterCredentials"), 5);
 }

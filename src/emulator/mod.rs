@@ -1,20 +1,29 @@
-//! Emulator of the Amazon Redshift credential APIs (`GetClusterCredentials`, `DescribeClusters`).
+//! Emulator of the Amazon Redshift credential APIs: Redshift (`GetClusterCredentials`,
+//! `GetClusterCredentialsWithIAM`, `DescribeClusters`, `DescribeCustomDomainAssociations`),
+//! Redshift Serverless (`GetCredentials`, `GetWorkgroup`) and STS (`AssumeRole`,
+//! `GetCallerIdentity`), all on one endpoint.
 //!
-//! It speaks the AWS Query protocol over HTTP/1.1, verifies SigV4 signatures, validates
-//! parameters as the API reference says, and provisions every minted password as a real
-//! PostgreSQL login role (`IAM:<DbUser>` / `IAMA:<DbUser>`) with `VALID UNTIL`, so logins made
-//! with emulated credentials are real logins. Tests can inject faults and delays.
+//! It speaks AWS Query (Redshift, STS) and JSON 1.1 (Serverless) over HTTP/1.1, verifies SigV4
+//! signatures for each service's signing name, validates parameters as the API reference says,
+//! and provisions every minted password as a real PostgreSQL login role (`IAM:<DbUser>`,
+//! `IAMA:<DbUser>`, `IAMR:<role>`) with `VALID UNTIL`, so logins made with emulated credentials
+//! are real logins. Tests can inject faults and delays.
 
 mod api;
 pub mod cli;
 mod error;
+mod identity;
 mod provision;
 mod server;
+mod serverless;
 mod sigv4;
 mod state;
+mod sts;
 mod validate;
 mod xml;
 
+#[cfg(test)]
+mod e2e_iam_tests;
 #[cfg(test)]
 mod e2e_tests;
 
@@ -28,22 +37,32 @@ use tokio_util::task::TaskTracker;
 
 pub use cli::{run, ClusterSpec, EmulatorArgs, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY};
 
-/// Why: an AWS access key the emulator accepts, with the actions IAM would deny it.
+/// Account id used in every emulated ARN.
+pub const ACCOUNT_ID: &str = "123456789012";
+/// Identity of keys built with [`AccessKey::new`].
+pub const DEFAULT_KEY_ARN: &str = "arn:aws:iam::123456789012:user/emulator";
+
+/// Why: an AWS access key the emulator accepts, with the identity behind it and the actions
+/// IAM would deny it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccessKey {
+    /// The caller identity (`arn:aws:iam::ACCOUNT:user/NAME`, or for temporary keys
+    /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`); decides the IAM-mapped DbUser.
+    pub arn: String,
     pub access_key_id: String,
     pub secret_access_key: String,
     /// When set, requests must carry this value in `X-Amz-Security-Token`.
     pub session_token: Option<String>,
-    /// IAM actions answered with `AccessDenied`, e.g. `redshift:JoinGroup`
-    /// (`redshift:*` and `*` deny everything).
+    /// IAM actions answered with `AccessDenied`, e.g. `redshift:JoinGroup`, `sts:AssumeRole`,
+    /// `redshift-serverless:GetCredentials` (`SERVICE:*` denies a service, `*` everything).
     pub denied_actions: Vec<String>,
 }
 
 impl AccessKey {
-    /// A key with no session token and no denied actions.
+    /// A key of [`DEFAULT_KEY_ARN`] with no session token and no denied actions.
     pub fn new(access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
         AccessKey {
+            arn: DEFAULT_KEY_ARN.to_owned(),
             access_key_id: access_key_id.into(),
             secret_access_key: secret_access_key.into(),
             session_token: None,
@@ -55,6 +74,7 @@ impl AccessKey {
 impl fmt::Debug for AccessKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccessKey")
+            .field("arn", &self.arn)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
             .field(
@@ -76,7 +96,31 @@ pub struct EmulatedCluster {
     pub admin: tokio_postgres::Config,
 }
 
-/// Why: everything the emulator serves: signing region, accepted keys, clusters.
+/// Why: an IAM role `AssumeRole` may assume, with the Redshift groups its principal tags
+/// would grant to the `IAMR:<role>` login of GetClusterCredentialsWithIAM / GetCredentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmulatedRole {
+    /// `arn:aws:iam::123456789012:role/analyst`; the last path segment is the role name.
+    pub arn: String,
+    /// When set, `AssumeRole` must pass exactly this `ExternalId`.
+    pub external_id: Option<String>,
+    /// Groups (existing PostgreSQL roles) the role's IAM-mapped login joins; others are revoked.
+    pub db_groups: Vec<String>,
+}
+
+/// Why: one emulated Redshift Serverless workgroup: the endpoint GetWorkgroup reports and the
+/// PostgreSQL superuser connection used to provision its login roles.
+#[derive(Debug, Clone)]
+pub struct EmulatedWorkgroup {
+    /// 3..64 characters of `[a-z0-9-]`.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub admin: tokio_postgres::Config,
+}
+
+/// Why: everything the emulator serves: signing region, accepted keys, roles, clusters,
+/// workgroups, custom domains.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
     pub region: String,
@@ -85,6 +129,27 @@ pub struct EmulatorConfig {
     /// Login role names (`IAM:alice`) or DbUser names (`alice`) whose passwords are stored as
     /// MD5 instead of SCRAM-SHA-256.
     pub md5_users: Vec<String>,
+    /// Roles `AssumeRole` accepts.
+    pub roles: Vec<EmulatedRole>,
+    pub workgroups: Vec<EmulatedWorkgroup>,
+    /// `(domain, id)`: a custom domain name and the cluster identifier (Redshift APIs) or
+    /// workgroup name (Serverless APIs) it is associated with.
+    pub custom_domains: Vec<(String, String)>,
+}
+
+impl Default for EmulatorConfig {
+    /// Region `us-east-1`, everything else empty.
+    fn default() -> Self {
+        EmulatorConfig {
+            region: "us-east-1".to_owned(),
+            keys: Vec::new(),
+            clusters: Vec::new(),
+            md5_users: Vec::new(),
+            roles: Vec::new(),
+            workgroups: Vec::new(),
+            custom_domains: Vec::new(),
+        }
+    }
 }
 
 /// Why: a failure injected into upcoming API calls, to test the proxy's error handling.
@@ -123,20 +188,27 @@ impl fmt::Debug for Emulator {
 impl Emulator {
     /// Binds `bind` (port 0 picks a free port) and starts serving.
     pub async fn start(config: EmulatorConfig, bind: SocketAddr) -> std::io::Result<Emulator> {
-        let provisioners = config
+        let clusters = config
             .clusters
             .iter()
-            .map(|c| {
-                let p: Arc<dyn provision::RoleProvisioner> = Arc::new(
-                    provision::PgProvisioner::new(c.identifier.clone(), c.admin.clone()),
-                );
-                (c.identifier.clone(), p)
+            .map(|c| (c.identifier.clone(), c.admin.clone()));
+        let workgroups = config
+            .workgroups
+            .iter()
+            .map(|w| (w.name.clone(), w.admin.clone()));
+        let provisioners = clusters
+            .chain(workgroups)
+            .map(|(id, admin)| {
+                let p: Arc<dyn provision::RoleProvisioner> =
+                    Arc::new(provision::PgProvisioner::new(id.clone(), admin));
+                (id, p)
             })
             .collect();
         Self::start_with(config, bind, provisioners).await
     }
 
-    /// Starts with explicit provisioners per cluster id (tests use an in-memory catalog).
+    /// Starts with explicit provisioners per cluster id or workgroup name (tests use an
+    /// in-memory catalog).
     pub(crate) async fn start_with(
         config: EmulatorConfig,
         bind: SocketAddr,
@@ -172,8 +244,15 @@ impl Emulator {
     }
 
     /// The next `n` API calls that pass SigV4 get `fault` (queued after earlier faults).
+    /// Applies to every action of every service.
     pub fn fail_next(&self, n: usize, fault: Fault) {
-        self.state.push_faults(n, fault);
+        self.state.push_faults(None, n, fault);
+    }
+
+    /// Like [`Emulator::fail_next`], but only calls of `action` (e.g. `GetClusterCredentials`,
+    /// `GetCredentials`, `AssumeRole`) take these faults; other calls pass them by.
+    pub fn fail_next_action(&self, action: &str, n: usize, fault: Fault) {
+        self.state.push_faults(Some(action.to_owned()), n, fault);
     }
 
     /// Every call waits `d` before answering (`Duration::ZERO` turns it off).
@@ -186,17 +265,18 @@ impl Emulator {
         self.state.clear_faults();
     }
 
-    /// Requests received with `Action=action`, including failed ones (even failed signatures).
+    /// Requests received for `action` (the Query `Action`, or for Serverless the operation
+    /// named by `X-Amz-Target`), including failed ones (even failed signatures).
     pub fn call_count(&self, action: &str) -> u64 {
         self.state.call_count(action)
     }
 
-    /// All HTTP requests received.
     /// Every password minted so far (for leak checks in tests).
     pub fn issued_passwords(&self) -> Vec<String> {
         self.state.issued()
     }
 
+    /// All HTTP requests received.
     pub fn total_calls(&self) -> u64 {
         self.state.total_calls()
     }

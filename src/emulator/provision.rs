@@ -12,12 +12,14 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use rand::Rng;
 
-/// Why: what one GetClusterCredentials call asks the database to look like afterwards.
+/// Why: what one credentials call asks the database to look like afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProvisionRequest {
-    /// `DbUser` as given (the role whose privileges the login inherits).
-    pub(crate) base_role: String,
-    /// `IAM:<DbUser>` or `IAMA:<DbUser>`, the role clients log in as.
+    /// GetClusterCredentials: `DbUser` as given (the role whose privileges the login inherits).
+    /// `None` for the IAM-mapped APIs, whose login role stands alone and is created when
+    /// missing, as Redshift creates IAM-mapped users automatically.
+    pub(crate) base_role: Option<String>,
+    /// `IAM:<DbUser>`, `IAMA:<DbUser>` or `IAMR:<role>`, the role clients log in as.
     pub(crate) login_role: String,
     pub(crate) auto_create: bool,
     pub(crate) groups: Vec<String>,
@@ -98,20 +100,21 @@ pub(crate) struct Plan {
 /// Decides the changes: base role (auto-created if asked), login role, memberships (base role
 /// plus the requested existing groups; the latest credential decides), password with expiry.
 pub(crate) fn plan(req: &ProvisionRequest, state: &RoleState, verifier: String) -> Plan {
-    let base_exists = state.existing.contains(&req.base_role);
-    if !base_exists && !req.auto_create {
-        return Plan {
-            steps: Vec::new(),
-            skipped_groups: Vec::new(),
-            outcome: Outcome::NoBaseRole,
-        };
-    }
     let mut steps = Vec::new();
-    if !base_exists {
-        steps.push(Step::CreateRole {
-            name: req.base_role.clone(),
-            login: false,
-        });
+    if let Some(base) = &req.base_role {
+        if !state.existing.contains(base) {
+            if !req.auto_create {
+                return Plan {
+                    steps: Vec::new(),
+                    skipped_groups: Vec::new(),
+                    outcome: Outcome::NoBaseRole,
+                };
+            }
+            steps.push(Step::CreateRole {
+                name: base.clone(),
+                login: false,
+            });
+        }
     }
     if !state.existing.contains(&req.login_role) {
         steps.push(Step::CreateRole {
@@ -119,7 +122,7 @@ pub(crate) fn plan(req: &ProvisionRequest, state: &RoleState, verifier: String) 
             login: true,
         });
     }
-    let mut wanted = vec![req.base_role.clone()];
+    let mut wanted: Vec<String> = req.base_role.iter().cloned().collect();
     let mut skipped_groups = Vec::new();
     for g in &req.groups {
         if *g == req.login_role || wanted.contains(g) {
@@ -326,7 +329,8 @@ async fn apply(
         &[&ADVISORY_LOCK_KEY],
     )
     .await?;
-    let mut names = vec![req.base_role.clone(), req.login_role.clone()];
+    let mut names: Vec<String> = req.base_role.iter().cloned().collect();
+    names.push(req.login_role.clone());
     names.extend(req.groups.iter().cloned());
     let rows = tx
         .query(
@@ -415,7 +419,9 @@ pub(crate) mod fake {
                 let verifier = password_verifier(password, &req.login_role, req.md5);
                 let mut roles = self.roles.lock().map_err(|e| e.to_string())?;
                 let mut state = RoleState::default();
-                for n in std::iter::once(&req.base_role)
+                for n in req
+                    .base_role
+                    .iter()
                     .chain(std::iter::once(&req.login_role))
                     .chain(req.groups.iter())
                 {
@@ -469,7 +475,7 @@ mod tests {
     fn req(auto_create: bool, groups: &[&str]) -> ProvisionRequest {
         let prefix = if auto_create { "IAMA:" } else { "IAM:" };
         ProvisionRequest {
-            base_role: "alice".into(),
+            base_role: Some("alice".into()),
             login_role: format!("{prefix}alice"),
             auto_create,
             groups: groups.iter().map(|s| s.to_string()).collect(),
@@ -542,6 +548,37 @@ mod tests {
                 "GRANT \"sales\" TO \"IAM:alice\"",
             ]
         );
+    }
+
+    #[test]
+    fn iam_mapped_login_without_base_role() {
+        let r = ProvisionRequest {
+            base_role: None,
+            login_role: "IAMR:analyst".into(),
+            auto_create: false,
+            groups: vec!["analysts".into(), "nogroup".into()],
+            md5: false,
+            valid_until: "2030-01-01 00:00:00.000+00".into(),
+        };
+        let p = plan(&r, &state(&["analysts"], &[]), "V".into());
+        assert_eq!(p.outcome, Outcome::Provisioned);
+        assert_eq!(p.skipped_groups, vec!["nogroup"]);
+        assert_eq!(
+            sql(&p),
+            vec![
+                "CREATE ROLE \"IAMR:analyst\" LOGIN",
+                "GRANT \"analysts\" TO \"IAMR:analyst\"",
+                "ALTER ROLE \"IAMR:analyst\" WITH LOGIN PASSWORD 'V' VALID UNTIL '2030-01-01 00:00:00.000+00'",
+            ]
+        );
+        // Existing login whose role lost a group: revoke it, keep the login.
+        let r = ProvisionRequest {
+            groups: vec![],
+            ..r
+        };
+        let p = plan(&r, &state(&["IAMR:analyst"], &["analysts"]), "V".into());
+        assert_eq!(sql(&p)[..1], ["REVOKE \"analysts\" FROM \"IAMR:analyst\""]);
+        assert_eq!(p.steps.len(), 2);
     }
 
     #[test]

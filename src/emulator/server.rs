@@ -1,5 +1,6 @@
-//! HTTP/1.1 plumbing: accept loop, one task per connection, request decoding, SigV4 gate,
-//! fault injection, and response encoding.
+//! HTTP/1.1 plumbing: accept loop, one task per connection, request decoding and routing
+//! (Redshift / STS Query, Serverless JSON 1.1), SigV4 gate per signing name, fault injection,
+//! and response encoding.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::emulator::error::ApiError;
 use crate::emulator::state::State;
 use crate::emulator::validate::Params;
-use crate::emulator::{api, sigv4, xml, Fault};
+use crate::emulator::{api, serverless, sigv4, sts, xml, Fault};
 
 /// Largest accepted request body.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
@@ -77,19 +78,64 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>, conn_stop: Cance
     }
 }
 
-fn xml_response(status: u16, body: String, request_id: &str) -> Response<Full<Bytes>> {
+/// Why: the API family of a request, deciding its signing name and wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    /// AWS Query, XML in the Redshift namespace.
+    Redshift,
+    /// AWS Query with `Version=2011-06-15`, XML in the STS namespace.
+    Sts,
+    /// JSON 1.1 with `X-Amz-Target: RedshiftServerless.*`.
+    Serverless,
+}
+
+impl Service {
+    fn signing_name(self) -> &'static str {
+        match self {
+            Service::Redshift => "redshift",
+            Service::Sts => "sts",
+            Service::Serverless => "redshift-serverless",
+        }
+    }
+}
+
+fn response(
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    request_id: &str,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = resp.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert("x-amzn-requestid", v);
     }
     resp
 }
 
-fn error_response(err: &ApiError, request_id: &str) -> Response<Full<Bytes>> {
-    xml_response(err.status, xml::error(err, request_id), request_id)
+fn error_response(service: Service, err: &ApiError, request_id: &str) -> Response<Full<Bytes>> {
+    match service {
+        Service::Redshift => response(
+            err.status,
+            "text/xml",
+            xml::error(err, request_id),
+            request_id,
+        ),
+        Service::Sts => response(
+            err.status,
+            "text/xml",
+            xml::error_in(xml::STS_NAMESPACE, err, request_id),
+            request_id,
+        ),
+        Service::Serverless => response(
+            err.status,
+            serverless::CONTENT_TYPE,
+            serverless::error_body(err),
+            request_id,
+        ),
+    }
 }
 
 async fn handle(
@@ -99,6 +145,12 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let request_id = xml::request_id();
     let (parts, body) = req.into_parts();
+    let json_operation = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(serverless::TARGET_PREFIX))
+        .map(str::to_owned);
 
     let too_large = || {
         ApiError::new(
@@ -107,6 +159,11 @@ async fn handle(
             format!("Request body exceeds {MAX_BODY} bytes."),
         )
     };
+    let early_service = if json_operation.is_some() {
+        Service::Serverless
+    } else {
+        Service::Redshift
+    };
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -114,28 +171,39 @@ async fn handle(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         state.record_call("");
-        return error_response(&too_large(), &request_id);
+        return error_response(early_service, &too_large(), &request_id);
     }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
             state.record_call("");
-            return error_response(&too_large(), &request_id);
+            return error_response(early_service, &too_large(), &request_id);
         }
     };
 
-    let is_form = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';').next().is_some_and(|m| {
-                m.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
-        });
-    let params = Params::parse(parts.uri.query(), is_form.then_some(&body[..]));
-    let action = params.get("Action").unwrap_or_default().to_owned();
+    let (service, action, params) = match json_operation {
+        Some(op) => (Service::Serverless, op, Params::default()),
+        None => {
+            let is_form = parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.split(';').next().is_some_and(|m| {
+                        m.trim()
+                            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                    })
+                });
+            let params = Params::parse(parts.uri.query(), is_form.then_some(&body[..]));
+            let service = if params.get("Version") == Some(sts::API_VERSION) {
+                Service::Sts
+            } else {
+                Service::Redshift
+            };
+            let action = params.get("Action").unwrap_or_default().to_owned();
+            (service, action, params)
+        }
+    };
     state.record_call(&action);
 
     let signed = sigv4::SignedParts {
@@ -145,26 +213,39 @@ async fn handle(
         headers: &parts.headers,
         body: &body,
     };
+    let keys = state.keys();
+    let now = time::OffsetDateTime::now_utc();
     let expected = sigv4::Expected {
-        service: "redshift",
+        service: service.signing_name(),
         region: &state.config.region,
-        now: time::OffsetDateTime::now_utc(),
-        keys: &state.config.keys,
+        now,
+        keys: &keys,
     };
     let key = match sigv4::verify(&signed, &expected) {
         Ok(k) => k.clone(),
         Err(e) => {
             tracing::debug!(action = %action, code = %e.code, "Redshift emulator rejected signature");
-            return error_response(&e, &request_id);
+            return error_response(service, &e, &request_id);
         }
     };
+    if state
+        .session(&key.access_key_id)
+        .is_some_and(|s| s.expires <= now)
+    {
+        let e = ApiError::new(
+            403,
+            "ExpiredToken",
+            "The security token included in the request is expired",
+        );
+        return error_response(service, &e, &request_id);
+    }
 
-    let fault = state.take_fault();
+    let fault = state.take_fault(&action);
     let delay = state.delay();
     if !delay.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = conn.cancelled() => return error_response(&ApiError::internal("stopping"), &request_id),
+            _ = conn.cancelled() => return error_response(service, &ApiError::internal("stopping"), &request_id),
         }
     }
     match fault {
@@ -172,6 +253,7 @@ async fn handle(
         Some(Fault::Throttle) => {
             tracing::debug!(action = %action, "Redshift emulator injected Throttling");
             return error_response(
+                service,
                 &ApiError::new(400, "Throttling", "Rate exceeded"),
                 &request_id,
             );
@@ -182,12 +264,12 @@ async fn handle(
             message,
         }) => {
             tracing::debug!(action = %action, %code, "Redshift emulator injected error");
-            return error_response(&ApiError::new(status, &code, message), &request_id);
+            return error_response(service, &ApiError::new(status, &code, message), &request_id);
         }
         Some(Fault::Hang) => {
             tracing::debug!(action = %action, "Redshift emulator injected hang");
             state.stop.cancelled().await;
-            return error_response(&ApiError::internal("stopping"), &request_id);
+            return error_response(service, &ApiError::internal("stopping"), &request_id);
         }
         Some(Fault::Disconnect) => {
             tracing::debug!(action = %action, "Redshift emulator injected disconnect");
@@ -197,8 +279,17 @@ async fn handle(
         }
     }
 
-    match api::dispatch(state, &key, &params, &request_id).await {
-        Ok(body) => xml_response(200, body, &request_id),
-        Err(e) => error_response(&e, &request_id),
+    let result = match service {
+        Service::Redshift => api::dispatch(state, &key, &params, &request_id)
+            .await
+            .map(|b| (b, "text/xml")),
+        Service::Sts => sts::dispatch(state, &key, &params, &request_id).map(|b| (b, "text/xml")),
+        Service::Serverless => serverless::dispatch(state, &key, &action, &body)
+            .await
+            .map(|v| (v.to_string(), serverless::CONTENT_TYPE)),
+    };
+    match result {
+        Ok((body, content_type)) => response(200, content_type, body, &request_id),
+        Err(e) => error_response(service, &e, &request_id),
     }
 }

@@ -411,6 +411,7 @@ mod tests {
 
     fn key(token: Option<&str>) -> AccessKey {
         AccessKey {
+            arn: crate::emulator::DEFAULT_KEY_ARN.into(),
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: SECRET.into(),
             session_token: token.map(str::to_owned),

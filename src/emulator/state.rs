@@ -1,4 +1,5 @@
-//! Shared emulator state: configuration, provisioners, fault queue, delay, call counters.
+//! Shared emulator state: configuration, provisioners, temporary STS sessions, fault queue,
+//! delay, call counters.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::emulator::provision::RoleProvisioner;
-use crate::emulator::{EmulatedCluster, EmulatorConfig, Fault};
+use crate::emulator::{AccessKey, EmulatedCluster, EmulatedWorkgroup, EmulatorConfig, Fault};
 
 /// Why: one cluster together with the provisioner that owns its admin connection.
 pub(crate) struct ClusterEntry {
@@ -16,12 +17,34 @@ pub(crate) struct ClusterEntry {
     pub(crate) provisioner: Option<Arc<dyn RoleProvisioner>>,
 }
 
+/// Why: one Serverless workgroup together with the provisioner that owns its admin connection.
+pub(crate) struct WorkgroupEntry {
+    pub(crate) workgroup: EmulatedWorkgroup,
+    pub(crate) provisioner: Option<Arc<dyn RoleProvisioner>>,
+}
+
+/// Why: temporary credentials minted by `AssumeRole`, accepted until they expire.
+#[derive(Clone)]
+pub(crate) struct TempSession {
+    /// Its `arn` is the assumed-role ARN; a session token is always set.
+    pub(crate) key: AccessKey,
+    pub(crate) expires: time::OffsetDateTime,
+}
+
+/// Why: a queued fault, optionally reserved for one action.
+struct QueuedFault {
+    action: Option<String>,
+    fault: Fault,
+}
+
 /// Why: everything request handlers share; lives behind an `Arc` for the server's lifetime.
 pub(crate) struct State {
     pub(crate) config: EmulatorConfig,
     pub(crate) clusters: Vec<ClusterEntry>,
+    pub(crate) workgroups: Vec<WorkgroupEntry>,
     pub(crate) stop: CancellationToken,
-    faults: Mutex<VecDeque<Fault>>,
+    sessions: Mutex<Vec<TempSession>>,
+    faults: Mutex<VecDeque<QueuedFault>>,
     delay: Mutex<Duration>,
     counts: Mutex<HashMap<String, u64>>,
     total: AtomicU64,
@@ -50,10 +73,23 @@ impl State {
                     .map(|(_, p)| p.clone()),
             })
             .collect();
+        let workgroups = config
+            .workgroups
+            .iter()
+            .map(|w| WorkgroupEntry {
+                workgroup: w.clone(),
+                provisioner: provisioners
+                    .iter()
+                    .find(|(id, _)| *id == w.name)
+                    .map(|(_, p)| p.clone()),
+            })
+            .collect();
         State {
             config,
             clusters,
+            workgroups,
             stop,
+            sessions: Mutex::new(Vec::new()),
             faults: Mutex::new(VecDeque::new()),
             delay: Mutex::new(Duration::ZERO),
             counts: Mutex::new(HashMap::new()),
@@ -65,6 +101,43 @@ impl State {
     /// Cluster identifiers are case-sensitive, as in AWS.
     pub(crate) fn cluster(&self, id: &str) -> Option<&ClusterEntry> {
         self.clusters.iter().find(|c| c.cluster.identifier == id)
+    }
+
+    pub(crate) fn workgroup(&self, name: &str) -> Option<&WorkgroupEntry> {
+        self.workgroups.iter().find(|w| w.workgroup.name == name)
+    }
+
+    /// The id (cluster identifier or workgroup name) a custom domain is associated with.
+    /// Domain names compare case-insensitively, as DNS names do.
+    pub(crate) fn custom_domain(&self, domain: &str) -> Option<&str> {
+        self.config
+            .custom_domains
+            .iter()
+            .find(|(d, _)| d.eq_ignore_ascii_case(domain))
+            .map(|(_, id)| id.as_str())
+    }
+
+    /// Configured keys plus every STS session minted so far (expired ones included, so the
+    /// caller can answer `ExpiredToken`).
+    pub(crate) fn keys(&self) -> Vec<AccessKey> {
+        let mut keys = self.config.keys.clone();
+        keys.extend(lock(&self.sessions).iter().map(|s| s.key.clone()));
+        keys
+    }
+
+    pub(crate) fn session(&self, access_key_id: &str) -> Option<TempSession> {
+        lock(&self.sessions)
+            .iter()
+            .find(|s| s.key.access_key_id == access_key_id)
+            .cloned()
+    }
+
+    /// Remembers a new session and forgets those expired for more than an hour.
+    pub(crate) fn add_session(&self, session: TempSession) {
+        let mut sessions = lock(&self.sessions);
+        let horizon = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        sessions.retain(|s| s.expires > horizon);
+        sessions.push(session);
     }
 
     pub(crate) fn is_md5_user(&self, db_user: &str, login_role: &str) -> bool {
@@ -101,13 +174,23 @@ impl State {
         self.total.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn push_faults(&self, n: usize, fault: Fault) {
+    pub(crate) fn push_faults(&self, action: Option<String>, n: usize, fault: Fault) {
         let mut q = lock(&self.faults);
-        q.extend(std::iter::repeat_n(fault, n));
+        for _ in 0..n {
+            q.push_back(QueuedFault {
+                action: action.clone(),
+                fault: fault.clone(),
+            });
+        }
     }
 
-    pub(crate) fn take_fault(&self) -> Option<Fault> {
-        lock(&self.faults).pop_front()
+    /// The first queued fault that applies to `action`.
+    pub(crate) fn take_fault(&self, action: &str) -> Option<Fault> {
+        let mut q = lock(&self.faults);
+        let i = q
+            .iter()
+            .position(|f| f.action.as_deref().is_none_or(|a| a == action))?;
+        q.remove(i).map(|f| f.fault)
     }
 
     pub(crate) fn set_delay(&self, d: Duration) {

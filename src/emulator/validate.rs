@@ -1,4 +1,4 @@
-//! AWS Query parameter parsing and the GetClusterCredentials parameter rules.
+//! AWS Query parameter parsing and the GetClusterCredentials(WithIAM) parameter rules.
 
 use crate::emulator::error::ApiError;
 
@@ -67,22 +67,7 @@ pub(crate) fn get_cluster_credentials(p: &Params) -> Result<CredentialsRequest, 
         validate_name("DbName", n, false)?;
     }
 
-    let duration_seconds = match p.get("DurationSeconds") {
-        None => MIN_DURATION,
-        Some(s) => {
-            let d: i64 = s.trim().parse().map_err(|_| {
-                ApiError::invalid_parameter(format!(
-                    "DurationSeconds must be an integer, got '{s}'."
-                ))
-            })?;
-            if !(MIN_DURATION..=MAX_DURATION).contains(&d) {
-                return Err(ApiError::invalid_parameter(format!(
-                    "DurationSeconds must be between {MIN_DURATION} and {MAX_DURATION} seconds, got {d}."
-                )));
-            }
-            d
-        }
-    };
+    let duration_seconds = duration(p)?;
 
     let auto_create = match p.get("AutoCreate") {
         None => false,
@@ -97,15 +82,7 @@ pub(crate) fn get_cluster_credentials(p: &Params) -> Result<CredentialsRequest, 
 
     let db_groups = db_groups(p)?;
 
-    let target = match (p.get("ClusterIdentifier"), p.get("CustomDomainName")) {
-        (_, Some(domain)) => Target::CustomDomain(domain.to_owned()),
-        (Some(id), None) => Target::Cluster(id.to_owned()),
-        (None, None) => {
-            return Err(ApiError::invalid_parameter(
-                "Either ClusterIdentifier or CustomDomainName must be specified.",
-            ))
-        }
-    };
+    let target = target(p)?;
 
     Ok(CredentialsRequest {
         db_user: db_user.to_owned(),
@@ -115,6 +92,57 @@ pub(crate) fn get_cluster_credentials(p: &Params) -> Result<CredentialsRequest, 
         auto_create,
         db_groups,
     })
+}
+
+/// Why: a GetClusterCredentialsWithIAM request after AWS's parameter rules have been applied
+/// (the DbUser comes from the caller identity, not the request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IamCredentialsRequest {
+    pub(crate) db_name: Option<String>,
+    pub(crate) target: Target,
+    pub(crate) duration_seconds: i64,
+}
+
+/// Parses and validates GetClusterCredentialsWithIAM parameters.
+pub(crate) fn get_cluster_credentials_with_iam(
+    p: &Params,
+) -> Result<IamCredentialsRequest, ApiError> {
+    let db_name = p.get("DbName");
+    if let Some(n) = db_name {
+        validate_name("DbName", n, false)?;
+    }
+    Ok(IamCredentialsRequest {
+        db_name: db_name.map(str::to_owned),
+        duration_seconds: duration(p)?,
+        target: target(p)?,
+    })
+}
+
+/// `DurationSeconds`: 900..3600, default 900.
+fn duration(p: &Params) -> Result<i64, ApiError> {
+    let Some(s) = p.get("DurationSeconds") else {
+        return Ok(MIN_DURATION);
+    };
+    let d: i64 = s.trim().parse().map_err(|_| {
+        ApiError::invalid_parameter(format!("DurationSeconds must be an integer, got '{s}'."))
+    })?;
+    if !(MIN_DURATION..=MAX_DURATION).contains(&d) {
+        return Err(ApiError::invalid_parameter(format!(
+            "DurationSeconds must be between {MIN_DURATION} and {MAX_DURATION} seconds, got {d}."
+        )));
+    }
+    Ok(d)
+}
+
+/// `CustomDomainName` wins over `ClusterIdentifier`; one of them is required.
+fn target(p: &Params) -> Result<Target, ApiError> {
+    match (p.get("ClusterIdentifier"), p.get("CustomDomainName")) {
+        (_, Some(domain)) => Ok(Target::CustomDomain(domain.to_owned())),
+        (Some(id), None) => Ok(Target::Cluster(id.to_owned())),
+        (None, None) => Err(ApiError::invalid_parameter(
+            "Either ClusterIdentifier or CustomDomainName must be specified.",
+        )),
+    }
 }
 
 /// Collects `DbGroups.DbGroup.N` (N from 1) in index order, validated and de-duplicated.
@@ -443,6 +471,33 @@ mod tests {
             e.message,
             "DbUser 'a:b' is not valid: must not contain a colon (:) or slash (/)."
         );
+    }
+
+    #[test]
+    fn with_iam_request() {
+        let r =
+            get_cluster_credentials_with_iam(&params("ClusterIdentifier=c1&DbName=dev")).unwrap();
+        assert_eq!(
+            r,
+            IamCredentialsRequest {
+                db_name: Some("dev".into()),
+                target: Target::Cluster("c1".into()),
+                duration_seconds: 900,
+            }
+        );
+        for bad in [
+            "DbName=dev",
+            "ClusterIdentifier=c1&DurationSeconds=3601",
+            "ClusterIdentifier=c1&DbName=select",
+        ] {
+            assert_eq!(
+                get_cluster_credentials_with_iam(&params(bad))
+                    .unwrap_err()
+                    .code,
+                "InvalidParameterValue",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@ use crate::emulator::error::ApiError;
 
 /// Namespace of every Redshift 2012-12-01 response document.
 pub(crate) const NAMESPACE: &str = "http://redshift.amazonaws.com/doc/2012-12-01/";
+/// Namespace of every STS 2011-06-15 response document.
+pub(crate) const STS_NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
 /// Escapes text for use in XML element content and attribute values.
 pub(crate) fn escape(s: &str) -> String {
@@ -37,19 +39,29 @@ pub(crate) fn request_id() -> String {
     )
 }
 
-/// Wraps an action's result element in the standard `<XResponse>` envelope.
+/// Wraps a Redshift action's result element in the standard `<XResponse>` envelope.
 pub(crate) fn success(action: &str, result_body: &str, request_id: &str) -> String {
+    success_in(NAMESPACE, action, result_body, request_id)
+}
+
+/// Wraps an action's result element in the `<XResponse>` envelope of namespace `ns`.
+pub(crate) fn success_in(ns: &str, action: &str, result_body: &str, request_id: &str) -> String {
     format!(
-        "<{action}Response xmlns=\"{NAMESPACE}\"><{action}Result>{result_body}</{action}Result>\
+        "<{action}Response xmlns=\"{ns}\"><{action}Result>{result_body}</{action}Result>\
          <ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",
         escape(request_id)
     )
 }
 
-/// Renders an `<ErrorResponse>` document.
+/// Renders a Redshift `<ErrorResponse>` document.
 pub(crate) fn error(err: &ApiError, request_id: &str) -> String {
+    error_in(NAMESPACE, err, request_id)
+}
+
+/// Renders an `<ErrorResponse>` document in namespace `ns`.
+pub(crate) fn error_in(ns: &str, err: &ApiError, request_id: &str) -> String {
     format!(
-        "<ErrorResponse xmlns=\"{NAMESPACE}\"><Error><Type>{}</Type><Code>{}</Code>\
+        "<ErrorResponse xmlns=\"{ns}\"><Error><Type>{}</Type><Code>{}</Code>\
          <Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
         err.fault_type(),
         escape(&err.code),

@@ -96,6 +96,7 @@ pub async fn start_pg_and_emulator(opts: &BedOptions) -> (LocalPg, Emulator) {
         EmulatorConfig {
             region: "us-east-1".into(),
             keys: vec![AccessKey {
+                arn: redshift_iam_proxy::emulator::DEFAULT_KEY_ARN.into(),
                 access_key_id: ACCESS_KEY.into(),
                 secret_access_key: SECRET_KEY.into(),
                 session_token: None,
@@ -108,6 +109,7 @@ pub async fn start_pg_and_emulator(opts: &BedOptions) -> (LocalPg, Emulator) {
                 admin: pg.admin_config(),
             }],
             md5_users: opts.md5_users.clone(),
+            ..Default::default()
         },
         "127.0.0.1:0".parse().expect("addr"),
     )

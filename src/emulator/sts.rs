@@ -1,0 +1,204 @@
+//! The STS actions (`GetCallerIdentity`, `AssumeRole`), AWS Query with XML responses in the STS
+//! namespace. `AssumeRole` mints temporary keys the emulator then accepts for every service.
+
+use rand::Rng;
+use time::{Duration, OffsetDateTime};
+
+use crate::emulator::api::iso8601;
+use crate::emulator::error::ApiError;
+use crate::emulator::identity::{self, Principal};
+use crate::emulator::state::{State, TempSession};
+use crate::emulator::validate::Params;
+use crate::emulator::{xml, AccessKey, ACCOUNT_ID};
+
+/// The STS API version; a Query request naming it is routed here.
+pub(crate) const API_VERSION: &str = "2011-06-15";
+/// `AssumeRole` `DurationSeconds` bounds and default.
+const MIN_DURATION: i64 = 900;
+const MAX_DURATION: i64 = 43200;
+const DEFAULT_DURATION: i64 = 3600;
+
+/// Routes a signed STS request to its action and returns the success XML document.
+pub(crate) fn dispatch(
+    state: &State,
+    key: &AccessKey,
+    params: &Params,
+    request_id: &str,
+) -> Result<String, ApiError> {
+    let action = params.get("Action");
+    let result = match action {
+        Some("GetCallerIdentity") => Ok(get_caller_identity(key, request_id)),
+        Some("AssumeRole") => assume_role(state, key, params, request_id),
+        Some(other) => Err(ApiError::new(
+            400,
+            "InvalidAction",
+            format!("Could not find operation {other} for version {API_VERSION}"),
+        )),
+        None => Err(ApiError::new(
+            400,
+            "MissingAction",
+            "The request must contain the parameter Action",
+        )),
+    };
+    tracing::debug!(
+        action = ?action.unwrap_or_default(),
+        role = ?params.get("RoleArn").unwrap_or_default(),
+        outcome = match &result { Ok(_) => "ok", Err(e) => e.code.as_str() },
+        "STS emulator call"
+    );
+    result
+}
+
+fn success(action: &str, body: &str, request_id: &str) -> String {
+    xml::success_in(xml::STS_NAMESPACE, action, body, request_id)
+}
+
+fn validation(message: String) -> ApiError {
+    ApiError::new(400, "ValidationError", message)
+}
+
+fn get_caller_identity(key: &AccessKey, request_id: &str) -> String {
+    let (user_id, account) = match identity::principal(&key.arn) {
+        Principal::User { account, .. } => (identity::unique_id("AIDA", &key.arn), account),
+        Principal::AssumedRole {
+            account,
+            role,
+            session,
+        } => (
+            format!(
+                "{}:{session}",
+                identity::unique_id("AROA", &format!("{account}/{role}"))
+            ),
+            account,
+        ),
+        Principal::Other => (
+            identity::unique_id("AIDA", &key.arn),
+            identity::account_of(&key.arn)
+                .unwrap_or(ACCOUNT_ID)
+                .to_owned(),
+        ),
+    };
+    let body = format!(
+        "{}{}{}",
+        xml::element("Arn", &key.arn),
+        xml::element("UserId", &user_id),
+        xml::element("Account", &account),
+    );
+    success("GetCallerIdentity", &body, request_id)
+}
+
+fn check_chars(
+    name: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+    extra: &str,
+) -> Result<(), ApiError> {
+    let len = value.chars().count();
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || extra.contains(c);
+    if !(min..=max).contains(&len) || !value.chars().all(ok_char) {
+        return Err(validation(format!(
+            "1 validation error detected: Value '{value}' at '{name}' failed to satisfy \
+             constraint: Member must have length between {min} and {max} and match the pattern \
+             [\\w{extra}]*"
+        )));
+    }
+    Ok(())
+}
+
+fn random_string(alphabet: &[u8], len: usize) -> String {
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
+        .collect()
+}
+
+fn assume_role(
+    state: &State,
+    key: &AccessKey,
+    params: &Params,
+    request_id: &str,
+) -> Result<String, ApiError> {
+    let required = |name: &str, member: &str| {
+        params.get(name).ok_or_else(|| {
+            validation(format!(
+                "1 validation error detected: Value null at '{member}' failed to satisfy \
+                 constraint: Member must not be null"
+            ))
+        })
+    };
+    let role_arn = required("RoleArn", "roleArn")?;
+    let session_name = required("RoleSessionName", "roleSessionName")?;
+    if !(20..=2048).contains(&role_arn.len()) {
+        return Err(validation(format!(
+            "1 validation error detected: Value '{role_arn}' at 'roleArn' failed to satisfy \
+             constraint: Member must have length between 20 and 2048"
+        )));
+    }
+    check_chars("roleSessionName", session_name, 2, 64, "+=,.@-")?;
+    let external_id = params.get("ExternalId");
+    if let Some(e) = external_id {
+        check_chars("externalId", e, 2, 1224, "+=,.@:/-")?;
+    }
+    let duration = match params.get("DurationSeconds") {
+        None => DEFAULT_DURATION,
+        Some(s) => {
+            let d = s.trim().parse::<i64>().map_err(|_| {
+                validation(format!(
+                    "1 validation error detected: Value '{s}' at 'durationSeconds' failed to \
+                     satisfy constraint: Member must be an integer"
+                ))
+            })?;
+            if !(MIN_DURATION..=MAX_DURATION).contains(&d) {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{d}' at 'durationSeconds' failed to \
+                     satisfy constraint: Member must have value between {MIN_DURATION} and \
+                     {MAX_DURATION}"
+                )));
+            }
+            d
+        }
+    };
+
+    identity::authorize(key, "sts:AssumeRole", role_arn)?;
+    // AWS answers an unknown role and a trust-policy mismatch (ExternalId) alike.
+    let role = state
+        .config
+        .roles
+        .iter()
+        .find(|r| r.arn == role_arn)
+        .filter(|r| r.external_id.is_none() || r.external_id.as_deref() == external_id)
+        .ok_or_else(|| identity::access_denied(key, "sts:AssumeRole", role_arn))?;
+    let role_name = identity::role_name(&role.arn)
+        .ok_or_else(|| identity::access_denied(key, "sts:AssumeRole", role_arn))?;
+    let account = identity::account_of(&role.arn).unwrap_or(ACCOUNT_ID);
+
+    let assumed_arn = format!("arn:aws:sts::{account}:assumed-role/{role_name}/{session_name}");
+    let role_id = identity::unique_id("AROA", &format!("{account}/{role_name}"));
+    const KEY_ID: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut temp = AccessKey::new(
+        format!("ASIA{}", random_string(KEY_ID, 16)),
+        random_string(SECRET, 40),
+    );
+    temp.arn = assumed_arn.clone();
+    temp.session_token = Some(random_string(SECRET, 256));
+    let expires = OffsetDateTime::now_utc() + Duration::seconds(duration);
+    let expires = expires.replace_nanosecond(0).unwrap_or(expires);
+
+    let body = format!(
+        "<AssumedRoleUser>{}{}</AssumedRoleUser><Credentials>{}{}{}{}</Credentials>",
+        xml::element("AssumedRoleId", &format!("{role_id}:{session_name}")),
+        xml::element("Arn", &assumed_arn),
+        xml::element("AccessKeyId", &temp.access_key_id),
+        xml::element("SecretAccessKey", &temp.secret_access_key),
+        xml::element(
+            "SessionToken",
+            temp.session_token.as_deref().unwrap_or_default()
+        ),
+        xml::element("Expiration", &iso8601(expires)?),
+    );
+    tracing::debug!(access_key_id = %temp.access_key_id, arn = %assumed_arn, "STS emulator minted temporary credentials");
+    state.add_session(TempSession { key: temp, expires });
+    Ok(success("AssumeRole", &body, request_id))
+}
