@@ -6,7 +6,9 @@
 //! with the fix for each failure.
 
 use crate::config::{Config, CredentialMode};
-use crate::credentials::{AwsIdentitySource, CredentialError, CredentialRequest, FailureKind, RedshiftApi};
+use crate::credentials::{
+    AwsIdentitySource, CredentialError, CredentialRequest, FailureKind, RedshiftApi,
+};
 use crate::endpoint::{EndpointError, EndpointResolver};
 use crate::mapping::UserMap;
 use crate::tls;
@@ -35,10 +37,20 @@ pub struct CheckLine {
 
 impl CheckLine {
     fn pass(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { ok: true, what: what.into(), detail: detail.into(), fix: None }
+        Self {
+            ok: true,
+            what: what.into(),
+            detail: detail.into(),
+            fix: None,
+        }
     }
     fn fail(what: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self { ok: false, what: what.into(), detail: detail.into(), fix: Some(fix.into()) }
+        Self {
+            ok: false,
+            what: what.into(),
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
     }
 }
 
@@ -62,7 +74,12 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
     };
     let users = UserMap::new(config.users.clone());
     let names: Vec<String> = if args.users.is_empty() {
-        config.users.iter().map(|u| u.client_user.clone()).filter(|u| u != "*").collect()
+        config
+            .users
+            .iter()
+            .map(|u| u.client_user.clone())
+            .filter(|u| u != "*")
+            .collect()
     } else {
         args.users.clone()
     };
@@ -71,11 +88,20 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
         let upstream_tls = match tls::upstream_config(c.sslmode, c.sslrootcert.as_deref()) {
             Ok(t) => t,
             Err(e) => {
-                lines.push(CheckLine::fail(format!("[{label}] TLS setup"), e.to_string(), "fix sslrootcert (a readable PEM file with the CA certificate)"));
+                lines.push(CheckLine::fail(
+                    format!("[{label}] TLS setup"),
+                    e.to_string(),
+                    "fix sslrootcert (a readable PEM file with the CA certificate)",
+                ));
                 continue;
             }
         };
-        let endpoint = EndpointResolver::new(c, upstream_tls, config.limits.connect_timeout(), api.clone());
+        let endpoint = EndpointResolver::new(
+            c,
+            upstream_tls,
+            config.limits.connect_timeout(),
+            api.clone(),
+        );
         let cluster_identifier = match endpoint.cluster_identifier().await {
             Ok(id) => id,
             Err(e) => {
@@ -85,7 +111,10 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
         };
         let target = match endpoint.target().await {
             Ok(t) => {
-                lines.push(CheckLine::pass(format!("[{label}] endpoint"), format!("{}:{} ({})", t.host, t.port, c.credentials.as_str())));
+                lines.push(CheckLine::pass(
+                    format!("[{label}] endpoint"),
+                    format!("{}:{} ({})", t.host, t.port, c.credentials.as_str()),
+                ));
                 t
             }
             Err(e) => {
@@ -93,7 +122,10 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
                 continue;
             }
         };
-        let db_name = c.default_database.clone().unwrap_or_else(|| "dev".to_owned());
+        let db_name = c
+            .default_database
+            .clone()
+            .unwrap_or_else(|| "dev".to_owned());
         let mut login_done = false;
         let mut checked = names.clone();
         if args.first {
@@ -108,13 +140,20 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
         }
         for name in checked {
             let Some(identity) = users.resolve(&name) else {
-                lines.push(CheckLine::fail(format!("[{label}] user {name}"), "no [[users]] rule matches", "add a [[users]] rule for it"));
+                lines.push(CheckLine::fail(
+                    format!("[{label}] user {name}"),
+                    "no [[users]] rule matches",
+                    "add a [[users]] rule for it",
+                ));
                 continue;
             };
             let as_whom = match &identity.role {
                 Some(role) => match api.caller_identity(Some(role)).await {
                     Ok(arn) => {
-                        lines.push(CheckLine::pass(format!("[{label}] assume role for {name}"), arn.clone()));
+                        lines.push(CheckLine::pass(
+                            format!("[{label}] assume role for {name}"),
+                            arn.clone(),
+                        ));
                         arn
                     }
                     Err(e) => {
@@ -141,17 +180,28 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
                 role: identity.role.clone(),
                 db_user: by_rules.then(|| identity.db_user.clone()),
                 db_name: db_name.clone(),
-                db_groups: if by_rules { identity.db_groups.clone() } else { Vec::new() },
+                db_groups: if by_rules {
+                    identity.db_groups.clone()
+                } else {
+                    Vec::new()
+                },
                 auto_create: by_rules && identity.auto_create,
                 duration_seconds: c.duration_seconds,
             };
             let cred = match api.mint(&req).await {
                 Ok(cred) => {
-                    lines.push(CheckLine::pass(format!("[{label}] credentials for {name}"), format!("{} as {}", req.operation(), cred.db_user)));
+                    lines.push(CheckLine::pass(
+                        format!("[{label}] credentials for {name}"),
+                        format!("{} as {}", req.operation(), cred.db_user),
+                    ));
                     cred
                 }
                 Err(e) => {
-                    lines.push(CheckLine::fail(format!("[{label}] credentials for {name}"), e.to_string(), aws_fix(&e, &as_whom)));
+                    lines.push(CheckLine::fail(
+                        format!("[{label}] credentials for {name}"),
+                        e.to_string(),
+                        aws_fix(&e, &as_whom),
+                    ));
                     continue;
                 }
             };
@@ -161,11 +211,16 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
             login_done = true;
             let what = format!("[{label}] login as {}", cred.db_user);
             let result = match upstream::connect(&target).await {
-                Ok(stream) => upstream::login(stream, &cred.db_user, &cred.password, &db_name, &[]).await.map(|_| ()),
+                Ok(stream) => upstream::login(stream, &cred.db_user, &cred.password, &db_name, &[])
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(e),
             };
             lines.push(match result {
-                Ok(()) => CheckLine::pass(what, format!("{}:{} over TLS ({:?})", target.host, target.port, c.sslmode)),
+                Ok(()) => CheckLine::pass(
+                    what,
+                    format!("{}:{} over TLS ({:?})", target.host, target.port, c.sslmode),
+                ),
                 Err(e) => {
                     let fix = upstream_fix(&e, &cred.db_user, by_rules);
                     CheckLine::fail(what, e.to_string(), fix)
@@ -180,7 +235,12 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
 pub fn print(lines: &[CheckLine]) -> bool {
     let width = lines.iter().map(|l| l.what.len()).max().unwrap_or(0);
     for l in lines {
-        println!("{}  {:width$}  {}", if l.ok { "PASS" } else { "FAIL" }, l.what, l.detail);
+        println!(
+            "{}  {:width$}  {}",
+            if l.ok { "PASS" } else { "FAIL" },
+            l.what,
+            l.detail
+        );
         if let Some(fix) = &l.fix {
             println!("      fix: {fix}");
         }
@@ -192,8 +252,16 @@ pub fn print(lines: &[CheckLine]) -> bool {
 
 fn endpoint_failure(label: &str, e: EndpointError, caller: &str) -> CheckLine {
     match e {
-        EndpointError::Aws(c) => CheckLine::fail(format!("[{label}] endpoint"), c.to_string(), aws_fix(&c, caller)),
-        other => CheckLine::fail(format!("[{label}] endpoint"), other.to_string(), "set host to the cluster's DNS name"),
+        EndpointError::Aws(c) => CheckLine::fail(
+            format!("[{label}] endpoint"),
+            c.to_string(),
+            aws_fix(&c, caller),
+        ),
+        other => CheckLine::fail(
+            format!("[{label}] endpoint"),
+            other.to_string(),
+            "set host to the cluster's DNS name",
+        ),
     }
 }
 
@@ -205,7 +273,9 @@ fn action_of(operation: &str) -> &'static str {
         "GetCredentials" => "redshift-serverless:GetCredentials",
         "DescribeClusters" => "redshift:DescribeClusters (or set host/port in the config)",
         "GetWorkgroup" => "redshift-serverless:GetWorkgroup (or set host/port in the config)",
-        "DescribeCustomDomainAssociations" => "redshift:DescribeCustomDomainAssociations (or set identifier)",
+        "DescribeCustomDomainAssociations" => {
+            "redshift:DescribeCustomDomainAssociations (or set identifier)"
+        }
         "GetCallerIdentity" => "sts:GetCallerIdentity",
         _ => "the action named in the message",
     }

@@ -83,7 +83,9 @@ fn main() -> ExitCode {
                     }
                 };
                 println!("redshift-iam-proxy check: {}", path.display());
-                let lines = redshift_iam_proxy::check::run(&config, AwsIdentitySource::DefaultChain, &args).await;
+                let lines =
+                    redshift_iam_proxy::check::run(&config, AwsIdentitySource::DefaultChain, &args)
+                        .await;
                 if redshift_iam_proxy::check::print(&lines) {
                     ExitCode::SUCCESS
                 } else {

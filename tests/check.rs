@@ -35,7 +35,13 @@ fn fail_line<'a>(out: &'a str, what: &str) -> &'a str {
         .position(|l| l.starts_with("FAIL") && l.contains(what))
         .unwrap_or_else(|| panic!("no FAIL line for {what}:\n{out}"));
     let rest = &out[out.lines().take(start).map(|l| l.len() + 1).sum::<usize>()..];
-    let end = rest.match_indices("\nPASS").chain(rest.match_indices("\nFAIL")).chain(rest.match_indices("\ncheck:")).map(|(i, _)| i).min().unwrap_or(rest.len());
+    let end = rest
+        .match_indices("\nPASS")
+        .chain(rest.match_indices("\nFAIL"))
+        .chain(rest.match_indices("\ncheck:"))
+        .map(|(i, _)| i)
+        .min()
+        .unwrap_or(rest.len());
     &rest[..end]
 }
 
@@ -45,6 +51,8 @@ client_user = "alice"
 db_groups = ["analysts"]
 [[users]]
 client_user = "bob"
+[[users]]
+client_user = "*"
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,7 +60,11 @@ async fn check_passes_on_the_test_bed() {
     let (pg, emu) = start_pg_and_emulator(&BedOptions::default()).await;
     let (code, out) = check(&proxy_config_toml(&pg, &emu, USERS), SECRET_KEY, &[]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("PASS  AWS identity") && out.contains("arn:aws:iam::123456789012:user/emulator"), "{out}");
+    assert!(
+        out.contains("PASS  AWS identity")
+            && out.contains("arn:aws:iam::123456789012:user/emulator"),
+        "{out}"
+    );
     assert!(out.contains("GetClusterCredentials as IAM:alice"), "{out}");
     assert!(out.contains("GetClusterCredentials as IAM:bob"), "{out}");
     assert!(out.contains("login as IAM:alice"), "{out}");
@@ -62,12 +74,22 @@ async fn check_passes_on_the_test_bed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_names_the_fix_for_each_broken_setup() {
     // Missing redshift:JoinGroup for alice's groups.
-    let (pg, emu) = start_pg_and_emulator(&BedOptions { denied_actions: vec!["redshift:JoinGroup".into()], ..Default::default() }).await;
+    let (pg, emu) = start_pg_and_emulator(&BedOptions {
+        denied_actions: vec!["redshift:JoinGroup".into()],
+        ..Default::default()
+    })
+    .await;
     let (code, out) = check(&proxy_config_toml(&pg, &emu, USERS), SECRET_KEY, &[]);
     assert_eq!(code, 1, "{out}");
     let line = fail_line(&out, "credentials for alice");
-    assert!(line.contains("fix: allow redshift:JoinGroup on arn:aws:redshift:"), "{line}");
-    assert!(out.contains("PASS") && out.contains("GetClusterCredentials as IAM:bob"), "{out}");
+    assert!(
+        line.contains("fix: allow redshift:JoinGroup on arn:aws:redshift:"),
+        "{line}"
+    );
+    assert!(
+        out.contains("PASS") && out.contains("GetClusterCredentials as IAM:bob"),
+        "{out}"
+    );
     drop((pg, emu));
 
     let (pg, emu) = start_pg_and_emulator(&BedOptions::default()).await;
@@ -76,19 +98,37 @@ async fn check_names_the_fix_for_each_broken_setup() {
     // Bad AWS secret: the identity check fails and says what to fix.
     let (code, out) = check(&good, "not-the-secret", &["--first"]);
     assert_eq!(code, 1);
-    assert!(fail_line(&out, "AWS identity").contains("fix: the AWS credentials were rejected"), "{out}");
+    assert!(
+        fail_line(&out, "AWS identity").contains("fix: the AWS credentials were rejected"),
+        "{out}"
+    );
 
     // Unknown cluster.
-    let (code, out) = check(&good.replace("identifier = \"testcluster\"", "identifier = \"nosuch\""), SECRET_KEY, &[]);
+    let (code, out) = check(
+        &good.replace("identifier = \"testcluster\"", "identifier = \"nosuch\""),
+        SECRET_KEY,
+        &[],
+    );
     assert_eq!(code, 1);
     let line = fail_line(&out, "endpoint");
-    assert!(line.contains("ClusterNotFound") && line.contains("fix:") && line.contains("identifier"), "{line}");
+    assert!(
+        line.contains("ClusterNotFound") && line.contains("fix:") && line.contains("identifier"),
+        "{line}"
+    );
 
     // Untrusted certificate (no sslrootcert).
-    let untrusted: String = good.lines().filter(|l| !l.contains("sslrootcert")).collect::<Vec<_>>().join("\n");
+    let untrusted: String = good
+        .lines()
+        .filter(|l| !l.contains("sslrootcert"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let (code, out) = check(&untrusted, SECRET_KEY, &["--first"]);
     assert_eq!(code, 1);
-    assert!(fail_line(&out, "login as").contains("fix: the cluster's certificate is not trusted: set sslrootcert"), "{out}");
+    assert!(
+        fail_line(&out, "login as")
+            .contains("fix: the cluster's certificate is not trusted: set sslrootcert"),
+        "{out}"
+    );
 
     // A database user that does not exist (no AutoCreate).
     let (code, out) = check(&good, SECRET_KEY, &["--user", "carol"]);
@@ -98,8 +138,20 @@ async fn check_names_the_fix_for_each_broken_setup() {
 
     // The permission to call GetClusterCredentials itself.
     drop((pg, emu));
-    let (pg, emu) = start_pg_and_emulator(&BedOptions { denied_actions: vec!["redshift:GetClusterCredentials".into()], ..Default::default() }).await;
-    let (code, out) = check(&proxy_config_toml(&pg, &emu, USERS), SECRET_KEY, &["--first"]);
+    let (pg, emu) = start_pg_and_emulator(&BedOptions {
+        denied_actions: vec!["redshift:GetClusterCredentials".into()],
+        ..Default::default()
+    })
+    .await;
+    let (code, out) = check(
+        &proxy_config_toml(&pg, &emu, USERS),
+        SECRET_KEY,
+        &["--first"],
+    );
     assert_eq!(code, 1);
-    assert!(fail_line(&out, "credentials for alice").contains("fix: allow redshift:GetClusterCredentials"), "{out}");
+    assert!(
+        fail_line(&out, "credentials for alice")
+            .contains("fix: allow redshift:GetClusterCredentials"),
+        "{out}"
+    );
 }

@@ -11,11 +11,23 @@ use redshift_iam_proxy::emulator::{EmulatedRole, EmulatedWorkgroup, Fault};
 const ANALYST: &str = "arn:aws:iam::123456789012:role/analyst";
 const ETL: &str = "arn:aws:iam::123456789012:role/etl";
 
-async fn whoami(bed: &Bed, user: &str, database: &str) -> Result<(String, bool), tokio_postgres::Error> {
-    let info = format!("host=127.0.0.1 port={} user={user} dbname={database}", bed.proxy_addr.port());
+async fn whoami(
+    bed: &Bed,
+    user: &str,
+    database: &str,
+) -> Result<(String, bool), tokio_postgres::Error> {
+    let info = format!(
+        "host=127.0.0.1 port={} user={user} dbname={database}",
+        bed.proxy_addr.port()
+    );
     let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
-    let row = c.query_one("SELECT current_user::text, pg_has_role('analysts', 'member')", &[]).await?;
+    let row = c
+        .query_one(
+            "SELECT current_user::text, pg_has_role('analysts', 'member')",
+            &[],
+        )
+        .await?;
     Ok((row.get(0), row.get(1)))
 }
 
@@ -42,8 +54,16 @@ fn iam_users() -> String {
 
 fn roles(cfg: &mut redshift_iam_proxy::emulator::EmulatorConfig) {
     cfg.roles = vec![
-        EmulatedRole { arn: ANALYST.into(), external_id: None, db_groups: vec!["analysts".into()] },
-        EmulatedRole { arn: ETL.into(), external_id: Some("ext-123".into()), db_groups: vec![] },
+        EmulatedRole {
+            arn: ANALYST.into(),
+            external_id: None,
+            db_groups: vec!["analysts".into()],
+        },
+        EmulatedRole {
+            arn: ETL.into(),
+            external_id: Some("ext-123".into()),
+            db_groups: vec![],
+        },
     ];
 }
 
@@ -52,20 +72,37 @@ async fn with_iam_logs_in_as_the_caller_identity_and_assumed_roles() {
     let bed = Bed::with(BedOptions {
         users_toml: iam_users(),
         emulator: Box::new(|cfg, _| roles(cfg)),
-        tweak: Box::new(|c| c.cluster[0].credentials = CredentialMode::GetClusterCredentialsWithIam),
+        tweak: Box::new(|c| {
+            c.cluster[0].credentials = CredentialMode::GetClusterCredentialsWithIam
+        }),
         ..Default::default()
     })
     .await;
     // The proxy's own identity (an IAM user) maps to IAM:<user name>.
-    assert_eq!(whoami(&bed, "anyone", "postgres").await.unwrap(), ("IAM:emulator".into(), false));
+    assert_eq!(
+        whoami(&bed, "anyone", "postgres").await.unwrap(),
+        ("IAM:emulator".into(), false)
+    );
     // Per-user roles: IAMR:<role>, with the role's groups.
-    assert_eq!(whoami(&bed, "analyst", "postgres").await.unwrap(), ("IAMR:analyst".into(), true));
-    assert_eq!(whoami(&bed, "etl", "postgres").await.unwrap(), ("IAMR:etl".into(), false));
+    assert_eq!(
+        whoami(&bed, "analyst", "postgres").await.unwrap(),
+        ("IAMR:analyst".into(), true)
+    );
+    assert_eq!(
+        whoami(&bed, "etl", "postgres").await.unwrap(),
+        ("IAMR:etl".into(), false)
+    );
     assert_eq!(bed.emu.call_count("GetClusterCredentialsWithIAM"), 3);
     assert_eq!(bed.emu.call_count("AssumeRole"), 2);
     // The cache key includes the identity: repeated logins make no calls.
-    assert_eq!(whoami(&bed, "analyst", "postgres").await.unwrap().0, "IAMR:analyst");
-    assert_eq!(whoami(&bed, "someone-else", "postgres").await.unwrap().0, "IAM:emulator");
+    assert_eq!(
+        whoami(&bed, "analyst", "postgres").await.unwrap().0,
+        "IAMR:analyst"
+    );
+    assert_eq!(
+        whoami(&bed, "someone-else", "postgres").await.unwrap().0,
+        "IAM:emulator"
+    );
     assert_eq!(bed.emu.call_count("GetClusterCredentialsWithIAM"), 3);
     assert_eq!(bed.emu.call_count("AssumeRole"), 2);
     // A role that cannot be assumed (wrong external id) is refused with AWS's code.
@@ -95,8 +132,14 @@ async fn serverless_workgroup_found_with_get_workgroup() {
         ..Default::default()
     })
     .await;
-    assert_eq!(whoami(&bed, "anyone", "postgres").await.unwrap().0, "IAM:emulator");
-    assert_eq!(whoami(&bed, "analyst", "postgres").await.unwrap(), ("IAMR:analyst".into(), true));
+    assert_eq!(
+        whoami(&bed, "anyone", "postgres").await.unwrap().0,
+        "IAM:emulator"
+    );
+    assert_eq!(
+        whoami(&bed, "analyst", "postgres").await.unwrap(),
+        ("IAMR:analyst".into(), true)
+    );
     assert_eq!(bed.emu.call_count("GetWorkgroup"), 1);
     assert_eq!(bed.emu.call_count("GetCredentials"), 2);
     assert_eq!(bed.emu.call_count("GetClusterCredentials"), 0);
@@ -105,7 +148,9 @@ async fn serverless_workgroup_found_with_get_workgroup() {
 #[tokio::test]
 async fn custom_domain_is_resolved_checked_in_tls_and_falls_back_once() {
     let bed = Bed::with(BedOptions {
-        emulator: Box::new(|cfg, _| cfg.custom_domains = vec![("localhost".into(), common::CLUSTER.into())]),
+        emulator: Box::new(|cfg, _| {
+            cfg.custom_domains = vec![("localhost".into(), common::CLUSTER.into())]
+        }),
         tweak: Box::new(|c| {
             c.cluster[0].identifier = None;
             c.cluster[0].custom_domain_name = Some("localhost".into());
@@ -120,8 +165,15 @@ async fn custom_domain_is_resolved_checked_in_tls_and_falls_back_once() {
     // The custom-domain call fails: the proxy falls back to the ClusterIdentifier once.
     bed.emu.fail_next(
         1,
-        Fault::Error { status: 400, code: "InvalidParameterValue".into(), message: "custom domain unavailable".into() },
+        Fault::Error {
+            status: 400,
+            code: "InvalidParameterValue".into(),
+            message: "custom domain unavailable".into(),
+        },
     );
-    assert_eq!(whoami(&bed, "alice", "postgres").await.unwrap(), ("IAM:alice".into(), true));
+    assert_eq!(
+        whoami(&bed, "alice", "postgres").await.unwrap(),
+        ("IAM:alice".into(), true)
+    );
     assert_eq!(bed.get_credentials_calls(), 3);
 }

@@ -11,15 +11,25 @@ use redshift_iam_proxy::server::Proxy;
 
 async fn cluster_with_bob() -> LocalPg {
     let pg = LocalPg::start(LocalPgOptions::default()).await.unwrap();
-    pg.admin().await.unwrap().batch_execute("CREATE ROLE bob; CREATE DATABASE dev").await.unwrap();
+    let admin = pg.admin().await.unwrap();
+    admin.batch_execute("CREATE ROLE bob").await.unwrap();
+    admin.batch_execute("CREATE DATABASE dev").await.unwrap();
     pg
 }
 
-async fn server_port(addr: std::net::SocketAddr, database: &str) -> Result<(i32, String), tokio_postgres::Error> {
-    let info = format!("host=127.0.0.1 port={} user=bob dbname={database}", addr.port());
+async fn server_port(
+    addr: std::net::SocketAddr,
+    database: &str,
+) -> Result<(i32, String), tokio_postgres::Error> {
+    let info = format!(
+        "host=127.0.0.1 port={} user=bob dbname={database}",
+        addr.port()
+    );
     let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
-    let row = c.query_one("SELECT inet_server_port(), current_database()::text", &[]).await?;
+    let row = c
+        .query_one("SELECT inet_server_port(), current_database()::text", &[])
+        .await?;
     Ok((row.get(0), row.get(1)))
 }
 
@@ -68,20 +78,43 @@ async fn two_targets_in_one_proxy_by_database_name_and_by_listener() {
     ))
     .unwrap();
     let creds = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
-    let proxy = Proxy::bind(config, AwsIdentitySource::Static(creds)).await.unwrap();
+    let proxy = Proxy::bind(config, AwsIdentitySource::Static(creds))
+        .await
+        .unwrap();
     let addrs = proxy.listener_addrs();
     let main = addrs.iter().find(|(t, _)| t.is_none()).unwrap().1;
-    let west_only = addrs.iter().find(|(t, _)| t.as_deref() == Some("west")).unwrap().1;
+    let west_only = addrs
+        .iter()
+        .find(|(t, _)| t.as_deref() == Some("west"))
+        .unwrap()
+        .1;
     tokio::spawn(proxy.serve(std::future::pending()));
 
-    // "target/dbname" and "target" alone (the target's default database, else "dev").
-    assert_eq!(server_port(main, "east/postgres").await.unwrap(), (east.port() as i32, "postgres".into()));
-    assert_eq!(server_port(main, "east").await.unwrap(), (east.port() as i32, "dev".into()));
-    assert_eq!(server_port(main, "west").await.unwrap(), (west.port() as i32, "postgres".into()));
+    // "target/dbname"; a repeated login is served from the cache.
+    assert_eq!(
+        server_port(main, "east/postgres").await.unwrap(),
+        (east.port() as i32, "postgres".into())
+    );
+    assert_eq!(
+        server_port(main, "east/postgres").await.unwrap().0,
+        east.port() as i32
+    );
+    assert_eq!(emu.call_count("GetClusterCredentials"), 1);
+    // "target" alone: the target's default database, else "dev".
+    assert_eq!(
+        server_port(main, "east").await.unwrap(),
+        (east.port() as i32, "dev".into())
+    );
+    assert_eq!(
+        server_port(main, "west").await.unwrap(),
+        (west.port() as i32, "postgres".into())
+    );
     // A target's own listener: the database is the DbName as is.
-    assert_eq!(server_port(west_only, "dev").await.unwrap(), (west.port() as i32, "dev".into()));
-    // Each (target, database) is its own credential; repeated logins are cached.
-    assert_eq!(server_port(main, "east/postgres").await.unwrap().0, east.port() as i32);
+    assert_eq!(
+        server_port(west_only, "dev").await.unwrap(),
+        (west.port() as i32, "dev".into())
+    );
+    // Each (target, database) is its own credential.
     assert_eq!(emu.call_count("GetClusterCredentials"), 4);
 
     let err = server_port(main, "north").await.unwrap_err();

@@ -25,6 +25,9 @@ const SETUP_SQL: &str = "
     GRANT ALL ON public.copy_target TO PUBLIC;
 ";
 
+/// Changes a test makes to the emulator's configuration, knowing the cluster.
+pub type EmulatorTweak = dyn Fn(&mut EmulatorConfig, &LocalPg) + Send + Sync;
+
 /// Knobs a test can turn before the bed starts.
 pub struct BedOptions {
     pub users_toml: String,
@@ -33,6 +36,10 @@ pub struct BedOptions {
     pub md5_users: Vec<String>,
     /// Applied to the generated config before the proxy starts.
     pub tweak: Box<dyn FnOnce(&mut Config) + Send>,
+    /// Applied to the emulator's configuration (roles, workgroups, custom domains).
+    pub emulator: Box<EmulatorTweak>,
+    /// Put the cluster's port in the proxy config (for custom-domain targets).
+    pub pg_port_in_config: bool,
 }
 
 impl Default for BedOptions {
@@ -57,6 +64,8 @@ impl Default for BedOptions {
             ],
             md5_users: vec!["IAM:md5user".into()],
             tweak: Box::new(|_| {}),
+            emulator: Box::new(|_, _| {}),
+            pg_port_in_config: false,
         }
     }
 }
@@ -92,29 +101,28 @@ pub async fn start_pg_and_emulator(opts: &BedOptions) -> (LocalPg, Emulator) {
     .expect("start PostgreSQL");
     let admin = pg.admin().await.expect("admin connection");
     admin.batch_execute(SETUP_SQL).await.expect("setup SQL");
-    let emu = Emulator::start(
-        EmulatorConfig {
-            region: "us-east-1".into(),
-            keys: vec![AccessKey {
-                arn: redshift_iam_proxy::emulator::DEFAULT_KEY_ARN.into(),
-                access_key_id: ACCESS_KEY.into(),
-                secret_access_key: SECRET_KEY.into(),
-                session_token: None,
-                denied_actions: opts.denied_actions.clone(),
-            }],
-            clusters: vec![EmulatedCluster {
-                identifier: CLUSTER.into(),
-                host: pg.host().into(),
-                port: pg.port(),
-                admin: pg.admin_config(),
-            }],
-            md5_users: opts.md5_users.clone(),
-            ..Default::default()
-        },
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("start emulator");
+    let mut emu_config = EmulatorConfig {
+        region: "us-east-1".into(),
+        keys: vec![AccessKey {
+            arn: redshift_iam_proxy::emulator::DEFAULT_KEY_ARN.into(),
+            access_key_id: ACCESS_KEY.into(),
+            secret_access_key: SECRET_KEY.into(),
+            session_token: None,
+            denied_actions: opts.denied_actions.clone(),
+        }],
+        clusters: vec![EmulatedCluster {
+            identifier: CLUSTER.into(),
+            host: pg.host().into(),
+            port: pg.port(),
+            admin: pg.admin_config(),
+        }],
+        md5_users: opts.md5_users.clone(),
+        ..Default::default()
+    };
+    (opts.emulator)(&mut emu_config, &pg);
+    let emu = Emulator::start(emu_config, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("start emulator");
     (pg, emu)
 }
 
@@ -159,7 +167,17 @@ impl Bed {
             join: None,
         };
         let users = opts.users_toml.clone();
-        bed.start_proxy(&users, opts.tweak).await;
+        let (port, pin, tweak) = (bed.pg.port(), opts.pg_port_in_config, opts.tweak);
+        bed.start_proxy(
+            &users,
+            Box::new(move |c| {
+                if pin {
+                    c.cluster[0].port = Some(port);
+                }
+                tweak(c)
+            }),
+        )
+        .await;
         bed
     }
 
