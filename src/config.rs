@@ -25,8 +25,44 @@ pub struct Config {
     pub users: Vec<UserRule>,
     #[serde(default)]
     pub client_tls: ClientTlsConfig,
+    /// How clients prove who they are (needed before listening beyond loopback).
+    #[serde(default)]
+    pub client_auth: ClientAuthConfig,
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// Client authentication settings (see `clientauth.rs`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthConfig {
+    #[serde(default)]
+    pub method: ClientAuthMethod,
+    /// Client user name → SCRAM-SHA-256 verifier (`redshift-iam-proxy hash-password`).
+    #[serde(default)]
+    pub scram_verifiers: std::collections::BTreeMap<String, String>,
+    /// CA (PEM) that client certificates must chain to (`method = "cert"`).
+    pub ca_file: Option<PathBuf>,
+    /// Certificate common name → client user name; unmapped names must equal the user name.
+    #[serde(default)]
+    pub cert_users: std::collections::BTreeMap<String, String>,
+    /// Explicit opt-in: listen beyond loopback with `method = "trust"`.
+    #[serde(default)]
+    pub allow_unauthenticated_network: bool,
+}
+
+/// The client authentication method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuthMethod {
+    /// No client credential (loopback only unless opted in).
+    #[default]
+    Trust,
+    /// SCRAM-SHA-256 against per-user verifiers.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// TLS client certificates signed by `ca_file`.
+    Cert,
 }
 
 /// How the proxy reaches the AWS APIs.
@@ -220,6 +256,8 @@ pub struct Limits {
     /// Time allowed for TCP connect plus TLS handshake to the cluster.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// Open sessions per client user name; further ones get 53300 (unset: no limit).
+    pub max_connections_per_user: Option<usize>,
     /// On SIGTERM/SIGINT, how long open sessions may run before they are closed.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout_secs: u64,
@@ -232,6 +270,7 @@ impl Default for Limits {
             handshake_timeout_secs: default_handshake_timeout(),
             max_startup_packet_bytes: default_max_startup(),
             login_timeout_secs: default_login_timeout(),
+            max_connections_per_user: None,
             connect_timeout_secs: default_connect_timeout(),
             drain_timeout_secs: default_drain_timeout(),
         }
@@ -377,6 +416,7 @@ impl Config {
                 }
             }
         }
+        self.validate_client_auth()?;
         match (&self.client_tls.cert_file, &self.client_tls.key_file) {
             (Some(_), None) | (None, Some(_)) => {
                 return bad("client_tls.cert_file and client_tls.key_file go together".into())
@@ -436,6 +476,77 @@ impl Config {
             "{why}: this proxy serves several targets; connect with database \"TARGET\" or \"TARGET/DBNAME\" (targets: {})",
             names.join(", ")
         )
+    }
+
+    /// Every address the proxy listens on.
+    pub fn listen_addrs(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.listen.as_str())
+            .chain(self.cluster.iter().filter_map(|c| c.listen.as_deref()))
+    }
+
+    fn validate_client_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.client_auth;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        match a.method {
+            ClientAuthMethod::Trust => {
+                if let Some(exposed) = self.listen_addrs().find(|l| !is_loopback(l)) {
+                    if !a.allow_unauthenticated_network {
+                        return bad(format!(
+                            "listen = {exposed:?} is not a loopback address, and with [client_auth] method = \"trust\" anyone who \
+                             reaches it logs in as the mapped users. Set [client_auth] method = \"scram-sha-256\" or \"cert\", or, \
+                             if the network itself is trusted, [client_auth] allow_unauthenticated_network = true"
+                        ));
+                    }
+                }
+            }
+            ClientAuthMethod::ScramSha256 => {
+                if a.scram_verifiers.is_empty() {
+                    return bad("[client_auth] method = \"scram-sha-256\" needs scram_verifiers (make them with `redshift-iam-proxy hash-password`)".into());
+                }
+                for (user, v) in &a.scram_verifiers {
+                    if let Err(e) = v.parse::<crate::clientauth::ScramVerifier>() {
+                        return bad(format!("client_auth.scram_verifiers.{user}: {e}"));
+                    }
+                }
+            }
+            ClientAuthMethod::Cert => {
+                if a.ca_file.is_none() {
+                    return bad("[client_auth] method = \"cert\" needs ca_file (the CA that signs client certificates)".into());
+                }
+            }
+        }
+        if self.limits.max_connections_per_user == Some(0) {
+            return bad(
+                "limits.max_connections_per_user must be at least 1 (omit it for no limit)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Warnings about secrets in files that others can read.
+    pub fn secret_file_warnings(&self, config_path: &Path) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let loose = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o077 != 0)
+                .unwrap_or(false)
+        };
+        let mut out = Vec::new();
+        if !self.client_auth.scram_verifiers.is_empty() && loose(config_path) {
+            out.push(format!(
+                "{} holds SCRAM verifiers and is readable by group or others; chmod 600 it",
+                config_path.display()
+            ));
+        }
+        if let Some(key) = &self.client_tls.key_file {
+            if loose(key) {
+                out.push(format!(
+                    "{} (client_tls.key_file) is readable by group or others; chmod 600 it",
+                    key.display()
+                ));
+            }
+        }
+        out
     }
 
     pub fn api_timeout(&self) -> Duration {
@@ -525,6 +636,15 @@ impl ClusterConfig {
         }
         Ok(())
     }
+}
+
+/// True for loopback listen addresses (127.0.0.0/8, ::1, localhost).
+fn is_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or(listen);
+    host.eq_ignore_ascii_case("localhost")
 }
 
 /// Redshift's rules for DbUser/DbName/DbGroup names (groups are lowercase only).
@@ -635,6 +755,39 @@ mod tests {
         // One target: the database is the DbName, whatever it is.
         let one = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(one.route(Some("x/y")).unwrap(), (0, Some("x/y")));
+    }
+
+    #[test]
+    fn exposed_listener_needs_client_auth_or_an_explicit_opt_in() {
+        let base = "listen = \"0.0.0.0:5439\"\n[cluster]\nidentifier = \"c\"\n";
+        let e = Config::from_toml(base).unwrap_err();
+        assert!(e.to_string().contains("not a loopback address"), "{e}");
+        Config::from_toml(&format!(
+            "{base}[client_auth]\nallow_unauthenticated_network = true\n"
+        ))
+        .unwrap();
+        let v = crate::clientauth::ScramVerifier::hash("pw");
+        Config::from_toml(&format!(
+            "{base}[client_auth]\nmethod = \"scram-sha-256\"\nscram_verifiers = {{ alice = \"{v}\" }}\n"
+        ))
+        .unwrap();
+        let e = Config::from_toml(&format!("{base}[client_auth]\nmethod = \"scram-sha-256\"\nscram_verifiers = {{ alice = \"pw\" }}\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("hash-password"), "{e}");
+        let e =
+            Config::from_toml(&format!("{base}[client_auth]\nmethod = \"cert\"\n")).unwrap_err();
+        assert!(e.to_string().contains("ca_file"), "{e}");
+        // Loopback in all its spellings needs nothing.
+        for l in ["127.0.0.1:1", "[::1]:1", "localhost:1", "127.0.0.2:1"] {
+            Config::from_toml(&format!(
+                "listen = \"{l}\"\n[cluster]\nidentifier = \"c\"\n"
+            ))
+            .unwrap();
+        }
+        // A target's own listener counts too.
+        let e = Config::from_toml("[cluster]\nidentifier = \"c\"\nlisten = \"10.1.2.3:5440\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("10.1.2.3"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! Module map (one concern each):
 //! - `config`: the configuration file; `mapping`: who maps to whom;
 //! - `server`: listener, connection cap and shutdown; `session`: one connection end to end;
-//! - `client`: the client handshake; `wire`: every byte of the protocol the proxy reads or writes;
+//! - `client`: the client handshake; `clientauth`: client authentication (SCRAM, certificates); `userlimit`: per-user caps; `wire`: every byte of the protocol the proxy reads or writes;
 //! - `credentials`: the AWS API calls; `cache`: credential cache and single flight;
 //! - `endpoint`: where the cluster is; `upstream`: TLS + login to the cluster; `tls`: TLS settings;
 //! - `relay`: the byte pipe; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
@@ -19,6 +19,7 @@ pub mod cache;
 pub mod cancel;
 pub mod check;
 pub mod client;
+pub mod clientauth;
 pub mod config;
 pub mod credentials;
 pub mod demo;
@@ -32,4 +33,5 @@ pub mod session;
 pub mod stream;
 pub mod tls;
 pub mod upstream;
+pub mod userlimit;
 pub mod wire;

@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Check a configuration: AWS identity, endpoints, credentials for each user, one login per target.
     Check(redshift_iam_proxy::check::CheckArgs),
+    /// Print a SCRAM-SHA-256 verifier for [client_auth] scram_verifiers; the password is read from stdin.
+    HashPassword,
     /// Run a self-contained demo: local PostgreSQL as the stand-in for Redshift, the emulator, and the proxy.
     Demo(redshift_iam_proxy::demo::DemoArgs),
     /// Run the Redshift credential API emulator (for tests, CI pipelines and the demo).
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Some(Command::HashPassword) => hash_password(),
             Some(Command::Check(args)) => {
                 let Some(path) = cli.config else {
                     eprintln!("error: check needs --config FILE");
@@ -111,6 +114,9 @@ async fn run_proxy(path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in config.secret_file_warnings(&path) {
+        tracing::warn!("{warning}");
+    }
     let proxy = match Proxy::bind(config, AwsIdentitySource::DefaultChain).await {
         Ok(p) => p,
         Err(e) => {
@@ -125,6 +131,31 @@ async fn run_proxy(path: PathBuf) -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "listening (address unknown)"),
     }
     proxy.serve(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Reads one password line from stdin and prints its SCRAM-SHA-256 verifier.
+fn hash_password() -> ExitCode {
+    use std::io::{BufRead, IsTerminal, Write};
+    if std::io::stdin().is_terminal() {
+        eprint!("password (input is echoed; pipe it in to avoid that): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        eprintln!("error: reading the password: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("error: empty password");
+        return ExitCode::from(2);
+    }
+    println!(
+        "{}",
+        redshift_iam_proxy::clientauth::ScramVerifier::hash(password)
+    );
+    line.clear();
     ExitCode::SUCCESS
 }
 

@@ -6,11 +6,12 @@
 
 use crate::cache::CredentialCache;
 use crate::cancel::CancelRegistry;
-use crate::config::Config;
+use crate::config::{ClientAuthMethod, Config};
 use crate::credentials::{AwsIdentitySource, RedshiftApi};
 use crate::endpoint::EndpointResolver;
 use crate::mapping::UserMap;
 use crate::session::{self, Shared, Target};
+use crate::userlimit::UserSlots;
 use crate::{client, stream::Stream, tls};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,7 +43,18 @@ pub struct Proxy {
 impl Proxy {
     /// Builds every shared part and binds the listeners.
     pub async fn bind(config: Config, identity: AwsIdentitySource) -> Result<Proxy, StartError> {
-        let client_tls = tls::client_side_config(&config.client_tls)?;
+        let client_ca = match config.client_auth.method {
+            ClientAuthMethod::Cert => config.client_auth.ca_file.as_deref(),
+            _ => None,
+        };
+        let client_tls = tls::client_side_config(&config.client_tls, client_ca)?;
+        // Parsed at validation already; unparsable entries cannot reach here.
+        let verifiers = config
+            .client_auth
+            .scram_verifiers
+            .iter()
+            .filter_map(|(u, v)| v.parse().ok().map(|v| (u.clone(), v)))
+            .collect();
         let api = Arc::new(RedshiftApi::new(&config.aws, identity).await);
         let mut targets = Vec::new();
         for c in &config.cluster {
@@ -71,6 +83,8 @@ impl Proxy {
             client_tls,
             cancels: Arc::new(CancelRegistry::default()),
             hard_stop: CancellationToken::new(),
+            user_slots: Arc::new(UserSlots::new(config.limits.max_connections_per_user)),
+            verifiers,
             config,
         });
         Ok(Proxy { listeners, shared })

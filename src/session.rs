@@ -8,6 +8,8 @@
 use crate::cache::{CachedCredential, CredentialCache, Source};
 use crate::cancel::{CancelKey, CancelRegistry};
 use crate::client::{self, ClientRequest};
+use crate::clientauth::{self, ClientAuthError, ScramVerifier};
+use crate::config::ClientAuthMethod;
 use crate::config::{ClusterConfig, Config, CredentialMode};
 use crate::credentials::{CredentialRequest, SharedApi};
 use crate::endpoint::{EndpointError, EndpointResolver};
@@ -15,8 +17,10 @@ use crate::mapping::UserMap;
 use crate::relay::{self, RelayEnd};
 use crate::stream::Stream;
 use crate::upstream::{self, LoggedIn, UpstreamError, UpstreamTarget};
+use crate::userlimit::UserSlots;
 use crate::wire;
 use bytes::BytesMut;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +45,10 @@ pub struct Shared {
     pub cancels: Arc<CancelRegistry>,
     /// Fires when the drain time after a shutdown signal is over.
     pub hard_stop: CancellationToken,
+    /// Open sessions per client user (`limits.max_connections_per_user`).
+    pub user_slots: Arc<UserSlots>,
+    /// SCRAM verifiers per client user (`[client_auth] method = "scram-sha-256"`).
+    pub verifiers: HashMap<String, ScramVerifier>,
 }
 
 /// A failure before the relay, as the client will hear it.
@@ -143,6 +151,37 @@ pub async fn run(
         .await;
         return;
     };
+    let Some(_user_slot) = shared.user_slots.acquire(&client_user) else {
+        tracing::warn!(%peer, user = %client_user, "per-user connection limit reached; refusing");
+        client::reject(
+            &mut stream,
+            "53300",
+            &format!("too many connections for user \"{client_user}\" (proxy limit max_connections_per_user)"),
+            None,
+        )
+        .await;
+        return;
+    };
+    let mut client_reader = wire::MessageReader::new(wire::MAX_HANDSHAKE_MESSAGE);
+    let authenticated = tokio::time::timeout(
+        limits.handshake_timeout(),
+        authenticate_client(&shared, &mut stream, &mut client_reader, &client_user),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(ClientAuthError::Protocol(
+            "client authentication timed out".into(),
+        ))
+    });
+    if let Err(e) = authenticated {
+        tracing::info!(%peer, user = %client_user, error = %e, "client authentication failed");
+        if !matches!(e, ClientAuthError::Closed) {
+            client::reject(&mut stream, e.sqlstate(), &e.to_string(), None).await;
+        }
+        return;
+    }
+    // Bytes the client sent after authenticating (pipelined queries) go upstream first.
+    let client_leftover = client_reader.into_leftover();
     let app = param("application_name").unwrap_or("").to_owned();
     let requested = param("database").filter(|d| !d.is_empty());
     let routed = match fixed_target {
@@ -272,6 +311,9 @@ pub async fn run(
     if stream.write_all(&prelude).await.is_err() {
         return;
     }
+    if !client_leftover.is_empty() && upstream.write_all(&client_leftover).await.is_err() {
+        return;
+    }
     let how = match source {
         Source::Cached => "cached credential, no AWS call",
         Source::Fetched => match target.config.credentials {
@@ -301,6 +343,36 @@ pub async fn run(
             tracing::info!(parent: &span, error = %e, "session ended with an error")
         }
         RelayEnd::Shutdown => tracing::info!(parent: &span, "session closed by proxy shutdown"),
+    }
+}
+
+/// Applies `[client_auth]`: nothing for trust, a SCRAM exchange, or the certificate check.
+async fn authenticate_client(
+    shared: &Shared,
+    stream: &mut Stream,
+    reader: &mut wire::MessageReader,
+    user: &str,
+) -> Result<(), ClientAuthError> {
+    let auth = &shared.config.client_auth;
+    match auth.method {
+        ClientAuthMethod::Trust => Ok(()),
+        ClientAuthMethod::ScramSha256 => {
+            clientauth::scram(stream, reader, user, shared.verifiers.get(user)).await
+        }
+        ClientAuthMethod::Cert => {
+            let Some(cn) = clientauth::client_cert_name(stream) else {
+                return Err(ClientAuthError::Certificate(
+                    "this proxy requires TLS with a client certificate (connect with sslmode=require, sslcert and sslkey)".into(),
+                ));
+            };
+            let allowed = auth.cert_users.get(&cn).map(String::as_str).unwrap_or(&cn);
+            if allowed != user {
+                return Err(ClientAuthError::Certificate(format!(
+                    "the client certificate (CN={cn}) does not allow logging in as user \"{user}\""
+                )));
+            }
+            Ok(())
+        }
     }
 }
 

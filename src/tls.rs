@@ -97,9 +97,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError
     Ok(certs)
 }
 
-/// The rustls server configuration answering clients' SSLRequest.
+/// The rustls server configuration answering clients' SSLRequest; with `client_ca`,
+/// client certificates are requested and must chain to it (whether one is required is
+/// decided per session, so a client without one gets a PostgreSQL error, not a TLS alert).
 pub fn client_side_config(
     cfg: &ClientTlsConfig,
+    client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let (certs, key) = match (&cfg.cert_file, &cfg.key_file) {
         (Some(cert), Some(key)) => {
@@ -121,11 +124,30 @@ pub fn client_side_config(
             (vec![generated.cert.der().clone()], key)
         }
     };
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(Arc::new(config))
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(read_certs(path)?);
+            if added == 0 {
+                return Err(TlsSetupError::File {
+                    path: path.display().to_string(),
+                    reason: "no usable CA certificate in it".into(),
+                });
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsSetupError::Rustls(TlsError::General(e.to_string())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    Ok(Arc::new(builder.with_single_cert(certs, key)?))
 }
 
 /// The name the cluster's certificate must carry (DNS name or IP address).

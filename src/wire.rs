@@ -457,6 +457,42 @@ pub fn redshift_digest_response(digest: &[u8], client_nonce: &[u8]) -> BytesMut 
     frame(b'd', &body)
 }
 
+/// An authentication request (`R`) sent by the proxy to a client: code plus payload.
+pub fn auth_request(code: i32, payload: &[u8]) -> BytesMut {
+    let mut body = BytesMut::with_capacity(4 + payload.len());
+    body.put_i32(code);
+    body.put_slice(payload);
+    frame(b'R', &body)
+}
+
+/// AuthenticationSASL offering the given mechanisms.
+pub fn auth_sasl(mechanisms: &[&str]) -> BytesMut {
+    let mut payload = BytesMut::new();
+    for m in mechanisms {
+        put_cstr(&mut payload, m);
+    }
+    payload.put_u8(0);
+    auth_request(10, &payload)
+}
+
+/// The client's SASLInitialResponse: mechanism and initial data.
+pub fn parse_sasl_initial_response(body: &[u8]) -> Result<(String, Bytes), WireError> {
+    let mut b = body;
+    let mechanism = take_cstr(&mut b)?;
+    let len = take_i32(&mut b)?;
+    let data = if len == -1 {
+        Bytes::new()
+    } else {
+        take_bytes(&mut b, len)?
+    };
+    if !b.is_empty() {
+        return Err(WireError::Malformed(
+            "trailing bytes after SASL initial response",
+        ));
+    }
+    Ok((mechanism, data))
+}
+
 /// NegotiateProtocolVersion: newest minor we speak and the options we ignored.
 pub fn negotiate_protocol_version(minor: u16, unrecognized: &[&str]) -> BytesMut {
     let mut body = BytesMut::new();
@@ -604,6 +640,22 @@ mod tests {
         assert_eq!(req(14, &[]).unwrap(), AuthRequest::IdpToken);
         assert_eq!(req(7, &[]).unwrap(), AuthRequest::Unsupported(7));
         assert!(parse_auth_request(&[0, 0]).is_err());
+    }
+
+    #[test]
+    fn sasl_initial_response_round_trips_and_rejects_lies() {
+        let msg = sasl_initial_response("SCRAM-SHA-256", b"n,,n=,r=abc");
+        let (mech, data) = parse_sasl_initial_response(&msg[5..]).unwrap();
+        assert_eq!(
+            (mech.as_str(), &data[..]),
+            ("SCRAM-SHA-256", &b"n,,n=,r=abc"[..])
+        );
+        let mut lying = BytesMut::new();
+        put_cstr(&mut lying, "SCRAM-SHA-256");
+        lying.put_i32(100);
+        lying.put_slice(b"short");
+        assert!(parse_sasl_initial_response(&lying).is_err());
+        assert!(parse_sasl_initial_response(b"no terminator").is_err());
     }
 
     #[test]
