@@ -419,16 +419,7 @@ async fn establish(
             .get(&req)
             .await
             .map_err(|c| Refusal::new(c.sqlstate(), c.to_string(), c.hint()))?;
-        match login_once(
-            target,
-            &upstream_target,
-            &cred,
-            database,
-            forwarded,
-            shared.config.limits.handshake_timeout(),
-        )
-        .await
-        {
+        match login_once(target, &upstream_target, &cred, database, forwarded).await {
             Ok(l) => return Ok((l, upstream_target, source, cred.credential.db_user.clone())),
             Err(UpstreamError::AuthFailed(f)) if source == Source::Cached && !retried => {
                 // The cached password no longer works (rotated, expired early): mint again once.
@@ -447,7 +438,6 @@ async fn login_once(
     cred: &Arc<CachedCredential>,
     database: &str,
     forwarded: &[(String, String)],
-    timeout: std::time::Duration,
 ) -> Result<LoggedIn, UpstreamError> {
     let stream: Stream = match upstream::connect(upstream_target).await {
         Ok(s) => s,
@@ -461,16 +451,7 @@ async fn login_once(
             return Err(e);
         }
     };
+    // Bounded, with the AWS call, by limits.login_timeout_secs in `run`.
     let c = &cred.credential;
-    match tokio::time::timeout(
-        timeout,
-        upstream::login(stream, &c.db_user, &c.password, database, forwarded),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(UpstreamError::Protocol(
-            "the cluster did not finish the login in time".into(),
-        )),
-    }
+    upstream::login(stream, &c.db_user, &c.password, database, forwarded).await
 }

@@ -424,11 +424,10 @@ async fn injected_faults() {
     gcc().await.unwrap();
     assert!(t.elapsed() >= Duration::from_millis(300));
 
+    // clear_faults drops queued faults: the next call succeeds (retries are off here).
     emu.fail_next(3, Fault::Throttle);
     emu.clear_faults();
-    let t = Instant::now();
     gcc().await.unwrap();
-    assert!(t.elapsed() < Duration::from_millis(300));
 
     // A hanging call is released when the emulator stops.
     emu.fail_next(1, Fault::Hang);

@@ -134,14 +134,14 @@ pub fn proxy_config_toml(pg: &LocalPg, emu: &Emulator, users_toml: &str) -> Stri
         [aws]
         region = "us-east-1"
         endpoint_url = "{endpoint}"
-        timeout_secs = 5
+        timeout_secs = 15
         max_attempts = 3
         [cluster]
         identifier = "{CLUSTER}"
         sslrootcert = "{ca}"
         default_database = "postgres"
         [limits]
-        handshake_timeout_secs = 5
+        handshake_timeout_secs = 20
         drain_timeout_secs = 5
         {users_toml}
         "#,
