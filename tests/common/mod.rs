@@ -2,6 +2,8 @@
 //! provisioning real role passwords on it, and the proxy in front, all on random ports.
 #![allow(dead_code)]
 
+pub mod faultline;
+
 use redshift_iam_proxy::config::Config;
 use redshift_iam_proxy::credentials::AwsIdentitySource;
 use redshift_iam_proxy::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
@@ -40,6 +42,9 @@ pub struct BedOptions {
     pub emulator: Box<EmulatorTweak>,
     /// Put the cluster's port in the proxy config (for custom-domain targets).
     pub pg_port_in_config: bool,
+    /// PostgreSQL max_connections and extra postgresql.conf lines.
+    pub pg_max_connections: u32,
+    pub pg_extra_conf: Vec<String>,
 }
 
 impl Default for BedOptions {
@@ -66,6 +71,8 @@ impl Default for BedOptions {
             tweak: Box::new(|_| {}),
             emulator: Box::new(|_, _| {}),
             pg_port_in_config: false,
+            pg_max_connections: 200,
+            pg_extra_conf: vec![],
         }
     }
 }
@@ -95,7 +102,8 @@ pub async fn start_pg_and_emulator(opts: &BedOptions) -> (LocalPg, Emulator) {
     init_tracing();
     let pg = LocalPg::start(LocalPgOptions {
         hba_extra: opts.hba_extra.clone(),
-        ..LocalPgOptions::default()
+        max_connections: opts.pg_max_connections,
+        extra_conf: opts.pg_extra_conf.clone(),
     })
     .await
     .expect("start PostgreSQL");

@@ -1,0 +1,257 @@
+//! Fault injection: AWS and the cluster misbehaving, clients vanishing, and a large
+//! mixed storm. For each fault the client sees a clear error (or a clean close), the
+//! proxy stays up, and it recovers by itself once the fault is gone.
+
+mod common;
+
+use common::faultline::{Faultline, Mode};
+use common::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Polls `f` until it is true, failing after `secs`.
+async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn backends_of(bed: &Bed, role: &str) -> i64 {
+    let admin = bed.pg.admin().await.unwrap();
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn aws_endpoint_refusing_connections_then_coming_back() {
+    // Reserve a port for the emulator, but do not start it yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bed = Bed::with(BedOptions {
+        tweak: Box::new(move |c| {
+            c.aws.endpoint_url = Some(format!("http://127.0.0.1:{port}"));
+            c.cluster[0].host = Some("localhost".into());
+        }),
+        pg_port_in_config: true,
+        ..Default::default()
+    })
+    .await;
+    let (code, msg) = db_error(&bed.connect("bob").await.unwrap_err());
+    assert_eq!(code, "08001");
+    assert!(msg.contains("EndpointUnreachable"), "{msg}");
+    // The endpoint comes back (the same emulator setup, now on that port).
+    let emu = Emulator::start(
+        EmulatorConfig {
+            keys: vec![AccessKey::new(common::ACCESS_KEY, common::SECRET_KEY)],
+            clusters: vec![EmulatedCluster {
+                identifier: common::CLUSTER.into(),
+                host: bed.pg.host().into(),
+                port: bed.pg.port(),
+                admin: bed.pg.admin_config(),
+            }],
+            ..Default::default()
+        },
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    bed.connect("bob")
+        .await
+        .expect("recovered once AWS answers");
+    assert_eq!(emu.call_count("GetClusterCredentials"), 1);
+}
+
+#[tokio::test]
+async fn cluster_closing_mid_handshake_then_recovering() {
+    let mut bed = Bed::start().await;
+    let line = Faultline::start(format!("127.0.0.1:{}", bed.pg.port()).parse().unwrap()).await;
+    let port = line.addr.port();
+    bed.start_proxy(
+        &BedOptions::default().users_toml,
+        Box::new(move |c| {
+            c.cluster[0].host = Some("127.0.0.1".into());
+            c.cluster[0].port = Some(port);
+        }),
+    )
+    .await;
+    bed.connect("bob").await.expect("through the forwarder");
+
+    line.set(Mode::CloseAfterFirstRead);
+    let (code, msg) = db_error(&bed.connect("bob").await.unwrap_err());
+    assert!(code == "08006" || code == "08001", "{code}: {msg}");
+    line.set(Mode::CloseImmediately);
+    let (code, msg) = db_error(&bed.connect("alice").await.unwrap_err());
+    assert!(code == "08006" || code == "08001", "{code}: {msg}");
+
+    line.set(Mode::Forward);
+    let c = bed.connect("alice").await.expect("recovered");
+    let u: String = c
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(u, "IAM:alice");
+}
+
+#[tokio::test]
+async fn cluster_dying_mid_session_ends_only_that_session() {
+    let bed = Bed::start().await;
+    let victim = bed.connect("bob").await.unwrap();
+    let survivor = bed.connect("alice").await.unwrap();
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let admin = bed.pg.admin().await.unwrap();
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    // The victim's client sees the cluster's error (or a closed connection)...
+    let err = victim.query_one("SELECT 1", &[]).await.unwrap_err();
+    assert!(err.is_closed() || db_error(&err).0 == "57P01", "{err}");
+    // ...while the other session and new logins carry on.
+    let one: i32 = survivor.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    bed.connect("bob").await.expect("new logins work");
+}
+
+#[tokio::test]
+async fn client_vanishing_mid_handshake_or_mid_query_leaks_nothing() {
+    let bed = Bed::with(BedOptions {
+        // Lets PostgreSQL notice a closed connection during pg_sleep.
+        pg_extra_conf: vec!["client_connection_check_interval = '100ms'".into()],
+        ..Default::default()
+    })
+    .await;
+    // Mid-handshake: a startup packet, then gone before the proxy answers.
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(bed.proxy_addr).await.unwrap();
+        s.write_all(&redshift_iam_proxy::wire::startup_message(&[
+            ("user", "bob"),
+            ("database", "postgres"),
+        ]))
+        .await
+        .unwrap();
+        drop(s);
+    }
+    // Half a startup packet, then gone.
+    let mut s = TcpStream::connect(bed.proxy_addr).await.unwrap();
+    s.write_all(&[0, 0, 0, 40, 0, 3]).await.unwrap();
+    drop(s);
+    eventually(
+        20,
+        "no upstream session left behind by vanished clients",
+        || async { backends_of(&bed, "IAM:bob").await == 0 },
+    )
+    .await;
+
+    // Mid-query: the client sends a long query over the raw protocol and disappears.
+    let mut s = TcpStream::connect(bed.proxy_addr).await.unwrap();
+    s.write_all(&redshift_iam_proxy::wire::startup_message(&[
+        ("user", "alice"),
+        ("database", "postgres"),
+    ]))
+    .await
+    .unwrap();
+    // Read messages until ReadyForQuery.
+    loop {
+        let tag = s.read_u8().await.expect("proxy closed during login");
+        let len = s.read_i32().await.unwrap();
+        let mut body = vec![0u8; (len - 4) as usize];
+        s.read_exact(&mut body).await.unwrap();
+        assert_ne!(
+            tag,
+            b'E',
+            "login failed: {}",
+            String::from_utf8_lossy(&body)
+        );
+        if tag == b'Z' {
+            break;
+        }
+    }
+    let q = b"SELECT pg_sleep(60)\0";
+    let mut msg = vec![b'Q'];
+    msg.extend_from_slice(&((q.len() + 4) as i32).to_be_bytes());
+    msg.extend_from_slice(q);
+    s.write_all(&msg).await.unwrap();
+    eventually(20, "the query runs", || async {
+        backends_of(&bed, "IAM:alice").await == 1
+    })
+    .await;
+    drop(s);
+    eventually(20, "the upstream session ends with the client", || async {
+        backends_of(&bed, "IAM:alice").await == 0
+    })
+    .await;
+    // The proxy is unharmed.
+    bed.connect("alice").await.expect("still serving");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_concurrent_logins_of_mixed_identities() {
+    const IDENTITIES: usize = 10;
+    const LOGINS: usize = 1000;
+    let bed = Bed::with(BedOptions {
+        pg_max_connections: 1100,
+        tweak: Box::new(|c| {
+            c.limits.max_client_connections = 2000;
+            c.limits.login_timeout_secs = 120;
+            c.limits.handshake_timeout_secs = 120;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let admin = bed.pg.admin().await.unwrap();
+    for i in 0..IDENTITIES {
+        admin
+            .batch_execute(&format!("CREATE ROLE user{i}"))
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for n in 0..LOGINS {
+        let user = format!("user{}", n % IDENTITIES);
+        let info = bed.conninfo(&user);
+        tasks.push(tokio::spawn(async move {
+            let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
+            let conn = tokio::spawn(conn);
+            let u: String = c.query_one("SELECT current_user::text", &[]).await?.get(0);
+            Ok::<_, tokio_postgres::Error>((user, u, c, conn))
+        }));
+    }
+    let mut held = Vec::new();
+    for t in tasks {
+        let (user, current, client, conn) = t.await.unwrap().expect("login in the storm");
+        assert_eq!(current, format!("IAM:{user}"));
+        held.push((client, conn));
+    }
+    assert_eq!(held.len(), LOGINS);
+    assert_eq!(
+        bed.get_credentials_calls(),
+        IDENTITIES as u64,
+        "one API call per identity"
+    );
+    drop(held);
+}
