@@ -969,6 +969,9 @@ fn main() {
 
         let checks = checks(&rows, &storm, &mem);
         let (table, json) = report(&plan, &rows, &storm, &mem, &checks);
+        if !plan.full {
+            println!("\nsmoke mode (debug build, tiny sizes): figures only show that every scenario runs");
+        }
         println!("\n{table}");
         println!("(total {:.0} s)", started.elapsed().as_secs_f64());
         let name = if plan.full {
