@@ -455,26 +455,94 @@ fn pgbench(plan: &Plan, conninfo: &str, extra: &[&str]) -> tokio::process::Comma
     c
 }
 
-async fn throughput(bed: &Bed, plan: &Plan, clients: u32, prepared: bool) -> Row {
+/// Busy CPU ticks of the whole machine (all CPUs), from /proc/stat.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
+}
+
+/// CPU ticks (user, system) a process has used, from /proc/PID/stat.
+fn process_ticks(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    (f[11].parse().unwrap(), f[12].parse().unwrap())
+}
+
+/// Microseconds per clock tick (`getconf CLK_TCK` is 100 on Linux).
+const US_PER_TICK: f64 = 10_000.0;
+
+/// Why: CPU spent per transaction in one pgbench run: whole machine, and the relay process (user, system).
+type CpuSample = (Target, f64, Option<(f64, f64)>);
+
+async fn throughput(bed: &Bed, plan: &Plan, clients: u32, prepared: bool) -> Vec<Row> {
     let name = format!(
         "pgbench -S -c {clients}{}",
         if prepared { " -M prepared" } else { "" }
     );
     let jobs = clients.min(2).to_string();
     let c = clients.to_string();
-    round_robin(bed, plan, &name, "tps", true, |_, ci| {
+    let relay_pid = |t: Target| match t {
+        Target::Direct => None,
+        Target::Proxy => Some(bed.proxy.pid()),
+        Target::PgBouncer => bed.bouncer.as_ref().map(|(d, _)| d.pid()),
+    };
+    let cpu: std::rc::Rc<std::cell::RefCell<Vec<CpuSample>>> = Default::default();
+    let row = round_robin(bed, plan, &name, "tps", true, |t, ci| {
         let mut args = vec!["-c", c.as_str(), "-j", jobs.as_str()];
         if prepared {
             args.extend(["-M", "prepared"]);
         }
         let mut cmd = pgbench(plan, &ci, &args);
         let name = name.clone();
+        let pid = relay_pid(t);
+        let cpu = cpu.clone();
         async move {
+            let (m0, p0) = (machine_busy_ticks(), pid.map(process_ticks));
             let out = run(&mut cmd, &name).await;
+            let (m1, p1) = (machine_busy_ticks(), pid.map(process_ticks));
+            let txns: f64 = out
+                .lines()
+                .find_map(|l| l.strip_prefix("number of transactions actually processed:"))
+                .and_then(|v| v.trim().split('/').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no transaction count in pgbench output:\n{out}"));
+            let per = |ticks: u64| ticks as f64 * US_PER_TICK / txns.max(1.0);
+            let relay = match (p0, p1) {
+                (Some((u0, s0)), Some((u1, s1))) => Some((per(u1 - u0), per(s1 - s0))),
+                _ => None,
+            };
+            cpu.borrow_mut().push((t, per(m1 - m0), relay));
             parse_after(&out, "tps =")
         }
     })
-    .await
+    .await;
+    let mut rows = vec![row];
+    if clients == 8 && !prepared {
+        let samples = cpu.borrow();
+        let med = |t: Target, f: &dyn Fn(&CpuSample) -> Option<f64>| -> Option<(Target, f64)> {
+            let v: Vec<f64> = samples.iter().filter(|s| s.0 == t).filter_map(f).collect();
+            (!v.is_empty()).then(|| (t, median(v)))
+        };
+        let make = |label: &str, f: &dyn Fn(&CpuSample) -> Option<f64>| Row {
+            name: format!("{name}: {label}"),
+            unit: "us/tx",
+            higher_is_better: false,
+            values: Target::ALL.into_iter().filter_map(|t| med(t, f)).collect(),
+        };
+        rows.push(make("CPU, whole machine", &|s| Some(s.1)));
+        rows.push(make("CPU, relay process user", &|s| s.2.map(|r| r.0)));
+        rows.push(make("CPU, relay process system", &|s| s.2.map(|r| r.1)));
+    }
+    rows
 }
 
 async fn connect_cost(bed: &Bed, plan: &Plan) -> Row {
@@ -951,7 +1019,7 @@ fn main() {
 
         let mut rows = Vec::new();
         for (c, prepared) in [(1, false), (8, false), (64, false), (8, true)] {
-            rows.push(throughput(&bed, &plan, c, prepared).await);
+            rows.extend(throughput(&bed, &plan, c, prepared).await);
         }
         rows.push(connect_cost(&bed, &plan).await);
         let data = bed.dir.path().join("copy.tsv");
