@@ -1,0 +1,1063 @@
+//! Benchmark: the proxy against direct PostgreSQL (TLS) and PgBouncer (session mode, TLS upstream).
+//!
+//! `cargo bench --bench proxy` runs the full benchmark with the release binary;
+//! `cargo test` runs the same program in a short smoke mode (no `--bench` argument),
+//! so the script is exercised by CI and cannot rot.
+//!
+//! One process starts everything on 127.0.0.1: a private PostgreSQL (TLS, SCRAM),
+//! the credential-API emulator, the proxy binary as a child process, and PgBouncer.
+//! Every scenario alternates the three targets round-robin (rotating the order each
+//! repetition) and reports the median, so machine drift hits all of them alike.
+//! Results: a table on stdout and `bench/results/latest.json`.
+//!
+//! Environment knobs: `BENCH_REPS` (repetitions, default 3), `BENCH_SECS` (pgbench
+//! seconds per run, default 5), `BENCH_COPY_MIB` (default 1024), `BENCH_SESSIONS`
+//! (idle sessions for the memory figure, default 5000), `BENCH_STORM` (default 1000).
+
+use futures_util::StreamExt;
+use redshift_iam_proxy::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
+use redshift_iam_proxy::localpg::{LocalPg, LocalPgOptions};
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
+const ACCESS_KEY: &str = "AKIDBENCH";
+const SECRET_KEY: &str = "bench-secret-key";
+const CLUSTER: &str = "benchcluster";
+/// Password of the `bench` role used by the direct and PgBouncer targets.
+const BENCH_PASSWORD: &str = "bench-password";
+/// Identities of the cold storm.
+const STORM_IDENTITIES: usize = 10;
+
+/// Why: the sizes of one run, full (`--bench`) or smoke (`cargo test`).
+#[derive(Debug, Clone)]
+struct Plan {
+    full: bool,
+    reps: usize,
+    /// pgbench: `-T secs` in full mode, `-t` transactions per client in smoke mode.
+    secs: u64,
+    smoke_tx: u64,
+    copy_bytes: u64,
+    sessions: usize,
+    storm: usize,
+}
+
+impl Plan {
+    fn from_args() -> Plan {
+        let full = std::env::args().any(|a| a == "--bench");
+        let env = |k: &str, d: u64| -> u64 {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        if full {
+            Plan {
+                full,
+                reps: env("BENCH_REPS", 3) as usize,
+                secs: env("BENCH_SECS", 5),
+                smoke_tx: 0,
+                copy_bytes: env("BENCH_COPY_MIB", 1024) << 20,
+                sessions: env("BENCH_SESSIONS", 5000) as usize,
+                storm: env("BENCH_STORM", 1000) as usize,
+            }
+        } else {
+            Plan {
+                full,
+                reps: 1,
+                secs: 0,
+                smoke_tx: 50,
+                copy_bytes: 4 << 20,
+                sessions: 50,
+                storm: 50,
+            }
+        }
+    }
+}
+
+/// Why: the three things a client can connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Direct,
+    Proxy,
+    PgBouncer,
+}
+
+impl Target {
+    const ALL: [Target; 3] = [Target::Direct, Target::Proxy, Target::PgBouncer];
+    fn name(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::Proxy => "proxy",
+            Target::PgBouncer => "pgbouncer",
+        }
+    }
+}
+
+/// Why: a child process (proxy or PgBouncer) that is killed when the bench ends.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Why: everything running, plus how to reach each target.
+struct Bed {
+    pg: LocalPg,
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    proxy: Daemon,
+    proxy_port: u16,
+    bouncer: Option<(Daemon, u16)>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls until `port` accepts TCP connections or the deadline passes.
+fn wait_listening(port: u16, what: &str, log: &Path) {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {port}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sets the soft limit of open files to the hard limit (children inherit it).
+fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    getrlimit(Resource::RLIMIT_NOFILE).unwrap().0
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+impl Bed {
+    async fn start(plan: &Plan) -> Bed {
+        let max_conn = if plan.full {
+            plan.sessions.max(plan.storm) as u32 + 300
+        } else {
+            400
+        };
+        let pg = LocalPg::start(LocalPgOptions {
+            max_connections: max_conn,
+            extra_conf: vec![
+                "shared_buffers = '128MB'".into(),
+                "max_wal_size = '4GB'".into(),
+            ],
+            ..LocalPgOptions::default()
+        })
+        .await
+        .expect("start PostgreSQL");
+        let admin = pg.admin().await.expect("admin");
+        let mut setup = format!(
+            "CREATE ROLE bench LOGIN PASSWORD '{BENCH_PASSWORD}';
+             CREATE UNLOGGED TABLE bulk_in (i bigint, t text);
+             GRANT ALL ON bulk_in TO PUBLIC;"
+        );
+        for i in 0..STORM_IDENTITIES {
+            write!(setup, "CREATE ROLE storm{i};").unwrap();
+        }
+        admin.batch_execute(&setup).await.expect("setup SQL");
+        let out = Command::new("pgbench")
+            .args(["-i", "-q", "-s", "1", "-h"])
+            .arg(pg.socket_dir())
+            .args(["-p", &pg.port().to_string(), "-U", "postgres", "postgres"])
+            .output()
+            .expect("pgbench -i");
+        assert!(out.status.success(), "pgbench -i: {out:?}");
+        admin
+            .batch_execute(
+                "GRANT SELECT, UPDATE, INSERT ON pgbench_accounts, pgbench_branches,
+                 pgbench_tellers, pgbench_history TO PUBLIC;",
+            )
+            .await
+            .expect("grants");
+
+        let emu = Emulator::start(
+            EmulatorConfig {
+                region: "us-east-1".into(),
+                keys: vec![AccessKey::new(ACCESS_KEY, SECRET_KEY)],
+                clusters: vec![EmulatedCluster {
+                    identifier: CLUSTER.into(),
+                    host: pg.host().into(),
+                    port: pg.port(),
+                    admin: pg.admin_config(),
+                }],
+                ..EmulatorConfig::default()
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .expect("emulator");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let (proxy, proxy_port) = start_proxy(&pg, &emu, dir.path());
+        let bouncer = start_pgbouncer(&pg, dir.path());
+        Bed {
+            pg,
+            emu,
+            dir,
+            proxy,
+            proxy_port,
+            bouncer,
+        }
+    }
+
+    fn conninfo(&self, t: Target, user: &str) -> Option<String> {
+        Some(match t {
+            Target::Direct => format!(
+                "host=localhost port={} user={user} password={BENCH_PASSWORD} dbname=postgres gssencmode=disable \
+                 sslmode=verify-full sslrootcert={}",
+                self.pg.port(),
+                self.pg.ca_cert_path().display()
+            ),
+            Target::Proxy => format!(
+                "host=127.0.0.1 port={} user={user} dbname=postgres sslmode=disable gssencmode=disable",
+                self.proxy_port
+            ),
+            Target::PgBouncer => format!(
+                "host=127.0.0.1 port={} user={user} dbname=bench sslmode=disable gssencmode=disable",
+                self.bouncer.as_ref()?.1
+            ),
+        })
+    }
+
+    /// Restarts the proxy binary (fresh process, empty caches).
+    fn restart_proxy(&mut self) {
+        let (p, port) = start_proxy(&self.pg, &self.emu, self.dir.path());
+        self.proxy = p;
+        self.proxy_port = port;
+    }
+}
+
+fn start_proxy(pg: &LocalPg, emu: &Emulator, dir: &Path) -> (Daemon, u16) {
+    let port = free_port();
+    let config = format!(
+        r#"
+listen = "127.0.0.1:{port}"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+[cluster]
+identifier = "{CLUSTER}"
+sslrootcert = "{ca}"
+default_database = "postgres"
+[limits]
+max_client_connections = 20000
+login_timeout_secs = 120
+[[users]]
+client_user = "*"
+"#,
+        endpoint = emu.endpoint_url(),
+        ca = pg.ca_cert_path().display(),
+    );
+    let path = dir.join("proxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = dir.join("proxy.log");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start the proxy binary");
+    let d = Daemon { child, log };
+    wait_listening(port, "proxy", &d.log);
+    (d, port)
+}
+
+/// PgBouncer in session mode, verify-full TLS to the same PostgreSQL; `None` if not installed.
+fn start_pgbouncer(pg: &LocalPg, dir: &Path) -> Option<(Daemon, u16)> {
+    let bin = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())?;
+    let port = free_port();
+    let users = dir.join("userlist.txt");
+    std::fs::write(&users, format!("\"bench\" \"{BENCH_PASSWORD}\"\n")).unwrap();
+    let ini = dir.join("pgbouncer.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\nbench = host=localhost port={pgport} dbname=postgres\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = trust\nauth_file = {users}\npool_mode = session\n\
+             max_client_conn = 20000\ndefault_pool_size = 200\nmax_db_connections = 0\n\
+             server_tls_sslmode = verify-full\nserver_tls_ca_file = {ca}\n\
+             ignore_startup_parameters = extra_float_digits\n",
+            pgport = pg.port(),
+            users = users.display(),
+            ca = pg.ca_cert_path().display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("pgbouncer.log");
+    let mut cmd = Command::new(bin);
+    cmd.arg(&ini)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    if is_root() {
+        // PgBouncer refuses to run as root.
+        use std::os::unix::process::CommandExt;
+        let pg_user = nix::unistd::User::from_name("postgres")
+            .unwrap()
+            .expect("postgres user");
+        cmd.uid(pg_user.uid.as_raw()).gid(pg_user.gid.as_raw());
+    }
+    let d = Daemon {
+        child: cmd.spawn().expect("start pgbouncer"),
+        log,
+    };
+    wait_listening(port, "pgbouncer", &d.log);
+    Some((d, port))
+}
+
+/// Runs a command, panicking with its output if it fails; returns stdout.
+async fn run(cmd: &mut tokio::process::Command, what: &str) -> String {
+    let out = cmd.output().await.expect(what);
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The number after `key` in pgbench output.
+fn parse_after(out: &str, key: &str) -> f64 {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `{key}` in pgbench output:\n{out}"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Why: one row of the result table: a median per target, and which way is better.
+struct Row {
+    name: String,
+    unit: &'static str,
+    higher_is_better: bool,
+    values: Vec<(Target, f64)>,
+}
+
+impl Row {
+    fn get(&self, t: Target) -> Option<f64> {
+        self.values.iter().find(|(x, _)| *x == t).map(|(_, v)| *v)
+    }
+}
+
+/// Runs `measure` for every available target, `reps` times round-robin, and keeps the medians.
+async fn round_robin<F, Fut>(
+    bed: &Bed,
+    plan: &Plan,
+    name: &str,
+    unit: &'static str,
+    higher_is_better: bool,
+    mut measure: F,
+) -> Row
+where
+    F: FnMut(Target, String) -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let targets: Vec<Target> = Target::ALL
+        .into_iter()
+        .filter(|t| bed.conninfo(*t, "bench").is_some())
+        .collect();
+    let mut samples: Vec<(Target, Vec<f64>)> = targets.iter().map(|t| (*t, vec![])).collect();
+    for rep in 0..plan.reps {
+        for k in 0..targets.len() {
+            let t = targets[(k + rep) % targets.len()];
+            let v = measure(t, bed.conninfo(t, "bench").unwrap()).await;
+            samples.iter_mut().find(|(x, _)| *x == t).unwrap().1.push(v);
+        }
+    }
+    let row = Row {
+        name: name.into(),
+        unit,
+        higher_is_better,
+        values: samples.into_iter().map(|(t, v)| (t, median(v))).collect(),
+    };
+    eprintln!(
+        "  {name}: {}",
+        row.values
+            .iter()
+            .map(|(t, v)| format!("{} {v:.2} {unit}", t.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    row
+}
+
+fn pgbench(plan: &Plan, conninfo: &str, extra: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("pgbench");
+    c.args(["-n", "-S"]).args(extra);
+    if plan.full {
+        c.args(["-T", &plan.secs.to_string()]);
+    } else if !extra.contains(&"-t") {
+        c.args(["-t", &plan.smoke_tx.to_string()]);
+    }
+    c.arg(conninfo);
+    c
+}
+
+/// Busy CPU ticks of the whole machine (all CPUs), from /proc/stat.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
+}
+
+/// CPU ticks (user, system) a process has used, from /proc/PID/stat.
+fn process_ticks(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    (f[11].parse().unwrap(), f[12].parse().unwrap())
+}
+
+/// Microseconds per clock tick (`getconf CLK_TCK` is 100 on Linux).
+const US_PER_TICK: f64 = 10_000.0;
+
+/// Why: CPU spent per transaction in one pgbench run: whole machine, and the relay process (user, system).
+type CpuSample = (Target, f64, Option<(f64, f64)>);
+
+async fn throughput(bed: &Bed, plan: &Plan, clients: u32, prepared: bool) -> Vec<Row> {
+    let name = format!(
+        "pgbench -S -c {clients}{}",
+        if prepared { " -M prepared" } else { "" }
+    );
+    let jobs = clients.min(2).to_string();
+    let c = clients.to_string();
+    let relay_pid = |t: Target| match t {
+        Target::Direct => None,
+        Target::Proxy => Some(bed.proxy.pid()),
+        Target::PgBouncer => bed.bouncer.as_ref().map(|(d, _)| d.pid()),
+    };
+    let cpu: std::rc::Rc<std::cell::RefCell<Vec<CpuSample>>> = Default::default();
+    let row = round_robin(bed, plan, &name, "tps", true, |t, ci| {
+        let mut args = vec!["-c", c.as_str(), "-j", jobs.as_str()];
+        if prepared {
+            args.extend(["-M", "prepared"]);
+        }
+        let mut cmd = pgbench(plan, &ci, &args);
+        let name = name.clone();
+        let pid = relay_pid(t);
+        let cpu = cpu.clone();
+        async move {
+            let (m0, p0) = (machine_busy_ticks(), pid.map(process_ticks));
+            let out = run(&mut cmd, &name).await;
+            let (m1, p1) = (machine_busy_ticks(), pid.map(process_ticks));
+            let txns: f64 = out
+                .lines()
+                .find_map(|l| l.strip_prefix("number of transactions actually processed:"))
+                .and_then(|v| v.trim().split('/').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no transaction count in pgbench output:\n{out}"));
+            let per = |ticks: u64| ticks as f64 * US_PER_TICK / txns.max(1.0);
+            let relay = match (p0, p1) {
+                (Some((u0, s0)), Some((u1, s1))) => Some((per(u1 - u0), per(s1 - s0))),
+                _ => None,
+            };
+            cpu.borrow_mut().push((t, per(m1 - m0), relay));
+            parse_after(&out, "tps =")
+        }
+    })
+    .await;
+    let mut rows = vec![row];
+    if clients == 8 && !prepared {
+        let samples = cpu.borrow();
+        let med = |t: Target, f: &dyn Fn(&CpuSample) -> Option<f64>| -> Option<(Target, f64)> {
+            let v: Vec<f64> = samples.iter().filter(|s| s.0 == t).filter_map(f).collect();
+            (!v.is_empty()).then(|| (t, median(v)))
+        };
+        let make = |label: &str, f: &dyn Fn(&CpuSample) -> Option<f64>| Row {
+            name: format!("{name}: {label}"),
+            unit: "us/tx",
+            higher_is_better: false,
+            values: Target::ALL.into_iter().filter_map(|t| med(t, f)).collect(),
+        };
+        rows.push(make("CPU, whole machine", &|s| Some(s.1)));
+        rows.push(make("CPU, relay process user", &|s| s.2.map(|r| r.0)));
+        rows.push(make("CPU, relay process system", &|s| s.2.map(|r| r.1)));
+    }
+    rows
+}
+
+async fn connect_cost(bed: &Bed, plan: &Plan) -> Row {
+    round_robin(
+        bed,
+        plan,
+        "pgbench -C -c 1 (connect)",
+        "ms",
+        false,
+        |_, ci| {
+            // Smoke mode: a few connections are enough (the debug proxy's SCRAM is slow).
+            let tx = (plan.smoke_tx / 5).to_string();
+            let mut args = vec!["-C", "-c", "1", "-j", "1"];
+            if !plan.full {
+                args.extend(["-t", tx.as_str()]);
+            }
+            let mut cmd = pgbench(plan, &ci, &args);
+            async move {
+                let out = run(&mut cmd, "pgbench -C").await;
+                parse_after(&out, "average connection time =")
+            }
+        },
+    )
+    .await
+}
+
+fn copy_rows(bytes: u64) -> u64 {
+    // Each row is `<i>\t<100 x's>\n`: about 108 bytes.
+    (bytes / 108).max(1)
+}
+
+async fn copy_out(bed: &Bed, plan: &Plan, file: &Path) -> Row {
+    let rows = copy_rows(plan.copy_bytes);
+    let query = format!("SELECT i, repeat('x', 100) FROM generate_series(1, {rows}) i");
+    let sql = format!("COPY ({query}) TO STDOUT");
+    // The input of the COPY IN scenario: the same bytes, once, straight from PostgreSQL.
+    let direct = bed.conninfo(Target::Direct, "bench").unwrap();
+    run(
+        tokio::process::Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &direct, "-c"])
+            .arg(format!("\\copy ({query}) to '{}'", file.display())),
+        "psql copy to file",
+    )
+    .await;
+    let bytes = std::fs::metadata(file).unwrap().len() as f64;
+    round_robin(bed, plan, "COPY out", "MiB/s", true, |_, ci| {
+        let sql = sql.clone();
+        async move {
+            let t = Instant::now();
+            run(
+                tokio::process::Command::new("psql")
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &ci, "-c", &sql])
+                    .stdout(Stdio::null()),
+                "psql COPY out",
+            )
+            .await;
+            bytes / (1 << 20) as f64 / t.elapsed().as_secs_f64()
+        }
+    })
+    .await
+}
+
+async fn copy_in(bed: &Bed, plan: &Plan, file: &Path) -> Row {
+    let bytes = std::fs::metadata(file).unwrap().len() as f64;
+    let admin = bed.pg.admin().await.unwrap();
+    let admin = &admin;
+    round_robin(bed, plan, "COPY in", "MiB/s", true, |_, ci| async move {
+        admin.batch_execute("TRUNCATE bulk_in").await.unwrap();
+        let t = Instant::now();
+        run(
+            tokio::process::Command::new("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &ci, "-c"])
+                .arg("COPY bulk_in FROM STDIN")
+                .stdin(std::fs::File::open(file).unwrap()),
+            "psql COPY in",
+        )
+        .await;
+        bytes / (1 << 20) as f64 / t.elapsed().as_secs_f64()
+    })
+    .await
+}
+
+/// A tokio-postgres session through the proxy (plaintext, no password).
+async fn proxy_session(port: u16, user: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user={user} dbname=postgres connect_timeout=120"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("login as {user} through the proxy: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Why: what the cold storm measured.
+struct Storm {
+    logins: usize,
+    api_calls: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    wall_ms: f64,
+}
+
+/// `n` concurrent first logins over `STORM_IDENTITIES` identities, all released at once.
+async fn cold_storm(bed: &Bed, n: usize) -> Storm {
+    let before = bed.emu.call_count("GetClusterCredentials");
+    let port = bed.proxy_port;
+    let gate = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            gate.wait().await;
+            let t = Instant::now();
+            let c = proxy_session(port, &format!("storm{}", i % STORM_IDENTITIES)).await;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            (ms, c)
+        }));
+    }
+    gate.wait().await;
+    let t = Instant::now();
+    let mut times = Vec::with_capacity(n);
+    let mut held = Vec::with_capacity(n);
+    for task in tasks {
+        let (ms, c) = task.await.unwrap();
+        times.push(ms);
+        held.push(c);
+    }
+    let wall_ms = t.elapsed().as_secs_f64() * 1000.0;
+    drop(held);
+    times.sort_by(|a, b| a.total_cmp(b));
+    Storm {
+        logins: n,
+        api_calls: bed.emu.call_count("GetClusterCredentials") - before,
+        p50_ms: percentile(&times, 0.5),
+        p99_ms: percentile(&times, 0.99),
+        wall_ms,
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+fn mem_available_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("MemAvailable")
+}
+
+/// Why: what the idle-session memory test measured.
+struct Memory {
+    wanted: usize,
+    sessions: usize,
+    baseline_kib: u64,
+    loaded_kib: u64,
+    stopped_because: Option<String>,
+}
+
+impl Memory {
+    fn per_session_kib(&self) -> f64 {
+        (self.loaded_kib as f64 - self.baseline_kib as f64) / self.sessions.max(1) as f64
+    }
+}
+
+/// Proxy RSS with `n` idle relayed sessions (each has run one query), from a fresh proxy.
+async fn idle_memory(bed: &mut Bed, n: usize) -> Memory {
+    bed.restart_proxy();
+    let port = bed.proxy_port;
+    let warm = proxy_session(port, "bench").await;
+    warm.simple_query("SELECT 1").await.unwrap();
+    drop(warm);
+    // Let the warm-up session end before taking the baseline.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut baseline = rss_kib(bed.proxy.pid());
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = rss_kib(bed.proxy.pid());
+        if now == baseline {
+            break;
+        }
+        baseline = now;
+    }
+    let mut held = Vec::with_capacity(n);
+    let mut stopped_because = None;
+    while held.len() < n {
+        let avail = mem_available_kib();
+        if avail < 3 << 20 {
+            stopped_because = Some(format!(
+                "MemAvailable fell to {} MiB with {} PostgreSQL backends open",
+                avail >> 10,
+                held.len()
+            ));
+            break;
+        }
+        let batch = (n - held.len()).min(250);
+        let mut opened: Vec<tokio_postgres::Client> = futures_util::stream::iter(0..batch)
+            .map(|_| async move {
+                let c = proxy_session(port, "bench").await;
+                c.simple_query("SELECT 1").await.unwrap();
+                c
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        held.append(&mut opened);
+    }
+    let loaded = rss_kib(bed.proxy.pid());
+    let m = Memory {
+        wanted: n,
+        sessions: held.len(),
+        baseline_kib: baseline,
+        loaded_kib: loaded,
+        stopped_because,
+    };
+    drop(held);
+    m
+}
+
+fn fmt_num(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => {
+            if v >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        }
+        _ => "-".into(),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a? / b?)
+}
+
+/// Why: one acceptance target and whether this run met it.
+struct Check {
+    what: String,
+    ok: bool,
+}
+
+fn json_num(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.4}"),
+        _ => "null".into(),
+    }
+}
+
+fn report(
+    plan: &Plan,
+    rows: &[Row],
+    storm: &Storm,
+    mem: &Memory,
+    checks: &[Check],
+) -> (String, String) {
+    let mut t = String::new();
+    writeln!(
+        t,
+        "| scenario | unit | direct | proxy | pgbouncer | proxy/direct | proxy/pgbouncer |"
+    )
+    .unwrap();
+    writeln!(t, "|---|---|---:|---:|---:|---:|---:|").unwrap();
+    for r in rows {
+        let (d, p, b) = (
+            r.get(Target::Direct),
+            r.get(Target::Proxy),
+            r.get(Target::PgBouncer),
+        );
+        writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.name,
+            r.unit,
+            fmt_num(d),
+            fmt_num(p),
+            fmt_num(b),
+            fmt_num(ratio(p, d)),
+            fmt_num(ratio(p, b)),
+        )
+        .unwrap();
+    }
+    writeln!(
+        t,
+        "\ncold storm: {} concurrent first logins over {STORM_IDENTITIES} identities: \
+         {} GetClusterCredentials calls, login p50 {:.1} ms, p99 {:.1} ms, all in {:.0} ms",
+        storm.logins, storm.api_calls, storm.p50_ms, storm.p99_ms, storm.wall_ms
+    )
+    .unwrap();
+    writeln!(
+        t,
+        "idle memory: {} relayed sessions (wanted {}): proxy RSS {} KiB -> {} KiB, {:.1} KiB per session{}",
+        mem.sessions,
+        mem.wanted,
+        mem.baseline_kib,
+        mem.loaded_kib,
+        mem.per_session_kib(),
+        mem.stopped_because
+            .as_ref()
+            .map(|s| format!(" (stopped: {s})"))
+            .unwrap_or_default()
+    )
+    .unwrap();
+    for c in checks {
+        writeln!(t, "[{}] {}", if c.ok { "met" } else { "MISSED" }, c.what).unwrap();
+    }
+
+    let mut j = String::from("{\n");
+    writeln!(
+        j,
+        "  \"mode\": \"{}\",\n  \"reps\": {},\n  \"pgbench_secs\": {},\n  \"copy_bytes\": {},",
+        if plan.full { "full" } else { "smoke" },
+        plan.reps,
+        plan.secs,
+        plan.copy_bytes
+    )
+    .unwrap();
+    j.push_str("  \"scenarios\": [\n");
+    for (i, r) in rows.iter().enumerate() {
+        let (d, p, b) = (
+            r.get(Target::Direct),
+            r.get(Target::Proxy),
+            r.get(Target::PgBouncer),
+        );
+        writeln!(
+            j,
+            "    {{\"name\": \"{}\", \"unit\": \"{}\", \"higher_is_better\": {}, \"direct\": {}, \
+             \"proxy\": {}, \"pgbouncer\": {}, \"proxy_over_direct\": {}, \"proxy_over_pgbouncer\": {}}}{}",
+            r.name,
+            r.unit,
+            r.higher_is_better,
+            json_num(d),
+            json_num(p),
+            json_num(b),
+            json_num(ratio(p, d)),
+            json_num(ratio(p, b)),
+            if i + 1 < rows.len() { "," } else { "" }
+        )
+        .unwrap();
+    }
+    j.push_str("  ],\n");
+    writeln!(
+        j,
+        "  \"cold_storm\": {{\"logins\": {}, \"identities\": {STORM_IDENTITIES}, \"get_cluster_credentials_calls\": {}, \
+         \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"wall_ms\": {:.1}}},",
+        storm.logins, storm.api_calls, storm.p50_ms, storm.p99_ms, storm.wall_ms
+    )
+    .unwrap();
+    writeln!(
+        j,
+        "  \"idle_memory\": {{\"wanted\": {}, \"sessions\": {}, \"baseline_kib\": {}, \"loaded_kib\": {}, \
+         \"per_session_kib\": {:.3}, \"stopped_because\": {}}},",
+        mem.wanted,
+        mem.sessions,
+        mem.baseline_kib,
+        mem.loaded_kib,
+        mem.per_session_kib(),
+        mem.stopped_because
+            .as_ref()
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| "null".into())
+    )
+    .unwrap();
+    j.push_str("  \"targets\": [\n");
+    for (i, c) in checks.iter().enumerate() {
+        writeln!(
+            j,
+            "    {{\"what\": {:?}, \"met\": {}}}{}",
+            c.what,
+            c.ok,
+            if i + 1 < checks.len() { "," } else { "" }
+        )
+        .unwrap();
+    }
+    j.push_str("  ]\n}\n");
+    (t, j)
+}
+
+fn checks(rows: &[Row], storm: &Storm, mem: &Memory) -> Vec<Check> {
+    let row = |n: &str| rows.iter().find(|r| r.name == n).unwrap();
+    let tp8 = row("pgbench -S -c 8");
+    let conn = row("pgbench -C -c 1 (connect)");
+    let p = |r: &Row| r.get(Target::Proxy);
+    let d = |r: &Row| r.get(Target::Direct);
+    let b = |r: &Row| r.get(Target::PgBouncer);
+    let ge = |x: Option<f64>, y: Option<f64>, k: f64| match (x, y) {
+        (Some(x), Some(y)) => x >= k * y,
+        _ => false,
+    };
+    let mut v = vec![
+        Check {
+            what: "relay throughput at 8 clients >= 0.95x direct".into(),
+            ok: ge(p(tp8), d(tp8), 0.95),
+        },
+        Check {
+            what: "relay throughput at 8 clients >= 1.3x PgBouncer".into(),
+            ok: ge(p(tp8), b(tp8), 1.3),
+        },
+        Check {
+            what: "warm-cache connect time <= direct + 1 ms".into(),
+            ok: matches!((p(conn), d(conn)), (Some(x), Some(y)) if x <= y + 1.0),
+        },
+        Check {
+            what: format!(
+                "exactly one GetClusterCredentials call per identity in the cold storm ({}/{STORM_IDENTITIES})",
+                storm.api_calls
+            ),
+            ok: storm.api_calls == STORM_IDENTITIES as u64,
+        },
+        Check {
+            what: format!(
+                "idle session <= 64 KiB of proxy memory ({:.1} KiB)",
+                mem.per_session_kib()
+            ),
+            ok: mem.per_session_kib() <= 64.0,
+        },
+    ];
+    for n in ["COPY out", "COPY in"] {
+        let r = row(n);
+        v.push(Check {
+            what: format!("bulk {n} >= 0.95x direct"),
+            ok: ge(p(r), d(r), 0.95),
+        });
+    }
+    v
+}
+
+fn main() {
+    let plan = Plan::from_args();
+    let nofile = raise_nofile();
+    eprintln!(
+        "bench mode: {} (proxy binary {BIN}, open-file limit {nofile})",
+        if plan.full { "full" } else { "smoke" }
+    );
+    if plan.full {
+        assert!(
+            nofile as usize > 2 * plan.sessions + 1000,
+            "RLIMIT_NOFILE {nofile} is too low for {} sessions",
+            plan.sessions
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Everything runs in the main thread's block_on, so child processes (PDEATHSIG) live as long as we do.
+    rt.block_on(async move {
+        let started = Instant::now();
+        let mut bed = Bed::start(&plan).await;
+        if bed.bouncer.is_none() {
+            eprintln!(
+                "pgbouncer not installed: its column stays empty (apt-get install pgbouncer)"
+            );
+        }
+        // Warm the proxy's credential cache for `bench`.
+        proxy_session(bed.proxy_port, "bench")
+            .await
+            .simple_query("SELECT 1")
+            .await
+            .unwrap();
+
+        let mut rows = Vec::new();
+        for (c, prepared) in [(1, false), (8, false), (64, false), (8, true)] {
+            rows.extend(throughput(&bed, &plan, c, prepared).await);
+        }
+        rows.push(connect_cost(&bed, &plan).await);
+        let data = bed.dir.path().join("copy.tsv");
+        rows.push(copy_out(&bed, &plan, &data).await);
+        rows.push(copy_in(&bed, &plan, &data).await);
+        let _ = std::fs::remove_file(&data);
+
+        let storm = cold_storm(&bed, plan.storm).await;
+        eprintln!(
+            "  cold storm: {} calls, p50 {:.1} ms, p99 {:.1} ms",
+            storm.api_calls, storm.p50_ms, storm.p99_ms
+        );
+        let mem = idle_memory(&mut bed, plan.sessions).await;
+        eprintln!("  idle memory: {:.1} KiB/session", mem.per_session_kib());
+
+        let checks = checks(&rows, &storm, &mem);
+        let (table, json) = report(&plan, &rows, &storm, &mem, &checks);
+        if !plan.full {
+            println!("\nsmoke mode (debug build, tiny sizes): figures only show that every scenario runs");
+        }
+        println!("\n{table}");
+        println!("(total {:.0} s)", started.elapsed().as_secs_f64());
+        let name = if plan.full {
+            "latest.json"
+        } else {
+            "smoke.json"
+        };
+        let out = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("bench/results")
+            .join(name);
+        std::fs::write(&out, &json).unwrap();
+        println!("wrote {}", out.display());
+        // Smoke mode checks only what must hold anywhere: the script works end to end.
+        assert_eq!(
+            storm.api_calls, STORM_IDENTITIES as u64,
+            "single flight per identity"
+        );
+        assert_eq!(mem.sessions, mem.wanted);
+        drop(bed);
+    });
+}
