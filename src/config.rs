@@ -256,6 +256,9 @@ pub struct Limits {
     /// Time allowed for TCP connect plus TLS handshake to the cluster.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// Seconds between "stats" log lines (open sessions, tasks, cached credentials); 0 = off.
+    #[serde(default = "default_stats_interval")]
+    pub stats_interval_secs: u64,
     /// Open sessions per client user name; further ones get 53300 (unset: no limit).
     pub max_connections_per_user: Option<usize>,
     /// On SIGTERM/SIGINT, how long open sessions may run before they are closed.
@@ -271,6 +274,7 @@ impl Default for Limits {
             max_startup_packet_bytes: default_max_startup(),
             login_timeout_secs: default_login_timeout(),
             max_connections_per_user: None,
+            stats_interval_secs: default_stats_interval(),
             connect_timeout_secs: default_connect_timeout(),
             drain_timeout_secs: default_drain_timeout(),
         }
@@ -312,6 +316,9 @@ fn default_handshake_timeout() -> u64 {
 }
 fn default_max_startup() -> usize {
     10_000
+}
+fn default_stats_interval() -> u64 {
+    60
 }
 fn default_login_timeout() -> u64 {
     30

@@ -10,11 +10,12 @@
 //! - `client`: the client handshake; `clientauth`: client authentication (SCRAM, certificates); `userlimit`: per-user caps; `wire`: every byte of the protocol the proxy reads or writes;
 //! - `credentials`: the AWS API calls; `cache`: credential cache and single flight;
 //! - `endpoint`: where the cluster is; `upstream`: TLS + login to the cluster; `tls`: TLS settings;
-//! - `relay`: the byte pipe; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
+//! - `relay`: the byte pipe; `audit`: one log line per session; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
 //! - `check`: the `check` subcommand (configuration proof); `demo`: the one-command demo;
 //! - `emulator`: the Redshift credential API emulator used by tests and the demo;
 //! - `localpg`: a throwaway local PostgreSQL cluster (stand-in for Redshift).
 
+pub mod audit;
 pub mod cache;
 pub mod cancel;
 pub mod check;

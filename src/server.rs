@@ -128,8 +128,18 @@ impl Proxy {
                 stop_accepting.clone(),
             )));
         }
+        let stats = (limits.stats_interval_secs > 0).then(|| {
+            tokio::spawn(log_stats(
+                shared.clone(),
+                tracker.clone(),
+                limits.stats_interval_secs,
+            ))
+        });
         shutdown.await;
         stop_accepting.cancel();
+        if let Some(s) = stats {
+            s.abort();
+        }
         for l in accept_loops {
             let _ = l.await;
         }
@@ -152,6 +162,23 @@ impl Proxy {
             tracker.wait().await;
         }
         tracing::info!("shutdown complete");
+    }
+}
+
+/// Logs the proxy's vital counts periodically (target `redshift_iam_proxy::stats`).
+async fn log_stats(shared: Arc<Shared>, tracker: TaskTracker, every_secs: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(every_secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        tracing::info!(
+            target: "redshift_iam_proxy::stats",
+            open_connections = tracker.len(),
+            alive_tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+            cached_credentials = shared.cache.len(),
+            cancel_keys = shared.cancels.len(),
+            "stats"
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 //! in, the relay moves bytes. Every failure before the relay becomes one
 //! ErrorResponse with a SQLSTATE and a message naming the cause.
 
+use crate::audit::AuditRecord;
 use crate::cache::{CachedCredential, CredentialCache, Source};
 use crate::cancel::{CancelKey, CancelRegistry};
 use crate::client::{self, ClientRequest};
@@ -151,10 +152,14 @@ pub async fn run(
         .await;
         return;
     };
+    let mut audit = AuditRecord::new(peer, &client_user);
+    audit.client_tls = stream.is_tls();
+    audit.application_name = param("application_name").unwrap_or("").to_owned();
     let Some(_user_slot) = shared.user_slots.acquire(&client_user) else {
         tracing::warn!(%peer, user = %client_user, "per-user connection limit reached; refusing");
-        client::reject(
+        refuse(
             &mut stream,
+            &mut audit,
             "53300",
             &format!("too many connections for user \"{client_user}\" (proxy limit max_connections_per_user)"),
             None,
@@ -176,7 +181,7 @@ pub async fn run(
     if let Err(e) = authenticated {
         tracing::info!(%peer, user = %client_user, error = %e, "client authentication failed");
         if !matches!(e, ClientAuthError::Closed) {
-            client::reject(&mut stream, e.sqlstate(), &e.to_string(), None).await;
+            refuse(&mut stream, &mut audit, e.sqlstate(), &e.to_string(), None).await;
         }
         return;
     }
@@ -192,11 +197,17 @@ pub async fn run(
         Ok(r) => r,
         Err(msg) => {
             tracing::info!(%peer, user = %client_user, reason = %msg, "login refused");
-            client::reject(&mut stream, "3D000", &msg, None).await;
+            refuse(&mut stream, &mut audit, "3D000", &msg, None).await;
             return;
         }
     };
     let target = &shared.targets[target_index];
+    audit.target = target.config.label().to_owned();
+    audit.iam_identity = match shared.users.resolve(&client_user).map(|i| i.role) {
+        Some(Some(role)) => role.arn,
+        Some(None) => "proxy".into(),
+        None => String::new(),
+    };
     // "name" alone (several targets) means the target's default database.
     let named_target_only = requested.is_some() && dbname.is_none();
     let database = dbname
@@ -209,6 +220,7 @@ pub async fn run(
                 client_user.clone()
             }
         });
+    audit.database = database.clone();
     let forwarded: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| forwardable(k))
@@ -234,13 +246,21 @@ pub async fn run(
         Ok(Ok(v)) => v,
         Ok(Err(r)) => {
             tracing::info!(parent: &span, code = %r.code, reason = %r.message, "login refused");
-            client::reject(&mut stream, &r.code, &r.message, r.hint.as_deref()).await;
+            refuse(
+                &mut stream,
+                &mut audit,
+                &r.code,
+                &r.message,
+                r.hint.as_deref(),
+            )
+            .await;
             return;
         }
         Err(_) => {
             tracing::warn!(parent: &span, "login did not complete in time");
-            client::reject(
+            refuse(
                 &mut stream,
+                &mut audit,
                 "08001",
                 &format!(
                     "login through the proxy did not complete within {} s (limits.login_timeout_secs): AWS credential API or cluster too slow",
@@ -270,8 +290,9 @@ pub async fn run(
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(parent: &span, error = %e, "cluster failed after authentication");
-                client::reject(
+                refuse(
                     &mut stream,
+                    &mut audit,
                     "08006",
                     &format!("cluster closed the session during startup: {e}"),
                     None,
@@ -294,6 +315,8 @@ pub async fn run(
                 }
             },
             b'E' => {
+                let f = wire::parse_error_fields(&msg.body);
+                audit.refused(&f.code, &f.message);
                 prelude.extend_from_slice(&msg.to_wire());
                 let _ = stream.write_all(&prelude).await;
                 let _ = stream.shutdown().await;
@@ -333,8 +356,17 @@ pub async fn run(
         login_ms = started.elapsed().as_millis() as u64,
         "session established: {client_user} logged in as {db_user} ({how})"
     );
+    audit.db_user = db_user.clone();
+    audit.outcome = "open".into();
     let (traffic, end) = relay::relay(stream, upstream, shared.hard_stop.clone()).await;
     drop(cancel_key);
+    audit.bytes_in = traffic.client_to_server;
+    audit.bytes_out = traffic.server_to_client;
+    audit.outcome = match &end {
+        RelayEnd::Closed(None) => "closed".into(),
+        RelayEnd::Closed(Some(e)) => format!("error: {e}"),
+        RelayEnd::Shutdown => "closed by proxy shutdown".into(),
+    };
     match end {
         RelayEnd::Closed(None) => {
             tracing::info!(parent: &span, bytes_in = traffic.client_to_server, bytes_out = traffic.server_to_client, "session closed")
@@ -344,6 +376,18 @@ pub async fn run(
         }
         RelayEnd::Shutdown => tracing::info!(parent: &span, "session closed by proxy shutdown"),
     }
+}
+
+/// Refuses the login with an ErrorResponse and records why in the audit line.
+async fn refuse(
+    stream: &mut Stream,
+    audit: &mut AuditRecord,
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+) {
+    audit.refused(code, message);
+    client::reject(stream, code, message, hint).await;
 }
 
 /// Applies `[client_auth]`: nothing for trust, a SCRAM exchange, or the certificate check.

@@ -171,6 +171,46 @@ async fn psql_over_tls_and_no_secret_in_trace_logs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("IAM:carol"), "{stderr}");
 
+    // One audit line per session, with who, as whom, where, and how much.
+    let log_text = proxy.log.lock().unwrap().join("\n");
+    let audit: Vec<&str> = log_text
+        .lines()
+        .filter(|l| l.contains("redshift_iam_proxy::audit"))
+        .collect();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    let alice = audit
+        .iter()
+        .find(|l| l.contains("client_user=alice"))
+        .expect("alice's audit line");
+    for field in [
+        "application_name=psql",
+        "iam_identity=proxy",
+        "db_user=IAM:alice",
+        "target=testcluster",
+        "database=postgres",
+        "client_tls=true",
+        "outcome=closed",
+        "start=",
+        "end=",
+    ] {
+        assert!(alice.contains(field), "{field} missing: {alice}");
+    }
+    let bytes = |name: &str| -> u64 {
+        alice
+            .split(&format!("{name}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(bytes("bytes_in") > 0 && bytes("bytes_out") > 0, "{alice}");
+    let carol = audit
+        .iter()
+        .find(|l| l.contains("client_user=carol"))
+        .expect("carol's audit line");
+    assert!(carol.contains("outcome=refused 28P01"), "{carol}");
+
     let passwords = emu.issued_passwords();
     assert!(passwords.len() >= 2);
     let log = proxy.log.lock().unwrap().join("\n");

@@ -1,0 +1,389 @@
+//! Soak test (not in CI): mixed load through the release proxy for N minutes, reporting
+//! the proxy's RSS, open file descriptors and tokio task counts at start and end.
+//!
+//! `cargo bench --bench soak -- --minutes 30`  (SOAK_MINUTES also works; default 30)
+//!
+//! Load: short sessions, long sessions with prepared statements, COPY in/out, cancels,
+//! clients vanishing mid-query, logins the cluster refuses, and garbage packets, over 10
+//! identities. Samples are taken idle before the load, under load each minute, and idle
+//! after; the run fails if the idle-after figures are not flat against idle-before.
+
+use futures_util::{SinkExt, StreamExt};
+use redshift_iam_proxy::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
+use redshift_iam_proxy::localpg::{LocalPg, LocalPgOptions};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
+const KEY: &str = "AKIDSOAK";
+const SECRET: &str = "soak-secret";
+const IDENTITIES: usize = 10;
+
+/// One reading of the proxy process.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rss_kib: u64,
+    fds: u64,
+    tasks: u64,
+    connections: u64,
+}
+
+/// Counters of what the load did.
+#[derive(Default)]
+struct Tally {
+    sessions: AtomicU64,
+    queries: AtomicU64,
+    copies: AtomicU64,
+    cancels: AtomicU64,
+    vanished: AtomicU64,
+    refused: AtomicU64,
+    garbage: AtomicU64,
+    unexpected_errors: AtomicU64,
+}
+
+fn status_field(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The latest "stats" line the proxy logged: (alive_tasks, open_connections).
+fn last_stats(log: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("alive_tasks="))
+        .unwrap_or("");
+    let field = |k: &str| -> u64 {
+        line.split(&format!("{k}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("alive_tasks"), field("open_connections"))
+}
+
+/// Waits for the next stats line (they come every second) and reads everything.
+async fn sample(pid: u32, log: &Path) -> Sample {
+    let before = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("alive_tasks=")
+        .count();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("alive_tasks=")
+        .count()
+        == before
+    {
+        assert!(Instant::now() < deadline, "no stats line from the proxy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (tasks, connections) = last_stats(log);
+    Sample {
+        rss_kib: status_field(pid, "VmRSS:"),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count() as u64)
+            .unwrap_or(0),
+        tasks,
+        connections,
+    }
+}
+
+async fn connect(port: u16, user: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let info =
+        format!("host=127.0.0.1 port={port} user={user} dbname=postgres application_name=soak");
+    let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+fn pick(n: u64) -> String {
+    format!("user{}", n as usize % IDENTITIES)
+}
+
+/// Runs one kind of load until `until`.
+async fn worker(kind: usize, id: u64, port: u16, until: Instant, tally: Arc<Tally>) {
+    let mut n = id * 7919;
+    while Instant::now() < until {
+        n += 1;
+        let r: Result<(), tokio_postgres::Error> = async {
+            match kind {
+                // Short sessions.
+                0 => {
+                    let c = connect(port, &pick(n)).await?;
+                    for _ in 0..3 {
+                        c.query_one("SELECT current_user::text, now()", &[]).await?;
+                        tally.queries.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // Long sessions with prepared statements.
+                1 => {
+                    let c = connect(port, &pick(n)).await?;
+                    let stmt = c.prepare("SELECT $1::int * 2, md5($1::text)").await?;
+                    for i in 0..500i32 {
+                        c.query_one(&stmt, &[&i]).await?;
+                        tally.queries.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // COPY in and out.
+                2 => {
+                    let c = connect(port, &pick(n)).await?;
+                    let sink = c.copy_in("COPY soak_copy FROM STDIN").await?;
+                    futures_util::pin_mut!(sink);
+                    let chunk = bytes::Bytes::from(
+                        "1\tsoak soak soak soak soak soak soak soak\n".repeat(20_000),
+                    );
+                    sink.send(chunk).await?;
+                    sink.finish().await?;
+                    let out = c
+                        .copy_out("COPY (SELECT * FROM soak_copy LIMIT 20000) TO STDOUT")
+                        .await?;
+                    futures_util::pin_mut!(out);
+                    while let Some(b) = out.next().await {
+                        b?;
+                    }
+                    c.batch_execute("TRUNCATE soak_copy").await?;
+                    tally.copies.fetch_add(1, Ordering::Relaxed);
+                }
+                // Cancels.
+                3 => {
+                    let c = connect(port, &pick(n)).await?;
+                    let token = c.cancel_token();
+                    let q = tokio::spawn(async move {
+                        c.query_one("SELECT pg_sleep(10)", &[]).await.map(|_| ())
+                    });
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    token.cancel_query(tokio_postgres::NoTls).await?;
+                    let _ = q.await;
+                    tally.cancels.fetch_add(1, Ordering::Relaxed);
+                }
+                // Clients vanishing mid-query.
+                4 => {
+                    let c = connect(port, &pick(n)).await?;
+                    let q = tokio::spawn(async move {
+                        c.query_one("SELECT pg_sleep(5)", &[]).await.map(|_| ())
+                    });
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    q.abort();
+                    tally.vanished.fetch_add(1, Ordering::Relaxed);
+                }
+                // Logins the cluster refuses (no such database user), and garbage.
+                _ => {
+                    if connect(port, "nobody").await.is_err() {
+                        tally.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                        let _ = s.write_all(&[0, 0, 0, 9, 0xde, 0xad, 0xbe, 0xef, 1]).await;
+                        tally.garbage.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        tally.sessions.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = r {
+            // Cancelled queries (57014) are expected.
+            if e.as_db_error().map(|d| d.code().code()) != Some("57014") {
+                tally.unexpected_errors.fetch_add(1, Ordering::Relaxed);
+                if tally.unexpected_errors.load(Ordering::Relaxed) <= 5 {
+                    eprintln!("soak: unexpected error in worker kind {kind}: {e}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let minutes: f64 = args
+        .iter()
+        .position(|a| a == "--minutes")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .or_else(|| std::env::var("SOAK_MINUTES").ok())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(30.0);
+    let pg = LocalPg::start(LocalPgOptions {
+        max_connections: 300,
+        extra_conf: vec!["client_connection_check_interval = '200ms'".into()],
+        ..LocalPgOptions::default()
+    })
+    .await
+    .expect("PostgreSQL");
+    let admin = pg.admin().await.expect("admin");
+    for i in 0..IDENTITIES {
+        admin
+            .batch_execute(&format!("CREATE ROLE user{i}"))
+            .await
+            .expect("role");
+    }
+    admin
+        .batch_execute(
+            "CREATE UNLOGGED TABLE soak_copy (id int, t text); GRANT ALL ON soak_copy TO PUBLIC;",
+        )
+        .await
+        .expect("table");
+    let emu = Emulator::start(
+        EmulatorConfig {
+            keys: vec![AccessKey::new(KEY, SECRET)],
+            clusters: vec![EmulatedCluster {
+                identifier: "soak".into(),
+                host: pg.host().into(),
+                port: pg.port(),
+                admin: pg.admin_config(),
+            }],
+            ..EmulatorConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+             [cluster]\nidentifier = \"soak\"\nsslrootcert = \"{}\"\ndefault_database = \"postgres\"\n\
+             [limits]\nstats_interval_secs = 1\n[[users]]\nclient_user = \"*\"\n",
+            emu.endpoint_url(),
+            pg.ca_cert_path().display()
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("proxy.log");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .env("RUST_LOG", "warn,redshift_iam_proxy::stats=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("proxy binary");
+    let pid = child.id();
+    // Ready when it accepts a login.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while connect(port, "user0").await.is_err() {
+        assert!(Instant::now() < deadline, "proxy did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle_before = sample(pid, &log).await;
+    println!("soak: {minutes} minutes of mixed load on 127.0.0.1:{port} (proxy pid {pid})");
+    println!(
+        "{:>8} {:>10} {:>6} {:>7} {:>12}",
+        "minute", "rss KiB", "fds", "tasks", "connections"
+    );
+    let show = |label: &str, s: &Sample| {
+        println!(
+            "{label:>8} {:>10} {:>6} {:>7} {:>12}",
+            s.rss_kib, s.fds, s.tasks, s.connections
+        );
+    };
+    show("idle", &idle_before);
+
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(minutes * 60.0);
+    let tally = Arc::new(Tally::default());
+    let mut workers = Vec::new();
+    let plan = [(0usize, 8u64), (1, 4), (2, 1), (3, 1), (4, 1), (5, 1)];
+    for (kind, count) in plan {
+        for id in 0..count {
+            workers.push(tokio::spawn(worker(
+                kind,
+                id + kind as u64 * 100,
+                port,
+                until,
+                tally.clone(),
+            )));
+        }
+    }
+    let mut under_load = Vec::new();
+    let mut minute = 1u64;
+    while Instant::now() < until {
+        let next = started + Duration::from_secs(60 * minute);
+        tokio::time::sleep_until(next.min(until).into()).await;
+        if Instant::now() >= until {
+            break;
+        }
+        let s = sample(pid, &log).await;
+        show(&minute.to_string(), &s);
+        under_load.push(s);
+        minute += 1;
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    // Idle again: wait for every connection to be gone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let idle_after = loop {
+        let s = sample(pid, &log).await;
+        if s.connections == 0 || Instant::now() > deadline {
+            break s;
+        }
+    };
+    show("idle", &idle_after);
+    let t = &tally;
+    println!(
+        "load: {} sessions, {} queries, {} COPY rounds, {} cancels, {} vanished clients, {} refused logins, {} garbage packets, {} unexpected errors",
+        t.sessions.load(Ordering::Relaxed),
+        t.queries.load(Ordering::Relaxed),
+        t.copies.load(Ordering::Relaxed),
+        t.cancels.load(Ordering::Relaxed),
+        t.vanished.load(Ordering::Relaxed),
+        t.refused.load(Ordering::Relaxed),
+        t.garbage.load(Ordering::Relaxed),
+        t.unexpected_errors.load(Ordering::Relaxed),
+    );
+    println!(
+        "credential calls: {} GetClusterCredentials for {IDENTITIES} identities (+1 refused user)",
+        emu.call_count("GetClusterCredentials")
+    );
+    let flat = idle_after.fds <= idle_before.fds + 2
+        && idle_after.tasks <= idle_before.tasks + 2
+        && idle_after.connections == 0
+        && idle_after.rss_kib <= idle_before.rss_kib + idle_before.rss_kib / 2 + 16 * 1024;
+    let load_flat = match (under_load.first(), under_load.last()) {
+        (Some(a), Some(b)) => b.rss_kib <= a.rss_kib + a.rss_kib / 4 + 8 * 1024,
+        _ => true,
+    };
+    println!(
+        "verdict: idle fds {} -> {}, tasks {} -> {}, RSS {} -> {} KiB; under load RSS first/last minute {:?} -> {:?}: {}",
+        idle_before.fds,
+        idle_after.fds,
+        idle_before.tasks,
+        idle_after.tasks,
+        idle_before.rss_kib,
+        idle_after.rss_kib,
+        under_load.first().map(|s| s.rss_kib),
+        under_load.last().map(|s| s.rss_kib),
+        if flat && load_flat { "FLAT" } else { "GROWING" }
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    if !(flat && load_flat) {
+        std::process::exit(1);
+    }
+}
