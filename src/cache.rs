@@ -15,6 +15,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+/// How long a credential that never worked is kept before a refused login may mint anew.
+pub const RETRY_NEVER_WORKED_AFTER: Duration = Duration::from_secs(60);
+
+impl CachedCredential {
+    /// Records a successful login with this credential.
+    pub fn mark_worked(&self) {
+        self.worked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a login refused with this credential should mint a new one: yes if it
+    /// worked before (rotated, expired early) or is old; no if it never worked and is
+    /// fresh — then the user is the problem, and re-minting would only hammer AWS.
+    pub fn worth_reminting(&self) -> bool {
+        self.worked.load(std::sync::atomic::Ordering::Relaxed)
+            || self.fetched_at.elapsed() >= RETRY_NEVER_WORKED_AFTER
+    }
+}
+
 /// How a login got its credential (for logs and the demo).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -28,6 +47,9 @@ pub enum Source {
 #[derive(Debug)]
 pub struct CachedCredential {
     pub credential: DbCredential,
+    fetched_at: Instant,
+    /// Set once a login with it succeeded.
+    worked: std::sync::atomic::AtomicBool,
     /// From here on the credential is not used for new logins.
     stale_at: Instant,
     /// From here on a login triggers a background refresh.
@@ -161,6 +183,8 @@ impl CredentialCache {
                 let refresh_at = fetched_at + usable.saturating_sub(margin);
                 Arc::new(CachedCredential {
                     credential,
+                    fetched_at,
+                    worked: std::sync::atomic::AtomicBool::new(false),
                     stale_at,
                     refresh_at,
                 })
@@ -214,6 +238,8 @@ mod tests {
                 expiration: SystemTime::now(),
                 next_refresh: None,
             },
+            fetched_at: now,
+            worked: std::sync::atomic::AtomicBool::new(false),
             stale_at: now + Duration::from_secs(stale_in),
             refresh_at: now + Duration::from_secs(refresh_in),
         }
@@ -229,6 +255,24 @@ mod tests {
             refresh_margin(Duration::from_secs(100)),
             Duration::from_secs(20)
         );
+    }
+
+    #[test]
+    fn only_credentials_that_worked_or_are_old_are_reminted() {
+        let now = Instant::now();
+        let c = cached(now, 100, 50);
+        assert!(
+            !c.worth_reminting(),
+            "a fresh credential that never worked is the user's problem"
+        );
+        c.mark_worked();
+        assert!(
+            c.worth_reminting(),
+            "one that worked before was rotated or expired"
+        );
+        let mut old = cached(now, 100, 50);
+        old.fetched_at = now - RETRY_NEVER_WORKED_AFTER;
+        assert!(old.worth_reminting());
     }
 
     #[test]

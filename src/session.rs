@@ -155,18 +155,6 @@ pub async fn run(
     let mut audit = AuditRecord::new(peer, &client_user);
     audit.client_tls = stream.is_tls();
     audit.application_name = param("application_name").unwrap_or("").to_owned();
-    let Some(_user_slot) = shared.user_slots.acquire(&client_user) else {
-        tracing::warn!(%peer, user = %client_user, "per-user connection limit reached; refusing");
-        refuse(
-            &mut stream,
-            &mut audit,
-            "53300",
-            &format!("too many connections for user \"{client_user}\" (proxy limit max_connections_per_user)"),
-            None,
-        )
-        .await;
-        return;
-    };
     let mut client_reader = wire::MessageReader::new(wire::MAX_HANDSHAKE_MESSAGE);
     let authenticated = tokio::time::timeout(
         limits.handshake_timeout(),
@@ -185,6 +173,19 @@ pub async fn run(
         }
         return;
     }
+    // Counted after authentication, so unauthenticated clients cannot use up a user's slots.
+    let Some(_user_slot) = shared.user_slots.acquire(&client_user) else {
+        tracing::warn!(%peer, user = %client_user, "per-user connection limit reached; refusing");
+        refuse(
+            &mut stream,
+            &mut audit,
+            "53300",
+            &format!("too many connections for user \"{client_user}\" (proxy limit max_connections_per_user)"),
+            None,
+        )
+        .await;
+        return;
+    };
     // Bytes the client sent after authenticating (pipelined queries) go upstream first.
     let client_leftover = client_reader.into_leftover();
     let app = param("application_name").unwrap_or("").to_owned();
@@ -464,8 +465,13 @@ async fn establish(
             .await
             .map_err(|c| Refusal::new(c.sqlstate(), c.to_string(), c.hint()))?;
         match login_once(target, &upstream_target, &cred, database, forwarded).await {
-            Ok(l) => return Ok((l, upstream_target, source, cred.credential.db_user.clone())),
-            Err(UpstreamError::AuthFailed(f)) if source == Source::Cached && !retried => {
+            Ok(l) => {
+                cred.mark_worked();
+                return Ok((l, upstream_target, source, cred.credential.db_user.clone()));
+            }
+            Err(UpstreamError::AuthFailed(f))
+                if source == Source::Cached && !retried && cred.worth_reminting() =>
+            {
                 // The cached password no longer works (rotated, expired early): mint again once.
                 tracing::info!(code = %f.code, "cluster refused the cached credential; minting a new one");
                 shared.cache.invalidate(&req, &cred);

@@ -262,6 +262,14 @@ async fn unknown_user_fails_at_login_unless_auto_created() {
     let (code, msg) = db_error(&err);
     assert_eq!(code, "28P01", "{msg}");
     assert!(msg.contains("IAM:carol"), "{msg}");
+    // Trying again does not hammer AWS: a credential that never worked is not re-minted.
+    for _ in 0..5 {
+        assert_eq!(
+            db_error(&bed.connect("carol").await.unwrap_err()).0,
+            "28P01"
+        );
+    }
+    assert_eq!(bed.get_credentials_calls(), 1);
     // "auto" maps to dave with AutoCreate: the user is created and logs in as IAMA:dave.
     let c = bed.connect("auto").await.unwrap();
     let u: String = c
