@@ -207,12 +207,7 @@ impl Bed {
             EmulatorConfig {
                 region: "us-east-1".into(),
                 keys: vec![AccessKey::new(ACCESS_KEY, SECRET_KEY)],
-                clusters: vec![EmulatedCluster {
-                    identifier: CLUSTER.into(),
-                    host: pg.host().into(),
-                    port: pg.port(),
-                    admin: pg.admin_config(),
-                }],
+                clusters: vec![EmulatedCluster::local(CLUSTER, &pg)],
                 ..EmulatorConfig::default()
             },
             "127.0.0.1:0".parse().unwrap(),

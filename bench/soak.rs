@@ -240,12 +240,7 @@ async fn main() {
     let emu = Emulator::start(
         EmulatorConfig {
             keys: vec![AccessKey::new(KEY, SECRET)],
-            clusters: vec![EmulatedCluster {
-                identifier: "soak".into(),
-                host: pg.host().into(),
-                port: pg.port(),
-                admin: pg.admin_config(),
-            }],
+            clusters: vec![EmulatedCluster::local("soak", &pg)],
             ..EmulatorConfig::default()
         },
         "127.0.0.1:0".parse().expect("addr"),

@@ -57,12 +57,7 @@ async fn run_with(
         EmulatorConfig {
             region: "us-east-1".into(),
             keys: vec![AccessKey::new(DEMO_KEY_ID, DEMO_SECRET)],
-            clusters: vec![EmulatedCluster {
-                identifier: CLUSTER.into(),
-                host: pg.host().into(),
-                port: pg.port(),
-                admin: pg.admin_config(),
-            }],
+            clusters: vec![EmulatedCluster::local(CLUSTER, pg)],
             md5_users: vec![],
             ..Default::default()
         },

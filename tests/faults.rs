@@ -63,12 +63,7 @@ async fn aws_endpoint_refusing_connections_then_coming_back() {
     let emu = Emulator::start(
         EmulatorConfig {
             keys: vec![AccessKey::new(common::ACCESS_KEY, common::SECRET_KEY)],
-            clusters: vec![EmulatedCluster {
-                identifier: common::CLUSTER.into(),
-                host: bed.pg.host().into(),
-                port: bed.pg.port(),
-                admin: bed.pg.admin_config(),
-            }],
+            clusters: vec![EmulatedCluster::local(common::CLUSTER, &bed.pg)],
             ..Default::default()
         },
         format!("127.0.0.1:{port}").parse().unwrap(),

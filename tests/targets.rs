@@ -37,12 +37,7 @@ async fn server_port(
 async fn two_targets_in_one_proxy_by_database_name_and_by_listener() {
     init_tracing();
     let (east, west) = (cluster_with_bob().await, cluster_with_bob().await);
-    let cluster = |id: &str, pg: &LocalPg| EmulatedCluster {
-        identifier: id.into(),
-        host: pg.host().into(),
-        port: pg.port(),
-        admin: pg.admin_config(),
-    };
+    let cluster = EmulatedCluster::local;
     let emu = Emulator::start(
         EmulatorConfig {
             keys: vec![AccessKey::new(ACCESS_KEY, SECRET_KEY)],

@@ -96,6 +96,18 @@ pub struct EmulatedCluster {
     pub admin: tokio_postgres::Config,
 }
 
+impl EmulatedCluster {
+    /// A cluster backed by a local PostgreSQL started with [`crate::localpg`].
+    pub fn local(identifier: impl Into<String>, pg: &crate::localpg::LocalPg) -> Self {
+        Self {
+            identifier: identifier.into(),
+            host: pg.host().into(),
+            port: pg.port(),
+            admin: pg.admin_config(),
+        }
+    }
+}
+
 /// Why: an IAM role `AssumeRole` may assume, with the Redshift groups its principal tags
 /// would grant to the `IAMR:<role>` login of GetClusterCredentialsWithIAM / GetCredentials.
 #[derive(Debug, Clone, PartialEq, Eq)]

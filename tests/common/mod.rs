@@ -118,12 +118,7 @@ pub async fn start_pg_and_emulator(opts: &BedOptions) -> (LocalPg, Emulator) {
             session_token: None,
             denied_actions: opts.denied_actions.clone(),
         }],
-        clusters: vec![EmulatedCluster {
-            identifier: CLUSTER.into(),
-            host: pg.host().into(),
-            port: pg.port(),
-            admin: pg.admin_config(),
-        }],
+        clusters: vec![EmulatedCluster::local(CLUSTER, &pg)],
         md5_users: opts.md5_users.clone(),
         ..Default::default()
     };
