@@ -6,7 +6,7 @@
 //! ErrorResponse with a SQLSTATE and a message naming the cause.
 
 use crate::audit::AuditRecord;
-use crate::cache::{CachedCredential, CredentialCache, Source};
+use crate::cache::{CredentialCache, Source};
 use crate::cancel::{CancelKey, CancelRegistry};
 use crate::client::{self, ClientRequest};
 use crate::clientauth::{self, ClientAuthError, ScramVerifier};
@@ -459,12 +459,15 @@ async fn establish(
     let upstream_target = target.endpoint.target().await?;
     let mut retried = false;
     loop {
-        let (cred, source) = shared
-            .cache
-            .get(&req)
-            .await
-            .map_err(|c| Refusal::new(c.sqlstate(), c.to_string(), c.hint()))?;
-        match login_once(target, &upstream_target, &cred, database, forwarded).await {
+        // The credential (maybe an AWS call) and the TCP+TLS connection are independent:
+        // do both at once, so a cold login costs max(API, handshake), not their sum.
+        let (cred, stream) =
+            tokio::join!(shared.cache.get(&req), connect(target, &upstream_target));
+        let (cred, source) =
+            cred.map_err(|c| Refusal::new(c.sqlstate(), c.to_string(), c.hint()))?;
+        let c = &cred.credential;
+        // Bounded, with the AWS call, by limits.login_timeout_secs in `run`.
+        match upstream::login(stream?, &c.db_user, &c.password, database, forwarded).await {
             Ok(l) => {
                 cred.mark_worked();
                 return Ok((l, upstream_target, source, cred.credential.db_user.clone()));
@@ -482,26 +485,14 @@ async fn establish(
     }
 }
 
-async fn login_once(
+/// Connects to the cluster; a looked-up endpoint that refuses is forgotten.
+async fn connect(
     target: &Target,
     upstream_target: &Arc<UpstreamTarget>,
-    cred: &Arc<CachedCredential>,
-    database: &str,
-    forwarded: &[(String, String)],
-) -> Result<LoggedIn, UpstreamError> {
-    let stream: Stream = match upstream::connect(upstream_target).await {
-        Ok(s) => s,
-        Err(e) => {
-            if matches!(
-                e,
-                UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. }
-            ) {
-                target.endpoint.forget(upstream_target).await;
-            }
-            return Err(e);
-        }
-    };
-    // Bounded, with the AWS call, by limits.login_timeout_secs in `run`.
-    let c = &cred.credential;
-    upstream::login(stream, &c.db_user, &c.password, database, forwarded).await
+) -> Result<Stream, UpstreamError> {
+    let result = upstream::connect(upstream_target).await;
+    if let Err(UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. }) = &result {
+        target.endpoint.forget(upstream_target).await;
+    }
+    result
 }

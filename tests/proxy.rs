@@ -592,3 +592,24 @@ async fn protocol_options_are_declined_and_ssl_is_answered() {
     }
     assert!(saw_key, "client receives BackendKeyData");
 }
+
+#[tokio::test]
+async fn a_cluster_refusing_tls_is_an_error_never_a_plaintext_fallback() {
+    // With ssl = off the server answers SSLRequest with 'N'.
+    let bed = Bed::with(BedOptions {
+        pg_extra_conf: vec!["ssl = off".into()],
+        ..Default::default()
+    })
+    .await;
+    let (code, msg) = db_error(&bed.connect("bob").await.unwrap_err());
+    assert_eq!(code, "08001");
+    assert!(
+        msg.contains("refused TLS") && msg.contains("never falls back to plaintext"),
+        "{msg}"
+    );
+    assert_eq!(
+        bed.get_credentials_calls(),
+        1,
+        "credentials were minted but never sent in clear"
+    );
+}
