@@ -171,12 +171,20 @@ async fn psql_over_tls_and_no_secret_in_trace_logs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("IAM:carol"), "{stderr}");
 
-    // One audit line per session, with who, as whom, where, and how much.
-    let log_text = proxy.log.lock().unwrap().join("\n");
-    let audit: Vec<&str> = log_text
-        .lines()
-        .filter(|l| l.contains("redshift_iam_proxy::audit"))
-        .collect();
+    // One audit line per session, with who, as whom, where, and how much. A session's
+    // line is written when its task ends, which may be just after the client exits.
+    let audit_lines = || -> Vec<String> {
+        let log = proxy.log.lock().unwrap();
+        log.iter()
+            .filter(|l| l.contains("redshift_iam_proxy::audit"))
+            .cloned()
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while audit_lines().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let audit = audit_lines();
     assert_eq!(audit.len(), 2, "{audit:?}");
     let alice = audit
         .iter()

@@ -107,7 +107,12 @@ fn demo_runs_end_to_end_and_cleans_up() {
     assert!(!ok && err.contains("permission denied"), "{err}");
     let (ok, _, err) = psql(port, "carol", "SELECT 1");
     assert!(!ok && err.contains("carol"), "{err}");
-    // The log explains the logins: first minted, then cached.
+    // The log explains the logins: first minted, then cached (the stderr reader may lag).
+    let cached_line = "alice logged in as IAM:alice (cached credential, no AWS call)";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.lock().unwrap().contains(cached_line) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let text = log.lock().unwrap().clone();
     assert!(
         text.contains("alice logged in as IAM:alice (new credential from GetClusterCredentials)"),
