@@ -172,22 +172,8 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
                 None => caller.clone(),
             };
             let by_rules = c.credentials == CredentialMode::GetClusterCredentials;
-            let req = CredentialRequest {
-                mode: c.credentials,
-                cluster_identifier: cluster_identifier.clone(),
-                workgroup: c.workgroup.clone(),
-                custom_domain: c.custom_domain_name.clone(),
-                role: identity.role.clone(),
-                db_user: by_rules.then(|| identity.db_user.clone()),
-                db_name: db_name.clone(),
-                db_groups: if by_rules {
-                    identity.db_groups.clone()
-                } else {
-                    Vec::new()
-                },
-                auto_create: by_rules && identity.auto_create,
-                duration_seconds: c.duration_seconds,
-            };
+            let req =
+                CredentialRequest::for_identity(c, identity, cluster_identifier.clone(), &db_name);
             let cred = match api.mint(&req).await {
                 Ok(cred) => {
                     lines.push(CheckLine::pass(

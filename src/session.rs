@@ -14,7 +14,7 @@ use crate::config::ClientAuthMethod;
 use crate::config::{ClusterConfig, Config, CredentialMode};
 use crate::credentials::{CredentialRequest, SharedApi};
 use crate::endpoint::{EndpointError, EndpointResolver};
-use crate::mapping::UserMap;
+use crate::mapping::{Identity, UserMap};
 use crate::relay::{self, RelayEnd};
 use crate::stream::Stream;
 use crate::upstream::{self, LoggedIn, UpstreamError, UpstreamTarget};
@@ -188,7 +188,6 @@ pub async fn run(
     };
     // Bytes the client sent after authenticating (pipelined queries) go upstream first.
     let client_leftover = client_reader.into_leftover();
-    let app = param("application_name").unwrap_or("").to_owned();
     let requested = param("database").filter(|d| !d.is_empty());
     let routed = match fixed_target {
         Some(i) => Ok((i, requested)),
@@ -204,11 +203,17 @@ pub async fn run(
     };
     let target = &shared.targets[target_index];
     audit.target = target.config.label().to_owned();
-    audit.iam_identity = match shared.users.resolve(&client_user).map(|i| i.role) {
-        Some(Some(role)) => role.arn,
-        Some(None) => "proxy".into(),
-        None => String::new(),
+    let Some(identity) = shared.users.resolve(&client_user) else {
+        let msg = format!("no [[users]] rule of the proxy matches user \"{client_user}\"");
+        tracing::info!(%peer, user = %client_user, reason = %msg, "login refused");
+        let hint = "add a [[users]] rule for this user (or client_user = \"*\")";
+        refuse(&mut stream, &mut audit, "28000", &msg, Some(hint)).await;
+        return;
     };
+    audit.iam_identity = identity
+        .role
+        .as_ref()
+        .map_or_else(|| "proxy".into(), |r| r.arn.clone());
     // "name" alone (several targets) means the target's default database.
     let named_target_only = requested.is_some() && dbname.is_none();
     let database = dbname
@@ -240,7 +245,7 @@ pub async fn run(
 
     let started = Instant::now();
     let established = {
-        let fut = establish(&shared, target, &client_user, &database, &forwarded);
+        let fut = establish(&shared, target, identity, &database, &forwarded);
         tokio::time::timeout(limits.login_timeout(), fut).await
     };
     let (login, upstream_target, source, db_user) = match established {
@@ -350,7 +355,7 @@ pub async fn run(
     };
     tracing::info!(
         parent: &span,
-        app = %app,
+        app = %audit.application_name,
         db_user = %db_user,
         credential = if source == Source::Cached { "cached" } else { "minted" },
         client_tls = stream.is_tls(),
@@ -425,37 +430,16 @@ async fn authenticate_client(
 async fn establish(
     shared: &Shared,
     target: &Target,
-    client_user: &str,
+    identity: Identity,
     database: &str,
     forwarded: &[(String, String)],
 ) -> Result<(LoggedIn, Arc<UpstreamTarget>, Source, String), Refusal> {
-    let Some(identity) = shared.users.resolve(client_user) else {
-        return Err(Refusal::new(
-            "28000",
-            format!("no [[users]] rule of the proxy matches user \"{client_user}\""),
-            Some("add a [[users]] rule for this user (or client_user = \"*\")"),
-        ));
-    };
-    let cfg = &target.config;
-    // DbUser, DbGroups and AutoCreate only exist for GetClusterCredentials; the
-    // IAM-mapped APIs take the user from the (possibly assumed) IAM identity.
-    let by_rules = cfg.credentials == CredentialMode::GetClusterCredentials;
-    let req = CredentialRequest {
-        mode: cfg.credentials,
-        cluster_identifier: target.endpoint.cluster_identifier().await?,
-        workgroup: cfg.workgroup.clone(),
-        custom_domain: cfg.custom_domain_name.clone(),
-        role: identity.role,
-        db_user: by_rules.then_some(identity.db_user),
-        db_name: database.to_owned(),
-        db_groups: if by_rules {
-            identity.db_groups
-        } else {
-            Vec::new()
-        },
-        auto_create: by_rules && identity.auto_create,
-        duration_seconds: cfg.duration_seconds,
-    };
+    let req = CredentialRequest::for_identity(
+        &target.config,
+        identity,
+        target.endpoint.cluster_identifier().await?,
+        database,
+    );
     let upstream_target = target.endpoint.target().await?;
     let mut retried = false;
     loop {
