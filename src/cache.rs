@@ -10,6 +10,7 @@
 //! - `invalidate` drops a credential the cluster refused, so the next login mints anew.
 
 use crate::credentials::{CredentialError, CredentialRequest, DbCredential, SharedApi};
+use crate::sync::lock;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -217,12 +218,6 @@ impl CredentialCache {
         .boxed()
         .shared()
     }
-}
-
-/// Locks a std mutex, recovering from poisoning (the data stays consistent: every
-/// critical section above is a few map operations that cannot panic half-way).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! which upstream session (and upstream key) it stands for, so a CancelRequest
 //! arriving on a new connection can be forwarded to the right cluster backend.
 
+use crate::sync::lock;
 use crate::upstream::{self, UpstreamTarget};
 use rand::Rng;
 use std::collections::HashMap;
@@ -95,8 +96,4 @@ impl CancelRegistry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -10,7 +10,7 @@
 //! - `client`: the client handshake; `clientauth`: client authentication (SCRAM, certificates); `userlimit`: per-user caps; `wire`: every byte of the protocol the proxy reads or writes;
 //! - `credentials`: the AWS API calls; `cache`: credential cache and single flight;
 //! - `endpoint`: where the cluster is; `upstream`: TLS + login to the cluster; `tls`: TLS settings;
-//! - `relay`: the byte pipe; `audit`: one log line per session; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
+//! - `relay`: the byte pipe; `audit`: one log line per session; `sync`: the mutex helper; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
 //! - `check`: the `check` subcommand (configuration proof); `demo`: the one-command demo;
 //! - `emulator`: the Redshift credential API emulator used by tests and the demo;
 //! - `localpg`: a throwaway local PostgreSQL cluster (stand-in for Redshift).
@@ -32,6 +32,7 @@ pub mod relay;
 pub mod server;
 pub mod session;
 pub mod stream;
+pub mod sync;
 pub mod tls;
 pub mod upstream;
 pub mod userlimit;

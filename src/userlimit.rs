@@ -1,5 +1,6 @@
 //! `limits.max_connections_per_user`: open sessions counted per client user name.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -49,10 +50,6 @@ impl UserSlots {
             user: user.to_owned(),
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! Shared emulator state: configuration, provisioners, temporary STS sessions, fault queue,
 //! delay, call counters.
 
+use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -50,10 +51,6 @@ pub(crate) struct State {
     total: AtomicU64,
     /// Every password handed out, so tests can check that none leaks into logs.
     issued: Mutex<Vec<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl State {
@@ -153,17 +150,11 @@ impl State {
     }
 
     pub(crate) fn record_issued(&self, password: &str) {
-        self.issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(password.to_owned());
+        lock(&self.issued).push(password.to_owned());
     }
 
     pub(crate) fn issued(&self) -> Vec<String> {
-        self.issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.issued).clone()
     }
 
     pub(crate) fn call_count(&self, action: &str) -> u64 {
