@@ -25,6 +25,8 @@ pub struct AuditRecord {
     pub bytes_out: u64,
     /// "closed", "shutdown", "error: …" or "refused SQLSTATE: …".
     pub outcome: String,
+    /// "none", "session" or "transaction".
+    pub pool_mode: &'static str,
 }
 
 impl AuditRecord {
@@ -42,6 +44,7 @@ impl AuditRecord {
             bytes_in: 0,
             bytes_out: 0,
             outcome: "client left during login".into(),
+            pool_mode: "",
         }
     }
 
@@ -68,6 +71,7 @@ impl Drop for AuditRecord {
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,
             outcome = %self.outcome,
+            pool_mode = self.pool_mode,
             "session audit"
         );
     }

@@ -1,19 +1,34 @@
 //! Cancel keys: the proxy gives each client its own BackendKeyData and remembers
-//! which upstream session (and upstream key) it stands for, so a CancelRequest
-//! arriving on a new connection can be forwarded to the right cluster backend.
+//! which server session (and server key) it stands for *right now*, so a CancelRequest
+//! arriving on a new connection reaches the query of the client that asked.
+//!
+//! With pooling a client's server changes (transaction mode) or is shared over time, so
+//! a key is attached to a server only while the client holds it. A cancel being
+//! forwarded holds the server's gate; a server is not handed to another client until
+//! every cancel aimed at it has been delivered, so a late cancel never hits someone
+//! else's query (PgBouncer #717).
 
 use crate::sync::lock;
 use crate::upstream::{self, UpstreamTarget};
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio::sync::RwLock;
+
+/// The server a client key currently stands for.
+#[derive(Clone)]
+pub struct Attached {
+    pub target: Arc<UpstreamTarget>,
+    pub upstream_pid: i32,
+    pub upstream_secret: Vec<u8>,
+    /// Held (read) while a cancel is forwarded; check-in takes it (write).
+    pub gate: Option<Arc<RwLock<()>>>,
+}
 
 /// Where a cancel for one client key must go.
 struct Entry {
     secret: [u8; 4],
-    target: Arc<UpstreamTarget>,
-    upstream_pid: i32,
-    upstream_secret: Vec<u8>,
+    attached: Option<Attached>,
 }
 
 /// All live sessions' cancel keys.
@@ -35,6 +50,22 @@ impl Drop for CancelKey {
     }
 }
 
+impl CancelKey {
+    /// Points the key at the server the client now holds.
+    pub fn attach(&self, a: Attached) {
+        if let Some(e) = lock(&self.registry.entries).get_mut(&self.pid) {
+            e.attached = Some(a);
+        }
+    }
+
+    /// The client no longer holds a server: cancels are ignored until the next attach.
+    pub fn detach(&self) {
+        if let Some(e) = lock(&self.registry.entries).get_mut(&self.pid) {
+            e.attached = None;
+        }
+    }
+}
+
 impl CancelRegistry {
     /// Registers an upstream key and returns the proxy's own key for the client.
     pub fn register(
@@ -43,6 +74,16 @@ impl CancelRegistry {
         upstream_pid: i32,
         upstream_secret: Vec<u8>,
     ) -> CancelKey {
+        self.register_attached(Some(Attached {
+            target,
+            upstream_pid,
+            upstream_secret,
+            gate: None,
+        }))
+    }
+
+    /// Registers a client key, attached to a server or not yet.
+    pub fn register_attached(self: &Arc<Self>, attached: Option<Attached>) -> CancelKey {
         let mut rng = rand::thread_rng();
         let mut entries = lock(&self.entries);
         let pid = loop {
@@ -52,15 +93,7 @@ impl CancelRegistry {
             }
         };
         let secret: [u8; 4] = rng.gen();
-        entries.insert(
-            pid,
-            Entry {
-                secret,
-                target,
-                upstream_pid,
-                upstream_secret,
-            },
-        );
+        entries.insert(pid, Entry { secret, attached });
         CancelKey {
             registry: self.clone(),
             pid,
@@ -68,24 +101,33 @@ impl CancelRegistry {
         }
     }
 
-    /// Forwards a client's cancel if the key matches a live session; unknown keys are ignored, as PostgreSQL does.
+    /// Forwards a client's cancel if the key matches a session holding a server; unknown
+    /// keys and idle sessions are ignored, as PostgreSQL does.
     pub async fn cancel(&self, pid: i32, secret: &[u8]) {
         let found = {
             let entries = lock(&self.entries);
             entries
                 .get(&pid)
                 .filter(|e| e.secret.as_slice() == secret)
-                .map(|e| (e.target.clone(), e.upstream_pid, e.upstream_secret.clone()))
+                .and_then(|e| e.attached.clone())
+                .and_then(|a| {
+                    // Taken while the registry lock is held: a server being checked in
+                    // (detached first) can no longer be reached by this cancel.
+                    let guard = match &a.gate {
+                        Some(g) => Some(g.clone().try_read_owned().ok()?),
+                        None => None,
+                    };
+                    Some((a, guard))
+                })
         };
         match found {
-            Some((target, upid, usecret)) => {
-                if let Err(e) = upstream::send_cancel(&target, upid, &usecret).await {
-                    tracing::warn!(error = %e, "forwarding cancel request failed");
-                } else {
-                    tracing::info!(pid, "cancel request forwarded");
+            Some((a, _guard)) => {
+                match upstream::send_cancel(&a.target, a.upstream_pid, &a.upstream_secret).await {
+                    Err(e) => tracing::warn!(error = %e, "forwarding cancel request failed"),
+                    Ok(()) => tracing::info!(pid, "cancel request forwarded"),
                 }
             }
-            None => tracing::debug!(pid, "cancel request for an unknown key ignored"),
+            None => tracing::debug!(pid, "cancel request for an unknown key or an idle session ignored"),
         }
     }
 

@@ -30,6 +30,103 @@ pub struct Config {
     pub client_auth: ClientAuthConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// Server connection pooling (`[pool]`).
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+/// How client sessions share server connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolMode {
+    /// One server login per client connection, relayed byte for byte (no pooling).
+    None,
+    /// A client holds one pooled server from its first message to its Terminate.
+    #[default]
+    Session,
+    /// A client holds a pooled server only while a transaction is open.
+    Transaction,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::None => "none",
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+/// `[pool]`: sizes, limits and timeouts of the server pools (one pool per target +
+/// DbUser + DbName + groups + IAM identity + startup parameters that `SET` cannot change).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    #[serde(default)]
+    pub mode: PoolMode,
+    /// Server connections per pool.
+    #[serde(default = "default_pool_size")]
+    pub size: usize,
+    /// Servers kept open (logged in) per pool; configured users are prewarmed at start.
+    #[serde(default)]
+    pub min_size: usize,
+    /// Cap over all pools of one target (0 = none).
+    #[serde(default)]
+    pub max_server_connections: usize,
+    /// A client waiting longer than this for a server gets SQLSTATE 53300.
+    #[serde(default = "default_checkout_timeout")]
+    pub checkout_timeout_secs: u64,
+    /// Idle servers above `min_size` are closed after this.
+    #[serde(default = "default_server_idle_timeout")]
+    pub server_idle_timeout_secs: u64,
+    /// A server is closed at its first check-in after this age.
+    #[serde(default = "default_server_lifetime")]
+    pub server_lifetime_secs: u64,
+    /// A server idle for longer than this is checked (empty query) before it is handed out.
+    #[serde(default = "default_server_check_delay")]
+    pub server_check_delay_secs: u64,
+    /// Protocol-level prepared statements kept per server in transaction mode (LRU).
+    #[serde(default = "default_max_prepared")]
+    pub max_prepared_statements: usize,
+    /// Replaces the reset the proxy chooses (PostgreSQL: DISCARD ALL; Redshift: RESET ALL).
+    pub reset_query: Option<String>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            mode: PoolMode::default(),
+            size: default_pool_size(),
+            min_size: 0,
+            max_server_connections: 0,
+            checkout_timeout_secs: default_checkout_timeout(),
+            server_idle_timeout_secs: default_server_idle_timeout(),
+            server_lifetime_secs: default_server_lifetime(),
+            server_check_delay_secs: default_server_check_delay(),
+            max_prepared_statements: default_max_prepared(),
+            reset_query: None,
+        }
+    }
+}
+
+fn default_pool_size() -> usize {
+    20
+}
+fn default_checkout_timeout() -> u64 {
+    30
+}
+fn default_server_idle_timeout() -> u64 {
+    600
+}
+fn default_server_lifetime() -> u64 {
+    3600
+}
+fn default_server_check_delay() -> u64 {
+    30
+}
+fn default_max_prepared() -> usize {
+    200
 }
 
 /// Client authentication settings (see `clientauth.rs`).
@@ -130,6 +227,10 @@ pub struct ClusterConfig {
     /// DbName used when the client names no database (else: the client user name for a
     /// single target, as PostgreSQL does; "dev" when the database only names the target).
     pub default_database: Option<String>,
+    /// Overrides `[pool] mode` for this target.
+    pub pool_mode: Option<PoolMode>,
+    /// Overrides `[pool] size` for this target.
+    pub pool_size: Option<usize>,
 }
 
 impl ClusterConfig {
@@ -444,7 +545,64 @@ impl Config {
         if self.aws.timeout_secs == 0 || self.aws.max_attempts == 0 {
             return bad("aws.timeout_secs and aws.max_attempts must be at least 1".into());
         }
+        self.validate_pool()
+    }
+
+    fn validate_pool(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let p = &self.pool;
+        if p.size == 0 {
+            return bad("pool.size must be at least 1".into());
+        }
+        if p.min_size > p.size {
+            return bad(format!(
+                "pool.min_size = {} is larger than pool.size = {}",
+                p.min_size, p.size
+            ));
+        }
+        if p.checkout_timeout_secs == 0 {
+            return bad("pool.checkout_timeout_secs must be at least 1".into());
+        }
+        if p.server_lifetime_secs == 0 || p.server_idle_timeout_secs == 0 {
+            return bad(
+                "pool.server_lifetime_secs and pool.server_idle_timeout_secs must be at least 1"
+                    .into(),
+            );
+        }
+        if p.max_prepared_statements == 0 {
+            return bad("pool.max_prepared_statements must be at least 1".into());
+        }
+        if p.reset_query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+            return bad("pool.reset_query must not be empty (omit it for the default)".into());
+        }
+        for (i, c) in self.cluster.iter().enumerate() {
+            if c.pool_size == Some(0) {
+                return bad(format!("cluster[{i}].pool_size must be at least 1"));
+            }
+            if p.max_server_connections > 0 && self.pool_size(i) > p.max_server_connections {
+                tracing::debug!(
+                    target_index = i,
+                    "pool size above max_server_connections; the cap wins"
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The pool mode of target `i` (`[[cluster]] pool_mode` or `[pool] mode`).
+    pub fn pool_mode(&self, i: usize) -> PoolMode {
+        self.cluster
+            .get(i)
+            .and_then(|c| c.pool_mode)
+            .unwrap_or(self.pool.mode)
+    }
+
+    /// The pool size of target `i` (`[[cluster]] pool_size` or `[pool] size`).
+    pub fn pool_size(&self, i: usize) -> usize {
+        self.cluster
+            .get(i)
+            .and_then(|c| c.pool_size)
+            .unwrap_or(self.pool.size)
     }
 
     /// The target a client reaches through the main listener with `database`,

@@ -10,6 +10,7 @@ use crate::config::{ClientAuthMethod, Config};
 use crate::credentials::{AwsIdentitySource, RedshiftApi};
 use crate::endpoint::EndpointResolver;
 use crate::mapping::UserMap;
+use crate::pool::Pools;
 use crate::session::{self, Shared, Target};
 use crate::userlimit::UserSlots;
 use crate::{client, stream::Stream, tls};
@@ -85,6 +86,7 @@ impl Proxy {
             hard_stop: CancellationToken::new(),
             user_slots: Arc::new(UserSlots::new(config.limits.max_connections_per_user)),
             verifiers,
+            pools: Pools::new(&config),
             config,
         });
         Ok(Proxy { listeners, shared })
@@ -135,11 +137,17 @@ impl Proxy {
                 limits.stats_interval_secs,
             ))
         });
+        let maintenance = tokio::spawn(Pools::maintain(shared.clone()));
+        let prewarm = tokio::spawn(Pools::prewarm(shared.clone()));
         shutdown.await;
         stop_accepting.cancel();
         if let Some(s) = stats {
             s.abort();
         }
+        prewarm.abort();
+        maintenance.abort();
+        // Idle servers go now; servers in use finish with their clients (drain).
+        shared.pools.close_all();
         for l in accept_loops {
             let _ = l.await;
         }
@@ -179,6 +187,28 @@ async fn log_stats(shared: Arc<Shared>, tracker: TaskTracker, every_secs: u64) {
             cancel_keys = shared.cancels.len(),
             "stats"
         );
+        for (pool, c) in shared.pools.snapshot() {
+            use crate::pool::stats::PoolStats;
+            let st = &pool.stats;
+            tracing::info!(
+                target: "redshift_iam_proxy::stats",
+                pool = %pool.label,
+                mode = pool.settings.mode.as_str(),
+                servers = c.total,
+                servers_idle = c.idle,
+                servers_active = c.active,
+                servers_opening = c.opening,
+                clients_waiting = c.waiting,
+                clients_active = PoolStats::get(&st.clients_active),
+                checkouts = PoolStats::get(&st.checkouts),
+                max_wait_us = PoolStats::get(&st.max_wait_us),
+                transactions = PoolStats::get(&st.transactions),
+                queries = PoolStats::get(&st.queries),
+                resets = PoolStats::get(&st.resets),
+                resets_failed = PoolStats::get(&st.resets_failed),
+                "pool stats"
+            );
+        }
     }
 }
 

@@ -1,9 +1,13 @@
-//! One client connection from accept to close: negotiate, map, mint, log in, relay.
+//! One client connection from accept to close: negotiate, authenticate, plan, then
+//! hand over to the unpooled (`direct`) or pooled (`pooled`) path.
 //!
-//! This is where the pieces meet; each decision is delegated: the user map says
-//! who the client is, the cache says which credential to use, the connector logs
-//! in, the relay moves bytes. Every failure before the relay becomes one
-//! ErrorResponse with a SQLSTATE and a message naming the cause.
+//! This is where the pieces meet; each decision is delegated: the client handshake,
+//! client authentication, the login policy (`login.rs`), the connector or the pool,
+//! the relay. Every failure before the relay becomes one ErrorResponse with a
+//! SQLSTATE and a message naming the cause.
+
+mod direct;
+mod pooled;
 
 use crate::audit::AuditRecord;
 use crate::cache::{CredentialCache, Source};
@@ -11,21 +15,20 @@ use crate::cancel::{CancelKey, CancelRegistry};
 use crate::client::{self, ClientRequest};
 use crate::clientauth::{self, ClientAuthError, ScramVerifier};
 use crate::config::ClientAuthMethod;
-use crate::config::{ClusterConfig, Config, CredentialMode};
-use crate::credentials::{CredentialRequest, SharedApi};
-use crate::endpoint::{EndpointError, EndpointResolver};
-use crate::mapping::{Identity, UserMap};
-use crate::relay::{self, RelayEnd};
+use crate::config::{ClusterConfig, Config, CredentialMode, PoolMode};
+use crate::credentials::SharedApi;
+use crate::endpoint::EndpointResolver;
+use crate::login::{self, LoginPlan};
+use crate::mapping::UserMap;
+use crate::pool::Pools;
+use crate::refusal::Refusal;
 use crate::stream::Stream;
-use crate::upstream::{self, LoggedIn, UpstreamError, UpstreamTarget};
 use crate::userlimit::UserSlots;
 use crate::wire;
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -50,51 +53,8 @@ pub struct Shared {
     pub user_slots: Arc<UserSlots>,
     /// SCRAM verifiers per client user (`[client_auth] method = "scram-sha-256"`).
     pub verifiers: HashMap<String, ScramVerifier>,
-}
-
-/// A failure before the relay, as the client will hear it.
-struct Refusal {
-    code: String,
-    message: String,
-    hint: Option<String>,
-}
-
-impl Refusal {
-    fn new(code: &str, message: impl Into<String>, hint: Option<&str>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-            hint: hint.map(Into::into),
-        }
-    }
-}
-
-impl From<EndpointError> for Refusal {
-    fn from(e: EndpointError) -> Self {
-        match e {
-            EndpointError::Aws(c) => Refusal::new(c.sqlstate(), c.to_string(), c.hint()),
-            other => Refusal::new("08001", other.to_string(), None),
-        }
-    }
-}
-
-impl From<UpstreamError> for Refusal {
-    fn from(e: UpstreamError) -> Self {
-        let hint = match &e {
-            UpstreamError::AuthFailed(f) | UpstreamError::Server(f) => f.hint.clone(),
-            _ => None,
-        };
-        Refusal {
-            code: e.sqlstate(),
-            message: format!("cluster: {e}"),
-            hint,
-        }
-    }
-}
-
-/// Parameters the client sent that are not forwarded upstream.
-fn forwardable(key: &str) -> bool {
-    !matches!(key, "user" | "database") && !key.starts_with("_pq_.")
+    /// Server connection pools (`[pool]`).
+    pub pools: Pools,
 }
 
 /// Handles one accepted TCP connection to the end; `fixed_target` is set for a target's own listener.
@@ -188,199 +148,113 @@ pub async fn run(
     };
     // Bytes the client sent after authenticating (pipelined queries) go upstream first.
     let client_leftover = client_reader.into_leftover();
-    let requested = param("database").filter(|d| !d.is_empty());
-    let routed = match fixed_target {
-        Some(i) => Ok((i, requested)),
-        None => shared.config.route(requested),
-    };
-    let (target_index, dbname) = match routed {
-        Ok(r) => r,
-        Err(msg) => {
-            tracing::info!(%peer, user = %client_user, reason = %msg, "login refused");
-            refuse(&mut stream, &mut audit, "3D000", &msg, None).await;
+    let plan = match login::plan(&shared.config, &shared.users, fixed_target, &client_user, &params) {
+        Ok(p) => p,
+        Err(r) => {
+            tracing::info!(%peer, user = %client_user, reason = %r.message, "login refused");
+            refuse(&mut stream, &mut audit, &r.code, &r.message, r.hint.as_deref()).await;
             return;
         }
     };
-    let target = &shared.targets[target_index];
+    let target = &shared.targets[plan.target];
     audit.target = target.config.label().to_owned();
-    let Some(identity) = shared.users.resolve(&client_user) else {
-        let msg = format!("no [[users]] rule of the proxy matches user \"{client_user}\"");
-        tracing::info!(%peer, user = %client_user, reason = %msg, "login refused");
-        let hint = "add a [[users]] rule for this user (or client_user = \"*\")";
-        refuse(&mut stream, &mut audit, "28000", &msg, Some(hint)).await;
-        return;
-    };
-    audit.iam_identity = identity
+    audit.iam_identity = plan
+        .identity
         .role
         .as_ref()
         .map_or_else(|| "proxy".into(), |r| r.arn.clone());
-    // "name" alone (several targets) means the target's default database.
-    let named_target_only = requested.is_some() && dbname.is_none();
-    let database = dbname
-        .map(str::to_owned)
-        .or_else(|| target.config.default_database.clone())
-        .unwrap_or_else(|| {
-            if named_target_only {
-                "dev".to_owned()
-            } else {
-                client_user.clone()
-            }
-        });
-    audit.database = database.clone();
-    let forwarded: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| forwardable(k))
-        .cloned()
-        .collect();
-    // Protocol options we do not implement are declined the way PostgreSQL does;
-    // `_pq_.compression` (sent by Redshift's JDBC driver) is dropped silently.
-    let declined: Vec<&str> = params
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| k.starts_with("_pq_.") && *k != "_pq_.compression")
-        .collect();
-    let span = tracing::info_span!("session", %peer, user = %client_user, target = %target.config.label(), db = %database);
-    let _enter = span.enter();
-    drop(_enter);
-
-    let started = Instant::now();
-    let established = {
-        let fut = establish(&shared, target, identity, &database, &forwarded);
-        tokio::time::timeout(limits.login_timeout(), fut).await
+    audit.database = plan.database.clone();
+    let mode = shared.pools.mode(plan.target);
+    audit.pool_mode = mode.as_str();
+    let span = tracing::info_span!("session", %peer, user = %client_user, target = %target.config.label(), db = %plan.database);
+    let login = Login {
+        stream,
+        audit,
+        plan,
+        minor,
+        client_leftover,
+        span,
     };
-    let (login, upstream_target, source, db_user) = match established {
-        Ok(Ok(v)) => v,
-        Ok(Err(r)) => {
-            tracing::info!(parent: &span, code = %r.code, reason = %r.message, "login refused");
-            refuse(
-                &mut stream,
-                &mut audit,
-                &r.code,
-                &r.message,
-                r.hint.as_deref(),
-            )
-            .await;
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(parent: &span, "login did not complete in time");
-            refuse(
-                &mut stream,
-                &mut audit,
-                "08001",
-                &format!(
-                    "login through the proxy did not complete within {} s (limits.login_timeout_secs): AWS credential API or cluster too slow",
-                    limits.login_timeout_secs
-                ),
-                None,
-            )
-            .await;
-            return;
-        }
-    };
+    match mode {
+        PoolMode::None => direct::run(&shared, login).await,
+        _ => pooled::run(&shared, login, mode).await,
+    }
+}
 
-    let mut prelude = BytesMut::new();
-    if minor > 0 || !declined.is_empty() {
-        prelude.extend_from_slice(&wire::negotiate_protocol_version(0, &declined));
+/// A client that passed authentication, with what the login policy decided for it.
+pub struct Login {
+    pub stream: Stream,
+    pub audit: AuditRecord,
+    pub plan: LoginPlan,
+    /// Protocol minor version the client asked for.
+    pub minor: u16,
+    /// Bytes the client sent after its startup (pipelined messages).
+    pub client_leftover: BytesMut,
+    pub span: tracing::Span,
+}
+
+impl Login {
+    /// Refuses the login with an ErrorResponse and records why in the audit line.
+    pub async fn refuse(&mut self, r: &Refusal) {
+        tracing::info!(parent: &self.span, code = %r.code, reason = %r.message, "login refused");
+        refuse(
+            &mut self.stream,
+            &mut self.audit,
+            &r.code,
+            &r.message,
+            r.hint.as_deref(),
+        )
+        .await;
     }
-    prelude.extend_from_slice(&login.auth_ok.to_wire());
-    let LoggedIn {
-        stream: mut upstream,
-        mut reader,
-        ..
-    } = login;
-    // Pass the rest of the startup through, swapping in our own cancel key.
-    let mut cancel_key: Option<CancelKey> = None;
-    loop {
-        let msg = match reader.read(&mut upstream).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(parent: &span, error = %e, "cluster failed after authentication");
-                refuse(
-                    &mut stream,
-                    &mut audit,
-                    "08006",
-                    &format!("cluster closed the session during startup: {e}"),
-                    None,
-                )
-                .await;
-                return;
-            }
-        };
-        match msg.tag {
-            b'K' => match wire::parse_backend_key_data(&msg.body) {
-                Ok((pid, secret)) => {
-                    let key = shared
-                        .cancels
-                        .register(upstream_target.clone(), pid, secret);
-                    prelude.extend_from_slice(&wire::backend_key_data(key.pid, &key.secret));
-                    cancel_key = Some(key);
-                }
-                Err(e) => {
-                    tracing::warn!(parent: &span, error = %e, "malformed BackendKeyData from cluster; cancel disabled")
-                }
-            },
-            b'E' => {
-                let f = wire::parse_error_fields(&msg.body);
-                audit.refused(&f.code, &f.message);
-                prelude.extend_from_slice(&msg.to_wire());
-                let _ = stream.write_all(&prelude).await;
-                let _ = stream.shutdown().await;
-                tracing::info!(parent: &span, error = %wire::parse_error_fields(&msg.body).message, "cluster refused the session after authentication");
-                return;
-            }
-            b'Z' => {
-                prelude.extend_from_slice(&msg.to_wire());
-                break;
-            }
-            _ => prelude.extend_from_slice(&msg.to_wire()),
+
+    /// What the client receives before its first query: protocol negotiation (if
+    /// needed), AuthenticationOk, ParameterStatus values, the proxy's cancel key and
+    /// ReadyForQuery.
+    pub fn startup_reply<'a>(
+        &self,
+        auth_ok: &[u8],
+        statuses: impl Iterator<Item = BytesMut> + 'a,
+        key: Option<&CancelKey>,
+    ) -> BytesMut {
+        let mut out = BytesMut::new();
+        if self.minor > 0 || !self.plan.declined.is_empty() {
+            let declined: Vec<&str> = self.plan.declined.iter().map(String::as_str).collect();
+            out.extend_from_slice(&wire::negotiate_protocol_version(0, &declined));
         }
+        out.extend_from_slice(auth_ok);
+        for s in statuses {
+            out.extend_from_slice(&s);
+        }
+        if let Some(k) = key {
+            out.extend_from_slice(&wire::backend_key_data(k.pid, &k.secret));
+        }
+        out.extend_from_slice(&wire::ready_for_query(b'I'));
+        out
     }
-    prelude.extend_from_slice(&reader.into_leftover());
-    if stream.write_all(&prelude).await.is_err() {
-        return;
-    }
-    if !client_leftover.is_empty() && upstream.write_all(&client_leftover).await.is_err() {
-        return;
-    }
-    let how = match source {
+}
+
+/// The message for a login that took longer than `limits.login_timeout_secs`.
+pub fn login_timeout_refusal(secs: u64) -> Refusal {
+    Refusal::new(
+        "08001",
+        format!(
+            "login through the proxy did not complete within {secs} s (limits.login_timeout_secs): AWS credential API or cluster too slow"
+        ),
+        None,
+    )
+}
+
+/// How a login got its server, for the log line.
+pub fn credential_words(source: Source, mode: CredentialMode) -> &'static str {
+    match source {
         Source::Cached => "cached credential, no AWS call",
-        Source::Fetched => match target.config.credentials {
+        Source::Fetched => match mode {
             CredentialMode::GetClusterCredentials => "new credential from GetClusterCredentials",
             CredentialMode::GetClusterCredentialsWithIam => {
                 "new credential from GetClusterCredentialsWithIAM"
             }
             CredentialMode::Serverless => "new credential from Serverless GetCredentials",
         },
-    };
-    tracing::info!(
-        parent: &span,
-        app = %audit.application_name,
-        db_user = %db_user,
-        credential = if source == Source::Cached { "cached" } else { "minted" },
-        client_tls = stream.is_tls(),
-        login_ms = started.elapsed().as_millis() as u64,
-        "session established: {client_user} logged in as {db_user} ({how})"
-    );
-    audit.db_user = db_user.clone();
-    audit.outcome = "open".into();
-    let (traffic, end) = relay::relay(stream, upstream, shared.hard_stop.clone()).await;
-    drop(cancel_key);
-    audit.bytes_in = traffic.client_to_server;
-    audit.bytes_out = traffic.server_to_client;
-    audit.outcome = match &end {
-        RelayEnd::Closed(None) => "closed".into(),
-        RelayEnd::Closed(Some(e)) => format!("error: {e}"),
-        RelayEnd::Shutdown => "closed by proxy shutdown".into(),
-    };
-    match end {
-        RelayEnd::Closed(None) => {
-            tracing::info!(parent: &span, bytes_in = traffic.client_to_server, bytes_out = traffic.server_to_client, "session closed")
-        }
-        RelayEnd::Closed(Some(e)) => {
-            tracing::info!(parent: &span, error = %e, "session ended with an error")
-        }
-        RelayEnd::Shutdown => tracing::info!(parent: &span, "session closed by proxy shutdown"),
     }
 }
 
@@ -426,57 +300,3 @@ async fn authenticate_client(
     }
 }
 
-/// Maps the user, gets a credential and logs in upstream, re-minting once if the cluster refuses a cached password.
-async fn establish(
-    shared: &Shared,
-    target: &Target,
-    identity: Identity,
-    database: &str,
-    forwarded: &[(String, String)],
-) -> Result<(LoggedIn, Arc<UpstreamTarget>, Source, String), Refusal> {
-    let req = CredentialRequest::for_identity(
-        &target.config,
-        identity,
-        target.endpoint.cluster_identifier().await?,
-        database,
-    );
-    let upstream_target = target.endpoint.target().await?;
-    let mut retried = false;
-    loop {
-        // The credential (maybe an AWS call) and the TCP+TLS connection are independent:
-        // do both at once, so a cold login costs max(API, handshake), not their sum.
-        let (cred, stream) =
-            tokio::join!(shared.cache.get(&req), connect(target, &upstream_target));
-        let (cred, source) =
-            cred.map_err(|c| Refusal::new(c.sqlstate(), c.to_string(), c.hint()))?;
-        let c = &cred.credential;
-        // Bounded, with the AWS call, by limits.login_timeout_secs in `run`.
-        match upstream::login(stream?, &c.db_user, &c.password, database, forwarded).await {
-            Ok(l) => {
-                cred.mark_worked();
-                return Ok((l, upstream_target, source, cred.credential.db_user.clone()));
-            }
-            Err(UpstreamError::AuthFailed(f))
-                if source == Source::Cached && !retried && cred.worth_reminting() =>
-            {
-                // The cached password no longer works (rotated, expired early): mint again once.
-                tracing::info!(code = %f.code, "cluster refused the cached credential; minting a new one");
-                shared.cache.invalidate(&req, &cred);
-                retried = true;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Connects to the cluster; a looked-up endpoint that refuses is forgotten.
-async fn connect(
-    target: &Target,
-    upstream_target: &Arc<UpstreamTarget>,
-) -> Result<Stream, UpstreamError> {
-    let result = upstream::connect(upstream_target).await;
-    if let Err(UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. }) = &result {
-        target.endpoint.forget(upstream_target).await;
-    }
-    result
-}

@@ -293,6 +293,69 @@ pub async fn login(
     }
 }
 
+/// A server connection whose whole startup is done: authenticated, its ParameterStatus
+/// values and BackendKeyData read, and its first ReadyForQuery received.
+pub struct Started {
+    pub stream: Stream,
+    /// Bytes the server sent after its first ReadyForQuery (normally none).
+    pub leftover: bytes::BytesMut,
+    /// The AuthenticationOk message, to pass on to a client unchanged.
+    pub auth_ok: Message,
+    /// ParameterStatus and NoticeResponse messages, in the order the server sent them.
+    pub messages: Vec<Message>,
+    /// The server's cancel key (process id, secret), if it sent one.
+    pub backend_key: Option<(i32, Vec<u8>)>,
+}
+
+impl Started {
+    /// The server's ParameterStatus values, in order.
+    pub fn parameters(&self) -> Vec<(String, String)> {
+        self.messages
+            .iter()
+            .filter(|m| m.tag == b'S')
+            .filter_map(|m| wire::parse_parameter_status(&m.body).ok())
+            .collect()
+    }
+}
+
+/// Reads the rest of a server's startup after AuthenticationOk, up to ReadyForQuery.
+pub async fn finish_startup(login: LoggedIn) -> Result<Started, UpstreamError> {
+    let LoggedIn {
+        mut stream,
+        mut reader,
+        auth_ok,
+    } = login;
+    let mut messages = Vec::new();
+    let mut backend_key = None;
+    loop {
+        let msg = reader.read(&mut stream).await?;
+        match msg.tag {
+            b'K' => match wire::parse_backend_key_data(&msg.body) {
+                Ok(key) => backend_key = Some(key),
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed BackendKeyData from cluster; cancel disabled")
+                }
+            },
+            b'E' => return Err(UpstreamError::Server(wire::parse_error_fields(&msg.body))),
+            b'Z' => break,
+            b'S' | b'N' => messages.push(msg),
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message {:?} during startup",
+                    char::from(other)
+                )))
+            }
+        }
+    }
+    Ok(Started {
+        stream,
+        leftover: reader.into_leftover(),
+        auth_ok,
+        messages,
+        backend_key,
+    })
+}
+
 /// Redshift's code-13 answer: SHA256( SHA256(password ‖ salt) ‖ server nonce ‖ client nonce ).
 pub fn redshift_digest(
     password: &SecretString,
@@ -323,6 +386,18 @@ pub async fn send_cancel(
         .write_all(&wire::cancel_request(pid, secret))
         .await
         .map_err(|_| UpstreamError::Closed)?;
+    let _ = stream.flush().await;
+    // The server closes the connection once it has signalled the backend; waiting for
+    // that means the cancel has landed before the caller lets the server move on.
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout(target.connect_timeout, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
     let _ = stream.shutdown().await;
     Ok(())
 }

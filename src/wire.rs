@@ -8,6 +8,9 @@
 //! After authentication the proxy never decodes messages again; the relay moves
 //! opaque bytes (Redshift extends RowDescription, so re-encoding would corrupt it).
 
+mod frames;
+pub use frames::*;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 

@@ -211,6 +211,8 @@ async fn a_thousand_concurrent_logins_of_mixed_identities() {
     let bed = Bed::with(BedOptions {
         pg_max_connections: 1100,
         tweak: Box::new(|c| {
+            // A thousand sessions held at once, each its own login: no pooling.
+            c.pool.mode = redshift_iam_proxy::config::PoolMode::None;
             c.limits.max_client_connections = 2000;
             c.limits.login_timeout_secs = 120;
             c.limits.handshake_timeout_secs = 120;

@@ -205,7 +205,8 @@ async fn cancel_request_reaches_the_right_backend() {
 #[tokio::test]
 async fn cached_password_refused_by_cluster_is_minted_again_once() {
     let bed = Bed::start().await;
-    drop(bed.connect("alice").await.unwrap());
+    // Held open, so the next client needs a new server login (not a pooled server).
+    let _first = bed.connect("alice").await.unwrap();
     assert_eq!(bed.get_credentials_calls(), 1);
     // Someone rotates the password behind the proxy's back.
     let admin = bed.pg.admin().await.unwrap();

@@ -1,0 +1,392 @@
+//! What a client's SQL does to its session, read from the statement text.
+//!
+//! The pool needs to know which statements change session state: `SET`/`RESET` are
+//! carried from server to server (transaction mode) or undone at check-in; SQL-level
+//! `PREPARE` is deallocated; and some state can be neither carried nor always removed
+//! (temporary tables, `SET ROLE`, `LISTEN`, cursors `WITH HOLD`, `set_config`, advisory
+//! locks). This is a small lexer, not a parser: it splits statements on `;` outside
+//! quotes, comments and dollar-quoted bodies, and looks at their leading words. When in
+//! doubt it answers [`Effect::Sticky`], which makes the pool keep the server for that
+//! client (transaction mode) and reset or close it afterwards; wrong guesses cost
+//! reuse, never isolation.
+
+/// One statement's effect on session state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// `SET [SESSION] name {TO|=} value`: `value` is the SQL text after TO/=.
+    Set { name: String, value: String },
+    /// `RESET name` or `SET name TO DEFAULT`.
+    Reset { name: String },
+    /// `RESET ALL`.
+    ResetAll,
+    /// `DISCARD ALL` (PostgreSQL): settings, prepared statements, temp tables gone.
+    DiscardAll,
+    /// SQL-level `PREPARE name`.
+    Prepare { name: String },
+    /// `DEALLOCATE [PREPARE] name`.
+    Deallocate { name: String },
+    /// `DEALLOCATE [PREPARE] ALL`.
+    DeallocateAll,
+    /// `CALL` of a stored procedure (may change state the proxy cannot see).
+    Call,
+    /// State the proxy cannot carry between servers; the reason names it.
+    Sticky(&'static str),
+}
+
+/// Effects of every statement in `sql`, in order (statements without one are skipped).
+pub fn classify(sql: &str) -> Vec<Effect> {
+    split_statements(sql)
+        .into_iter()
+        .filter_map(|s| statement_effect(&s))
+        .collect()
+}
+
+/// A statement reduced to its words (outside quotes and comments) and its source text.
+struct Statement<'a> {
+    words: Vec<Word<'a>>,
+    text: &'a str,
+    /// Where `text` starts in the whole SQL string (words carry absolute offsets).
+    offset: usize,
+}
+
+/// A lexical unit: a keyword/identifier (upper-cased for comparison) with its place.
+#[derive(Debug, Clone)]
+struct Word<'a> {
+    upper: String,
+    raw: &'a str,
+    start: usize,
+}
+
+fn split_statements(sql: &str) -> Vec<Statement<'_>> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut words: Vec<Word<'_>> = Vec::new();
+    let mut stmt_start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b';' => {
+                out.push(Statement {
+                    words: std::mem::take(&mut words),
+                    text: &sql[stmt_start..i],
+                    offset: stmt_start,
+                });
+                i += 1;
+                stmt_start = i;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0;
+                while i < b.len() {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'\'' => {
+                // E'…' strings allow backslash escapes; standard strings only ''.
+                let escapes = i > 0 && matches!(b[i - 1], b'E' | b'e');
+                i += 1;
+                while i < b.len() {
+                    if escapes && b[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if b[i] == b'\'' {
+                        if b.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() {
+                    if b[i] == b'"' {
+                        if b.get(i + 1) == Some(&b'"') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+                let end = i.min(b.len());
+                words.push(Word {
+                    upper: String::from("\"QUOTED\""),
+                    raw: &sql[start..end],
+                    start,
+                });
+            }
+            b'$' => {
+                // $tag$ … $tag$ (a positional parameter $1 is just skipped).
+                let tag_end = b[i + 1..]
+                    .iter()
+                    .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
+                    .map(|p| i + 1 + p);
+                match tag_end {
+                    Some(e) if b[e] == b'$' && !(e > i + 1 && b[i + 1].is_ascii_digit()) => {
+                        let tag = &sql[i..=e];
+                        let body_start = e + 1;
+                        match sql[body_start..].find(tag) {
+                            Some(p) => i = body_start + p + tag.len(),
+                            None => i = b.len(),
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b'#' || c >= 0x80 => {
+                let start = i;
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric()
+                        || matches!(b[i], b'_' | b'$' | b'#' | b'.')
+                        || b[i] >= 0x80)
+                {
+                    i += 1;
+                }
+                let raw = &sql[start..i];
+                words.push(Word {
+                    upper: raw.to_ascii_uppercase(),
+                    raw,
+                    start,
+                });
+            }
+            _ => i += 1,
+        }
+    }
+    if stmt_start < sql.len() {
+        out.push(Statement {
+            words,
+            text: &sql[stmt_start..],
+            offset: stmt_start,
+        });
+    }
+    out
+}
+
+fn statement_effect(s: &Statement<'_>) -> Option<Effect> {
+    let w: Vec<&str> = s.words.iter().map(|w| w.upper.as_str()).collect();
+    let first = *w.first()?;
+    // Anywhere in the statement: what no reset or replay can account for.
+    if w.iter().any(|x| matches!(*x, "SET_CONFIG" | "PG_CATALOG.SET_CONFIG")) {
+        return Some(Effect::Sticky("set_config()"));
+    }
+    if w.iter().any(|x| {
+        matches!(
+            *x,
+            "PG_ADVISORY_LOCK"
+                | "PG_TRY_ADVISORY_LOCK"
+                | "PG_ADVISORY_LOCK_SHARED"
+                | "PG_TRY_ADVISORY_LOCK_SHARED"
+        )
+    }) {
+        return Some(Effect::Sticky("session advisory lock"));
+    }
+    if w.iter().any(|x| matches!(*x, "TEMP" | "TEMPORARY"))
+        || s.words.iter().any(|x| x.raw.starts_with('#'))
+    {
+        return Some(Effect::Sticky("temporary table"));
+    }
+    match first {
+        "SET" => set_effect(s, &w),
+        "RESET" => Some(match w.get(1).copied() {
+            Some("ALL") => Effect::ResetAll,
+            Some("ROLE") | Some("SESSION") => Effect::Sticky("RESET ROLE/SESSION AUTHORIZATION"),
+            Some("TIME") if w.get(2) == Some(&"ZONE") => Effect::Reset {
+                name: "timezone".into(),
+            },
+            Some(_) => Effect::Reset {
+                name: s.words[1].raw.to_ascii_lowercase(),
+            },
+            None => return None,
+        }),
+        "DISCARD" => Some(match w.get(1).copied() {
+            Some("ALL") => Effect::DiscardAll,
+            _ => Effect::Sticky("DISCARD"),
+        }),
+        "PREPARE" => match w.get(1).copied() {
+            Some("TRANSACTION") => None,
+            Some(_) => Some(Effect::Prepare {
+                name: s.words[1].raw.to_owned(),
+            }),
+            None => None,
+        },
+        "DEALLOCATE" => {
+            let at = if w.get(1) == Some(&"PREPARE") { 2 } else { 1 };
+            match w.get(at).copied() {
+                Some("ALL") => Some(Effect::DeallocateAll),
+                Some(_) => Some(Effect::Deallocate {
+                    name: s.words[at].raw.to_owned(),
+                }),
+                None => None,
+            }
+        }
+        "LISTEN" => Some(Effect::Sticky("LISTEN")),
+        "DECLARE" if w.windows(2).any(|p| p == ["WITH", "HOLD"]) => {
+            Some(Effect::Sticky("cursor WITH HOLD"))
+        }
+        "CALL" => Some(Effect::Call),
+        "LOAD" => Some(Effect::Sticky("LOAD")),
+        _ => None,
+    }
+}
+
+fn set_effect(s: &Statement<'_>, w: &[&str]) -> Option<Effect> {
+    let mut at = 1;
+    match w.get(1).copied() {
+        Some("LOCAL") | Some("TRANSACTION") | Some("CONSTRAINTS") => return None,
+        Some("SESSION") => match w.get(2).copied() {
+            Some("AUTHORIZATION") => return Some(Effect::Sticky("SET SESSION AUTHORIZATION")),
+            Some("CHARACTERISTICS") => {
+                return Some(Effect::Sticky("SET SESSION CHARACTERISTICS"))
+            }
+            _ => at = 2,
+        },
+        _ => {}
+    }
+    let name_word = s.words.get(at)?;
+    match name_word.upper.as_str() {
+        "ROLE" => return Some(Effect::Sticky("SET ROLE")),
+        "TIME" if w.get(at + 1) == Some(&"ZONE") => {
+            let zone = s.words.get(at + 1)?;
+            let value = s.text[zone.start - s.offset + zone.raw.len()..].trim();
+            return Some(value_effect("timezone".into(), value));
+        }
+        "\"QUOTED\"" => return Some(Effect::Sticky("SET of a quoted name")),
+        _ => {}
+    }
+    let name = name_word.raw.to_ascii_lowercase();
+    // The value is whatever follows TO or = (the first of them after the name).
+    let after_name = name_word.start - s.offset + name_word.raw.len();
+    let rest = s.text[after_name..].trim_start();
+    let value = if let Some(v) = rest.strip_prefix('=') {
+        v
+    } else if rest.get(..2).is_some_and(|t| t.eq_ignore_ascii_case("TO")) {
+        rest.get(2..).unwrap_or_default()
+    } else {
+        return Some(Effect::Sticky("SET the proxy cannot read"));
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        return Some(Effect::Sticky("SET the proxy cannot read"));
+    }
+    Some(value_effect(name, value))
+}
+
+fn value_effect(name: String, value: &str) -> Effect {
+    if value.eq_ignore_ascii_case("DEFAULT") {
+        Effect::Reset { name }
+    } else {
+        Effect::Set {
+            name,
+            value: value.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(name: &str, value: &str) -> Effect {
+        Effect::Set {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn statements_map_to_their_effects() {
+        let cases: Vec<(&str, Vec<Effect>)> = vec![
+            ("SELECT 1", vec![]),
+            ("SET search_path TO a, b", vec![set("search_path", "a, b")]),
+            ("set statement_timeout = 5000;", vec![set("statement_timeout", "5000")]),
+            ("SET SESSION DateStyle TO 'ISO, DMY'", vec![set("datestyle", "'ISO, DMY'")]),
+            ("SET TIME ZONE 'Europe/Paris'", vec![set("timezone", "'Europe/Paris'")]),
+            ("SET LOCAL statement_timeout = 1", vec![]),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", vec![]),
+            ("SET application_name TO DEFAULT", vec![Effect::Reset { name: "application_name".into() }]),
+            ("RESET search_path", vec![Effect::Reset { name: "search_path".into() }]),
+            ("RESET TIME ZONE", vec![Effect::Reset { name: "timezone".into() }]),
+            ("RESET ALL", vec![Effect::ResetAll]),
+            ("DISCARD ALL", vec![Effect::DiscardAll]),
+            ("PREPARE q AS SELECT 1", vec![Effect::Prepare { name: "q".into() }]),
+            ("DEALLOCATE PREPARE q", vec![Effect::Deallocate { name: "q".into() }]),
+            ("DEALLOCATE ALL", vec![Effect::DeallocateAll]),
+            ("SET ROLE admin", vec![Effect::Sticky("SET ROLE")]),
+            ("SET SESSION AUTHORIZATION bob", vec![Effect::Sticky("SET SESSION AUTHORIZATION")]),
+            ("CREATE TEMP TABLE t (a int)", vec![Effect::Sticky("temporary table")]),
+            ("create temporary table t as select 1", vec![Effect::Sticky("temporary table")]),
+            ("CREATE TABLE #stage (a int)", vec![Effect::Sticky("temporary table")]),
+            ("SELECT set_config('a.b', 'c', false)", vec![Effect::Sticky("set_config()")]),
+            ("SELECT pg_advisory_lock(1)", vec![Effect::Sticky("session advisory lock")]),
+            ("LISTEN chan", vec![Effect::Sticky("LISTEN")]),
+            ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", vec![Effect::Sticky("cursor WITH HOLD")]),
+            ("DECLARE c CURSOR FOR SELECT 1", vec![]),
+            ("CALL proc()", vec![Effect::Call]),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(classify(sql), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn quotes_comments_and_dollar_bodies_hide_keywords() {
+        assert_eq!(classify("SELECT 'SET x = 1; temp'"), vec![]);
+        assert_eq!(classify("SELECT 1 -- ; SET x = 1\n"), vec![]);
+        assert_eq!(classify("/* SET x = 1; /* nested */ */ SELECT 1"), vec![]);
+        assert_eq!(
+            classify("CREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; CREATE TEMP TABLE t(a int) $body$ LANGUAGE sql"),
+            vec![]
+        );
+        assert_eq!(classify("SELECT E'it\\'s; SET a=1'"), vec![]);
+        assert_eq!(classify("SELECT $1::text"), vec![]);
+    }
+
+    #[test]
+    fn each_statement_of_a_multi_statement_query_counts() {
+        assert_eq!(
+            classify("SET a.x = 1; SELECT 1; RESET a.y"),
+            vec![set("a.x", "1"), Effect::Reset { name: "a.y".into() }]
+        );
+    }
+
+    #[test]
+    fn unreadable_set_is_sticky() {
+        assert_eq!(classify("SET x"), vec![Effect::Sticky("SET the proxy cannot read")]);
+        assert_eq!(classify("SET \"Weird\" = 1"), vec![Effect::Sticky("SET of a quoted name")]);
+    }
+
+    #[test]
+    fn words_that_merely_contain_temp_are_not_temporary_tables() {
+        assert_eq!(classify("SELECT temperature FROM weather"), vec![]);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for s in ["'", "\"", "$", "$a", "$a$", "/*", "--", "SET", "SET TIME", "SET x =", "E'\\", "é SET ü = 1"] {
+            let _ = classify(s);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Server connection pools, one per identity.
+//!
+//! A pool is keyed by everything that makes two server logins interchangeable: target,
+//! the credential request (DbUser, DbName, DbGroups, AutoCreate, IAM identity, API) and
+//! the startup parameters `SET` cannot change (`client_protocol_version`, `options`, …).
+//! Two clients share a server only if all of these are equal; identities never mix.
+//!
+//! Rooms: `checkout` (one pool: idle list, waits, limits, reaping), `server` (one server
+//! and its state), `guard` (a checked-out server whose drop resets and checks in),
+//! `reset`, `params` (session settings), `prepared` (statement renaming), `txn`
+//! (transaction boundaries), `classify` (what SQL does to a session), `stats`.
+
+pub mod checkout;
+pub mod classify;
+pub mod guard;
+pub mod params;
+pub mod prepared;
+pub mod reset;
+pub mod server;
+pub mod stats;
+pub mod txn;
+
+use crate::config::{Config, PoolMode};
+use crate::connector::{self, LoginSpec};
+use crate::credentials::CredentialRequest;
+use crate::refusal::Refusal;
+use crate::session::Shared;
+use crate::sync::lock;
+use checkout::{Pool, PoolCounts, PoolSettings, TargetSlots};
+use guard::Checkout;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What makes two server logins interchangeable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub target: usize,
+    pub request: CredentialRequest,
+    /// Startup parameters sent to the server at login (sorted), e.g. `client_protocol_version`.
+    pub fixed: Vec<(String, String)>,
+}
+
+/// Every pool of the proxy, and the per-target server caps.
+pub struct Pools {
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    targets: Vec<Arc<TargetSlots>>,
+    settings: Vec<PoolSettings>,
+}
+
+impl Pools {
+    pub fn new(config: &Config) -> Pools {
+        let p = &config.pool;
+        let settings = (0..config.cluster.len())
+            .map(|i| PoolSettings {
+                mode: config.pool_mode(i),
+                size: config.pool_size(i),
+                min_size: p.min_size.min(config.pool_size(i)),
+                checkout_timeout: Duration::from_secs(p.checkout_timeout_secs),
+                idle_timeout: Duration::from_secs(p.server_idle_timeout_secs),
+                lifetime: Duration::from_secs(p.server_lifetime_secs),
+                check_delay: Duration::from_secs(p.server_check_delay_secs),
+                max_prepared: p.max_prepared_statements,
+                reset_query: p.reset_query.clone(),
+                login_timeout: config.limits.login_timeout(),
+            })
+            .collect();
+        Pools {
+            pools: Mutex::new(HashMap::new()),
+            targets: (0..config.cluster.len())
+                .map(|_| Arc::new(TargetSlots::new(p.max_server_connections)))
+                .collect(),
+            settings,
+        }
+    }
+
+    /// The pool mode of target `i`.
+    pub fn mode(&self, target: usize) -> PoolMode {
+        self.settings
+            .get(target)
+            .map_or(PoolMode::None, |s| s.mode)
+    }
+
+    /// The pool for `key`, created on first use.
+    pub fn get(&self, key: &PoolKey, label: impl FnOnce() -> String) -> Arc<Pool> {
+        let mut pools = lock(&self.pools);
+        if let Some(p) = pools.get(key) {
+            return p.clone();
+        }
+        let p = Pool::new(
+            label(),
+            self.settings[key.target].clone(),
+            self.targets[key.target].clone(),
+            key.target,
+        );
+        pools.insert(key.clone(), p.clone());
+        p
+    }
+
+    /// Closes one idle server of another pool of `target` to make room; true if it did.
+    pub fn evict_idle(&self, target: usize, except: &Arc<Pool>) -> bool {
+        let candidates: Vec<Arc<Pool>> = lock(&self.pools)
+            .values()
+            .filter(|p| p.target_index == target && !Arc::ptr_eq(p, except))
+            .cloned()
+            .collect();
+        for p in candidates {
+            if let Some(s) = p.take_idle_for_eviction() {
+                tracing::debug!(from = %p.label, for_pool = %except.label, "closing an idle server to make room (pool.max_server_connections)");
+                tokio::spawn(s.terminate());
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Shutdown: idle servers close now, checked-out ones at check-in.
+    pub fn close_all(&self) {
+        for p in lock(&self.pools).values() {
+            p.close();
+        }
+    }
+
+    /// RECONNECT: servers are replaced (idle ones now, busy ones at check-in).
+    pub fn reconnect_all(&self) {
+        for p in lock(&self.pools).values() {
+            p.reconnect();
+        }
+    }
+
+    /// Every pool with its counts.
+    pub fn snapshot(&self) -> Vec<(Arc<Pool>, PoolCounts)> {
+        let pools: Vec<Arc<Pool>> = lock(&self.pools).values().cloned().collect();
+        pools
+            .into_iter()
+            .map(|p| {
+                let c = p.counts();
+                (p, c)
+            })
+            .collect()
+    }
+
+    /// Servers open to `target` over all its pools.
+    pub fn target_servers(&self, target: usize) -> usize {
+        self.targets.get(target).map_or(0, |t| t.used())
+    }
+
+    /// Reaps idle/old servers, tops pools up to `min_size`, forgets unused pools.
+    async fn maintain_once(shared: &Arc<Shared>) {
+        let pools: Vec<(PoolKey, Arc<Pool>)> = lock(&shared.pools.pools)
+            .iter()
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        for (key, pool) in pools {
+            let want = pool.reap();
+            for _ in 0..want {
+                let spec = spec_for(&key, shared);
+                let sh = shared.clone();
+                let opened = pool
+                    .open_idle(|| async move {
+                        let target = &sh.targets[spec.0];
+                        connector::open(&sh, target, &spec.1).await
+                    })
+                    .await;
+                match opened {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(pool = %pool.label, error = %e.message, "could not open a server to keep pool.min_size");
+                        break;
+                    }
+                }
+            }
+            if pool.settings.min_size == 0 && pool.is_unused() {
+                let mut map = lock(&shared.pools.pools);
+                if map.get(&key).is_some_and(|p| Arc::ptr_eq(p, &pool) && p.is_unused()) {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Runs maintenance every second until the task is aborted.
+    pub async fn maintain(shared: Arc<Shared>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            Self::maintain_once(&shared).await;
+        }
+    }
+
+    /// Logs in `min_size` servers for every `[[users]]` rule with a fixed client user,
+    /// so their first client needs no AWS call and no cluster login.
+    pub async fn prewarm(shared: Arc<Shared>) {
+        let min = shared.config.pool.min_size;
+        if min == 0 {
+            return;
+        }
+        let mut jobs = Vec::new();
+        for rule in &shared.config.users {
+            if rule.client_user == "*" {
+                continue;
+            }
+            for t in 0..shared.targets.len() {
+                if shared.pools.mode(t) == PoolMode::None {
+                    continue;
+                }
+                let plan = match crate::login::plan_for_prewarm(&shared, t, &rule.client_user).await {
+                    Some(p) => p,
+                    None => continue,
+                };
+                let sh = shared.clone();
+                jobs.push(tokio::spawn(async move {
+                    let handle = PoolHandle::new(sh.clone(), &plan);
+                    let mut opened = 0;
+                    for _ in 0..min {
+                        let sh2 = sh.clone();
+                        let spec = handle.spec.clone();
+                        let t = handle.target;
+                        match handle
+                            .pool
+                            .open_idle(|| async move {
+                                connector::open(&sh2, &sh2.targets[t], &spec).await
+                            })
+                            .await
+                        {
+                            Ok(true) => opened += 1,
+                            Ok(false) => break,
+                            Err(e) => {
+                                tracing::warn!(pool = %handle.pool.label, error = %e.message, "prewarm failed");
+                                break;
+                            }
+                        }
+                    }
+                    tracing::info!(pool = %handle.pool.label, servers = opened, "prewarmed");
+                }));
+            }
+        }
+        for j in jobs {
+            let _ = j.await;
+        }
+    }
+}
+
+/// Target index and login spec of a pool key (for maintenance logins).
+fn spec_for(key: &PoolKey, _shared: &Shared) -> (usize, LoginSpec) {
+    (
+        key.target,
+        LoginSpec {
+            request: key.request.clone(),
+            database: key.request.db_name.clone(),
+            params: key.fixed.clone(),
+        },
+    )
+}
+
+/// A client's way into its pool: which pool, and how to log in a new server for it.
+#[derive(Clone)]
+pub struct PoolHandle {
+    pub shared: Arc<Shared>,
+    pub pool: Arc<Pool>,
+    pub spec: Arc<LoginSpec>,
+    pub target: usize,
+}
+
+impl PoolHandle {
+    /// The pool for a login plan (created on first use).
+    pub fn new(shared: Arc<Shared>, plan: &crate::login::PooledLogin) -> PoolHandle {
+        let key = PoolKey {
+            target: plan.target,
+            request: plan.spec.request.clone(),
+            fixed: plan.spec.params.clone(),
+        };
+        let pool = shared.pools.get(&key, || plan.label.clone());
+        PoolHandle {
+            pool,
+            spec: Arc::new(plan.spec.clone()),
+            target: plan.target,
+            shared,
+        }
+    }
+
+    /// A server for this client (see [`Pool::checkout`]).
+    pub async fn checkout(&self) -> Result<Checkout, Refusal> {
+        let open = || {
+            let shared = self.shared.clone();
+            let spec = self.spec.clone();
+            let t = self.target;
+            async move { connector::open(&shared, &shared.targets[t], &spec).await }
+        };
+        let shared = self.shared.clone();
+        let pool = self.pool.clone();
+        let t = self.target;
+        let evict_fn = move || shared.pools.evict_idle(t, &pool);
+        let server = self.pool.checkout(open, &evict_fn).await?;
+        Ok(Checkout::new(self.pool.clone(), server))
+    }
+}

@@ -1,0 +1,265 @@
+//! One pooled server connection and what the proxy knows about its session state.
+//!
+//! A server remembers its ParameterStatus values, its cancel key, which proxy-named
+//! prepared statements it holds, and which session settings the proxy applied to it,
+//! so the next client can be given exactly its own session without a full reset.
+//! Its [`Slot`] is the pool's count of it: dropping the server anywhere (closed,
+//! broken, lost in a cancelled task) gives the slot back.
+
+use super::checkout::Pool;
+use super::params::Settings;
+use super::prepared::ServerStatements;
+use crate::stream::Stream;
+use crate::upstream::UpstreamTarget;
+use crate::wire::{self, Framer};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Largest server message the pooled relay buffers whole (rows and COPY data stream).
+pub const MAX_SERVER_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// The pool's count of one server: returned when the server is dropped.
+pub struct Slot {
+    pub(super) pool: Arc<Pool>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.pool.slot_freed();
+    }
+}
+
+/// Why a server was closed (for counters and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Lifetime,
+    Idle,
+    Broken,
+    ResetFailed,
+    /// The client left state no reset can remove (temporary tables on Redshift, SET ROLE…).
+    Tainted,
+    /// The client left while the server was busy.
+    ClientLeftMidQuery,
+    Shutdown,
+    /// Made room for another pool of the same target (`max_server_connections`).
+    Evicted,
+    Reconnect,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Lifetime => "lifetime",
+            CloseReason::Idle => "idle",
+            CloseReason::Broken => "broken",
+            CloseReason::ResetFailed => "reset_failed",
+            CloseReason::Tainted => "tainted",
+            CloseReason::ClientLeftMidQuery => "client_left_mid_query",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Evicted => "evicted",
+            CloseReason::Reconnect => "reconnect",
+        }
+    }
+}
+
+/// A logged-in server connection owned by a pool.
+pub struct ServerConn {
+    pub id: u64,
+    pub stream: Stream,
+    /// Framing state of what the server sends (kept between checkouts).
+    pub framer: Framer,
+    /// Current ParameterStatus values, updated as the server reports changes.
+    pub params: BTreeMap<String, String>,
+    /// The server's own cancel key.
+    pub backend_key: Option<(i32, Vec<u8>)>,
+    pub upstream: Arc<UpstreamTarget>,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// `server_version` 8.0.2: Redshift's rules for resets apply.
+    pub redshift: bool,
+    /// Proxy-named prepared statements this server holds (transaction mode).
+    pub statements: ServerStatements,
+    /// Session settings the proxy applied on top of the server's defaults.
+    pub applied: Settings,
+    /// Held (read) by a cancel being forwarded to this server; check-in waits for it.
+    pub cancel_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Last ReadyForQuery status seen.
+    pub txn_status: u8,
+    /// The DbUser the cluster knows this session as.
+    pub db_user: String,
+    /// How its login got the credential; taken by the first client (for its log line).
+    pub login_source: Option<crate::cache::Source>,
+    pub(super) _slot: Slot,
+}
+
+impl ServerConn {
+    pub(super) fn new(opened: crate::connector::Opened, slot: Slot, max_prepared: usize) -> ServerConn {
+        let crate::connector::Opened {
+            started,
+            upstream,
+            source,
+            db_user,
+        } = opened;
+        let params: BTreeMap<String, String> = started.parameters().into_iter().collect();
+        let redshift = params
+            .get("server_version")
+            .is_some_and(|v| v.starts_with("8.0.2"));
+        let mut framer = Framer::new(MAX_SERVER_MESSAGE, wire::server_streamable);
+        framer.buf_mut().extend_from_slice(&started.leftover);
+        let now = Instant::now();
+        ServerConn {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            stream: started.stream,
+            framer,
+            params,
+            backend_key: started.backend_key,
+            upstream,
+            created: now,
+            last_used: now,
+            redshift,
+            statements: ServerStatements::new(max_prepared),
+            applied: Settings::default(),
+            cancel_gate: Arc::new(tokio::sync::RwLock::new(())),
+            txn_status: b'I',
+            db_user,
+            login_source: Some(source),
+            _slot: slot,
+        }
+    }
+
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        self.last_used.elapsed()
+    }
+
+    /// A look at the socket without waiting: a server that closed, or sent something
+    /// while idle (PostgreSQL's FATAL before it terminates a session), is not usable.
+    pub fn looks_alive(&mut self) -> bool {
+        if !self.framer.at_boundary() {
+            return false;
+        }
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut byte = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut byte);
+        match Pin::new(&mut self.stream).poll_read(&mut cx, &mut rb) {
+            Poll::Pending => true,
+            Poll::Ready(Ok(())) => false,
+            Poll::Ready(Err(_)) => false,
+        }
+    }
+
+    /// A round trip with an empty query: the server answers and is idle.
+    pub async fn ping(&mut self, within: Duration) -> bool {
+        let check = async {
+            self.stream.write_all(&wire::query("")).await.ok()?;
+            self.stream.flush().await.ok()?;
+            loop {
+                let msg = self.read_message().await?;
+                match msg.0 {
+                    b'Z' => return Some(msg.1.first() == Some(&b'I')),
+                    b'E' => return Some(false),
+                    _ => {}
+                }
+            }
+        };
+        matches!(tokio::time::timeout(within, check).await, Ok(Some(true)))
+    }
+
+    /// Reads one whole message (tag, body) outside the relay (ping, reset, settings).
+    pub async fn read_message(&mut self) -> Option<(u8, bytes::Bytes)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match self.framer.next_frame() {
+                Ok(Some(wire::Frame::Whole { tag, raw })) => {
+                    let body = wire::body(&raw);
+                    if tag == b'S' {
+                        if let Ok((k, v)) = wire::parse_parameter_status(&body) {
+                            self.params.insert(k, v);
+                        }
+                    }
+                    if tag == b'Z' {
+                        self.txn_status = body.first().copied().unwrap_or(b'I');
+                    }
+                    return Some((tag, body));
+                }
+                // Streamed pieces (rows of a reset query?) are skipped.
+                Ok(Some(wire::Frame::Piece { .. })) => continue,
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+            let buf = self.framer.buf_mut();
+            buf.reserve(8192);
+            match self.stream.read_buf(buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Sends `sql` as one simple query and reads to its ReadyForQuery; `Err` carries
+    /// the first error's message. Rows are discarded; ParameterStatus values are kept.
+    pub async fn run_query(&mut self, sql: &str, within: Duration) -> Result<(), String> {
+        self.run_messages(&wire::query(sql), 1, within).await
+    }
+
+    /// Writes prepared protocol bytes expecting `syncs` ReadyForQuery answers.
+    pub async fn run_messages(
+        &mut self,
+        bytes: &[u8],
+        syncs: usize,
+        within: Duration,
+    ) -> Result<(), String> {
+        let work = async {
+            self.stream
+                .write_all(bytes)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            self.stream
+                .flush()
+                .await
+                .map_err(|e| format!("flush: {e}"))?;
+            let mut first_error = None;
+            let mut seen = 0;
+            while seen < syncs {
+                let (tag, body) = self
+                    .read_message()
+                    .await
+                    .ok_or_else(|| "server closed the connection".to_owned())?;
+                match tag {
+                    b'E' if first_error.is_none() => {
+                        first_error = Some(wire::parse_error_fields(&body).message)
+                    }
+                    b'Z' => seen += 1,
+                    _ => {}
+                }
+            }
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        };
+        tokio::time::timeout(within, work)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {within:?}")))
+    }
+
+    /// Says goodbye politely (Terminate) without waiting long; used when closing.
+    pub async fn terminate(mut self) {
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            let _ = self.stream.write_all(&wire::terminate()).await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+}

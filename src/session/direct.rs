@@ -1,0 +1,94 @@
+//! Mode `none`: the client gets its own server login for its whole life, relayed byte
+//! for byte (today's behaviour before pooling; one cluster connection per client).
+
+use super::{credential_words, login_timeout_refusal, Login, Shared};
+use crate::connector::{self, LoginSpec};
+use crate::credentials::CredentialRequest;
+use crate::refusal::Refusal;
+use crate::relay::{self, RelayEnd};
+use std::time::Instant;
+use tokio::io::AsyncWriteExt;
+
+/// Logs in for the client and relays until either side closes.
+pub async fn run(shared: &Shared, mut login: Login) {
+    let target = &shared.targets[login.plan.target];
+    let started = Instant::now();
+    let opened = tokio::time::timeout(shared.config.limits.login_timeout(), async {
+        let request = CredentialRequest::for_identity(
+            &target.config,
+            login.plan.identity.clone(),
+            target.endpoint.cluster_identifier().await?,
+            &login.plan.database,
+        );
+        let spec = LoginSpec {
+            request,
+            database: login.plan.database.clone(),
+            params: login.plan.forwarded.clone(),
+        };
+        Ok::<_, Refusal>(connector::open(shared, target, &spec).await?)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        tracing::warn!(parent: &login.span, "login did not complete in time");
+        Err(login_timeout_refusal(shared.config.limits.login_timeout_secs))
+    });
+    let opened = match opened {
+        Ok(o) => o,
+        Err(r) => return login.refuse(&r).await,
+    };
+    let key = opened
+        .started
+        .backend_key
+        .as_ref()
+        .map(|(pid, secret)| {
+            shared
+                .cancels
+                .register(opened.upstream.clone(), *pid, secret.clone())
+        });
+    let statuses = opened.started.messages.iter().map(|m| m.to_wire());
+    let mut reply = login.startup_reply(&opened.started.auth_ok.to_wire(), statuses, key.as_ref());
+    reply.extend_from_slice(&opened.started.leftover);
+    let mut upstream = opened.started.stream;
+    if login.stream.write_all(&reply).await.is_err() {
+        return;
+    }
+    if !login.client_leftover.is_empty()
+        && upstream.write_all(&login.client_leftover).await.is_err()
+    {
+        return;
+    }
+    let how = credential_words(opened.source, target.config.credentials);
+    let client_user = login.audit.client_user.clone();
+    tracing::info!(
+        parent: &login.span,
+        app = %login.audit.application_name,
+        db_user = %opened.db_user,
+        credential = if opened.source == crate::cache::Source::Cached { "cached" } else { "minted" },
+        client_tls = login.stream.is_tls(),
+        login_ms = started.elapsed().as_millis() as u64,
+        pool_mode = "none",
+        "session established: {client_user} logged in as {} ({how})", opened.db_user
+    );
+    let span = login.span.clone();
+    let mut audit = login.audit;
+    audit.db_user = opened.db_user.clone();
+    audit.outcome = "open".into();
+    let (traffic, end) = relay::relay(login.stream, upstream, shared.hard_stop.clone()).await;
+    drop(key);
+    audit.bytes_in = traffic.client_to_server;
+    audit.bytes_out = traffic.server_to_client;
+    audit.outcome = match &end {
+        RelayEnd::Closed(None) => "closed".into(),
+        RelayEnd::Closed(Some(e)) => format!("error: {e}"),
+        RelayEnd::Shutdown => "closed by proxy shutdown".into(),
+    };
+    match end {
+        RelayEnd::Closed(None) => {
+            tracing::info!(parent: &span, bytes_in = traffic.client_to_server, bytes_out = traffic.server_to_client, "session closed")
+        }
+        RelayEnd::Closed(Some(e)) => {
+            tracing::info!(parent: &span, error = %e, "session ended with an error")
+        }
+        RelayEnd::Shutdown => tracing::info!(parent: &span, "session closed by proxy shutdown"),
+    }
+}

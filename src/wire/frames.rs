@@ -1,0 +1,448 @@
+//! Framing and typed messages for the pooled relay.
+//!
+//! The pooled relay must know where each message starts and ends, in both directions,
+//! and must read (and sometimes rewrite) a handful of them: the client's Query, Parse,
+//! Bind, Describe and Close; the server's ReadyForQuery, ParameterStatus, ErrorResponse.
+//! Everything else (DataRow, CopyData, Redshift's extended RowDescription) is forwarded
+//! as the bytes that arrived; large messages of those kinds are streamed in pieces and
+//! never buffered whole.
+//!
+//! Pure framing: no decision about what to do with a message is made here.
+
+use super::{frame, put_cstr, take_cstr, WireError};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Messages at least this large, of a kind nobody inspects, are streamed in pieces.
+const STREAM_ABOVE: usize = 64 * 1024;
+
+/// One unit the framer hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole message: `raw` is exactly its bytes on the wire (tag, length, body).
+    Whole { tag: u8, raw: Bytes },
+    /// A piece of a large streamed message (`raw` starts with the header in the first piece).
+    Piece { tag: u8, raw: Bytes, last: bool },
+}
+
+impl Frame {
+    pub fn tag(&self) -> u8 {
+        match self {
+            Frame::Whole { tag, .. } | Frame::Piece { tag, .. } => *tag,
+        }
+    }
+    pub fn raw(&self) -> &Bytes {
+        match self {
+            Frame::Whole { raw, .. } | Frame::Piece { raw, .. } => raw,
+        }
+    }
+}
+
+/// Splits a byte stream into messages without assuming one message per read.
+///
+/// `streamable(tag)` says which kinds may be streamed in pieces; every other message
+/// must fit in `max` bytes, else the stream is malformed (the connection is closed).
+#[derive(Debug)]
+pub struct Framer {
+    buf: BytesMut,
+    max: usize,
+    streamable: fn(u8) -> bool,
+    /// Tag and bytes still to come of a message being streamed.
+    streaming: Option<(u8, usize)>,
+}
+
+impl Framer {
+    pub fn new(max: usize, streamable: fn(u8) -> bool) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max,
+            streamable,
+            streaming: None,
+        }
+    }
+
+    /// The buffer reads go into (reserve before reading).
+    pub fn buf_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Bytes read but not yet handed out.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when no partial message is held (a clean boundary).
+    pub fn at_boundary(&self) -> bool {
+        self.buf.is_empty() && self.streaming.is_none()
+    }
+
+    /// Frees the buffer's memory when it holds nothing (idle sessions keep none).
+    pub fn shrink_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// The next frame, or `None` when more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+        if let Some((tag, remaining)) = self.streaming {
+            if self.buf.is_empty() {
+                return Ok(None);
+            }
+            let n = remaining.min(self.buf.len());
+            let raw = self.buf.split_to(n).freeze();
+            let left = remaining - n;
+            self.streaming = (left > 0).then_some((tag, left));
+            return Ok(Some(Frame::Piece {
+                tag,
+                raw,
+                last: left == 0,
+            }));
+        }
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let tag = self.buf[0];
+        let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        if len < 4 {
+            return Err(WireError::BadLength(len.into()));
+        }
+        let total = len as usize + 1;
+        if self.buf.len() >= total && (total <= self.max || !(self.streamable)(tag)) {
+            if total > self.max {
+                return Err(WireError::TooLarge {
+                    len: total,
+                    max: self.max,
+                });
+            }
+            let raw = self.buf.split_to(total).freeze();
+            return Ok(Some(Frame::Whole { tag, raw }));
+        }
+        if total >= STREAM_ABOVE && (self.streamable)(tag) {
+            let n = self.buf.len().min(total);
+            let raw = self.buf.split_to(n).freeze();
+            let left = total - n;
+            self.streaming = (left > 0).then_some((tag, left));
+            return Ok(Some(Frame::Piece {
+                tag,
+                raw,
+                last: left == 0,
+            }));
+        }
+        if total > self.max {
+            return Err(WireError::TooLarge {
+                len: total,
+                max: self.max,
+            });
+        }
+        self.buf.reserve(total - self.buf.len());
+        Ok(None)
+    }
+}
+
+/// Client messages the pooled relay streams instead of buffering: COPY data.
+pub fn client_streamable(tag: u8) -> bool {
+    tag == b'd'
+}
+
+/// Server messages the pooled relay streams: rows, COPY data, function results, notices.
+pub fn server_streamable(tag: u8) -> bool {
+    matches!(tag, b'D' | b'd' | b'V')
+}
+
+/// The body of a whole message (after tag and length).
+pub fn body(raw: &Bytes) -> Bytes {
+    raw.slice(5.min(raw.len())..)
+}
+
+/// A client's Parse: statement name, query text and the raw parameter-type list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parse {
+    pub name: String,
+    pub query: String,
+    /// Int16 count plus Int32 OIDs, kept as sent.
+    pub param_types: Bytes,
+}
+
+impl Parse {
+    pub fn decode(body: &[u8]) -> Result<Parse, WireError> {
+        let mut b = body;
+        let name = take_cstr(&mut b)?;
+        let query = take_cstr(&mut b)?;
+        Ok(Parse {
+            name,
+            query,
+            param_types: Bytes::copy_from_slice(b),
+        })
+    }
+
+    /// The same statement under another name.
+    pub fn encode_as(&self, name: &str) -> BytesMut {
+        let mut body = BytesMut::with_capacity(name.len() + self.query.len() + 8);
+        put_cstr(&mut body, name);
+        put_cstr(&mut body, &self.query);
+        body.put_slice(&self.param_types);
+        frame(b'P', &body)
+    }
+}
+
+/// A client's Bind: portal and statement names; the rest (formats, values) kept as sent.
+///
+/// Hand-written rather than `postgres_protocol::message::frontend::bind`, which encodes
+/// from typed values: here only the statement name changes and the values pass as bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub portal: String,
+    pub statement: String,
+    pub rest: Bytes,
+}
+
+impl Bind {
+    pub fn decode(body: &Bytes) -> Result<Bind, WireError> {
+        let mut b: &[u8] = body;
+        let portal = take_cstr(&mut b)?;
+        let statement = take_cstr(&mut b)?;
+        let used = body.len() - b.len();
+        Ok(Bind {
+            portal,
+            statement,
+            rest: body.slice(used..),
+        })
+    }
+
+    /// The same Bind aimed at statement `name`.
+    pub fn encode_for(&self, name: &str) -> BytesMut {
+        let mut body =
+            BytesMut::with_capacity(self.portal.len() + name.len() + 2 + self.rest.len());
+        put_cstr(&mut body, &self.portal);
+        put_cstr(&mut body, name);
+        body.put_slice(&self.rest);
+        frame(b'B', &body)
+    }
+}
+
+/// Describe or Close: `kind` is `S` (statement) or `P` (portal), then the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedTarget {
+    pub kind: u8,
+    pub name: String,
+}
+
+impl NamedTarget {
+    pub fn decode(body: &[u8]) -> Result<NamedTarget, WireError> {
+        let mut b = body;
+        let Some((&kind, rest)) = b.split_first() else {
+            return Err(WireError::Malformed("empty Describe/Close"));
+        };
+        if kind != b'S' && kind != b'P' {
+            return Err(WireError::Malformed("Describe/Close of unknown kind"));
+        }
+        b = rest;
+        let name = take_cstr(&mut b)?;
+        Ok(NamedTarget { kind, name })
+    }
+}
+
+/// Describe (`D`) or Close (`C`) message for `kind` and `name`.
+pub fn target_message(tag: u8, kind: u8, name: &str) -> BytesMut {
+    let mut body = BytesMut::with_capacity(name.len() + 2);
+    body.put_u8(kind);
+    put_cstr(&mut body, name);
+    frame(tag, &body)
+}
+
+/// The text of a simple Query.
+pub fn query_text(body: &[u8]) -> Result<String, WireError> {
+    let mut b = body;
+    take_cstr(&mut b)
+}
+
+/// A simple Query message.
+pub fn query(text: &str) -> BytesMut {
+    let mut body = BytesMut::with_capacity(text.len() + 1);
+    put_cstr(&mut body, text);
+    frame(b'Q', &body)
+}
+
+/// Sync.
+pub fn sync() -> BytesMut {
+    frame(b'S', &[])
+}
+
+/// Terminate.
+pub fn terminate() -> BytesMut {
+    frame(b'X', &[])
+}
+
+/// ParseComplete, which the proxy sends when the server already has the statement.
+pub fn parse_complete() -> BytesMut {
+    frame(b'1', &[])
+}
+
+/// CloseComplete, for a Close the proxy answers itself.
+pub fn close_complete() -> BytesMut {
+    frame(b'3', &[])
+}
+
+/// CommandComplete with `tag`.
+pub fn command_complete(tag: &str) -> BytesMut {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, tag);
+    frame(b'C', &body)
+}
+
+/// ReadyForQuery with transaction status `I`, `T` or `E`.
+pub fn ready_for_query(status: u8) -> BytesMut {
+    frame(b'Z', &[status])
+}
+
+/// ParameterStatus.
+pub fn parameter_status(name: &str, value: &str) -> BytesMut {
+    let mut body = BytesMut::with_capacity(name.len() + value.len() + 2);
+    put_cstr(&mut body, name);
+    put_cstr(&mut body, value);
+    frame(b'S', &body)
+}
+
+/// The transaction status byte of a ReadyForQuery body.
+pub fn ready_status(body: &[u8]) -> Result<u8, WireError> {
+    match body {
+        [s @ (b'I' | b'T' | b'E')] => Ok(*s),
+        _ => Err(WireError::Malformed("ReadyForQuery with a bad status")),
+    }
+}
+
+/// Name and value of a ParameterStatus body.
+pub fn parse_parameter_status(body: &[u8]) -> Result<(String, String), WireError> {
+    let mut b = body;
+    let name = take_cstr(&mut b)?;
+    let value = take_cstr(&mut b)?;
+    Ok((name, value))
+}
+
+/// The (SQLSTATE, severity) of an ErrorResponse, read cheaply.
+pub fn error_code(body: &[u8]) -> (String, String) {
+    let f = super::parse_error_fields(body);
+    (f.code, f.severity)
+}
+
+/// Int16 count of a Parse's parameter-type list (for sanity checks).
+pub fn param_type_count(types: &[u8]) -> Result<i16, WireError> {
+    let mut b = types;
+    if b.len() < 2 {
+        return Err(WireError::Malformed("Parse without parameter count"));
+    }
+    let n = b.get_i16();
+    if n < 0 || b.len() != n as usize * 4 {
+        return Err(WireError::Malformed("Parse parameter types of wrong size"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never(_: u8) -> bool {
+        false
+    }
+
+    #[test]
+    fn framer_splits_messages_across_any_read_boundaries() {
+        let mut wire = BytesMut::new();
+        wire.extend_from_slice(&query("SELECT 1"));
+        wire.extend_from_slice(&sync());
+        wire.extend_from_slice(&parse_complete());
+        for cut in 0..wire.len() {
+            let mut f = Framer::new(1024, never);
+            let mut got = Vec::new();
+            f.buf_mut().extend_from_slice(&wire[..cut]);
+            while let Some(fr) = f.next_frame().unwrap() {
+                got.push(fr);
+            }
+            f.buf_mut().extend_from_slice(&wire[cut..]);
+            while let Some(fr) = f.next_frame().unwrap() {
+                got.push(fr);
+            }
+            let tags: Vec<u8> = got.iter().map(Frame::tag).collect();
+            assert_eq!(tags, b"QS1", "cut at {cut}");
+            assert!(f.at_boundary());
+        }
+    }
+
+    #[test]
+    fn large_streamable_messages_come_in_pieces_that_add_up() {
+        let big = frame(b'D', &vec![7u8; 200_000]);
+        let mut f = Framer::new(1024, server_streamable);
+        let mut total = 0;
+        let mut pieces = 0;
+        for chunk in big.chunks(30_000) {
+            f.buf_mut().extend_from_slice(chunk);
+            while let Some(fr) = f.next_frame().unwrap() {
+                total += fr.raw().len();
+                pieces += 1;
+                if let Frame::Piece { last: true, .. } = fr {
+                    assert_eq!(total, big.len());
+                }
+            }
+        }
+        assert_eq!(total, big.len());
+        assert!(pieces > 1);
+        assert!(f.at_boundary());
+    }
+
+    #[test]
+    fn oversized_inspected_message_is_an_error() {
+        let mut f = Framer::new(100, client_streamable);
+        f.buf_mut().extend_from_slice(&query(&"x".repeat(200)));
+        assert!(matches!(f.next_frame(), Err(WireError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn bad_length_is_an_error() {
+        let mut f = Framer::new(100, never);
+        f.buf_mut().extend_from_slice(&[b'Q', 0, 0, 0, 1]);
+        assert!(matches!(f.next_frame(), Err(WireError::BadLength(1))));
+    }
+
+    #[test]
+    fn parse_and_bind_round_trip_under_a_new_name() {
+        let mut body = BytesMut::new();
+        put_cstr(&mut body, "s1");
+        put_cstr(&mut body, "SELECT $1");
+        body.put_i16(1);
+        body.put_i32(23);
+        let p = Parse::decode(&body).unwrap();
+        assert_eq!(p.name, "s1");
+        assert_eq!(param_type_count(&p.param_types).unwrap(), 1);
+        let renamed = p.encode_as("rip_x");
+        let again = Parse::decode(&renamed[5..]).unwrap();
+        assert_eq!(again.name, "rip_x");
+        assert_eq!(again.query, "SELECT $1");
+        assert_eq!(again.param_types, p.param_types);
+
+        let mut bb = BytesMut::new();
+        put_cstr(&mut bb, "");
+        put_cstr(&mut bb, "s1");
+        bb.put_slice(&[0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 0]);
+        let b = Bind::decode(&bb.freeze()).unwrap();
+        assert_eq!(b.statement, "s1");
+        let re = b.encode_for("rip_x");
+        let again = Bind::decode(&Bytes::copy_from_slice(&re[5..])).unwrap();
+        assert_eq!(again.statement, "rip_x");
+        assert_eq!(again.rest, b.rest);
+    }
+
+    #[test]
+    fn describe_close_targets_need_a_known_kind() {
+        assert_eq!(
+            NamedTarget::decode(b"Sname\0").unwrap(),
+            NamedTarget {
+                kind: b'S',
+                name: "name".into()
+            }
+        );
+        assert!(NamedTarget::decode(b"Xname\0").is_err());
+        assert!(NamedTarget::decode(b"").is_err());
+        assert!(NamedTarget::decode(b"Snoterm").is_err());
+    }
+}
