@@ -207,3 +207,27 @@ impl State {
         *lock(&self.delay) = Duration::ZERO;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_password_is_the_last_one_minted_for_that_role() {
+        let state = State::new(
+            EmulatorConfig::default(),
+            Vec::new(),
+            CancellationToken::new(),
+        );
+        state.record_issued("IAM:alice", "first");
+        state.record_issued("IAM:bob", "bobs");
+        state.record_issued("IAM:alice", "second");
+        assert_eq!(
+            (
+                state.newest_password("IAM:alice").as_deref(),
+                state.newest_password("IAM:carol")
+            ),
+            (Some("second"), None)
+        );
+    }
+}
