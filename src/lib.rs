@@ -13,7 +13,7 @@
 //! - `relay`: the byte pipe; `audit`: one log line per session; `sync`: the mutex helper; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
 //! - `check`: the `check` subcommand (configuration proof); `demo`: the one-command demo;
 //! - `emulator`: the Redshift credential API emulator used by tests and the demo;
-//! - `localpg`: a throwaway local PostgreSQL cluster (stand-in for Redshift).
+//! - `localpg`: a throwaway local PostgreSQL cluster (stand-in for Redshift), and a Redshift-like front for it.
 
 pub mod audit;
 pub mod cache;

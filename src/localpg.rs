@@ -5,13 +5,18 @@
 //! [`LocalPg::start`] copies it (`cp -a`), writes fresh TLS material and config,
 //! and runs `postgres -D` as a direct child that dies with us (PDEATHSIG).
 //! When the process runs as root, initdb/postgres run as the `postgres` user.
+//!
+//! [`RedshiftFront`] puts a Redshift-like server (TLS only, auth code 13, `server_version`
+//! 8.0.2, Redshift's refusals) in front of a cluster.
 
 mod ca;
+mod redshift_front;
 mod server;
 #[cfg(test)]
 mod tests;
 
 pub use ca::TestCa;
+pub use redshift_front::{PasswordLookup, RedshiftFront, REDSHIFT_SERVER_VERSION};
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,6 @@ use crate::stream::Stream;
 use crate::wire::{self, AuthRequest, ErrorFields, Message, MessageReader, WireError};
 use bytes::Bytes;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
-use rand::RngCore;
 use rustls::pki_types::ServerName;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -272,10 +271,10 @@ pub async fn login(
                         "Redshift digest algorithm {algorithm}"
                     )));
                 }
-                let mut client_nonce = [0u8; 32];
-                rand::thread_rng().fill_bytes(&mut client_nonce);
-                let digest = redshift_digest(password, &salt, &server_nonce, &client_nonce);
-                wire::redshift_digest_response(&digest, &client_nonce)
+                let client_nonce = client_nonce_now();
+                let digest =
+                    redshift_digest(password, &salt, &server_nonce, client_nonce.as_bytes());
+                wire::redshift_digest_response(&digest, client_nonce.as_bytes())
             }
             AuthRequest::IdpToken => {
                 return Err(UpstreamError::UnsupportedAuth(
@@ -375,6 +374,15 @@ pub fn redshift_digest(
         .into()
 }
 
+/// The code-13 client nonce as AWS's drivers form it (redshift_connector's `AUTH_REQ_DIGEST`
+/// branch, the JDBC driver too): the current time as ASCII decimal milliseconds since the epoch.
+pub fn client_nonce_now() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+        .to_string()
+}
+
 /// Sends a CancelRequest for `(pid, secret)` to the cluster over the same TLS rules.
 pub async fn send_cancel(
     target: &UpstreamTarget,
@@ -416,5 +424,24 @@ mod tests {
         let mut outer = inner.to_vec();
         outer.extend_from_slice(b"serverclient");
         assert_eq!(got.to_vec(), Sha256::digest(&outer).to_vec());
+    }
+
+    #[test]
+    fn client_nonce_is_ascii_decimal_milliseconds_since_the_epoch() {
+        fn now_ms() -> u128 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_millis()
+        }
+        let before = now_ms();
+        let nonce = client_nonce_now();
+        let after = now_ms();
+        assert!(nonce.bytes().all(|b| b.is_ascii_digit()), "{nonce:?}");
+        let ms: u128 = nonce.parse().expect("decimal");
+        assert!(
+            (before..=after).contains(&ms),
+            "{ms} not in {before}..={after}"
+        );
     }
 }

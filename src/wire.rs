@@ -460,6 +460,55 @@ pub fn redshift_digest_response(digest: &[u8], client_nonce: &[u8]) -> BytesMut 
     frame(b'd', &body)
 }
 
+/// The client's answer to code 13 (`d` body): `(digest, client nonce)`.
+pub fn parse_redshift_digest_response(body: &[u8]) -> Result<(Bytes, Bytes), WireError> {
+    let mut b = body;
+    let digest_len = take_i32(&mut b)?;
+    let digest = take_bytes(&mut b, digest_len)?;
+    let nonce_len = take_i32(&mut b)?;
+    let nonce = take_bytes(&mut b, nonce_len)?;
+    if !b.is_empty() {
+        return Err(WireError::Malformed(
+            "trailing bytes after the digest answer",
+        ));
+    }
+    Ok((digest, nonce))
+}
+
+/// A ParameterStatus (`S`) body: `(name, value)`.
+pub fn parse_parameter_status(body: &[u8]) -> Result<(String, String), WireError> {
+    let mut b = body;
+    let name = take_cstr(&mut b)?;
+    let value = take_cstr(&mut b)?;
+    Ok((name, value))
+}
+
+/// A ParameterStatus (`S`) message.
+pub fn parameter_status(name: &str, value: &str) -> BytesMut {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, name);
+    put_cstr(&mut body, value);
+    frame(b'S', &body)
+}
+
+/// A Sync (`S`) message from the frontend.
+pub fn sync() -> BytesMut {
+    frame(b'S', &[])
+}
+
+/// The SQL text of a simple Query (`Q`) body.
+pub fn parse_query(body: &[u8]) -> Result<String, WireError> {
+    let mut b = body;
+    take_cstr(&mut b)
+}
+
+/// The SQL text of a Parse (`P`) body (after the statement name).
+pub fn parse_parse_query(body: &[u8]) -> Result<String, WireError> {
+    let mut b = body;
+    take_cstr(&mut b)?;
+    take_cstr(&mut b)
+}
+
 /// An authentication request (`R`) sent by the proxy to a client: code plus payload.
 pub fn auth_request(code: i32, payload: &[u8]) -> BytesMut {
     let mut body = BytesMut::with_capacity(4 + payload.len());
@@ -659,6 +708,30 @@ mod tests {
         lying.put_slice(b"short");
         assert!(parse_sasl_initial_response(&lying).is_err());
         assert!(parse_sasl_initial_response(b"no terminator").is_err());
+    }
+
+    #[test]
+    fn redshift_digest_response_round_trips_and_rejects_lies() {
+        let msg = redshift_digest_response(b"digest", b"1700000000000");
+        let (digest, nonce) = parse_redshift_digest_response(&msg[5..]).unwrap();
+        assert_eq!(
+            (&digest[..], &nonce[..]),
+            (&b"digest"[..], &b"1700000000000"[..])
+        );
+        assert!(parse_redshift_digest_response(&msg[5..msg.len() - 1]).is_err());
+        let mut trailing = msg[5..].to_vec();
+        trailing.push(0);
+        assert!(parse_redshift_digest_response(&trailing).is_err());
+    }
+
+    #[test]
+    fn parameter_status_round_trips() {
+        let msg = parameter_status("server_version", "8.0.2");
+        assert_eq!(msg[0], b'S');
+        assert_eq!(
+            parse_parameter_status(&msg[5..]).unwrap(),
+            ("server_version".to_owned(), "8.0.2".to_owned())
+        );
     }
 
     #[test]

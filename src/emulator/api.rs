@@ -144,7 +144,7 @@ pub(crate) async fn mint(
         ))
         .map_err(|e| ApiError::internal(format!("formatting expiration: {e}")))?;
     let password = provision::generate_password();
-    state.record_issued(&password);
+    state.record_issued(&preq.login_role, &password);
     if let Some(p) = provisioner {
         let login_role = preq.login_role.as_str();
         match p.provision(&preq, &password).await {

@@ -288,6 +288,18 @@ impl Emulator {
         self.state.issued()
     }
 
+    /// The newest password minted for a login role (`IAM:alice`, `IAMR:analyst`): what a
+    /// Redshift-like front ([`crate::localpg::RedshiftFront`]) checks logins against. The
+    /// lookup keeps the emulator's state alive, not its server.
+    pub fn password_lookup(&self) -> crate::localpg::PasswordLookup {
+        let state = self.state.clone();
+        Arc::new(move |login_role: &str| {
+            state
+                .newest_password(login_role)
+                .map(secrecy::SecretString::from)
+        })
+    }
+
     /// All HTTP requests received.
     pub fn total_calls(&self) -> u64 {
         self.state.total_calls()

@@ -49,8 +49,9 @@ pub(crate) struct State {
     delay: Mutex<Duration>,
     counts: Mutex<HashMap<String, u64>>,
     total: AtomicU64,
-    /// Every password handed out, so tests can check that none leaks into logs.
-    issued: Mutex<Vec<String>>,
+    /// Every password handed out with the login role it was minted for, oldest first, so tests
+    /// can check that none leaks into logs and a Redshift-like front can check logins.
+    issued: Mutex<Vec<(String, String)>>,
 }
 
 impl State {
@@ -149,12 +150,21 @@ impl State {
         *lock(&self.counts).entry(action.to_owned()).or_insert(0) += 1;
     }
 
-    pub(crate) fn record_issued(&self, password: &str) {
-        lock(&self.issued).push(password.to_owned());
+    pub(crate) fn record_issued(&self, login_role: &str, password: &str) {
+        lock(&self.issued).push((login_role.to_owned(), password.to_owned()));
     }
 
     pub(crate) fn issued(&self) -> Vec<String> {
-        lock(&self.issued).clone()
+        lock(&self.issued).iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    /// The newest password minted for `login_role` (`IAM:alice`), if any.
+    pub(crate) fn newest_password(&self, login_role: &str) -> Option<String> {
+        lock(&self.issued)
+            .iter()
+            .rev()
+            .find(|(role, _)| role == login_role)
+            .map(|(_, p)| p.clone())
     }
 
     pub(crate) fn call_count(&self, action: &str) -> u64 {
@@ -195,5 +205,29 @@ impl State {
     pub(crate) fn clear_faults(&self) {
         lock(&self.faults).clear();
         *lock(&self.delay) = Duration::ZERO;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_password_is_the_last_one_minted_for_that_role() {
+        let state = State::new(
+            EmulatorConfig::default(),
+            Vec::new(),
+            CancellationToken::new(),
+        );
+        state.record_issued("IAM:alice", "first");
+        state.record_issued("IAM:bob", "bobs");
+        state.record_issued("IAM:alice", "second");
+        assert_eq!(
+            (
+                state.newest_password("IAM:alice").as_deref(),
+                state.newest_password("IAM:carol")
+            ),
+            (Some("second"), None)
+        );
     }
 }

@@ -7,10 +7,10 @@ pub mod faultline;
 use redshift_iam_proxy::config::Config;
 use redshift_iam_proxy::credentials::AwsIdentitySource;
 use redshift_iam_proxy::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
-use redshift_iam_proxy::localpg::{LocalPg, LocalPgOptions};
+use redshift_iam_proxy::localpg::{LocalPg, LocalPgOptions, PasswordLookup, RedshiftFront};
 use redshift_iam_proxy::server::Proxy;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -45,6 +45,9 @@ pub struct BedOptions {
     /// PostgreSQL max_connections and extra postgresql.conf lines.
     pub pg_max_connections: u32,
     pub pg_extra_conf: Vec<String>,
+    /// Put a Redshift-like front (TLS only, auth code 13, `server_version` 8.0.2, Redshift's
+    /// refusals) in front of the cluster: DescribeClusters returns the front's endpoint.
+    pub redshift_front: bool,
 }
 
 impl Default for BedOptions {
@@ -73,6 +76,7 @@ impl Default for BedOptions {
             pg_port_in_config: false,
             pg_max_connections: 200,
             pg_extra_conf: vec![],
+            redshift_front: false,
         }
     }
 }
@@ -80,6 +84,8 @@ impl Default for BedOptions {
 /// A running PostgreSQL + emulator + proxy.
 pub struct Bed {
     pub pg: LocalPg,
+    /// The Redshift-like front the proxy reaches the cluster through (`BedOptions::redshift_front`).
+    pub front: Option<RedshiftFront>,
     pub emu: Emulator,
     pub proxy_addr: SocketAddr,
     pub config: Config,
@@ -98,7 +104,19 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// PostgreSQL and the emulator, without a Redshift-like front.
 pub async fn start_pg_and_emulator(opts: &BedOptions) -> (LocalPg, Emulator) {
+    assert!(
+        !opts.redshift_front,
+        "the front needs a Bed (Bed::with) to stay alive"
+    );
+    let (pg, _front, emu) = start_parts(opts).await;
+    (pg, emu)
+}
+
+/// PostgreSQL, the front when asked for (its endpoint is the cluster's in the emulator), and
+/// the emulator, whose minted passwords the front checks logins against.
+pub async fn start_parts(opts: &BedOptions) -> (LocalPg, Option<RedshiftFront>, Emulator) {
     init_tracing();
     let pg = LocalPg::start(LocalPgOptions {
         hba_extra: opts.hba_extra.clone(),
@@ -109,6 +127,26 @@ pub async fn start_pg_and_emulator(opts: &BedOptions) -> (LocalPg, Emulator) {
     .expect("start PostgreSQL");
     let admin = pg.admin().await.expect("admin connection");
     admin.batch_execute(SETUP_SQL).await.expect("setup SQL");
+    // The front starts before the emulator (whose cluster endpoint it is), so its password
+    // lookup is bound to the emulator once that runs.
+    let lookup: Arc<OnceLock<PasswordLookup>> = Arc::default();
+    let front = if opts.redshift_front {
+        let bound = lookup.clone();
+        let passwords: PasswordLookup =
+            Arc::new(move |role: &str| bound.get().and_then(|lookup| lookup(role)));
+        Some(
+            RedshiftFront::start(&pg, passwords)
+                .await
+                .expect("start the Redshift-like front"),
+        )
+    } else {
+        None
+    };
+    let mut cluster = EmulatedCluster::local(CLUSTER, &pg);
+    if let Some(front) = &front {
+        cluster.host = front.host().into();
+        cluster.port = front.port();
+    }
     let mut emu_config = EmulatorConfig {
         region: "us-east-1".into(),
         keys: vec![AccessKey {
@@ -118,7 +156,7 @@ pub async fn start_pg_and_emulator(opts: &BedOptions) -> (LocalPg, Emulator) {
             session_token: None,
             denied_actions: opts.denied_actions.clone(),
         }],
-        clusters: vec![EmulatedCluster::local(CLUSTER, &pg)],
+        clusters: vec![cluster],
         md5_users: opts.md5_users.clone(),
         ..Default::default()
     };
@@ -126,7 +164,8 @@ pub async fn start_pg_and_emulator(opts: &BedOptions) -> (LocalPg, Emulator) {
     let emu = Emulator::start(emu_config, "127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("start emulator");
-    (pg, emu)
+    let _ = lookup.set(emu.password_lookup());
+    (pg, front, emu)
 }
 
 /// The proxy configuration for a bed (listening on a random loopback port).
@@ -159,9 +198,10 @@ impl Bed {
     }
 
     pub async fn with(opts: BedOptions) -> Bed {
-        let (pg, emu) = start_pg_and_emulator(&opts).await;
+        let (pg, front, emu) = start_parts(&opts).await;
         let mut bed = Bed {
             pg,
+            front,
             emu,
             proxy_addr: "127.0.0.1:0".parse().expect("addr"),
             config: Config::from_toml("[cluster]\nidentifier = \"x\"").expect("config"),
@@ -170,7 +210,8 @@ impl Bed {
             join: None,
         };
         let users = opts.users_toml.clone();
-        let (port, pin, tweak) = (bed.pg.port(), opts.pg_port_in_config, opts.tweak);
+        let port = bed.front.as_ref().map_or(bed.pg.port(), |f| f.port());
+        let (pin, tweak) = (opts.pg_port_in_config, opts.tweak);
         bed.start_proxy(
             &users,
             Box::new(move |c| {
