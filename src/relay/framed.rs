@@ -472,7 +472,7 @@ impl Relay {
                 return Ok(());
             }
             b'Q' => {
-                let text = wire::query_text(&body).map_err(bad)?;
+                let text = wire::parse_query(&body).map_err(bad)?;
                 let effects = classify::classify(&text);
                 self.note_effects(&effects, true);
                 self.to_server.extend_from_slice(&raw);

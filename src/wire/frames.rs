@@ -10,6 +10,8 @@
 //! Pure framing: no decision about what to do with a message is made here.
 
 use super::{frame, put_cstr, take_cstr, WireError};
+#[cfg(test)]
+use super::sync;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Messages at least this large, of a kind nobody inspects, are streamed in pieces.
@@ -250,22 +252,11 @@ pub fn target_message(tag: u8, kind: u8, name: &str) -> BytesMut {
     frame(tag, &body)
 }
 
-/// The text of a simple Query.
-pub fn query_text(body: &[u8]) -> Result<String, WireError> {
-    let mut b = body;
-    take_cstr(&mut b)
-}
-
 /// A simple Query message.
 pub fn query(text: &str) -> BytesMut {
     let mut body = BytesMut::with_capacity(text.len() + 1);
     put_cstr(&mut body, text);
     frame(b'Q', &body)
-}
-
-/// Sync.
-pub fn sync() -> BytesMut {
-    frame(b'S', &[])
 }
 
 /// Terminate.
@@ -295,28 +286,12 @@ pub fn ready_for_query(status: u8) -> BytesMut {
     frame(b'Z', &[status])
 }
 
-/// ParameterStatus.
-pub fn parameter_status(name: &str, value: &str) -> BytesMut {
-    let mut body = BytesMut::with_capacity(name.len() + value.len() + 2);
-    put_cstr(&mut body, name);
-    put_cstr(&mut body, value);
-    frame(b'S', &body)
-}
-
 /// The transaction status byte of a ReadyForQuery body.
 pub fn ready_status(body: &[u8]) -> Result<u8, WireError> {
     match body {
         [s @ (b'I' | b'T' | b'E')] => Ok(*s),
         _ => Err(WireError::Malformed("ReadyForQuery with a bad status")),
     }
-}
-
-/// Name and value of a ParameterStatus body.
-pub fn parse_parameter_status(body: &[u8]) -> Result<(String, String), WireError> {
-    let mut b = body;
-    let name = take_cstr(&mut b)?;
-    let value = take_cstr(&mut b)?;
-    Ok((name, value))
 }
 
 /// The (SQLSTATE, severity) of an ErrorResponse, read cheaply.
