@@ -11,6 +11,7 @@
 //! - `credentials`: the AWS API calls; `cache`: credential cache and single flight;
 //! - `endpoint`: where the cluster is; `upstream`: TLS + login to the cluster; `tls`: TLS settings;
 //! - `relay`: the byte pipe; `audit`: one log line per session; `sync`: the mutex helper; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
+//! - `compat`: startup parameters stock drivers send that Redshift refuses;
 //! - `check`: the `check` subcommand (configuration proof); `demo`: the one-command demo;
 //! - `emulator`: the Redshift credential API emulator used by tests and the demo;
 //! - `localpg`: a throwaway local PostgreSQL cluster (stand-in for Redshift).
@@ -21,6 +22,7 @@ pub mod cancel;
 pub mod check;
 pub mod client;
 pub mod clientauth;
+pub mod compat;
 pub mod config;
 pub mod credentials;
 pub mod demo;
