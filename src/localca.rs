@@ -485,6 +485,26 @@ mod tests {
     }
 
     #[test]
+    fn proxies_starting_at_once_share_one_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (dir, start) = (dir.path().to_owned(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let ca = LocalCa::open_or_create(&dir).unwrap();
+                    ca.issue_server_cert(&names()).unwrap().0.remove(0)
+                })
+            })
+            .collect();
+        for t in threads {
+            let leaf = t.join().unwrap();
+            assert!(verifies(&dir.path().join(CA_CERT_FILE), &leaf, "localhost"));
+        }
+    }
+
+    #[test]
     fn server_names_include_loopback_and_listen_hosts_but_not_wildcards() {
         let n = server_names([
             "0.0.0.0:5439",
