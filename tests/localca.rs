@@ -127,6 +127,29 @@ async fn psql_verify_full_to_127_0_0_1_logs_in_trusting_the_local_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn psql_verify_full_to_a_configured_listen_host_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_owned();
+    // 127.0.0.2 is loopback too, but not among the names every certificate carries.
+    let bed = Bed::with(BedOptions {
+        tweak: Box::new(move |c| {
+            c.listen = "127.0.0.2:0".into();
+            c.client_tls.state_dir = Some(state);
+        }),
+        ..Default::default()
+    })
+    .await;
+    let (ok, out, err) = psql_verify_full(
+        bed.proxy_addr.port(),
+        "127.0.0.2",
+        &dir.path().join("ca.crt"),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "IAM:alice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_restart_keeps_the_ca_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let mut bed = bed_with_state(dir.path()).await;
