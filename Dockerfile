@@ -16,6 +16,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin proxy
 COPY --from=build /usr/local/bin/redshift-iam-proxy /usr/local/bin/redshift-iam-proxy
+# The local CA (ca.crt, ca.key) lives in $XDG_STATE_HOME/redshift-iam-proxy; mount a volume there to keep it across containers.
+ENV XDG_STATE_HOME=/var/lib
+RUN install -d -m 0700 -o 10001 -g 10001 /var/lib/redshift-iam-proxy
 USER 10001:10001
 EXPOSE 5439
 ENTRYPOINT ["/usr/local/bin/redshift-iam-proxy"]

@@ -275,11 +275,14 @@ default_database = "postgres"
 [limits]
 max_client_connections = 20000
 login_timeout_secs = 120
+[client_tls]
+state_dir = "{state}"
 [[users]]
 client_user = "*"
 "#,
         endpoint = emu.endpoint_url(),
         ca = pg.ca_cert_path().display(),
+        state = dir.join("proxy-state").display(),
     );
     let path = dir.join("proxy.toml");
     std::fs::write(&path, config).unwrap();

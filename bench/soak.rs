@@ -258,9 +258,10 @@ async fn main() {
         format!(
             "listen = \"127.0.0.1:{port}\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
              [cluster]\nidentifier = \"soak\"\nsslrootcert = \"{}\"\ndefault_database = \"postgres\"\n\
-             [limits]\nstats_interval_secs = 1\n[[users]]\nclient_user = \"*\"\n",
+             [limits]\nstats_interval_secs = 1\n[client_tls]\nstate_dir = \"{}\"\n[[users]]\nclient_user = \"*\"\n",
             emu.endpoint_url(),
-            pg.ca_cert_path().display()
+            pg.ca_cert_path().display(),
+            dir.path().join("proxy-state").display()
         ),
     )
     .expect("config");

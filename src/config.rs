@@ -328,13 +328,37 @@ pub struct UserRule {
 }
 
 /// TLS offered to clients (answering SSLRequest).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientTlsConfig {
-    /// PEM certificate chain; omitted: a self-signed certificate is made at start.
+    /// PEM certificate chain; omitted: a certificate signed by the local CA (or, with
+    /// `local_ca = false`, a self-signed one) is made at start.
     pub cert_file: Option<PathBuf>,
     /// PEM private key matching `cert_file`.
     pub key_file: Option<PathBuf>,
+    /// Keep a CA in `state_dir` and sign the listener certificate with it, so clients
+    /// that verify TLS can trust `ca.crt` once; false: a new self-signed certificate
+    /// at every start. Not used when `cert_file` is set.
+    #[serde(default = "default_local_ca")]
+    pub local_ca: bool,
+    /// Where the local CA lives (`ca.crt`, `ca.key`); default
+    /// `$XDG_STATE_HOME/redshift-iam-proxy`, else `$HOME/.local/state/redshift-iam-proxy`.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for ClientTlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            local_ca: default_local_ca(),
+            state_dir: None,
+        }
+    }
+}
+
+fn default_local_ca() -> bool {
+    true
 }
 
 /// Resource limits and timeouts that keep one client from hurting others.

@@ -83,6 +83,9 @@ async fn run_with(
         db_groups = ["engineers"]
         [limits]
         drain_timeout_secs = 2
+        [client_tls]
+        # A throwaway demo: nothing is kept, so no local CA in the user's state directory.
+        local_ca = false
         "#,
         port = args.port,
         endpoint = emulator.endpoint_url(),

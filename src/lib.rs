@@ -11,6 +11,7 @@
 //! - `credentials`: the AWS API calls; `cache`: credential cache and single flight;
 //! - `endpoint`: where the cluster is; `upstream`: TLS + login to the cluster; `tls`: TLS settings;
 //! - `relay`: the byte pipe; `audit`: one log line per session; `sync`: the mutex helper; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
+//! - `compat`: startup parameters stock drivers send that Redshift refuses; `localca`: the local CA that signs the client-side certificate;
 //! - `check`: the `check` subcommand (configuration proof); `demo`: the one-command demo;
 //! - `emulator`: the Redshift credential API emulator used by tests and the demo;
 //! - `localpg`: a throwaway local PostgreSQL cluster (stand-in for Redshift), and a Redshift-like front for it.
@@ -21,12 +22,14 @@ pub mod cancel;
 pub mod check;
 pub mod client;
 pub mod clientauth;
+pub mod compat;
 pub mod config;
 pub mod connector;
 pub mod credentials;
 pub mod demo;
 pub mod emulator;
 pub mod endpoint;
+pub mod localca;
 pub mod localpg;
 pub mod login;
 pub mod mapping;

@@ -31,6 +31,8 @@ enum Command {
     HashPassword,
     /// Run a self-contained demo: local PostgreSQL as the stand-in for Redshift, the emulator, and the proxy.
     Demo(redshift_iam_proxy::demo::DemoArgs),
+    /// Print the path of the local CA certificate clients should trust (made if missing).
+    CaPath,
     /// Run the Redshift credential API emulator (for tests, CI pipelines and the demo).
     Emulator(Box<redshift_iam_proxy::emulator::cli::EmulatorArgs>),
 }
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
                 }
             }
             Some(Command::HashPassword) => hash_password(),
+            Some(Command::CaPath) => ca_path(cli.config.as_deref()),
             Some(Command::Check(args)) => {
                 let Some(path) = cli.config else {
                     eprintln!("error: check needs --config FILE");
@@ -132,6 +135,41 @@ async fn run_proxy(path: PathBuf) -> ExitCode {
     }
     proxy.serve(shutdown_signal()).await;
     ExitCode::SUCCESS
+}
+
+/// Prints the local CA certificate's path for `[client_tls]` of the config (defaults without one).
+fn ca_path(config: Option<&std::path::Path>) -> ExitCode {
+    let tls = match config.map(Config::load) {
+        None => redshift_iam_proxy::config::ClientTlsConfig::default(),
+        Some(Ok(c)) => c.client_tls,
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(cert) = &tls.cert_file {
+        eprintln!(
+            "error: [client_tls] cert_file = {} is configured, so no local CA is used; clients trust the CA that signed that certificate",
+            cert.display()
+        );
+        return ExitCode::from(2);
+    }
+    if !tls.local_ca {
+        eprintln!("error: [client_tls] local_ca = false: the proxy makes a self-signed certificate at each start, which clients cannot trust");
+        return ExitCode::from(2);
+    }
+    let ca = redshift_iam_proxy::localca::state_dir(&tls)
+        .and_then(|dir| redshift_iam_proxy::localca::LocalCa::open_or_create(&dir));
+    match ca {
+        Ok(ca) => {
+            println!("{}", ca.cert_path().display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Reads one password line from stdin and prints its SCRAM-SHA-256 verifier.

@@ -48,7 +48,10 @@ impl Proxy {
             ClientAuthMethod::Cert => config.client_auth.ca_file.as_deref(),
             _ => None,
         };
-        let client_tls = tls::client_side_config(&config.client_tls, client_ca)?;
+        let server_names = crate::localca::server_names(config.listen_addrs());
+        let (client_tls, cert_source) =
+            tls::client_side_config(&config.client_tls, &server_names, client_ca)?;
+        log_client_cert(&cert_source);
         // Parsed at validation already; unparsable entries cannot reach here.
         let verifiers = config
             .client_auth
@@ -170,6 +173,24 @@ impl Proxy {
             tracker.wait().await;
         }
         tracing::info!("shutdown complete");
+    }
+}
+
+/// Tells the operator which CA clients that verify TLS must trust, with ready-to-paste lines.
+fn log_client_cert(source: &tls::ClientCertSource) {
+    match source {
+        tls::ClientCertSource::Files => {
+            tracing::info!("client TLS: [client_tls] cert_file; clients trust the CA that signed it")
+        }
+        tls::ClientCertSource::LocalCa(ca) => tracing::info!(
+            ca = %ca.display(),
+            "client TLS: listener certificate signed by the local CA; clients that verify TLS trust {}. {}",
+            ca.display(),
+            crate::localca::trust_hints(ca)
+        ),
+        tls::ClientCertSource::SelfSigned => tracing::info!(
+            "client TLS: self-signed certificate made at this start (local_ca = false); only sslmode=require clients can use it"
+        ),
     }
 }
 

@@ -31,6 +31,8 @@ pub enum TlsSetupError {
     Generate(#[from] rcgen::Error),
     #[error("no trusted root certificates available")]
     NoRoots,
+    #[error(transparent)]
+    LocalCa(#[from] crate::localca::LocalCaError),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -97,31 +99,58 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError
     Ok(certs)
 }
 
+/// Where the certificate presented to clients comes from (for the start-up log).
+///
+/// Returned beside the rustls configuration so the caller can tell users which CA
+/// to trust without knowing how the certificate was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCertSource {
+    /// `[client_tls] cert_file` / `key_file`.
+    Files,
+    /// Signed by the local CA whose certificate is at this path.
+    LocalCa(std::path::PathBuf),
+    /// Self-signed at this start (`local_ca = false`): clients cannot verify it.
+    SelfSigned,
+}
+
 /// The rustls server configuration answering clients' SSLRequest; with `client_ca`,
 /// client certificates are requested and must chain to it (whether one is required is
 /// decided per session, so a client without one gets a PostgreSQL error, not a TLS alert).
+///
+/// The certificate: `cert_file`/`key_file` when configured; else one signed by the
+/// local CA for `server_names` (see `localca`); else (`local_ca = false`) self-signed.
 pub fn client_side_config(
     cfg: &ClientTlsConfig,
+    server_names: &[String],
     client_ca: Option<&Path>,
-) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
-    let (certs, key) = match (&cfg.cert_file, &cfg.key_file) {
+) -> Result<(Arc<rustls::ServerConfig>, ClientCertSource), TlsSetupError> {
+    let (certs, key, source) = match (&cfg.cert_file, &cfg.key_file) {
         (Some(cert), Some(key)) => {
             let certs = read_certs(cert)?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsSetupError::File {
                 path: key.display().to_string(),
                 reason: e.to_string(),
             })?;
-            (certs, key)
+            (certs, key, ClientCertSource::Files)
+        }
+        _ if cfg.local_ca => {
+            let ca = crate::localca::LocalCa::open_or_create(&crate::localca::state_dir(cfg)?)?;
+            let (certs, key) = ca.issue_server_cert(server_names)?;
+            (
+                certs,
+                key,
+                ClientCertSource::LocalCa(ca.cert_path().to_owned()),
+            )
         }
         _ => {
-            let generated = rcgen::generate_simple_self_signed(vec![
-                "localhost".to_owned(),
-                "127.0.0.1".to_owned(),
-                "::1".to_owned(),
-            ])?;
+            let generated = rcgen::generate_simple_self_signed(server_names.to_vec())?;
             let key = PrivateKeyDer::try_from(generated.key_pair.serialize_der())
                 .map_err(|e| TlsSetupError::Rustls(TlsError::General(e.to_owned())))?;
-            (vec![generated.cert.der().clone()], key)
+            (
+                vec![generated.cert.der().clone()],
+                key,
+                ClientCertSource::SelfSigned,
+            )
         }
     };
     let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -147,7 +176,7 @@ pub fn client_side_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    Ok(Arc::new(builder.with_single_cert(certs, key)?))
+    Ok((Arc::new(builder.with_single_cert(certs, key)?), source))
 }
 
 /// The name the cluster's certificate must carry (DNS name or IP address).

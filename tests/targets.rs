@@ -64,10 +64,13 @@ async fn two_targets_in_one_proxy_by_database_name_and_by_listener() {
         sslrootcert = "{west_ca}"
         default_database = "postgres"
         listen = "127.0.0.1:0"
+        [client_tls]
+        state_dir = "{state}"
         [[users]]
         client_user = "*"
         "#,
         url = emu.endpoint_url(),
+        state = east.ca_cert_path().with_file_name("proxy-state").display(),
         east_ca = east.ca_cert_path().display(),
         west_ca = west.ca_cert_path().display(),
     ))

@@ -185,10 +185,14 @@ pub fn proxy_config_toml(pg: &LocalPg, emu: &Emulator, users_toml: &str) -> Stri
         [limits]
         handshake_timeout_secs = 20
         drain_timeout_secs = 5
+        [client_tls]
+        state_dir = "{state}"
         {users_toml}
         "#,
         endpoint = emu.endpoint_url(),
         ca = pg.ca_cert_path().display(),
+        // The local CA lives with the bed's cluster, never in the user's home.
+        state = pg.ca_cert_path().with_file_name("proxy-state").display(),
     )
 }
 
