@@ -127,7 +127,10 @@ impl CancelRegistry {
                     Ok(()) => tracing::info!(pid, "cancel request forwarded"),
                 }
             }
-            None => tracing::debug!(pid, "cancel request for an unknown key or an idle session ignored"),
+            None => tracing::debug!(
+                pid,
+                "cancel request for an unknown key or an idle session ignored"
+            ),
         }
     }
 

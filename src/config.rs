@@ -596,7 +596,10 @@ impl Config {
         if p.max_prepared_statements == 0 {
             return bad("pool.max_prepared_statements must be at least 1".into());
         }
-        if p.reset_query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+        if p.reset_query
+            .as_deref()
+            .is_some_and(|q| q.trim().is_empty())
+        {
             return bad("pool.reset_query must not be empty (omit it for the default)".into());
         }
         for (i, c) in self.cluster.iter().enumerate() {

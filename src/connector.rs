@@ -43,8 +43,14 @@ pub async fn open(shared: &Shared, target: &Target, spec: &LoginSpec) -> Result<
         let (cred, source) =
             cred.map_err(|c| Refusal::new(c.sqlstate(), c.to_string(), c.hint()))?;
         let c = &cred.credential;
-        let login =
-            upstream::login(stream?, &c.db_user, &c.password, &spec.database, &spec.params).await;
+        let login = upstream::login(
+            stream?,
+            &c.db_user,
+            &c.password,
+            &spec.database,
+            &spec.params,
+        )
+        .await;
         match login {
             Ok(l) => {
                 cred.mark_worked();

@@ -24,6 +24,8 @@ pub struct LoginPlan {
     pub forwarded: Vec<(String, String)>,
     /// Protocol options (`_pq_.*`) the proxy declines with NegotiateProtocolVersion.
     pub declined: Vec<String>,
+    /// Startup parameters changed so stock drivers' logins succeed on Redshift (for a debug line).
+    pub adapted: Vec<String>,
 }
 
 /// Parameters the client sent that are not forwarded upstream.
@@ -81,10 +83,14 @@ pub fn plan(
             client_user,
         ),
     };
-    let forwarded = params
+    let mut forwarded: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| forwardable(k))
         .cloned()
+        .collect();
+    let adapted = crate::compat::adapt_startup_params(&mut forwarded)
+        .iter()
+        .map(ToString::to_string)
         .collect();
     // `_pq_.compression` (sent by Redshift's JDBC driver) is dropped silently.
     let declined = params
@@ -99,6 +105,7 @@ pub fn plan(
         identity,
         forwarded,
         declined,
+        adapted,
     })
 }
 
@@ -182,7 +189,9 @@ mod tests {
     }
 
     fn params(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn users(c: &Config) -> UserMap {
@@ -192,7 +201,14 @@ mod tests {
     #[test]
     fn single_target_uses_the_database_as_dbname() {
         let c = cfg("[cluster]\nidentifier = \"c\"");
-        let p = plan(&c, &users(&c), None, "alice", &params(&[("database", "sales")])).unwrap();
+        let p = plan(
+            &c,
+            &users(&c),
+            None,
+            "alice",
+            &params(&[("database", "sales")]),
+        )
+        .unwrap();
         assert_eq!((p.target, p.database.as_str()), (0, "sales"));
     }
 
@@ -215,14 +231,28 @@ mod tests {
         let c = cfg("[[cluster]]\nname = \"a\"\nidentifier = \"c\"\n[[cluster]]\nname = \"b\"\nidentifier = \"d\"");
         let p = plan(&c, &users(&c), None, "alice", &params(&[("database", "b")])).unwrap();
         assert_eq!((p.target, p.database.as_str()), (1, "dev"));
-        let p = plan(&c, &users(&c), None, "alice", &params(&[("database", "a/x")])).unwrap();
+        let p = plan(
+            &c,
+            &users(&c),
+            None,
+            "alice",
+            &params(&[("database", "a/x")]),
+        )
+        .unwrap();
         assert_eq!((p.target, p.database.as_str()), (0, "x"));
     }
 
     #[test]
     fn unknown_target_is_refused_with_3d000() {
         let c = cfg("[[cluster]]\nname = \"a\"\nidentifier = \"c\"\n[[cluster]]\nname = \"b\"\nidentifier = \"d\"");
-        let e = plan(&c, &users(&c), None, "alice", &params(&[("database", "zz")])).unwrap_err();
+        let e = plan(
+            &c,
+            &users(&c),
+            None,
+            "alice",
+            &params(&[("database", "zz")]),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "3D000");
     }
 
@@ -253,5 +283,20 @@ mod tests {
         .unwrap();
         assert_eq!(p.forwarded, params(&[("application_name", "x")]));
         assert_eq!(p.declined, vec!["_pq_.other".to_owned()]);
+    }
+
+    #[test]
+    fn stock_drivers_extra_float_digits_is_adapted_for_redshift() {
+        let c = cfg("[cluster]\nidentifier = \"c\"");
+        let p = plan(
+            &c,
+            &users(&c),
+            None,
+            "alice",
+            &params(&[("extra_float_digits", "3")]),
+        )
+        .unwrap();
+        assert_eq!(p.forwarded, params(&[("extra_float_digits", "2")]));
+        assert_eq!(p.adapted.len(), 1);
     }
 }

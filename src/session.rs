@@ -148,14 +148,30 @@ pub async fn run(
     };
     // Bytes the client sent after authenticating (pipelined queries) go upstream first.
     let client_leftover = client_reader.into_leftover();
-    let plan = match login::plan(&shared.config, &shared.users, fixed_target, &client_user, &params) {
+    let plan = match login::plan(
+        &shared.config,
+        &shared.users,
+        fixed_target,
+        &client_user,
+        &params,
+    ) {
         Ok(p) => p,
         Err(r) => {
             tracing::info!(%peer, user = %client_user, reason = %r.message, "login refused");
-            refuse(&mut stream, &mut audit, &r.code, &r.message, r.hint.as_deref()).await;
+            refuse(
+                &mut stream,
+                &mut audit,
+                &r.code,
+                &r.message,
+                r.hint.as_deref(),
+            )
+            .await;
             return;
         }
     };
+    for a in &plan.adapted {
+        tracing::debug!(%peer, user = %client_user, "{a}");
+    }
     let target = &shared.targets[plan.target];
     audit.target = target.config.label().to_owned();
     audit.iam_identity = plan
@@ -299,4 +315,3 @@ async fn authenticate_client(
         }
     }
 }
-

@@ -79,8 +79,8 @@ impl TargetSlots {
 
 /// What a waiting client is handed.
 enum Handoff {
-    /// An idle server, ready to use.
-    Server(ServerConn),
+    /// An idle server, ready to use (boxed: it is large, and handoffs are rare).
+    Server(Box<ServerConn>),
     /// Room for one more server: the client logs it in.
     Slot(Slot),
 }
@@ -182,8 +182,8 @@ impl Pool {
                         return Err(self.refuse_target_full());
                     }
                     // Bounded slices: a slot freed between the check and this wait is seen soon.
-                    let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), notified)
-                        .await;
+                    let _ =
+                        tokio::time::timeout(left.min(Duration::from_millis(50)), notified).await;
                     continue;
                 }
                 Step::Wait(mut rx) => {
@@ -211,7 +211,8 @@ impl Pool {
                 }
             };
             match handoff {
-                Handoff::Server(mut s) => {
+                Handoff::Server(s) => {
+                    let mut s = *s;
                     if s.age() >= self.settings.lifetime {
                         self.stats.closed(CloseReason::Lifetime);
                         continue;
@@ -285,7 +286,7 @@ impl Pool {
             ));
         }
         if let Some(s) = st.idle.pop() {
-            return Ok(Step::Ready(Handoff::Server(s)));
+            return Ok(Step::Ready(Handoff::Server(Box::new(s))));
         }
         if st.total < self.settings.size {
             if self.target.try_acquire() {
@@ -339,9 +340,9 @@ impl Pool {
                 tokio::spawn(server.terminate());
                 return;
             };
-            match w.send(Handoff::Server(server)) {
+            match w.send(Handoff::Server(Box::new(server))) {
                 Ok(()) => return,
-                Err(Handoff::Server(s)) => server = s,
+                Err(Handoff::Server(s)) => server = *s,
                 Err(Handoff::Slot(_)) => return,
             }
         }

@@ -189,7 +189,9 @@ fn statement_effect(s: &Statement<'_>) -> Option<Effect> {
     let w: Vec<&str> = s.words.iter().map(|w| w.upper.as_str()).collect();
     let first = *w.first()?;
     // Anywhere in the statement: what no reset or replay can account for.
-    if w.iter().any(|x| matches!(*x, "SET_CONFIG" | "PG_CATALOG.SET_CONFIG")) {
+    if w.iter()
+        .any(|x| matches!(*x, "SET_CONFIG" | "PG_CATALOG.SET_CONFIG"))
+    {
         return Some(Effect::Sticky("set_config()"));
     }
     if w.iter().any(|x| {
@@ -258,9 +260,7 @@ fn set_effect(s: &Statement<'_>, w: &[&str]) -> Option<Effect> {
         Some("LOCAL") | Some("TRANSACTION") | Some("CONSTRAINTS") => return None,
         Some("SESSION") => match w.get(2).copied() {
             Some("AUTHORIZATION") => return Some(Effect::Sticky("SET SESSION AUTHORIZATION")),
-            Some("CHARACTERISTICS") => {
-                return Some(Effect::Sticky("SET SESSION CHARACTERISTICS"))
-            }
+            Some("CHARACTERISTICS") => return Some(Effect::Sticky("SET SESSION CHARACTERISTICS")),
             _ => at = 2,
         },
         _ => {}
@@ -321,28 +321,79 @@ mod tests {
         let cases: Vec<(&str, Vec<Effect>)> = vec![
             ("SELECT 1", vec![]),
             ("SET search_path TO a, b", vec![set("search_path", "a, b")]),
-            ("set statement_timeout = 5000;", vec![set("statement_timeout", "5000")]),
-            ("SET SESSION DateStyle TO 'ISO, DMY'", vec![set("datestyle", "'ISO, DMY'")]),
-            ("SET TIME ZONE 'Europe/Paris'", vec![set("timezone", "'Europe/Paris'")]),
+            (
+                "set statement_timeout = 5000;",
+                vec![set("statement_timeout", "5000")],
+            ),
+            (
+                "SET SESSION DateStyle TO 'ISO, DMY'",
+                vec![set("datestyle", "'ISO, DMY'")],
+            ),
+            (
+                "SET TIME ZONE 'Europe/Paris'",
+                vec![set("timezone", "'Europe/Paris'")],
+            ),
             ("SET LOCAL statement_timeout = 1", vec![]),
             ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", vec![]),
-            ("SET application_name TO DEFAULT", vec![Effect::Reset { name: "application_name".into() }]),
-            ("RESET search_path", vec![Effect::Reset { name: "search_path".into() }]),
-            ("RESET TIME ZONE", vec![Effect::Reset { name: "timezone".into() }]),
+            (
+                "SET application_name TO DEFAULT",
+                vec![Effect::Reset {
+                    name: "application_name".into(),
+                }],
+            ),
+            (
+                "RESET search_path",
+                vec![Effect::Reset {
+                    name: "search_path".into(),
+                }],
+            ),
+            (
+                "RESET TIME ZONE",
+                vec![Effect::Reset {
+                    name: "timezone".into(),
+                }],
+            ),
             ("RESET ALL", vec![Effect::ResetAll]),
             ("DISCARD ALL", vec![Effect::DiscardAll]),
-            ("PREPARE q AS SELECT 1", vec![Effect::Prepare { name: "q".into() }]),
-            ("DEALLOCATE PREPARE q", vec![Effect::Deallocate { name: "q".into() }]),
+            (
+                "PREPARE q AS SELECT 1",
+                vec![Effect::Prepare { name: "q".into() }],
+            ),
+            (
+                "DEALLOCATE PREPARE q",
+                vec![Effect::Deallocate { name: "q".into() }],
+            ),
             ("DEALLOCATE ALL", vec![Effect::DeallocateAll]),
             ("SET ROLE admin", vec![Effect::Sticky("SET ROLE")]),
-            ("SET SESSION AUTHORIZATION bob", vec![Effect::Sticky("SET SESSION AUTHORIZATION")]),
-            ("CREATE TEMP TABLE t (a int)", vec![Effect::Sticky("temporary table")]),
-            ("create temporary table t as select 1", vec![Effect::Sticky("temporary table")]),
-            ("CREATE TABLE #stage (a int)", vec![Effect::Sticky("temporary table")]),
-            ("SELECT set_config('a.b', 'c', false)", vec![Effect::Sticky("set_config()")]),
-            ("SELECT pg_advisory_lock(1)", vec![Effect::Sticky("session advisory lock")]),
+            (
+                "SET SESSION AUTHORIZATION bob",
+                vec![Effect::Sticky("SET SESSION AUTHORIZATION")],
+            ),
+            (
+                "CREATE TEMP TABLE t (a int)",
+                vec![Effect::Sticky("temporary table")],
+            ),
+            (
+                "create temporary table t as select 1",
+                vec![Effect::Sticky("temporary table")],
+            ),
+            (
+                "CREATE TABLE #stage (a int)",
+                vec![Effect::Sticky("temporary table")],
+            ),
+            (
+                "SELECT set_config('a.b', 'c', false)",
+                vec![Effect::Sticky("set_config()")],
+            ),
+            (
+                "SELECT pg_advisory_lock(1)",
+                vec![Effect::Sticky("session advisory lock")],
+            ),
             ("LISTEN chan", vec![Effect::Sticky("LISTEN")]),
-            ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", vec![Effect::Sticky("cursor WITH HOLD")]),
+            (
+                "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+                vec![Effect::Sticky("cursor WITH HOLD")],
+            ),
             ("DECLARE c CURSOR FOR SELECT 1", vec![]),
             ("CALL proc()", vec![Effect::Call]),
         ];
@@ -374,8 +425,14 @@ mod tests {
 
     #[test]
     fn unreadable_set_is_sticky() {
-        assert_eq!(classify("SET x"), vec![Effect::Sticky("SET the proxy cannot read")]);
-        assert_eq!(classify("SET \"Weird\" = 1"), vec![Effect::Sticky("SET of a quoted name")]);
+        assert_eq!(
+            classify("SET x"),
+            vec![Effect::Sticky("SET the proxy cannot read")]
+        );
+        assert_eq!(
+            classify("SET \"Weird\" = 1"),
+            vec![Effect::Sticky("SET of a quoted name")]
+        );
     }
 
     #[test]
@@ -385,7 +442,20 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for s in ["'", "\"", "$", "$a", "$a$", "/*", "--", "SET", "SET TIME", "SET x =", "E'\\", "é SET ü = 1"] {
+        for s in [
+            "'",
+            "\"",
+            "$",
+            "$a",
+            "$a$",
+            "/*",
+            "--",
+            "SET",
+            "SET TIME",
+            "SET x =",
+            "E'\\",
+            "é SET ü = 1",
+        ] {
             let _ = classify(s);
         }
     }

@@ -90,8 +90,7 @@ impl Drop for Checkout {
             OnDrop::Reset(left) => spawn_or_drop(async move {
                 drop(server.cancel_gate.clone().write_owned().await);
                 PoolStats::add(&pool.stats.resets, 1);
-                match reset::reset(&mut server, &left, pool.settings.reset_query.as_deref()).await
-                {
+                match reset::reset(&mut server, &left, pool.settings.reset_query.as_deref()).await {
                     Ok(()) => pool.check_in(server),
                     Err(why) => {
                         tracing::info!(pool = %pool.label, server = server.id, reason = %why, "server closed instead of reused");

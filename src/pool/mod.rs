@@ -76,9 +76,7 @@ impl Pools {
 
     /// The pool mode of target `i`.
     pub fn mode(&self, target: usize) -> PoolMode {
-        self.settings
-            .get(target)
-            .map_or(PoolMode::None, |s| s.mode)
+        self.settings.get(target).map_or(PoolMode::None, |s| s.mode)
     }
 
     /// The pool for `key`, created on first use.
@@ -173,7 +171,10 @@ impl Pools {
             }
             if pool.settings.min_size == 0 && pool.is_unused() {
                 let mut map = lock(&shared.pools.pools);
-                if map.get(&key).is_some_and(|p| Arc::ptr_eq(p, &pool) && p.is_unused()) {
+                if map
+                    .get(&key)
+                    .is_some_and(|p| Arc::ptr_eq(p, &pool) && p.is_unused())
+                {
                     map.remove(&key);
                 }
             }
@@ -206,7 +207,8 @@ impl Pools {
                 if shared.pools.mode(t) == PoolMode::None {
                     continue;
                 }
-                let plan = match crate::login::plan_for_prewarm(&shared, t, &rule.client_user).await {
+                let plan = match crate::login::plan_for_prewarm(&shared, t, &rule.client_user).await
+                {
                     Some(p) => p,
                     None => continue,
                 };

@@ -205,7 +205,7 @@ pub fn sync_sql(
         }
         match value {
             Value::Literal(v) => {
-                let already = applied.map.get(name).is_none()
+                let already = !applied.map.contains_key(name)
                     && reported_name(name)
                         .and_then(|r| server_params.get(r))
                         .is_some_and(|cur| same_value(cur, v));

@@ -32,6 +32,10 @@ pub fn server_name(parse: &Parse) -> String {
     name
 }
 
+/// A client tried to hold more than [`MAX_CLIENT_STATEMENTS`] named statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyStatements;
+
 /// One client statement: how to prepare it on any server.
 #[derive(Debug)]
 pub struct Statement {
@@ -49,10 +53,13 @@ pub struct ClientStatements {
 
 impl ClientStatements {
     /// Adds or replaces `parse.name`; `Err` when the client holds too many.
-    pub fn insert(&mut self, parse: Parse, effects: Vec<Effect>) -> Result<Arc<Statement>, ()> {
-        if self.by_name.len() >= MAX_CLIENT_STATEMENTS && !self.by_name.contains_key(&parse.name)
-        {
-            return Err(());
+    pub fn insert(
+        &mut self,
+        parse: Parse,
+        effects: Vec<Effect>,
+    ) -> Result<Arc<Statement>, TooManyStatements> {
+        if self.by_name.len() >= MAX_CLIENT_STATEMENTS && !self.by_name.contains_key(&parse.name) {
+            return Err(TooManyStatements);
         }
         let st = Arc::new(Statement {
             server_name: server_name(&parse),
@@ -186,7 +193,8 @@ mod tests {
     fn client_statements_are_bounded() {
         let mut c = ClientStatements::default();
         for i in 0..MAX_CLIENT_STATEMENTS {
-            c.insert(parse(&format!("s{i}"), "SELECT 1"), vec![]).unwrap();
+            c.insert(parse(&format!("s{i}"), "SELECT 1"), vec![])
+                .unwrap();
         }
         assert!(c.insert(parse("one-more", "SELECT 1"), vec![]).is_err());
         // Replacing an existing name is always allowed.

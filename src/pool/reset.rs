@@ -191,7 +191,13 @@ mod tests {
         };
         let (p, b) = plan(true, b'I', &left, None);
         let t = text(&b);
-        for refused in ["DISCARD", "DEALLOCATE ALL", "CLOSE ALL", "pg_advisory", "UNLISTEN"] {
+        for refused in [
+            "DISCARD",
+            "DEALLOCATE ALL",
+            "CLOSE ALL",
+            "pg_advisory",
+            "UNLISTEN",
+        ] {
             assert!(!t.contains(refused), "{refused} in {t}");
         }
         assert!(t.contains("DEALLOCATE q") && t.contains("RESET ALL"), "{t}");

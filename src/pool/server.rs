@@ -100,7 +100,11 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
-    pub(super) fn new(opened: crate::connector::Opened, slot: Slot, max_prepared: usize) -> ServerConn {
+    pub(super) fn new(
+        opened: crate::connector::Opened,
+        slot: Slot,
+        max_prepared: usize,
+    ) -> ServerConn {
         let crate::connector::Opened {
             started,
             upstream,

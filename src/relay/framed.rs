@@ -311,8 +311,8 @@ impl Relay {
             })
             .await;
         }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.client.shutdown())
-            .await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), self.client.shutdown()).await;
         let stats = &self.handle.pool.stats;
         PoolStats::add(&stats.bytes_in, self.traffic.client_to_server);
         PoolStats::add(&stats.bytes_out, self.traffic.server_to_client);
@@ -324,16 +324,25 @@ impl Relay {
         loop {
             let mut progress = false;
             // To the client.
-            match write_some(cx, &mut self.client, &mut self.to_client, &mut self.client_unflushed) {
+            match write_some(
+                cx,
+                &mut self.client,
+                &mut self.to_client,
+                &mut self.client_unflushed,
+            ) {
                 Ok(p) => progress |= p,
                 Err(e) => return Poll::Ready(Event::Done(End::ClientClosed(Some(e)))),
             }
             // To the server.
             if let Some(held) = self.held.as_mut() {
                 let s = held.server();
-                if let Err(e) =
-                    write_some(cx, &mut s.stream, &mut self.to_server, &mut self.server_unflushed)
-                        .map(|p| progress |= p)
+                if let Err(e) = write_some(
+                    cx,
+                    &mut s.stream,
+                    &mut self.to_server,
+                    &mut self.server_unflushed,
+                )
+                .map(|p| progress |= p)
                 {
                     return Poll::Ready(Event::Done(End::ServerClosed(e.to_string())));
                 }
@@ -492,16 +501,20 @@ impl Relay {
                     self.to_server.extend_from_slice(&raw);
                     self.tracker.sent(Kind::Parse, true, None);
                 } else {
-                    let st = self.session.statements.insert(parse, effects).map_err(|()| {
-                        End::Refused(Refusal::new(
-                            "54000",
-                            format!(
+                    let st = self
+                        .session
+                        .statements
+                        .insert(parse, effects)
+                        .map_err(|_| {
+                            End::Refused(Refusal::new(
+                                "54000",
+                                format!(
                                 "too many prepared statements ({} at most per client connection)",
                                 crate::pool::prepared::MAX_CLIENT_STATEMENTS
                             ),
-                            Some("close statements you no longer need"),
-                        ))
-                    })?;
+                                Some("close statements you no longer need"),
+                            ))
+                        })?;
                     let s = self.server()?;
                     if s.statements.touch(&st.server_name) {
                         self.tracker.answered_locally(wire::parse_complete());
@@ -641,15 +654,18 @@ impl Relay {
         let txn = self.mode == PoolMode::Transaction;
         for e in effects {
             match e {
-                Effect::Sticky(why) => {
-                    if executed {
-                        self.session.sticky = Some(why);
-                        self.pin(why);
-                    }
+                Effect::Sticky(why) if executed => {
+                    self.session.sticky = Some(why);
+                    self.pin(why);
                 }
                 Effect::Call if executed => {
                     self.session.called_procedure = true;
-                    if self.held.as_ref().and_then(|h| h.server_ref()).is_some_and(|s| s.redshift) {
+                    if self
+                        .held
+                        .as_ref()
+                        .and_then(|h| h.server_ref())
+                        .is_some_and(|s| s.redshift)
+                    {
                         self.pin("CALL on Redshift");
                     }
                 }

@@ -4,7 +4,6 @@
 use super::{credential_words, login_timeout_refusal, Login, Shared};
 use crate::connector::{self, LoginSpec};
 use crate::credentials::CredentialRequest;
-use crate::refusal::Refusal;
 use crate::relay::{self, RelayEnd};
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
@@ -25,26 +24,24 @@ pub async fn run(shared: &Shared, mut login: Login) {
             database: login.plan.database.clone(),
             params: login.plan.forwarded.clone(),
         };
-        Ok::<_, Refusal>(connector::open(shared, target, &spec).await?)
+        connector::open(shared, target, &spec).await
     })
     .await
     .unwrap_or_else(|_| {
         tracing::warn!(parent: &login.span, "login did not complete in time");
-        Err(login_timeout_refusal(shared.config.limits.login_timeout_secs))
+        Err(login_timeout_refusal(
+            shared.config.limits.login_timeout_secs,
+        ))
     });
     let opened = match opened {
         Ok(o) => o,
         Err(r) => return login.refuse(&r).await,
     };
-    let key = opened
-        .started
-        .backend_key
-        .as_ref()
-        .map(|(pid, secret)| {
-            shared
-                .cancels
-                .register(opened.upstream.clone(), *pid, secret.clone())
-        });
+    let key = opened.started.backend_key.as_ref().map(|(pid, secret)| {
+        shared
+            .cancels
+            .register(opened.upstream.clone(), *pid, secret.clone())
+    });
     let statuses = opened.started.messages.iter().map(|m| m.to_wire());
     let mut reply = login.startup_reply(&opened.started.auth_ok.to_wire(), statuses, key.as_ref());
     reply.extend_from_slice(&opened.started.leftover);

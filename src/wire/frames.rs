@@ -9,9 +9,9 @@
 //!
 //! Pure framing: no decision about what to do with a message is made here.
 
-use super::{frame, put_cstr, take_cstr, WireError};
 #[cfg(test)]
 use super::sync;
+use super::{frame, put_cstr, take_cstr, WireError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Messages at least this large, of a kind nobody inspects, are streamed in pieces.
