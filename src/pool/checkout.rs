@@ -92,6 +92,8 @@ struct State {
     /// Servers counted against `size`: idle, checked out and being opened.
     total: usize,
     waiters: VecDeque<oneshot::Sender<Handoff>>,
+    /// Servers on their way back (being reset, or waiting for a cancel to land).
+    returning: usize,
     closed: bool,
     /// Servers created before this instant are closed at check-in (RECONNECT).
     reconnect_before: Option<Instant>,
@@ -288,6 +290,13 @@ impl Pool {
         if let Some(s) = st.idle.pop() {
             return Ok(Step::Ready(Handoff::Server(Box::new(s))));
         }
+        // A server being reset is back in a moment; a new login takes far longer.
+        let live_waiters = st.waiters.iter().filter(|w| !w.is_closed()).count();
+        if st.returning > live_waiters {
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push_back(tx);
+            return Ok(Step::Wait(rx));
+        }
         if st.total < self.settings.size {
             if self.target.try_acquire() {
                 st.total += 1;
@@ -298,6 +307,23 @@ impl Pool {
         let (tx, rx) = oneshot::channel();
         st.waiters.push_back(tx);
         Ok(Step::Wait(rx))
+    }
+
+    /// A checked-out server starts its way back (reset, cancel gate): waiting clients
+    /// wait for it rather than log in a new one.
+    pub fn returning_started(&self) {
+        lock(&self.state).returning += 1;
+    }
+
+    /// A returning server is back ([`Pool::check_in`]) or closed (`None`).
+    pub fn returning_done(self: &Arc<Self>, server: Option<ServerConn>) {
+        {
+            let mut st = lock(&self.state);
+            st.returning = st.returning.saturating_sub(1);
+        }
+        if let Some(s) = server {
+            self.check_in(s);
+        }
     }
 
     /// Returns a clean, idle server: to the longest-waiting client, else to the idle list.

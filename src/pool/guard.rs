@@ -80,30 +80,38 @@ impl Drop for Checkout {
                         drop(g);
                         pool.check_in(server);
                     }
-                    Err(_) => spawn_or_drop(async move {
-                        let gate = server.cancel_gate.clone();
-                        drop(gate.write().await);
-                        pool.check_in(server);
-                    }),
-                }
-            }
-            OnDrop::Reset(left) => spawn_or_drop(async move {
-                drop(server.cancel_gate.clone().write_owned().await);
-                PoolStats::add(&pool.stats.resets, 1);
-                match reset::reset(&mut server, &left, pool.settings.reset_query.as_deref()).await {
-                    Ok(()) => pool.check_in(server),
-                    Err(why) => {
-                        tracing::info!(pool = %pool.label, server = server.id, reason = %why, "server closed instead of reused");
-                        if left.sticky.is_none() && !left.called_procedure {
-                            PoolStats::add(&pool.stats.resets_failed, 1);
-                            pool.stats.closed(CloseReason::ResetFailed);
-                        } else {
-                            pool.stats.closed(CloseReason::Tainted);
-                        }
-                        server.terminate().await;
+                    Err(_) => {
+                        pool.returning_started();
+                        spawn_or_drop(async move {
+                            let gate = server.cancel_gate.clone();
+                            drop(gate.write().await);
+                            pool.returning_done(Some(server));
+                        })
                     }
                 }
-            }),
+            }
+            OnDrop::Reset(left) => {
+                pool.returning_started();
+                spawn_or_drop(async move {
+                    drop(server.cancel_gate.clone().write_owned().await);
+                    PoolStats::add(&pool.stats.resets, 1);
+                    let reset_query = pool.settings.reset_query.clone();
+                    match reset::reset(&mut server, &left, reset_query.as_deref()).await {
+                        Ok(()) => pool.returning_done(Some(server)),
+                        Err(why) => {
+                            tracing::info!(pool = %pool.label, server = server.id, reason = %why, "server closed instead of reused");
+                            if left.sticky.is_none() && !left.called_procedure {
+                                PoolStats::add(&pool.stats.resets_failed, 1);
+                                pool.stats.closed(CloseReason::ResetFailed);
+                            } else {
+                                pool.stats.closed(CloseReason::Tainted);
+                            }
+                            server.terminate().await;
+                            pool.returning_done(None);
+                        }
+                    }
+                })
+            }
         }
     }
 }
