@@ -217,6 +217,13 @@ async fn main() {
         .or_else(|| std::env::var("SOAK_MINUTES").ok())
         .and_then(|m| m.parse().ok())
         .unwrap_or(30.0);
+    // Pool mode under test: none | session | transaction (default session).
+    let pool_mode = args
+        .iter()
+        .position(|a| a == "--pool-mode")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "session".into());
     let pg = LocalPg::start(LocalPgOptions {
         max_connections: 300,
         extra_conf: vec!["client_connection_check_interval = '200ms'".into()],
@@ -258,7 +265,9 @@ async fn main() {
         format!(
             "listen = \"127.0.0.1:{port}\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
              [cluster]\nidentifier = \"soak\"\nsslrootcert = \"{}\"\ndefault_database = \"postgres\"\n\
-             [limits]\nstats_interval_secs = 1\n[client_tls]\nstate_dir = \"{}\"\n[[users]]\nclient_user = \"*\"\n",
+             [limits]\nstats_interval_secs = 1\n[client_tls]\nstate_dir = \"{}\"\n\
+             [pool]\nmode = \"{pool_mode}\"\nserver_idle_timeout_secs = 5\ncheckout_timeout_secs = 60\n\
+             [[users]]\nclient_user = \"*\"\n",
             emu.endpoint_url(),
             pg.ca_cert_path().display(),
             dir.path().join("proxy-state").display()
@@ -286,8 +295,24 @@ async fn main() {
         assert!(Instant::now() < deadline, "proxy did not come up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let servers = || async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'IAM%'",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(-1)
+    };
+    // Idle: the readiness login's pooled server has been reaped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while servers().await > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let idle_before = sample(pid, &log).await;
-    println!("soak: {minutes} minutes of mixed load on 127.0.0.1:{port} (proxy pid {pid})");
+    let servers_before = servers().await;
+    println!("soak: {minutes} minutes of mixed load, pool mode {pool_mode}, on 127.0.0.1:{port} (proxy pid {pid})");
     println!(
         "{:>8} {:>10} {:>6} {:>7} {:>12}",
         "minute", "rss KiB", "fds", "tasks", "connections"
@@ -341,6 +366,14 @@ async fn main() {
         }
     };
     show("idle", &idle_after);
+    // Pooled servers: idle ones are closed after server_idle_timeout_secs (5 s here).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut servers_after = servers().await;
+    while servers_after > servers_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        servers_after = servers().await;
+    }
+    println!("cluster connections: {servers_before} before, {servers_after} after the load (idle timeout 5 s)");
     let t = &tally;
     println!(
         "load: {} sessions, {} queries, {} COPY rounds, {} cancels, {} vanished clients, {} refused logins, {} garbage packets, {} unexpected errors",
@@ -360,6 +393,7 @@ async fn main() {
     let flat = idle_after.fds <= idle_before.fds + 2
         && idle_after.tasks <= idle_before.tasks + 2
         && idle_after.connections == 0
+        && servers_after <= servers_before
         && idle_after.rss_kib <= idle_before.rss_kib + idle_before.rss_kib / 2 + 16 * 1024;
     let load_flat = match (under_load.first(), under_load.last()) {
         (Some(a), Some(b)) => b.rss_kib <= a.rss_kib + a.rss_kib / 4 + 8 * 1024,

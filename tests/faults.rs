@@ -89,7 +89,8 @@ async fn cluster_closing_mid_handshake_then_recovering() {
         }),
     )
     .await;
-    bed.connect("bob").await.expect("through the forwarder");
+    // Held open, so the next clients need new cluster logins (not a pooled server).
+    let _first = bed.connect("bob").await.expect("through the forwarder");
 
     line.set(Mode::CloseAfterFirstRead);
     let (code, msg) = db_error(&bed.connect("bob").await.unwrap_err());

@@ -7,6 +7,10 @@
 #[path = "../../src/wire.rs"]
 pub mod wire;
 
+/// The pool's SQL lexer (what statements do to a session); self-contained like wire.rs.
+#[path = "../../src/pool/classify.rs"]
+pub mod classify;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
