@@ -515,10 +515,11 @@ async fn node_pg_named_queries_work_in_transaction_mode() {
 // Python drivers: redshift_connector, asyncpg (PyPI, in tests/clients/python/.venv) and
 // psycopg2 (Debian python3-psycopg2, seen by the venv through --system-site-packages).
 
-/// A Python interpreter that can import `module`: the venv `.ci/run` makes, else `python3`.
+/// A Python interpreter that can import `module`: the venv `.ci/run` makes, else `python3`
+/// (Debian's for python3-psycopg2).
 fn python_with(module: &str) -> Result<PathBuf, String> {
     let venv = clients_dir().join("python/.venv/bin/python");
-    let candidates = [venv, PathBuf::from("python3")];
+    let candidates = [venv, "python3".into(), "/usr/bin/python3".into()];
     candidates
         .into_iter()
         .find(|python| {
