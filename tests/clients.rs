@@ -254,6 +254,16 @@ async fn pgjdbc_two_connections_same_statement_names_work_past_prepare_threshold
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn pgjdbc_fetch_size_reads_every_row_in_transaction_mode() {
+    let Some(classes) = pgjdbc() else {
+        return;
+    };
+    let bed = bed(PoolMode::Transaction).await;
+    let out = pgjdbc_run(&bed, &classes, "fetch", "").await;
+    assert_eq!(lines(&out), ["rows 5000 12502500"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn pgjdbc_batch_insert_inserts_every_row() {
     let Some(classes) = pgjdbc() else {
         return;

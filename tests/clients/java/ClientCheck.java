@@ -24,6 +24,7 @@ public class ClientCheck {
                 case "whoami" -> whoami(c);
                 case "prepared" -> prepared(c);
                 case "batch" -> batch(c);
+                case "fetch" -> fetch(c);
                 case "cancel" -> cancel(c);
                 default -> throw new IllegalArgumentException("unknown scenario " + scenario);
             }
@@ -79,6 +80,25 @@ public class ClientCheck {
             System.out.println("results " + r1.toString().trim());
             System.out.println("results " + r2.toString().trim());
         }
+    }
+
+    // A cursor-backed ResultSet: with autocommit off and a fetch size, pgjdbc suspends the
+    // portal after each 100 rows and asks for more with further Executes.
+    static void fetch(Connection c) throws SQLException {
+        c.setAutoCommit(false);
+        long count = 0;
+        long sum = 0;
+        try (Statement s = c.createStatement()) {
+            s.setFetchSize(100);
+            try (ResultSet rs = s.executeQuery("SELECT g FROM generate_series(1, 5000) g")) {
+                while (rs.next()) {
+                    count++;
+                    sum += rs.getLong(1);
+                }
+            }
+        }
+        c.commit();
+        System.out.println("rows " + count + " " + sum);
     }
 
     static void batch(Connection c) throws SQLException {
