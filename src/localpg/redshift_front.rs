@@ -68,9 +68,11 @@ const SERVER_NONCE_BYTES: usize = 32;
 /// Time the front gives TCP + TLS to PostgreSQL.
 const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Startup parameters AWS's drivers send that PostgreSQL would refuse (besides `_pq_.*`).
-const REDSHIFT_ONLY_PARAMS: [&str; 6] = [
+const REDSHIFT_ONLY_PARAMS: [&str; 7] = [
     "client_protocol_version",
     "driver_version",
+    // redshift_connector (2.2.0) sends it on every login; Redshift accepts it.
+    "driver_discovery_version",
     "os_version",
     "plugin_name",
     "idp_type",
