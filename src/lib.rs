@@ -1,16 +1,21 @@
-//! redshift-iam-proxy: a PostgreSQL-wire proxy for Amazon Redshift.
+//! redshift-iam-proxy: a PostgreSQL-wire proxy and connection pooler for Amazon Redshift.
 //!
 //! Clients connect without a password; the proxy maps their user name to a
-//! Redshift identity, mints a short-lived password with GetClusterCredentials,
-//! logs in to the cluster over verified TLS and relays the session byte for byte.
+//! Redshift identity, mints a short-lived password with IAM, logs in to the
+//! cluster over verified TLS and pools those server sessions per identity.
 //!
 //! Module map (one concern each):
 //! - `config`: the configuration file; `mapping`: who maps to whom;
-//! - `server`: listener, connection cap and shutdown; `session`: one connection end to end;
+//! - `server`: listener, connection cap and shutdown; `session`: one connection end to end
+//!   (orchestrates; `session/direct` unpooled, `session/pooled` pooled); `login`: the login
+//!   policy (route, map, default database, startup parameters); `refusal`: errors as clients hear them;
+//! - `connector`: opens one logged-in server (credential, TLS, login, re-mint once);
+//! - `pool`: pools per identity (`checkout`, `server`, `guard`, `reset`, `params`,
+//!   `prepared`, `txn`, `classify`, `stats`);
 //! - `client`: the client handshake; `clientauth`: client authentication (SCRAM, certificates); `userlimit`: per-user caps; `wire`: every byte of the protocol the proxy reads or writes;
 //! - `credentials`: the AWS API calls; `cache`: credential cache and single flight;
 //! - `endpoint`: where the cluster is; `upstream`: TLS + login to the cluster; `tls`: TLS settings;
-//! - `relay`: the byte pipe; `audit`: one log line per session; `sync`: the mutex helper; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
+//! - `relay`: `relay/bytes` the byte pipe (mode none), `relay/framed` the pooled relay; `audit`: one log line per session; `sync`: the mutex helper; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
 //! - `compat`: startup parameters stock drivers send that Redshift refuses; `localca`: the local CA that signs the client-side certificate;
 //! - `check`: the `check` subcommand (configuration proof); `demo`: the one-command demo;
 //! - `emulator`: the Redshift credential API emulator used by tests and the demo;

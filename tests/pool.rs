@@ -524,3 +524,56 @@ async fn temp_table_on_a_redshift_like_server_closes_it_instead_of_reuse() {
         .get(0);
     assert_eq!(n, 0);
 }
+
+#[tokio::test]
+async fn a_cluster_refusing_logins_gives_every_waiting_client_its_error() {
+    let bed = Bed::with(pooled(PoolMode::Session, 1, |_| {})).await;
+    let admin = bed.pg.admin().await.unwrap();
+    // Like a cluster at its connection limit: every new login is refused.
+    admin
+        .batch_execute("ALTER DATABASE postgres CONNECTION LIMIT 0")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let info = bed.conninfo("alice");
+        tasks.push(tokio::spawn(async move {
+            tokio_postgres::connect(&info, tokio_postgres::NoTls)
+                .await
+                .map(|_| ())
+        }));
+    }
+    for t in tasks {
+        let err = t.await.unwrap().expect_err("the cluster refuses");
+        let (code, msg) = db_error(&err);
+        assert_eq!(code, "53300");
+        assert!(
+            msg.contains("too many connections"),
+            "the cluster's own reason, not a pool timeout: {msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_pooled_servers() {
+    let mut bed = Bed::with(pooled(PoolMode::Session, 5, |_| {})).await;
+    let admin = bed.pg.admin().await.unwrap();
+    let (a, b) = (
+        bed.connect("alice").await.unwrap(),
+        bed.connect("bob").await.unwrap(),
+    );
+    drop((a, b));
+    wait_for(
+        &admin,
+        "SELECT count(*) = 2 FROM pg_stat_activity WHERE usename LIKE 'IAM%' AND state = 'idle'",
+        "two idle pooled servers",
+    )
+    .await;
+    bed.stop_proxy().await;
+    wait_for(
+        &admin,
+        "SELECT count(*) = 0 FROM pg_stat_activity WHERE usename LIKE 'IAM%'",
+        "pooled servers closed",
+    )
+    .await;
+}

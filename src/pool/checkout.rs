@@ -16,7 +16,7 @@ use crate::refusal::Refusal;
 use crate::sync::lock;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
@@ -120,8 +120,6 @@ pub struct Pool {
     state: Mutex<State>,
     opening: AtomicUsize,
     pub stats: PoolStats,
-    /// Set while an idle server waits to be closed for another pool's need.
-    last_activity: AtomicU64,
 }
 
 impl Pool {
@@ -139,7 +137,6 @@ impl Pool {
             state: Mutex::new(State::default()),
             opening: AtomicUsize::new(0),
             stats: PoolStats::default(),
-            last_activity: AtomicU64::new(0),
         })
     }
 
@@ -544,10 +541,6 @@ impl Pool {
         st.total == 0
             && st.waiters.iter().all(|w| w.is_closed())
             && self.stats.clients_active.load(Ordering::Relaxed) == 0
-    }
-
-    pub fn touch(&self) {
-        self.last_activity.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -152,7 +152,7 @@ impl Pools {
         for (key, pool) in pools {
             let want = pool.reap();
             for _ in 0..want {
-                let spec = spec_for(&key, shared);
+                let spec = spec_for(&key);
                 let sh = shared.clone();
                 let opened = pool
                     .open_idle(|| async move {
@@ -246,7 +246,7 @@ impl Pools {
 }
 
 /// Target index and login spec of a pool key (for maintenance logins).
-fn spec_for(key: &PoolKey, _shared: &Shared) -> (usize, LoginSpec) {
+fn spec_for(key: &PoolKey) -> (usize, LoginSpec) {
     (
         key.target,
         LoginSpec {
