@@ -49,12 +49,20 @@ struct Statement<'a> {
     offset: usize,
 }
 
-/// A lexical unit: a keyword/identifier (upper-cased for comparison) with its place.
+/// A lexical unit: a keyword or identifier with its place (compared case-insensitively,
+/// without allocating: this runs on every query in the pooled relay).
 #[derive(Debug, Clone)]
 struct Word<'a> {
-    upper: String,
     raw: &'a str,
     start: usize,
+    /// A "quoted identifier" (never a keyword).
+    quoted: bool,
+}
+
+impl Word<'_> {
+    fn is(&self, keyword: &str) -> bool {
+        !self.quoted && self.raw.eq_ignore_ascii_case(keyword)
+    }
 }
 
 fn split_statements(sql: &str) -> Vec<Statement<'_>> {
@@ -133,9 +141,9 @@ fn split_statements(sql: &str) -> Vec<Statement<'_>> {
                 i += 1;
                 let end = i.min(b.len());
                 words.push(Word {
-                    upper: String::from("\"QUOTED\""),
                     raw: &sql[start..end],
                     start,
+                    quoted: true,
                 });
             }
             b'$' => {
@@ -167,9 +175,9 @@ fn split_statements(sql: &str) -> Vec<Statement<'_>> {
                 }
                 let raw = &sql[start..i];
                 words.push(Word {
-                    upper: raw.to_ascii_uppercase(),
                     raw,
                     start,
+                    quoted: false,
                 });
             }
             _ => i += 1,
@@ -186,95 +194,117 @@ fn split_statements(sql: &str) -> Vec<Statement<'_>> {
 }
 
 fn statement_effect(s: &Statement<'_>) -> Option<Effect> {
-    let w: Vec<&str> = s.words.iter().map(|w| w.upper.as_str()).collect();
-    let first = *w.first()?;
+    let w = &s.words;
+    let first = w.first()?;
+    let at = |i: usize, k: &str| w.get(i).is_some_and(|x| x.is(k));
+    let any = |ks: &[&str]| w.iter().any(|x| ks.iter().any(|k| x.is(k)));
     // Anywhere in the statement: what no reset or replay can account for.
-    if w.iter()
-        .any(|x| matches!(*x, "SET_CONFIG" | "PG_CATALOG.SET_CONFIG"))
-    {
+    if any(&["SET_CONFIG", "PG_CATALOG.SET_CONFIG"]) {
         return Some(Effect::Sticky("set_config()"));
     }
-    if w.iter().any(|x| {
-        matches!(
-            *x,
-            "PG_ADVISORY_LOCK"
-                | "PG_TRY_ADVISORY_LOCK"
-                | "PG_ADVISORY_LOCK_SHARED"
-                | "PG_TRY_ADVISORY_LOCK_SHARED"
-        )
-    }) {
+    if any(&[
+        "PG_ADVISORY_LOCK",
+        "PG_TRY_ADVISORY_LOCK",
+        "PG_ADVISORY_LOCK_SHARED",
+        "PG_TRY_ADVISORY_LOCK_SHARED",
+    ]) {
         return Some(Effect::Sticky("session advisory lock"));
     }
-    if w.iter().any(|x| matches!(*x, "TEMP" | "TEMPORARY"))
-        || s.words.iter().any(|x| x.raw.starts_with('#'))
-    {
+    if any(&["TEMP", "TEMPORARY"]) || w.iter().any(|x| x.raw.starts_with('#')) {
         return Some(Effect::Sticky("temporary table"));
     }
-    match first {
-        "SET" => set_effect(s, &w),
-        "RESET" => Some(match w.get(1).copied() {
-            Some("ALL") => Effect::ResetAll,
-            Some("ROLE") | Some("SESSION") => Effect::Sticky("RESET ROLE/SESSION AUTHORIZATION"),
-            Some("TIME") if w.get(2) == Some(&"ZONE") => Effect::Reset {
-                name: "timezone".into(),
-            },
-            Some(_) => Effect::Reset {
-                name: s.words[1].raw.to_ascii_lowercase(),
-            },
-            None => return None,
-        }),
-        "DISCARD" => Some(match w.get(1).copied() {
-            Some("ALL") => Effect::DiscardAll,
-            _ => Effect::Sticky("DISCARD"),
-        }),
-        "PREPARE" => match w.get(1).copied() {
-            Some("TRANSACTION") => None,
-            Some(_) => Some(Effect::Prepare {
-                name: s.words[1].raw.to_owned(),
-            }),
-            None => None,
-        },
-        "DEALLOCATE" => {
-            let at = if w.get(1) == Some(&"PREPARE") { 2 } else { 1 };
-            match w.get(at).copied() {
-                Some("ALL") => Some(Effect::DeallocateAll),
-                Some(_) => Some(Effect::Deallocate {
-                    name: s.words[at].raw.to_owned(),
-                }),
-                None => None,
-            }
-        }
-        "LISTEN" => Some(Effect::Sticky("LISTEN")),
-        "DECLARE" if w.windows(2).any(|p| p == ["WITH", "HOLD"]) => {
-            Some(Effect::Sticky("cursor WITH HOLD"))
-        }
-        "CALL" => Some(Effect::Call),
-        "LOAD" => Some(Effect::Sticky("LOAD")),
-        _ => None,
+    if first.is("SET") {
+        return set_effect(s);
     }
+    if first.is("RESET") {
+        return Some(if at(1, "ALL") {
+            Effect::ResetAll
+        } else if at(1, "ROLE") || at(1, "SESSION") {
+            Effect::Sticky("RESET ROLE/SESSION AUTHORIZATION")
+        } else if at(1, "TIME") && at(2, "ZONE") {
+            Effect::Reset {
+                name: "timezone".into(),
+            }
+        } else {
+            let name = w.get(1)?;
+            if name.quoted {
+                return Some(Effect::Sticky("RESET of a quoted name"));
+            }
+            Effect::Reset {
+                name: name.raw.to_ascii_lowercase(),
+            }
+        });
+    }
+    if first.is("DISCARD") {
+        return Some(if at(1, "ALL") {
+            Effect::DiscardAll
+        } else {
+            Effect::Sticky("DISCARD")
+        });
+    }
+    if first.is("PREPARE") {
+        if at(1, "TRANSACTION") {
+            return None;
+        }
+        return w.get(1).map(|n| Effect::Prepare {
+            name: n.raw.to_owned(),
+        });
+    }
+    if first.is("DEALLOCATE") {
+        let i = if at(1, "PREPARE") { 2 } else { 1 };
+        if at(i, "ALL") {
+            return Some(Effect::DeallocateAll);
+        }
+        return w.get(i).map(|n| Effect::Deallocate {
+            name: n.raw.to_owned(),
+        });
+    }
+    if first.is("LISTEN") {
+        return Some(Effect::Sticky("LISTEN"));
+    }
+    if first.is("DECLARE") && w.windows(2).any(|p| p[0].is("WITH") && p[1].is("HOLD")) {
+        return Some(Effect::Sticky("cursor WITH HOLD"));
+    }
+    if first.is("CALL") {
+        return Some(Effect::Call);
+    }
+    if first.is("LOAD") {
+        return Some(Effect::Sticky("LOAD"));
+    }
+    // An anonymous block can SET, PREPARE or create anything unseen.
+    if first.is("DO") {
+        return Some(Effect::Sticky("DO block"));
+    }
+    None
 }
 
-fn set_effect(s: &Statement<'_>, w: &[&str]) -> Option<Effect> {
-    let mut at = 1;
-    match w.get(1).copied() {
-        Some("LOCAL") | Some("TRANSACTION") | Some("CONSTRAINTS") => return None,
-        Some("SESSION") => match w.get(2).copied() {
-            Some("AUTHORIZATION") => return Some(Effect::Sticky("SET SESSION AUTHORIZATION")),
-            Some("CHARACTERISTICS") => return Some(Effect::Sticky("SET SESSION CHARACTERISTICS")),
-            _ => at = 2,
-        },
-        _ => {}
+fn set_effect(s: &Statement<'_>) -> Option<Effect> {
+    let w = &s.words;
+    let at = |i: usize, k: &str| w.get(i).is_some_and(|x| x.is(k));
+    let mut i = 1;
+    if at(1, "LOCAL") || at(1, "TRANSACTION") || at(1, "CONSTRAINTS") {
+        return None;
     }
-    let name_word = s.words.get(at)?;
-    match name_word.upper.as_str() {
-        "ROLE" => return Some(Effect::Sticky("SET ROLE")),
-        "TIME" if w.get(at + 1) == Some(&"ZONE") => {
-            let zone = s.words.get(at + 1)?;
-            let value = s.text[zone.start - s.offset + zone.raw.len()..].trim();
-            return Some(value_effect("timezone".into(), value));
+    if at(1, "SESSION") {
+        if at(2, "AUTHORIZATION") {
+            return Some(Effect::Sticky("SET SESSION AUTHORIZATION"));
         }
-        "\"QUOTED\"" => return Some(Effect::Sticky("SET of a quoted name")),
-        _ => {}
+        if at(2, "CHARACTERISTICS") {
+            return Some(Effect::Sticky("SET SESSION CHARACTERISTICS"));
+        }
+        i = 2;
+    }
+    let name_word = w.get(i)?;
+    if name_word.is("ROLE") {
+        return Some(Effect::Sticky("SET ROLE"));
+    }
+    if name_word.is("TIME") && at(i + 1, "ZONE") {
+        let zone = w.get(i + 1)?;
+        let value = s.text[zone.start - s.offset + zone.raw.len()..].trim();
+        return Some(value_effect("timezone".into(), value));
+    }
+    if name_word.quoted {
+        return Some(Effect::Sticky("SET of a quoted name"));
     }
     let name = name_word.raw.to_ascii_lowercase();
     // The value is whatever follows TO or = (the first of them after the name).
@@ -396,6 +426,10 @@ mod tests {
             ),
             ("DECLARE c CURSOR FOR SELECT 1", vec![]),
             ("CALL proc()", vec![Effect::Call]),
+            (
+                "DO $$ BEGIN EXECUTE 'SET search_path = x'; END $$",
+                vec![Effect::Sticky("DO block")],
+            ),
         ];
         for (sql, want) in cases {
             assert_eq!(classify(sql), want, "{sql}");

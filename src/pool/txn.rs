@@ -77,6 +77,13 @@ impl Default for Tracker {
 }
 
 impl Tracker {
+    /// Starts over for a newly taken server (keeps the queue's memory).
+    pub fn reset(&mut self, status: u8) {
+        self.queue.clear();
+        self.unsynced = false;
+        self.status = status;
+    }
+
     /// Records a message sent to the server.
     pub fn sent(&mut self, kind: Kind, forward: bool, prepares: Option<String>) {
         match kind {

@@ -215,7 +215,7 @@ impl Relay {
                 gate: Some(s.cancel_gate.clone()),
             });
         }
-        self.tracker = Tracker::default();
+        self.tracker.reset(s.txn_status);
         let desired = self.session.settings.desired();
         if let Some(sql) = params::sync_sql(&desired, &s.applied, &s.params) {
             self.to_server.extend_from_slice(&wire::query(&sql));
@@ -481,7 +481,7 @@ impl Relay {
                 return Ok(());
             }
             b'Q' => {
-                let text = wire::parse_query(&body).map_err(bad)?;
+                let text = wire::query_str(&body).map_err(bad)?;
                 let effects = classify::classify(&text);
                 self.note_effects(&effects, true);
                 self.to_server.extend_from_slice(&raw);

@@ -136,7 +136,9 @@ impl Framer {
                 max: self.max,
             });
         }
-        self.buf.reserve(total - self.buf.len());
+        // Grow with the data, not with what the length word claims (a client cannot make
+        // the proxy allocate a large buffer it never fills).
+        self.buf.reserve((total - self.buf.len()).min(STREAM_ABOVE));
         Ok(None)
     }
 }
@@ -250,6 +252,15 @@ pub fn target_message(tag: u8, kind: u8, name: &str) -> BytesMut {
     body.put_u8(kind);
     put_cstr(&mut body, name);
     frame(tag, &body)
+}
+
+/// The text of a simple Query body, borrowed when it is valid UTF-8 (the hot path).
+pub fn query_str(body: &[u8]) -> Result<std::borrow::Cow<'_, str>, WireError> {
+    let end = body
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(WireError::Malformed("unterminated string"))?;
+    Ok(String::from_utf8_lossy(&body[..end]))
 }
 
 /// A simple Query message.
