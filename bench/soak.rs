@@ -357,7 +357,14 @@ async fn main() {
     for w in workers {
         let _ = w.await;
     }
-    // Idle again: wait for every connection to be gone.
+    // Idle again: every client connection gone, and pooled servers closed after
+    // server_idle_timeout_secs (5 s here) — then the proxy holds what it held before.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut servers_after = servers().await;
+    while servers_after > servers_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        servers_after = servers().await;
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     let idle_after = loop {
         let s = sample(pid, &log).await;
@@ -366,13 +373,6 @@ async fn main() {
         }
     };
     show("idle", &idle_after);
-    // Pooled servers: idle ones are closed after server_idle_timeout_secs (5 s here).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut servers_after = servers().await;
-    while servers_after > servers_before && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        servers_after = servers().await;
-    }
     println!("cluster connections: {servers_before} before, {servers_after} after the load (idle timeout 5 s)");
     let t = &tally;
     println!(

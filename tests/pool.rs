@@ -577,3 +577,36 @@ async fn shutdown_closes_idle_pooled_servers() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn copy_in_and_out_work_in_transaction_mode_and_release_the_server() {
+    use futures_util::{SinkExt, StreamExt};
+    let bed = Bed::with(pooled(PoolMode::Transaction, 1, |_| {})).await;
+    let c = bed.connect("bob").await.unwrap();
+    let other = bed.connect("bob").await.unwrap();
+    let rows = "1\tone\n2\ttwo\n".repeat(5_000);
+    let sink = c
+        .copy_in("COPY copy_target FROM STDIN")
+        .await
+        .expect("COPY IN starts");
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(rows.clone())).await.unwrap();
+    assert_eq!(sink.finish().await.expect("COPY IN ends"), 10_000);
+    let out = c
+        .copy_out("COPY (SELECT * FROM copy_target ORDER BY id) TO STDOUT")
+        .await
+        .expect("COPY OUT starts");
+    futures_util::pin_mut!(out);
+    let mut got = 0usize;
+    while let Some(b) = out.next().await {
+        got += b.expect("COPY OUT data").len();
+    }
+    assert_eq!(got, rows.len());
+    // The single server was released after each COPY: another client gets it.
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM copy_target", &[])
+        .await
+        .expect("the server is free again")
+        .get(0);
+    assert_eq!(n, 10_000);
+}

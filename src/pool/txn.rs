@@ -45,6 +45,9 @@ enum Entry {
     },
     /// An answer the proxy gives itself, in order.
     Synthetic(BytesMut),
+    /// The client ended a COPY (CopyDone/CopyFail) before the server said it started
+    /// one: Syncs queued before this point are ignored by a server in COPY IN.
+    CopyEnd,
 }
 
 /// What to do with one server message.
@@ -64,6 +67,8 @@ pub struct Tracker {
     /// Extended-protocol messages were sent since the last Sync.
     unsynced: bool,
     status: u8,
+    /// The server is in COPY IN and the client has not ended it: its Syncs get no answer.
+    copy_in: bool,
 }
 
 impl Default for Tracker {
@@ -72,6 +77,7 @@ impl Default for Tracker {
             queue: VecDeque::new(),
             unsynced: false,
             status: b'I',
+            copy_in: false,
         }
     }
 }
@@ -82,10 +88,15 @@ impl Tracker {
         self.queue.clear();
         self.unsynced = false;
         self.status = status;
+        self.copy_in = false;
     }
 
     /// Records a message sent to the server.
     pub fn sent(&mut self, kind: Kind, forward: bool, prepares: Option<String>) {
+        if kind == Kind::Sync && self.copy_in {
+            // PostgreSQL ignores Sync during COPY IN (libpq and tokio-postgres send one).
+            return;
+        }
         match kind {
             Kind::Sync => self.unsynced = false,
             Kind::Query | Kind::FunctionCall => {}
@@ -102,6 +113,43 @@ impl Tracker {
     pub fn answered_locally(&mut self, reply: BytesMut) {
         self.unsynced = true;
         self.queue.push_back(Entry::Synthetic(reply));
+    }
+
+    /// The client sent CopyDone or CopyFail.
+    pub fn copy_ended(&mut self) {
+        if self.copy_in {
+            self.copy_in = false;
+        } else if !self.queue.is_empty() {
+            self.queue.push_back(Entry::CopyEnd);
+        }
+    }
+
+    /// The server entered COPY IN: Syncs the client sent since (up to its CopyDone) get
+    /// no answer.
+    fn copy_in_started(&mut self) {
+        let mut i = 1;
+        while i < self.queue.len() {
+            match &self.queue[i] {
+                Entry::CopyEnd => {
+                    self.queue.remove(i);
+                    return;
+                }
+                Entry::Sent {
+                    kind: Kind::Sync, ..
+                } => {
+                    self.queue.remove(i);
+                }
+                _ => i += 1,
+            }
+        }
+        self.copy_in = true;
+    }
+
+    /// Drops CopyEnd markers that reached the head (the COPY never started).
+    fn skip_markers(&mut self) {
+        while let Some(Entry::CopyEnd) = self.queue.front() {
+            self.queue.pop_front();
+        }
     }
 
     /// A Flush: starts (or continues) an extended batch without an answer.
@@ -143,10 +191,12 @@ impl Tracker {
                 v.unprepared.push(name);
             }
         }
+        self.skip_markers();
     }
 
     /// Classifies one server message and advances the queue.
     pub fn on_server_message(&mut self, tag: u8, body: &[u8]) -> Verdict {
+        self.skip_markers();
         let mut v = Verdict {
             forward: self.forwarding(),
             ..Default::default()
@@ -162,6 +212,7 @@ impl Tracker {
         match tag {
             // Notifications always reach the client.
             b'A' => v.forward = true,
+            b'G' => self.copy_in_started(),
             b'E' if kind.simple() => v.swallowed_error = !forward,
             // An error while committing the implicit transaction at Sync: Z follows.
             b'E' if kind == Kind::Sync => v.forward = forward,
@@ -176,7 +227,7 @@ impl Tracker {
                             kind: Kind::Sync, ..
                         } => break,
                         Entry::Sent { .. } => self.pop(&mut v, true),
-                        Entry::Synthetic(_) => {
+                        Entry::Synthetic(_) | Entry::CopyEnd => {
                             self.queue.pop_front();
                         }
                     }
@@ -307,6 +358,32 @@ mod tests {
         let v = t.on_server_message(b'E', b"");
         assert!(!v.forward && v.swallowed_error);
         assert!(!t.on_server_message(b'Z', b"I").forward);
+    }
+
+    #[test]
+    fn syncs_sent_during_copy_in_expect_no_answer() {
+        // tokio-postgres: Bind, Execute, Sync, CopyData…, CopyDone, Sync.
+        let mut t = Tracker::default();
+        t.sent(Kind::Bind, true, None);
+        t.sent(Kind::Execute, true, None);
+        t.sent(Kind::Sync, true, None);
+        feed(&mut t, b"2G");
+        t.copy_ended();
+        t.sent(Kind::Sync, true, None);
+        feed(&mut t, b"CZ");
+        assert!(t.may_release());
+    }
+
+    #[test]
+    fn a_whole_copy_sent_before_the_server_answers_settles_too() {
+        let mut t = Tracker::default();
+        t.sent(Kind::Bind, true, None);
+        t.sent(Kind::Execute, true, None);
+        t.sent(Kind::Sync, true, None);
+        t.copy_ended();
+        t.sent(Kind::Sync, true, None);
+        feed(&mut t, b"2GCZ");
+        assert!(t.may_release());
     }
 
     #[test]

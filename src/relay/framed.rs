@@ -612,7 +612,11 @@ impl Relay {
                 self.to_server.extend_from_slice(&raw);
                 self.tracker.sent(Kind::FunctionCall, true, None);
             }
-            // COPY data, CopyDone, CopyFail and anything else: the server answers (or complains).
+            b'c' | b'f' => {
+                self.to_server.extend_from_slice(&raw);
+                self.tracker.copy_ended();
+            }
+            // COPY data and anything else: the server answers (or complains).
             _ => self.to_server.extend_from_slice(&raw),
         }
         self.tracker.drain_synthetic(&mut self.to_client);
