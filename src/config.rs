@@ -33,6 +33,41 @@ pub struct Config {
     /// Server connection pooling (`[pool]`).
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Operations: probes, metrics, the admin console, SIGTERM delay (`[admin]`).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Log line format: `text` (default) or `json` (one object per line, same fields).
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. "info,redshift_iam_proxy=debug");
+    /// `RUST_LOG`, when set, wins. Reloadable.
+    pub log_filter: Option<String>,
+}
+
+/// `[admin]`: how operators watch and steer the proxy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// HTTP listener for `/metrics`, `/startup`, `/liveness`, `/readiness`; off when absent.
+    pub listen: Option<String>,
+    /// Client users allowed into the admin console (database `redshift_iam_proxy`).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// After SIGTERM, keep accepting new clients this long (readiness already fails),
+    /// so load balancers stop sending before the listener closes.
+    #[serde(default)]
+    pub min_sigterm_delay_secs: u64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable `key=value` lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// How client sessions share server connections.
@@ -707,12 +742,44 @@ impl Config {
                 }
             }
         }
+        self.validate_admin()?;
         if self.limits.max_connections_per_user == Some(0) {
             return bad(
                 "limits.max_connections_per_user must be at least 1 (omit it for no limit)".into(),
             );
         }
         Ok(())
+    }
+
+    /// `[admin]` and the log keys.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(l) = &self.admin.listen {
+            let port_ok = l
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok {
+                return bad(format!("admin.listen = {l:?}: expected host:port"));
+            }
+        }
+        for (i, u) in self.admin.users.iter().enumerate() {
+            if u.is_empty() || u == "*" {
+                return bad(format!(
+                    "admin.users[{i}] = {u:?}: name a client user (no wildcard)"
+                ));
+            }
+        }
+        if let Some(f) = &self.log_filter {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(f) {
+                return bad(format!("log_filter = {f:?}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SIGTERM delay (`admin.min_sigterm_delay_secs`).
+    pub fn min_sigterm_delay(&self) -> Duration {
+        Duration::from_secs(self.admin.min_sigterm_delay_secs)
     }
 
     /// Warnings about secrets in files that others can read.
@@ -980,6 +1047,23 @@ mod tests {
         let e = Config::from_toml("[cluster]\nidentifier = \"c\"\nlisten = \"10.1.2.3:5440\"\n")
             .unwrap_err();
         assert!(e.to_string().contains("10.1.2.3"), "{e}");
+    }
+
+    #[test]
+    fn admin_section_is_checked_and_unknown_keys_stay_errors() {
+        let c = Config::from_toml(&format!(
+            "log_format = \"json\"\n{MINIMAL}[admin]\nlisten = \"127.0.0.1:9187\"\nusers = [\"ops\"]\nmin_sigterm_delay_secs = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.admin.users, ["ops"]);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.admin.listen.is_some());
+        let e =
+            Config::from_toml(&format!("{MINIMAL}[admin]\nlisten = \"nowhere\"\n")).unwrap_err();
+        assert!(e.to_string().contains("admin.listen"), "{e}");
+        assert!(Config::from_toml(&format!("{MINIMAL}[admin]\nbogus = 1\n")).is_err());
+        let e = Config::from_toml(&format!("log_filter = \"info,=[\"\n{MINIMAL}")).unwrap_err();
+        assert!(e.to_string().contains("log_filter"), "{e}");
     }
 
     #[test]
