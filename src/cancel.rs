@@ -123,14 +123,23 @@ impl CancelRegistry {
         match found {
             Some((a, _guard)) => {
                 match upstream::send_cancel(&a.target, a.upstream_pid, &a.upstream_secret).await {
-                    Err(e) => tracing::warn!(error = %e, "forwarding cancel request failed"),
-                    Ok(()) => tracing::info!(pid, "cancel request forwarded"),
+                    Err(e) => {
+                        crate::admin::metrics::cancel("failed");
+                        tracing::warn!(error = %e, "forwarding cancel request failed")
+                    }
+                    Ok(()) => {
+                        crate::admin::metrics::cancel("forwarded");
+                        tracing::info!(pid, "cancel request forwarded")
+                    }
                 }
             }
-            None => tracing::debug!(
-                pid,
-                "cancel request for an unknown key or an idle session ignored"
-            ),
+            None => {
+                crate::admin::metrics::cancel("ignored");
+                tracing::debug!(
+                    pid,
+                    "cancel request for an unknown key or an idle session ignored"
+                )
+            }
         }
     }
 

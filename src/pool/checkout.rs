@@ -523,6 +523,22 @@ impl Pool {
     pub fn touch(&self) {
         self.last_activity.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Idle servers for the admin console: (id, DbUser, age, idle for).
+    pub fn idle_servers(&self) -> Vec<(u64, String, Duration, Duration)> {
+        lock(&self.state)
+            .idle
+            .iter()
+            .map(|s| {
+                (
+                    s.id,
+                    s.db_user.clone(),
+                    s.created.elapsed(),
+                    s.last_used.elapsed(),
+                )
+            })
+            .collect()
+    }
 }
 
 /// What checkout does next, decided under the lock.

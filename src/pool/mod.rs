@@ -285,6 +285,8 @@ impl PoolHandle {
 
     /// A server for this client (see [`Pool::checkout`]).
     pub async fn checkout(&self) -> Result<Checkout, Refusal> {
+        // Admin PAUSE holds new checkouts (PgBouncer semantics).
+        self.shared.admin.pause.wait_resumed(&self.pool.label).await;
         let open = || {
             let shared = self.shared.clone();
             let spec = self.spec.clone();
