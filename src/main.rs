@@ -120,6 +120,7 @@ async fn run_proxy(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    proxy.set_config_path(path);
     match proxy.local_addr() {
         Ok(addr) => {
             tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "redshift-iam-proxy listening")
@@ -129,7 +130,6 @@ async fn run_proxy(path: PathBuf) -> ExitCode {
     if let Some(addr) = proxy.admin_addr() {
         tracing::info!(%addr, "admin HTTP bound");
     }
-    proxy.set_config_path(path);
     proxy.serve(shutdown_signal()).await;
     ExitCode::SUCCESS
 }

@@ -124,9 +124,12 @@ impl Proxy {
             .and_then(|l| l.local_addr().ok())
     }
 
-    /// The file SIGHUP and the console's RELOAD re-read (the binary sets it).
+    /// The file SIGHUP and the console's RELOAD re-read (the binary sets it). The SIGHUP
+    /// handler is installed here, before the caller says it is listening, so an early
+    /// SIGHUP reloads instead of killing the process.
     pub fn set_config_path(&self, path: std::path::PathBuf) {
         let _ = self.shared.admin.config_path.set(path);
+        crate::admin::reload::install_sighup(self.shared.clone());
     }
 
     pub fn shared(&self) -> Arc<Shared> {
@@ -156,12 +159,7 @@ impl Proxy {
                 stop_admin.clone(),
             ));
         }
-        let reloads = shared
-            .admin
-            .config_path
-            .get()
-            .is_some()
-            .then(|| tokio::spawn(crate::admin::reload::on_sighup(shared.clone())));
+
         let mut accept_loops = Vec::new();
         for (listener, target) in listeners {
             accept_loops.push(tokio::spawn(accept_loop(
@@ -201,9 +199,6 @@ impl Proxy {
             tokio::time::sleep(delay).await;
         }
         stop_accepting.cancel();
-        if let Some(r) = reloads {
-            r.abort();
-        }
         if let Some(s) = stats {
             s.abort();
         }

@@ -30,8 +30,14 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
         Ok(c) => c,
         Err(e) => {
             super::metrics::reload("refused");
-            tracing::warn!(error = %e, "configuration reload refused; the running configuration stays in force");
-            return Err(e.to_string());
+            // One line: TOML errors span several, and the key must be on the logged line.
+            let why = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            tracing::warn!(error = %why, "configuration reload refused; the running configuration stays in force");
+            return Err(why);
         }
     };
     let old = shared.admin.live();
@@ -151,8 +157,9 @@ fn mapping_exists(rules: &[UserRule], req: &CredentialRequest) -> bool {
     })
 }
 
-/// Reloads on every SIGHUP until aborted.
-pub async fn on_sighup(shared: Arc<Shared>) {
+/// Installs the SIGHUP handler now and reloads on every SIGHUP for the process's life.
+/// Call from within the runtime.
+pub fn install_sighup(shared: Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(h) => h,
@@ -161,11 +168,13 @@ pub async fn on_sighup(shared: Arc<Shared>) {
             return;
         }
     };
-    while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP received: reloading the configuration");
-        // Outcomes are logged inside.
-        let _ = reload(&shared);
-    }
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            // Outcomes are logged inside.
+            let _ = reload(&shared);
+        }
+    });
 }
 
 #[cfg(test)]
