@@ -39,6 +39,9 @@ pub struct Config {
     /// Log line format: `text` (default) or `json` (one object per line, same fields).
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Replicas that forward cancels to each other (`[peers]`, PgBouncer 1.19's peering).
+    #[serde(default)]
+    pub peers: PeersConfig,
     /// Log filter (tracing `EnvFilter` syntax, e.g. "info,redshift_iam_proxy=debug");
     /// `RUST_LOG`, when set, wins. Reloadable.
     pub log_filter: Option<String>,
@@ -57,6 +60,30 @@ pub struct AdminConfig {
     /// so load balancers stop sending before the listener closes.
     #[serde(default)]
     pub min_sigterm_delay_secs: u64,
+}
+
+/// `[peers]`: behind a TCP load balancer a CancelRequest may land on another replica
+/// than its session; each replica puts its `peer_id` in the cancel keys it hands out and
+/// forwards cancels for another replica's key to that peer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersConfig {
+    /// This replica's id, 1..=255 (0 or absent: no peering).
+    #[serde(default)]
+    pub peer_id: u8,
+    /// Other replicas: peer id → their client listener (host:port).
+    #[serde(default)]
+    pub addresses: std::collections::BTreeMap<String, String>,
+}
+
+impl PeersConfig {
+    /// The peers as (id, address); ids are checked at validation.
+    pub fn peer_list(&self) -> Vec<(u8, String)> {
+        self.addresses
+            .iter()
+            .filter_map(|(k, v)| k.parse().ok().map(|id| (id, v.clone())))
+            .collect()
+    }
 }
 
 /// How log lines are written.
@@ -769,6 +796,27 @@ impl Config {
                 ));
             }
         }
+        for (k, addr) in &self.peers.addresses {
+            match k.parse::<u8>() {
+                Ok(id) if id > 0 && id != self.peers.peer_id => {}
+                _ => {
+                    return bad(format!(
+                        "peers.addresses.{k}: peer ids are 1..=255 and differ from peers.peer_id"
+                    ))
+                }
+            }
+            if !addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
+                return bad(format!(
+                    "peers.addresses.{k} = {addr:?}: expected host:port"
+                ));
+            }
+        }
+        if !self.peers.addresses.is_empty() && self.peers.peer_id == 0 {
+            return bad("peers.addresses needs peers.peer_id (1..=255) for this replica".into());
+        }
         if let Some(f) = &self.log_filter {
             if let Err(e) = tracing_subscriber::EnvFilter::try_new(f) {
                 return bad(format!("log_filter = {f:?}: {e}"));
@@ -1064,6 +1112,24 @@ mod tests {
         assert!(Config::from_toml(&format!("{MINIMAL}[admin]\nbogus = 1\n")).is_err());
         let e = Config::from_toml(&format!("log_filter = \"info,=[\"\n{MINIMAL}")).unwrap_err();
         assert!(e.to_string().contains("log_filter"), "{e}");
+    }
+
+    #[test]
+    fn peers_need_an_own_id_and_distinct_peer_ids() {
+        let c = Config::from_toml(&format!(
+            "{MINIMAL}[peers]\npeer_id = 1\naddresses = {{ \"2\" = \"10.0.0.2:5439\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.peers.peer_list(), vec![(2, "10.0.0.2:5439".to_owned())]);
+        for bad in [
+            "peer_id = 1\naddresses = { \"1\" = \"h:1\" }",
+            "addresses = { \"2\" = \"h:1\" }",
+            "peer_id = 1\naddresses = { \"x\" = \"h:1\" }",
+            "peer_id = 1\naddresses = { \"2\" = \"nope\" }",
+        ] {
+            let e = Config::from_toml(&format!("{MINIMAL}[peers]\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("peers."), "{e}");
+        }
     }
 
     #[test]

@@ -80,13 +80,15 @@ impl Proxy {
             None => None,
         };
         let admin = Admin::new(&config);
+        let cancels = Arc::new(CancelRegistry::default());
+        cancels.set_peer_id(config.peers.peer_id);
         let shared = Arc::new(Shared {
             users: UserMap::new(config.users.clone()),
             cache: CredentialCache::new(api.clone()),
             api,
             targets,
             client_tls,
-            cancels: Arc::new(CancelRegistry::default()),
+            cancels,
             hard_stop: CancellationToken::new(),
             user_slots: Arc::new(UserSlots::new(config.limits.max_connections_per_user)),
             verifiers: admin.live().verifiers.clone(),

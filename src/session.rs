@@ -81,7 +81,7 @@ pub async fn run(
             return;
         }
         Ok((_, Ok(ClientRequest::Cancel { pid, secret }))) => {
-            shared.cancels.cancel(pid, &secret).await;
+            crate::admin::peers::cancel(&shared, pid, &secret).await;
             return;
         }
         Ok((

@@ -676,3 +676,70 @@ async fn no_secret_in_metrics_console_rows_or_logs() {
     }
     assert!(!seen.contains(SECRET_KEY), "the AWS secret leaked");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_sent_to_another_replica_reaches_the_query() {
+    let (toml, parts) = bed_config("", ADMIN).await;
+    let (port_a, port_b) = (free_port(), free_port());
+    let config = |me: u16, id: u8, other_id: u8, other: u16| {
+        toml.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{me}\""),
+            1,
+        ) + &format!(
+            "\n[peers]\npeer_id = {id}\naddresses = {{ \"{other_id}\" = \"127.0.0.1:{other}\" }}\n"
+        )
+    };
+    let a = Running::start(&config(port_a, 1, 2, port_b));
+    let b = Running::start(&config(port_b, 2, 1, port_a));
+    let (client, conn) =
+        tokio_postgres::connect(&a.conninfo("bob", "postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let token = client.cancel_token();
+    let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    // Wait until the query runs on the cluster.
+    let pg = parts._pg.admin().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(60)%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the query never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The cancel goes to replica B, which did not issue the key.
+    let to_b = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    token
+        .cancel_query_raw(to_b, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(20), query)
+        .await
+        .expect("the cancel reached the query")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    b.wait_log(&["cancel request forwarded to peer"]).await;
+}

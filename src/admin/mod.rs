@@ -5,12 +5,14 @@
 //! - `console`: the PgBouncer-like console (database `redshift_iam_proxy`);
 //! - `registry`: live clients, for `SHOW CLIENTS` and `KILL_CLIENT`;
 //! - `reload`: SIGHUP / `RELOAD` re-reading the configuration;
-//! - `pause`: `PAUSE` / `RESUME` holding new checkouts.
+//! - `pause`: `PAUSE` / `RESUME` holding new checkouts;
+//! - `peers`: cancels forwarded between replicas (`[peers]`).
 
 pub mod console;
 pub mod http;
 pub mod metrics;
 pub mod pause;
+pub mod peers;
 pub mod registry;
 pub mod reload;
 
