@@ -743,3 +743,55 @@ async fn a_cancel_sent_to_another_replica_reaches_the_query() {
     );
     b.wait_log(&["cancel request forwarded to peer"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reloaded_pool_size_applies_to_pools_created_after_the_reload() {
+    let (toml, _parts) = bed_config("", ADMIN).await;
+    let proxy = Running::start(&toml);
+    psql(&proxy.conninfo("alice", "postgres"), "SELECT 1")
+        .await
+        .unwrap();
+    std::fs::write(&proxy.path, format!("{toml}\n[pool]\nsize = 3\n")).unwrap();
+    proxy.console("RELOAD").await.unwrap();
+    psql(&proxy.conninfo("bob", "postgres"), "SELECT 1")
+        .await
+        .unwrap();
+    let pools = proxy.console("SHOW POOLS").await.unwrap();
+    let size_of = |label: &str| {
+        pools
+            .iter()
+            .find(|l| l.contains(&format!("|{label}|")))
+            .and_then(|l| l.split('|').nth(10))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        size_of("bob/postgres@testcluster").as_deref(),
+        Some("3"),
+        "{pools:?}"
+    );
+    assert_eq!(
+        size_of("alice/postgres@testcluster").as_deref(),
+        Some("20"),
+        "{pools:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_fails_at_max_client_connections() {
+    let (toml, _parts) = bed_config("", ADMIN).await;
+    let proxy = Running::start(&toml.replace(
+        "[limits]\n",
+        "[limits]\n        max_client_connections = 1\n",
+    ));
+    proxy.wait_status("/readiness", 200).await;
+    let (client, conn) =
+        tokio_postgres::connect(&proxy.conninfo("bob", "postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    let body = proxy.wait_status("/readiness", 503).await;
+    assert!(body.contains("max_client_connections"), "{body}");
+    drop(client);
+    proxy.wait_status("/readiness", 200).await;
+}

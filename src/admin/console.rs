@@ -681,16 +681,20 @@ impl<'a> Console<'a> {
             ),
             ("users".into(), format!("{} rules", c.users.len()), "reload"),
             ("pool.mode".into(), c.pool.mode.as_str().into(), "restart"),
-            ("pool.size".into(), c.pool.size.to_string(), "restart"),
+            (
+                "pool.size".into(),
+                c.pool.size.to_string(),
+                "reload (new pools)",
+            ),
             (
                 "pool.min_size".into(),
                 c.pool.min_size.to_string(),
-                "restart",
+                "reload (new pools)",
             ),
             (
                 "pool.checkout_timeout_secs".into(),
                 c.pool.checkout_timeout_secs.to_string(),
-                "restart",
+                "reload (new pools)",
             ),
             (
                 "limits.max_client_connections".into(),

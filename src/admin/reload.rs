@@ -1,6 +1,7 @@
 //! Reload without dropping sessions: SIGHUP and the console's `RELOAD` re-read the
 //! configuration file. User mappings, client authentication (verifiers, admin users),
-//! limits and the log filter take effect for new logins; open sessions keep running
+//! limits, pool sizes and timeouts (for pools created after the reload) and the log
+//! filter take effect for new logins; open sessions keep running
 //! with what they logged in with. A file that does not validate is refused and the old
 //! configuration stays. Changes that need a restart are logged as such.
 
@@ -63,6 +64,8 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
             }
         }
     }
+    // Sizes and timeouts for pools created from now on.
+    shared.pools.reload_settings(&live.config);
     let rules = live.config.users.clone();
     let dropped = shared.cache.retain(|req| mapping_exists(&rules, req));
     shared.admin.live.store(Arc::new(live));
@@ -93,7 +96,16 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", new.cluster),
     );
     check("aws", format!("{:?}", old.aws), format!("{:?}", new.aws));
-    check("pool", format!("{:?}", old.pool), format!("{:?}", new.pool));
+    check(
+        "pool.mode",
+        format!("{:?}", old.pool.mode),
+        format!("{:?}", new.pool.mode),
+    );
+    check(
+        "pool.max_server_connections",
+        old.pool.max_server_connections.to_string(),
+        new.pool.max_server_connections.to_string(),
+    );
     check(
         "client_tls",
         format!("{:?}", old.client_tls),

@@ -46,6 +46,8 @@ pub struct Pools {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     targets: Vec<Arc<TargetSlots>>,
     settings: Vec<PoolSettings>,
+    /// Settings from a configuration reload, used for pools created after it (admin).
+    reloaded: Mutex<Option<Vec<PoolSettings>>>,
 }
 
 impl Pools {
@@ -71,6 +73,7 @@ impl Pools {
                 .map(|_| Arc::new(TargetSlots::new(p.max_server_connections)))
                 .collect(),
             settings,
+            reloaded: Mutex::new(None),
         }
     }
 
@@ -87,7 +90,7 @@ impl Pools {
         }
         let p = Pool::new(
             label(),
-            self.settings[key.target].clone(),
+            self.settings_for(key.target),
             self.targets[key.target].clone(),
             key.target,
         );
@@ -242,6 +245,41 @@ impl Pools {
         for j in jobs {
             let _ = j.await;
         }
+    }
+}
+
+impl Pools {
+    /// Reload: sizes and timeouts of `config` for pools created from now on. The pool
+    /// mode stays (sessions were planned with it); existing pools keep theirs until
+    /// maintenance retires them.
+    pub fn reload_settings(&self, config: &Config) {
+        let p = &config.pool;
+        let new = self
+            .settings
+            .iter()
+            .enumerate()
+            .map(|(i, old)| PoolSettings {
+                mode: old.mode,
+                size: config.pool_size(i),
+                min_size: p.min_size.min(config.pool_size(i)),
+                checkout_timeout: Duration::from_secs(p.checkout_timeout_secs),
+                idle_timeout: Duration::from_secs(p.server_idle_timeout_secs),
+                lifetime: Duration::from_secs(p.server_lifetime_secs),
+                check_delay: Duration::from_secs(p.server_check_delay_secs),
+                max_prepared: p.max_prepared_statements,
+                reset_query: p.reset_query.clone(),
+                login_timeout: config.limits.login_timeout(),
+            })
+            .collect();
+        *lock(&self.reloaded) = Some(new);
+    }
+
+    /// The settings a new pool of `target` gets (reloaded ones first).
+    fn settings_for(&self, target: usize) -> PoolSettings {
+        lock(&self.reloaded)
+            .as_ref()
+            .and_then(|r| r.get(target).cloned())
+            .unwrap_or_else(|| self.settings[target].clone())
     }
 }
 
