@@ -795,3 +795,29 @@ async fn readiness_fails_at_max_client_connections() {
     drop(client);
     proxy.wait_status("/readiness", 200).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttled_credential_calls_are_counted_by_api_and_outcome() {
+    use redshift_iam_proxy::emulator::Fault;
+    let bed = common::Bed::start().await;
+    let shared = bed.shared.clone().unwrap();
+    let scrape = || parse_metrics(&redshift_iam_proxy::admin::metrics::encode(&shared));
+    let calls = |s: &prometheus_parse::Scrape, outcome: &str| {
+        metric_sum(
+            s,
+            "redshift_iam_proxy_credential_calls_total",
+            &[("api", "GetClusterCredentials"), ("outcome", outcome)],
+        )
+    };
+    drop(bed.connect("alice").await.unwrap());
+    let before = scrape();
+    bed.emu.fail_next(2, Fault::Throttle);
+    drop(bed.connect("bob").await.expect("throttling retried away"));
+    let after = scrape();
+    // Metrics are process-wide: compare deltas.
+    assert_eq!(
+        calls(&after, "throttled") - calls(&before, "throttled"),
+        2.0
+    );
+    assert_eq!(calls(&after, "ok") - calls(&before, "ok"), 1.0);
+}
