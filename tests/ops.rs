@@ -821,3 +821,24 @@ async fn throttled_credential_calls_are_counted_by_api_and_outcome() {
     );
     assert_eq!(calls(&after, "ok") - calls(&before, "ok"), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn startup_and_readiness_wait_for_prewarm() {
+    use redshift_iam_proxy::emulator::Fault;
+    let (toml, parts) = bed_config("", ADMIN).await;
+    // The first AWS call hangs for one attempt (2 s), so prewarm takes a while.
+    parts.emu.fail_next(1, Fault::Hang);
+    let proxy = Running::start(&format!(
+        "{}\n[pool]\nmin_size = 1\n",
+        toml.replace("timeout_secs = 15", "timeout_secs = 2")
+    ));
+    let (status, body) = proxy.get("/startup").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("starting"), "{body}");
+    let (status, body) = proxy.get("/readiness").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("starting"), "{body}");
+    proxy.wait_status("/startup", 200).await;
+    proxy.wait_status("/readiness", 200).await;
+    proxy.wait_log(&["prewarmed"]).await;
+}
