@@ -311,16 +311,16 @@ async fn refuse(
 
 /// Applies `[client_auth]`: nothing for trust, a SCRAM exchange, or the certificate check.
 async fn authenticate_client(
-    shared: &crate::admin::Live,
+    live: &crate::admin::Live,
     stream: &mut Stream,
     reader: &mut wire::MessageReader,
     user: &str,
 ) -> Result<(), ClientAuthError> {
-    let auth = &shared.config.client_auth;
+    let auth = &live.config.client_auth;
     match auth.method {
         ClientAuthMethod::Trust => Ok(()),
         ClientAuthMethod::ScramSha256 => {
-            clientauth::scram(stream, reader, user, shared.verifiers.get(user)).await
+            clientauth::scram(stream, reader, user, live.verifiers.get(user)).await
         }
         ClientAuthMethod::Cert => {
             let Some(cn) = clientauth::client_cert_name(stream) else {
