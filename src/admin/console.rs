@@ -240,7 +240,7 @@ impl<'a> Console<'a> {
                     ),
                     _ => Reply::Error(
                         "42601",
-                        format!("unknown SHOW {rest:?}; console commands: {COMMANDS}"),
+                        format!("unknown admin console command \"SHOW {rest}\""),
                     ),
                 }
             }
@@ -333,10 +333,7 @@ impl<'a> Console<'a> {
             }
             _ => {
                 counted("unknown");
-                Reply::Error(
-                    "42601",
-                    format!("unknown admin console command {stmt:?}; commands: {COMMANDS}"),
-                )
+                Reply::Error("42601", format!("unknown admin console command {stmt:?}"))
             }
         }
     }

@@ -144,7 +144,7 @@ pub fn session_bytes(target: &str, client_to_server: u64, server_to_client: u64)
     }
 }
 
-/// A CancelRequest: `forwarded`, or `unknown_key` / `not_attached`.
+/// A CancelRequest by outcome (`forwarded`, `ignored`, `forwarded_to_peer`, …).
 pub fn cancel(outcome: &str) {
     metrics()
         .cancels
@@ -209,7 +209,7 @@ pub fn encode(shared: &Shared) -> String {
     );
     events.register(
         "cancels",
-        "CancelRequests received by outcome (forwarded, unknown_key)",
+        "CancelRequests by outcome (forwarded, failed, ignored, forwarded_to_peer, unknown_peer, peer_failed)",
         m.cancels.clone(),
     );
     events.register(
