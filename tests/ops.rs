@@ -30,10 +30,20 @@ struct Running {
 
 impl Running {
     fn start(config: &str) -> Running {
+        Self::start_with_rust_log(config, Some("trace"))
+    }
+
+    /// `rust_log: None` leaves RUST_LOG unset, so the config's `log_filter` decides.
+    fn start_with_rust_log(config: &str, rust_log: Option<&str>) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxy.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        match rust_log {
+            Some(l) => cmd.env("RUST_LOG", l),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let mut child = cmd
             .arg("--config")
             .arg(&path)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
@@ -41,7 +51,6 @@ impl Running {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", dir.path().join("none"))
             .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
-            .env("RUST_LOG", "trace")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -841,4 +850,29 @@ async fn startup_and_readiness_wait_for_prewarm() {
     proxy.wait_status("/startup", 200).await;
     proxy.wait_status("/readiness", 200).await;
     proxy.wait_log(&["prewarmed"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_changes_the_log_filter() {
+    let (toml, _parts) = bed_config(
+        "log_filter = \"info,redshift_iam_proxy::admin::console=warn\"",
+        ADMIN,
+    )
+    .await;
+    let proxy = Running::start_with_rust_log(&toml, None);
+    proxy.console("SHOW VERSION").await.unwrap();
+    std::fs::write(
+        &proxy.path,
+        toml.replace("admin::console=warn", "admin::console=info"),
+    )
+    .unwrap();
+    proxy.signal(nix::sys::signal::Signal::SIGHUP);
+    // Lines arrive in order: once the reload's line is read, the first console's are too.
+    proxy.wait_log(&["configuration reloaded"]).await;
+    assert!(
+        !proxy.log_text().contains("admin console session opened"),
+        "filtered out before the reload"
+    );
+    proxy.console("SHOW VERSION").await.unwrap();
+    proxy.wait_log(&["admin console session opened"]).await;
 }
