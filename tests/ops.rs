@@ -876,3 +876,18 @@ async fn reload_changes_the_log_filter() {
     proxy.console("SHOW VERSION").await.unwrap();
     proxy.wait_log(&["admin console session opened"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_would_expose_trust_on_the_running_listener_is_refused() {
+    let (toml, _parts) = bed_config("", ADMIN).await;
+    let exposed = toml.replacen("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"", 1);
+    let proxy = Running::start(&format!(
+        "{exposed}\n[client_auth]\nmethod = \"scram-sha-256\"\nscram_verifiers = {{ ops = \"{}\" }}\n",
+        redshift_iam_proxy::clientauth::ScramVerifier::hash("pw")
+    ));
+    // The new file is valid alone (loopback + trust), but the listener stays 0.0.0.0.
+    std::fs::write(&proxy.path, &toml).unwrap();
+    proxy.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = proxy.wait_log(&["configuration reload refused"]).await;
+    assert!(line.contains("not a loopback address"), "{line}");
+}

@@ -49,6 +49,22 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
     // Targets are fixed for the process: sessions index them.
     new.cluster = old.config.cluster.clone();
     new.listen = old.config.listen.clone();
+    // Client certificate verification is part of the TLS setup made at start.
+    let cert = crate::config::ClientAuthMethod::Cert;
+    if (old.config.client_auth.method == cert) != (new.client_auth.method == cert)
+        || old.config.client_auth.ca_file != new.client_auth.ca_file
+    {
+        tracing::warn!(key = "client_auth.method / client_auth.ca_file", "configuration change needs a restart (client certificates are verified by the TLS setup); the running value stays until then");
+        new.client_auth.method = old.config.client_auth.method;
+        new.client_auth.ca_file = old.config.client_auth.ca_file.clone();
+    }
+    // The merged result must hold too (e.g. "trust" with the running, exposed listener).
+    if let Err(e) = new.validate() {
+        super::metrics::reload("refused");
+        let why = format!("with the running listeners and targets: {e}");
+        tracing::warn!(error = %why, "configuration reload refused; the running configuration stays in force");
+        return Err(why);
+    }
     let live = Live::new(new);
     shared
         .user_slots
