@@ -334,6 +334,11 @@ async fn metrics_parse_and_counters_move_after_logins() {
                 "redshift_iam_proxy_logins_total",
                 &[("outcome", "ok")],
             ) >= 3.0
+            && metric_sum(
+                &scrape,
+                "redshift_iam_proxy_pool_servers",
+                &[("state", "idle")],
+            ) >= 1.0
         {
             break scrape;
         }
@@ -456,7 +461,19 @@ async fn every_console_command_answers_through_psql() {
         "{alice_row}"
     );
 
-    let servers = proxy.console("SHOW SERVERS").await.unwrap();
+    // bob's server is checked in (after its reset) just after psql exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let servers = loop {
+        let servers = proxy.console("SHOW SERVERS").await.unwrap();
+        if servers
+            .iter()
+            .any(|l| l.contains("bob/postgres@testcluster|idle|"))
+        {
+            break servers;
+        }
+        assert!(Instant::now() < deadline, "{servers:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         header(&servers).starts_with("id|user|database|pool|state"),
         "{servers:?}"
