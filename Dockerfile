@@ -20,6 +20,6 @@ COPY --from=build /usr/local/bin/redshift-iam-proxy /usr/local/bin/redshift-iam-
 ENV XDG_STATE_HOME=/var/lib
 RUN install -d -m 0700 -o 10001 -g 10001 /var/lib/redshift-iam-proxy
 USER 10001:10001
-EXPOSE 5439
+EXPOSE 5439 9187
 ENTRYPOINT ["/usr/local/bin/redshift-iam-proxy"]
 CMD ["--config", "/etc/redshift-iam-proxy/config.toml"]

@@ -26,6 +26,12 @@ impl CachedCredential {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Counts a login served from the cache (also for metrics).
+    fn hit(&self) {
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::admin::metrics::cache_lookup(true);
+    }
+
     /// Whether a login refused with this credential should mint a new one: yes if it
     /// worked before (rotated, expired early) or is old; no if it never worked and is
     /// fresh — then the user is the problem, and re-minting would only hammer AWS.
@@ -33,6 +39,17 @@ impl CachedCredential {
         self.worked.load(std::sync::atomic::Ordering::Relaxed)
             || self.fetched_at.elapsed() >= RETRY_NEVER_WORKED_AFTER
     }
+}
+
+/// One cached credential as operators see it (no password).
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub request: CredentialRequest,
+    pub db_user: String,
+    pub expiration: SystemTime,
+    pub expires_in_secs: u64,
+    pub age: Duration,
+    pub hits: u64,
 }
 
 /// How a login got its credential (for logs and the demo).
@@ -51,6 +68,8 @@ pub struct CachedCredential {
     fetched_at: Instant,
     /// Set once a login with it succeeded.
     worked: std::sync::atomic::AtomicBool,
+    /// Logins served from the cache with it (for `SHOW CREDENTIALS`).
+    hits: std::sync::atomic::AtomicU64,
     /// From here on the credential is not used for new logins.
     stale_at: Instant,
     /// From here on a login triggers a background refresh.
@@ -117,8 +136,12 @@ impl CredentialCache {
                 .as_ref()
                 .map(|c| (freshness(now, c), c.clone()))
             {
-                Some((Freshness::Fresh, c)) => return Ok((c, Source::Cached)),
+                Some((Freshness::Fresh, c)) => {
+                    c.hit();
+                    return Ok((c, Source::Cached));
+                }
                 Some((Freshness::RefreshAhead, c)) => {
+                    c.hit();
                     if slot.inflight.is_none() {
                         let f = self.start_flight(req.clone());
                         slot.inflight = Some(f.clone());
@@ -127,14 +150,17 @@ impl CredentialCache {
                     }
                     return Ok((c, Source::Cached));
                 }
-                Some((Freshness::Stale, _)) | None => match &slot.inflight {
-                    Some(f) => f.clone(),
-                    None => {
-                        let f = self.start_flight(req.clone());
-                        slot.inflight = Some(f.clone());
-                        f
+                Some((Freshness::Stale, _)) | None => {
+                    crate::admin::metrics::cache_lookup(false);
+                    match &slot.inflight {
+                        Some(f) => f.clone(),
+                        None => {
+                            let f = self.start_flight(req.clone());
+                            slot.inflight = Some(f.clone());
+                            f
+                        }
                     }
-                },
+                }
             }
         };
         flight.await.map(|c| (c, Source::Fetched))
@@ -162,6 +188,35 @@ impl CredentialCache {
         self.len() == 0
     }
 
+    /// What the admin console and metrics show of each cached credential (never the password).
+    pub fn entries(&self) -> Vec<CacheEntry> {
+        let now = SystemTime::now();
+        lock(&self.slots)
+            .iter()
+            .filter_map(|(k, s)| s.current.as_ref().map(|c| (k, c)))
+            .map(|(k, c)| CacheEntry {
+                request: k.clone(),
+                db_user: c.credential.db_user.clone(),
+                expiration: c.credential.expiration,
+                expires_in_secs: c
+                    .credential
+                    .expiration
+                    .duration_since(now)
+                    .map_or(0, |d| d.as_secs()),
+                age: c.fetched_at.elapsed(),
+                hits: c.hits.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Drops cached credentials whose key `keep` rejects (reload: mapping gone); returns how many.
+    pub fn retain(&self, keep: impl Fn(&CredentialRequest) -> bool) -> usize {
+        let mut slots = lock(&self.slots);
+        let before = slots.len();
+        slots.retain(|k, s| s.inflight.is_some() || keep(k));
+        before - slots.len()
+    }
+
     /// Starts the AWS call for `req` in its own task; the result lands in the slot.
     fn start_flight(&self, req: CredentialRequest) -> Flight {
         let api = self.api.clone();
@@ -186,6 +241,7 @@ impl CredentialCache {
                     credential,
                     fetched_at,
                     worked: std::sync::atomic::AtomicBool::new(false),
+                    hits: std::sync::atomic::AtomicU64::new(0),
                     stale_at,
                     refresh_at,
                 })
@@ -235,6 +291,7 @@ mod tests {
             },
             fetched_at: now,
             worked: std::sync::atomic::AtomicBool::new(false),
+            hits: std::sync::atomic::AtomicU64::new(0),
             stale_at: now + Duration::from_secs(stale_in),
             refresh_at: now + Duration::from_secs(refresh_in),
         }

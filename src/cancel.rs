@@ -35,6 +35,16 @@ struct Entry {
 #[derive(Default)]
 pub struct CancelRegistry {
     entries: Mutex<HashMap<i32, Entry>>,
+    /// `[peers] peer_id`, put in the top bits of every key handed out (0: no peering).
+    peer_id: std::sync::atomic::AtomicU8,
+}
+
+/// Keys of a peering replica carry its id in bits 23..31 of the (positive) pid.
+pub const PEER_SHIFT: u32 = 23;
+
+/// The replica that handed out `pid` (0: none).
+pub fn peer_of(pid: i32) -> u8 {
+    ((pid as u32) >> PEER_SHIFT) as u8
 }
 
 /// Keeps a key registered for as long as its session lives.
@@ -86,8 +96,13 @@ impl CancelRegistry {
     pub fn register_attached(self: &Arc<Self>, attached: Option<Attached>) -> CancelKey {
         let mut rng = rand::thread_rng();
         let mut entries = lock(&self.entries);
+        let peer = i32::from(self.peer_id.load(std::sync::atomic::Ordering::Relaxed));
         let pid = loop {
-            let pid = rng.gen_range(1..i32::MAX);
+            let pid = if peer == 0 {
+                rng.gen_range(1..i32::MAX)
+            } else {
+                (peer << PEER_SHIFT) | rng.gen_range(1..(1 << PEER_SHIFT))
+            };
             if !entries.contains_key(&pid) {
                 break pid;
             }
@@ -123,19 +138,37 @@ impl CancelRegistry {
         match found {
             Some((a, _guard)) => {
                 match upstream::send_cancel(&a.target, a.upstream_pid, &a.upstream_secret).await {
-                    Err(e) => tracing::warn!(error = %e, "forwarding cancel request failed"),
-                    Ok(()) => tracing::info!(pid, "cancel request forwarded"),
+                    Err(e) => {
+                        crate::admin::metrics::cancel("failed");
+                        tracing::warn!(error = %e, "forwarding cancel request failed")
+                    }
+                    Ok(()) => {
+                        crate::admin::metrics::cancel("forwarded");
+                        tracing::info!(pid, "cancel request forwarded")
+                    }
                 }
             }
-            None => tracing::debug!(
-                pid,
-                "cancel request for an unknown key or an idle session ignored"
-            ),
+            None => {
+                crate::admin::metrics::cancel("ignored");
+                tracing::debug!(
+                    pid,
+                    "cancel request for an unknown key or an idle session ignored"
+                )
+            }
         }
     }
 
     pub fn len(&self) -> usize {
         lock(&self.entries).len()
+    }
+
+    /// Sets this replica's `[peers] peer_id` for keys handed out from now on.
+    pub fn set_peer_id(&self, id: u8) {
+        self.peer_id.store(id, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn peer_id(&self) -> u8 {
+        self.peer_id.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -33,6 +33,68 @@ pub struct Config {
     /// Server connection pooling (`[pool]`).
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Operations: probes, metrics, the admin console, SIGTERM delay (`[admin]`).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Log line format: `text` (default) or `json` (one object per line, same fields).
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Replicas that forward cancels to each other (`[peers]`, PgBouncer 1.19's peering).
+    #[serde(default)]
+    pub peers: PeersConfig,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. "info,redshift_iam_proxy=debug");
+    /// `RUST_LOG`, when set, wins. Reloadable.
+    pub log_filter: Option<String>,
+}
+
+/// `[admin]`: how operators watch and steer the proxy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// HTTP listener for `/metrics`, `/startup`, `/liveness`, `/readiness`; off when absent.
+    pub listen: Option<String>,
+    /// Client users allowed into the admin console (database `redshift_iam_proxy`).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// After SIGTERM, keep accepting new clients this long (readiness already fails),
+    /// so load balancers stop sending before the listener closes.
+    #[serde(default)]
+    pub min_sigterm_delay_secs: u64,
+}
+
+/// `[peers]`: behind a TCP load balancer a CancelRequest may land on another replica
+/// than its session; each replica puts its `peer_id` in the cancel keys it hands out and
+/// forwards cancels for another replica's key to that peer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersConfig {
+    /// This replica's id, 1..=255 (0 or absent: no peering).
+    #[serde(default)]
+    pub peer_id: u8,
+    /// Other replicas: peer id → their client listener (host:port).
+    #[serde(default)]
+    pub addresses: std::collections::BTreeMap<String, String>,
+}
+
+impl PeersConfig {
+    /// The peers as (id, address); ids are checked at validation.
+    pub fn peer_list(&self) -> Vec<(u8, String)> {
+        self.addresses
+            .iter()
+            .filter_map(|(k, v)| k.parse().ok().map(|id| (id, v.clone())))
+            .collect()
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable `key=value` lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// How client sessions share server connections.
@@ -707,12 +769,65 @@ impl Config {
                 }
             }
         }
+        self.validate_admin()?;
         if self.limits.max_connections_per_user == Some(0) {
             return bad(
                 "limits.max_connections_per_user must be at least 1 (omit it for no limit)".into(),
             );
         }
         Ok(())
+    }
+
+    /// `[admin]` and the log keys.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(l) = &self.admin.listen {
+            let port_ok = l
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok {
+                return bad(format!("admin.listen = {l:?}: expected host:port"));
+            }
+        }
+        for (i, u) in self.admin.users.iter().enumerate() {
+            if u.is_empty() || u == "*" {
+                return bad(format!(
+                    "admin.users[{i}] = {u:?}: name a client user (no wildcard)"
+                ));
+            }
+        }
+        for (k, addr) in &self.peers.addresses {
+            match k.parse::<u8>() {
+                Ok(id) if id > 0 && id != self.peers.peer_id => {}
+                _ => {
+                    return bad(format!(
+                        "peers.addresses.{k}: peer ids are 1..=255 and differ from peers.peer_id"
+                    ))
+                }
+            }
+            if !addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
+                return bad(format!(
+                    "peers.addresses.{k} = {addr:?}: expected host:port"
+                ));
+            }
+        }
+        if !self.peers.addresses.is_empty() && self.peers.peer_id == 0 {
+            return bad("peers.addresses needs peers.peer_id (1..=255) for this replica".into());
+        }
+        if let Some(f) = &self.log_filter {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(f) {
+                return bad(format!("log_filter = {f:?}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SIGTERM delay (`admin.min_sigterm_delay_secs`).
+    pub fn min_sigterm_delay(&self) -> Duration {
+        Duration::from_secs(self.admin.min_sigterm_delay_secs)
     }
 
     /// Warnings about secrets in files that others can read.
@@ -980,6 +1095,41 @@ mod tests {
         let e = Config::from_toml("[cluster]\nidentifier = \"c\"\nlisten = \"10.1.2.3:5440\"\n")
             .unwrap_err();
         assert!(e.to_string().contains("10.1.2.3"), "{e}");
+    }
+
+    #[test]
+    fn admin_section_is_checked_and_unknown_keys_stay_errors() {
+        let c = Config::from_toml(&format!(
+            "log_format = \"json\"\n{MINIMAL}[admin]\nlisten = \"127.0.0.1:9187\"\nusers = [\"ops\"]\nmin_sigterm_delay_secs = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.admin.users, ["ops"]);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.admin.listen.is_some());
+        let e =
+            Config::from_toml(&format!("{MINIMAL}[admin]\nlisten = \"nowhere\"\n")).unwrap_err();
+        assert!(e.to_string().contains("admin.listen"), "{e}");
+        assert!(Config::from_toml(&format!("{MINIMAL}[admin]\nbogus = 1\n")).is_err());
+        let e = Config::from_toml(&format!("log_filter = \"info,=[\"\n{MINIMAL}")).unwrap_err();
+        assert!(e.to_string().contains("log_filter"), "{e}");
+    }
+
+    #[test]
+    fn peers_need_an_own_id_and_distinct_peer_ids() {
+        let c = Config::from_toml(&format!(
+            "{MINIMAL}[peers]\npeer_id = 1\naddresses = {{ \"2\" = \"10.0.0.2:5439\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.peers.peer_list(), vec![(2, "10.0.0.2:5439".to_owned())]);
+        for bad in [
+            "peer_id = 1\naddresses = { \"1\" = \"h:1\" }",
+            "addresses = { \"2\" = \"h:1\" }",
+            "peer_id = 1\naddresses = { \"x\" = \"h:1\" }",
+            "peer_id = 1\naddresses = { \"2\" = \"nope\" }",
+        ] {
+            let e = Config::from_toml(&format!("{MINIMAL}[peers]\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("peers."), "{e}");
+        }
     }
 
     #[test]

@@ -33,6 +33,15 @@ pub struct LoginSpec {
 
 /// Logs in to `target` as `spec` describes; bounded by the caller's timeout.
 pub async fn open(shared: &Shared, target: &Target, spec: &LoginSpec) -> Result<Opened, Refusal> {
+    let started = std::time::Instant::now();
+    let opened = open_timed(shared, target, spec).await;
+    if opened.is_ok() {
+        crate::admin::metrics::upstream_login(target.config.label(), started.elapsed());
+    }
+    opened
+}
+
+async fn open_timed(shared: &Shared, target: &Target, spec: &LoginSpec) -> Result<Opened, Refusal> {
     let upstream_target = target.endpoint.target().await?;
     let req = &spec.request;
     let mut retried = false;

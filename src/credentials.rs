@@ -126,6 +126,21 @@ pub enum FailureKind {
     Other,
 }
 
+impl FailureKind {
+    /// Short name for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Throttled => "throttled",
+            FailureKind::Denied => "denied",
+            FailureKind::NotFound => "not_found",
+            FailureKind::Invalid => "invalid",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Unavailable => "unavailable",
+            FailureKind::Other => "other",
+        }
+    }
+}
+
 /// A failed AWS call, with the AWS error code when there is one.
 #[derive(Debug, Clone)]
 pub struct CredentialError {
@@ -521,7 +536,10 @@ impl RedshiftApi {
         let mut attempt = 1;
         loop {
             let err = match tokio::time::timeout(self.timeout, f()).await {
-                Ok(Ok(v)) => return Ok(v),
+                Ok(Ok(v)) => {
+                    crate::admin::metrics::credential_call(op, "ok");
+                    return Ok(v);
+                }
                 Ok(Err(e)) => classify(op, e),
                 Err(_) => CredentialError {
                     kind: FailureKind::Timeout,
@@ -530,6 +548,7 @@ impl RedshiftApi {
                     message: format!("no answer within {:?}", self.timeout),
                 },
             };
+            crate::admin::metrics::credential_call(op, err.kind.as_str());
             if !err.retryable() || attempt >= self.max_attempts {
                 return Err(err);
             }

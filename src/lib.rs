@@ -17,10 +17,12 @@
 //! - `endpoint`: where the cluster is; `upstream`: TLS + login to the cluster; `tls`: TLS settings;
 //! - `relay`: `relay/bytes` the byte pipe (mode none), `relay/framed` the pooled relay; `audit`: one log line per session; `sync`: the mutex helper; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
 //! - `compat`: startup parameters stock drivers send that Redshift refuses; `localca`: the local CA that signs the client-side certificate;
+//! - `admin`: probes, Prometheus metrics, the admin console, reload (`[admin]`);
 //! - `check`: the `check` subcommand (configuration proof); `demo`: the one-command demo;
 //! - `emulator`: the Redshift credential API emulator used by tests and the demo;
 //! - `localpg`: a throwaway local PostgreSQL cluster (stand-in for Redshift), and a Redshift-like front for it.
 
+pub mod admin;
 pub mod audit;
 pub mod cache;
 pub mod cancel;

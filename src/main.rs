@@ -39,14 +39,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(&cli);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -127,14 +120,71 @@ async fn run_proxy(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    proxy.set_config_path(path);
     match proxy.local_addr() {
         Ok(addr) => {
             tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "redshift-iam-proxy listening")
         }
         Err(e) => tracing::warn!(error = %e, "listening (address unknown)"),
     }
+    if let Some(addr) = proxy.admin_addr() {
+        tracing::info!(%addr, "admin HTTP bound");
+    }
     proxy.serve(shutdown_signal()).await;
     ExitCode::SUCCESS
+}
+
+/// Sets up log lines: format from `log_format` (text or JSON), filter from `RUST_LOG`,
+/// else the config's `log_filter` (reloadable), else "info". The proxy's config is read
+/// here only for these two keys; errors in it are reported when it is loaded for real.
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, reload, EnvFilter};
+    let config = match (&cli.command, &cli.config) {
+        (None, Some(path)) => Config::load(path).ok(),
+        _ => None,
+    };
+    let json = config
+        .as_ref()
+        .is_some_and(|c| c.log_format == redshift_iam_proxy::config::LogFormat::Json);
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_decides = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| {
+        config
+            .as_ref()
+            .and_then(|c| c.log_filter.as_deref())
+            .and_then(|f| EnvFilter::try_new(f).ok())
+            .unwrap_or_else(|| EnvFilter::new("info"))
+    });
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    } else {
+        registry
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init();
+    }
+    if !env_decides {
+        redshift_iam_proxy::admin::reload::set_log_filter_hook(Box::new(move |f: &str| {
+            let new = EnvFilter::try_new(f).map_err(|e| e.to_string())?;
+            handle.reload(new).map_err(|e| e.to_string())
+        }));
+    }
 }
 
 /// Prints the local CA certificate's path for `[client_tls]` of the config (defaults without one).

@@ -4,6 +4,7 @@
 //! another client. On shutdown the listener closes at once; open sessions get
 //! `limits.drain_timeout_secs` to finish, then they are closed.
 
+use crate::admin::Admin;
 use crate::cache::CredentialCache;
 use crate::cancel::CancelRegistry;
 use crate::config::{ClientAuthMethod, Config};
@@ -38,6 +39,8 @@ pub enum StartError {
 pub struct Proxy {
     /// The main listener (routes by database name) and one per target that asked for it.
     listeners: Vec<(TcpListener, Option<usize>)>,
+    /// `[admin] listen`: probes and metrics.
+    admin_listener: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
@@ -52,13 +55,6 @@ impl Proxy {
         let (client_tls, cert_source) =
             tls::client_side_config(&config.client_tls, &server_names, client_ca)?;
         log_client_cert(&cert_source);
-        // Parsed at validation already; unparsable entries cannot reach here.
-        let verifiers = config
-            .client_auth
-            .scram_verifiers
-            .iter()
-            .filter_map(|(u, v)| v.parse().ok().map(|v| (u.clone(), v)))
-            .collect();
         let api = Arc::new(RedshiftApi::new(&config.aws, identity).await);
         let mut targets = Vec::new();
         for c in &config.cluster {
@@ -79,20 +75,32 @@ impl Proxy {
                 listeners.push((bind(addr).await?, Some(i)));
             }
         }
+        let admin_listener = match &config.admin.listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let admin = Admin::new(&config);
+        let cancels = Arc::new(CancelRegistry::default());
+        cancels.set_peer_id(config.peers.peer_id);
         let shared = Arc::new(Shared {
             users: UserMap::new(config.users.clone()),
             cache: CredentialCache::new(api.clone()),
             api,
             targets,
             client_tls,
-            cancels: Arc::new(CancelRegistry::default()),
+            cancels,
             hard_stop: CancellationToken::new(),
             user_slots: Arc::new(UserSlots::new(config.limits.max_connections_per_user)),
-            verifiers,
+            verifiers: admin.live().verifiers.clone(),
             pools: Pools::new(&config),
+            admin,
             config,
         });
-        Ok(Proxy { listeners, shared })
+        Ok(Proxy {
+            listeners,
+            admin_listener,
+            shared,
+        })
     }
 
     /// The main listener's address.
@@ -111,17 +119,49 @@ impl Proxy {
             .collect()
     }
 
+    /// The `[admin] listen` address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The file SIGHUP and the console's RELOAD re-read (the binary sets it). The SIGHUP
+    /// handler is installed here, before the caller says it is listening, so an early
+    /// SIGHUP reloads instead of killing the process.
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        let _ = self.shared.admin.config_path.set(path);
+        crate::admin::reload::install_sighup(self.shared.clone());
+    }
+
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
     }
 
     /// Accepts until `shutdown` completes, then drains open sessions.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let Proxy { listeners, shared } = self;
+        let Proxy {
+            listeners,
+            admin_listener,
+            shared,
+        } = self;
         let limits = shared.config.limits.clone();
         let slots = Arc::new(Semaphore::new(limits.max_client_connections));
+        shared.admin.set_slots(slots.clone());
         let tracker = TaskTracker::new();
         let stop_accepting = CancellationToken::new();
+        let stop_admin = CancellationToken::new();
+        if let Some(l) = admin_listener {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(%addr, "admin HTTP listening (/startup /liveness /readiness /metrics)");
+            }
+            tokio::spawn(crate::admin::http::serve(
+                l,
+                shared.clone(),
+                stop_admin.clone(),
+            ));
+        }
+
         let mut accept_loops = Vec::new();
         for (listener, target) in listeners {
             accept_loops.push(tokio::spawn(accept_loop(
@@ -141,8 +181,25 @@ impl Proxy {
             ))
         });
         let maintenance = tokio::spawn(Pools::maintain(shared.clone()));
-        let prewarm = tokio::spawn(Pools::prewarm(shared.clone()));
+        let prewarm = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                // Finished or failed (even a panic): the proxy has started either way.
+                let _ = tokio::spawn(Pools::prewarm(shared.clone())).await;
+                shared.admin.mark_started();
+                tracing::info!("started: listeners up, prewarm done");
+            })
+        };
         shutdown.await;
+        shared.admin.mark_draining();
+        let delay = shared.config.min_sigterm_delay();
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_secs = delay.as_secs(),
+                "readiness now fails; still accepting clients for admin.min_sigterm_delay_secs"
+            );
+            tokio::time::sleep(delay).await;
+        }
         stop_accepting.cancel();
         if let Some(s) = stats {
             s.abort();
@@ -172,6 +229,7 @@ impl Proxy {
             shared.hard_stop.cancel();
             tracker.wait().await;
         }
+        stop_admin.cancel();
         tracing::info!("shutdown complete");
     }
 }
@@ -251,7 +309,10 @@ async fn accept_loop(
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
-    let max = shared.config.limits.max_client_connections;
+    let listener_label = target.map_or_else(
+        || "main".to_owned(),
+        |i| shared.targets[i].config.label().to_owned(),
+    );
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -268,12 +329,16 @@ async fn accept_loop(
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let shared = shared.clone();
+                let open = crate::admin::metrics::OpenClient::new(&listener_label);
                 tracker.spawn(async move {
                     session::run(shared, tcp, peer, target).await;
+                    drop(open);
                     drop(permit);
                 });
             }
             Err(_) => {
+                let max = shared.admin.live().config.limits.max_client_connections;
+                crate::admin::metrics::login_refused("53300");
                 tracing::warn!(%peer, max, "connection limit reached; refusing");
                 tracker.spawn(async move {
                     let mut s = Stream::Plain(tcp);

@@ -55,6 +55,8 @@ pub struct Shared {
     pub verifiers: HashMap<String, ScramVerifier>,
     /// Server connection pools (`[pool]`).
     pub pools: Pools,
+    /// Probes, live clients, pause state and the reloadable configuration (`[admin]`).
+    pub admin: crate::admin::Admin,
 }
 
 /// Handles one accepted TCP connection to the end; `fixed_target` is set for a target's own listener.
@@ -65,7 +67,9 @@ pub async fn run(
     fixed_target: Option<usize>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let limits = &shared.config.limits;
+    // One configuration snapshot for the whole login; a reload affects later logins.
+    let live = shared.admin.live();
+    let limits = &live.config.limits;
     let negotiated = tokio::time::timeout(
         limits.handshake_timeout(),
         client::negotiate(tcp, &shared.client_tls, limits.max_startup_packet_bytes),
@@ -77,7 +81,7 @@ pub async fn run(
             return;
         }
         Ok((_, Ok(ClientRequest::Cancel { pid, secret }))) => {
-            shared.cancels.cancel(pid, &secret).await;
+            crate::admin::peers::cancel(&shared, pid, &secret).await;
             return;
         }
         Ok((
@@ -118,7 +122,7 @@ pub async fn run(
     let mut client_reader = wire::MessageReader::new(wire::MAX_HANDSHAKE_MESSAGE);
     let authenticated = tokio::time::timeout(
         limits.handshake_timeout(),
-        authenticate_client(&shared, &mut stream, &mut client_reader, &client_user),
+        authenticate_client(&live, &mut stream, &mut client_reader, &client_user),
     )
     .await
     .unwrap_or_else(|_| {
@@ -133,6 +137,21 @@ pub async fn run(
         }
         return;
     }
+    if param("database") == Some(crate::admin::CONSOLE_DATABASE) {
+        let console =
+            crate::admin::console::Console::new(&shared, &live, stream, peer, &client_user);
+        return console.run(client_reader.into_leftover(), minor).await;
+    }
+    let client = shared.admin.clients.register(
+        crate::admin::registry::NewClient {
+            user: &client_user,
+            database: param("database").unwrap_or(""),
+            addr: peer,
+            tls: stream.is_tls(),
+            application_name: &audit.application_name,
+        },
+        &shared.hard_stop,
+    );
     // Counted after authentication, so unauthenticated clients cannot use up a user's slots.
     let Some(_user_slot) = shared.user_slots.acquire(&client_user) else {
         tracing::warn!(%peer, user = %client_user, "per-user connection limit reached; refusing");
@@ -149,8 +168,8 @@ pub async fn run(
     // Bytes the client sent after authenticating (pipelined queries) go upstream first.
     let client_leftover = client_reader.into_leftover();
     let plan = match login::plan(
-        &shared.config,
-        &shared.users,
+        &live.config,
+        &live.users,
         fixed_target,
         &client_user,
         &params,
@@ -190,6 +209,7 @@ pub async fn run(
         minor,
         client_leftover,
         span,
+        client,
     };
     match mode {
         PoolMode::None => direct::run(&shared, login).await,
@@ -207,6 +227,8 @@ pub struct Login {
     /// Bytes the client sent after its startup (pipelined messages).
     pub client_leftover: BytesMut,
     pub span: tracing::Span,
+    /// This client in the admin registry (`SHOW CLIENTS`); its `stop` ends the relay (`KILL_CLIENT`).
+    pub client: crate::admin::registry::ClientGuard,
 }
 
 impl Login {
@@ -283,21 +305,22 @@ async fn refuse(
     hint: Option<&str>,
 ) {
     audit.refused(code, message);
+    crate::admin::metrics::login_refused(code);
     client::reject(stream, code, message, hint).await;
 }
 
 /// Applies `[client_auth]`: nothing for trust, a SCRAM exchange, or the certificate check.
 async fn authenticate_client(
-    shared: &Shared,
+    live: &crate::admin::Live,
     stream: &mut Stream,
     reader: &mut wire::MessageReader,
     user: &str,
 ) -> Result<(), ClientAuthError> {
-    let auth = &shared.config.client_auth;
+    let auth = &live.config.client_auth;
     match auth.method {
         ClientAuthMethod::Trust => Ok(()),
         ClientAuthMethod::ScramSha256 => {
-            clientauth::scram(stream, reader, user, shared.verifiers.get(user)).await
+            clientauth::scram(stream, reader, user, live.verifiers.get(user)).await
         }
         ClientAuthMethod::Cert => {
             let Some(cn) = clientauth::client_cert_name(stream) else {

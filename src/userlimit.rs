@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 /// Per-user session counts.
 #[derive(Default)]
 pub struct UserSlots {
-    max: Option<usize>,
+    /// The limit; 0 = none (reloadable).
+    max: std::sync::atomic::AtomicUsize,
     counts: Mutex<HashMap<String, usize>>,
 }
 
@@ -32,16 +33,23 @@ impl Drop for UserSlot {
 impl UserSlots {
     pub fn new(max: Option<usize>) -> Self {
         Self {
-            max,
+            max: std::sync::atomic::AtomicUsize::new(max.unwrap_or(0)),
             counts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Changes the limit for later logins (reload); open sessions keep their slots.
+    pub fn set_max(&self, max: Option<usize>) {
+        self.max
+            .store(max.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A slot for `user`, or `None` when the user is at the limit.
     pub fn acquire(self: &Arc<Self>, user: &str) -> Option<UserSlot> {
         let mut counts = lock(&self.counts);
         let n = counts.entry(user.to_owned()).or_insert(0);
-        if self.max.is_some_and(|max| *n >= max) {
+        let max = self.max.load(std::sync::atomic::Ordering::Relaxed);
+        if max > 0 && *n >= max {
             return None;
         }
         *n += 1;

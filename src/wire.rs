@@ -237,6 +237,11 @@ impl MessageReader {
         Ok(Some(Message { tag, body }))
     }
 
+    /// A reader that first parses bytes already read (e.g. after authentication).
+    pub fn with_buffered(max: usize, buffered: BytesMut) -> Self {
+        Self { buf: buffered, max }
+    }
+
     /// Bytes already read past the last returned message.
     pub fn into_leftover(self) -> BytesMut {
         self.buf
@@ -491,6 +496,43 @@ pub fn parameter_status(name: &str, value: &str) -> BytesMut {
     put_cstr(&mut body, name);
     put_cstr(&mut body, value);
     frame(b'S', &body)
+}
+
+/// A RowDescription (`T`) of text columns (type `text`, format text).
+pub fn row_description(columns: &[&str]) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_i16(columns.len().min(i16::MAX as usize) as i16);
+    for c in columns {
+        put_cstr(&mut body, c);
+        body.put_i32(0); // table oid
+        body.put_i16(0); // column number
+        body.put_i32(25); // text
+        body.put_i16(-1); // variable size
+        body.put_i32(-1); // type modifier
+        body.put_i16(0); // text format
+    }
+    frame(b'T', &body)
+}
+
+/// A DataRow (`D`) of text values (`None` is NULL).
+pub fn data_row(values: &[Option<&str>]) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_i16(values.len().min(i16::MAX as usize) as i16);
+    for v in values {
+        match v {
+            Some(v) => {
+                body.put_i32(v.len().min(i32::MAX as usize) as i32);
+                body.put_slice(v.as_bytes());
+            }
+            None => body.put_i32(-1),
+        }
+    }
+    frame(b'D', &body)
+}
+
+/// EmptyQueryResponse (`I`).
+pub fn empty_query_response() -> BytesMut {
+    frame(b'I', &[])
 }
 
 /// A Sync (`S`) message from the frontend.

@@ -542,6 +542,22 @@ impl Pool {
             && st.waiters.iter().all(|w| w.is_closed())
             && self.stats.clients_active.load(Ordering::Relaxed) == 0
     }
+
+    /// Idle servers for the admin console: (id, DbUser, age, idle for).
+    pub fn idle_servers(&self) -> Vec<(u64, String, Duration, Duration)> {
+        lock(&self.state)
+            .idle
+            .iter()
+            .map(|s| {
+                (
+                    s.id,
+                    s.db_user.clone(),
+                    s.created.elapsed(),
+                    s.last_used.elapsed(),
+                )
+            })
+            .collect()
+    }
 }
 
 /// What checkout does next, decided under the lock.

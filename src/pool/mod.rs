@@ -46,6 +46,8 @@ pub struct Pools {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     targets: Vec<Arc<TargetSlots>>,
     settings: Vec<PoolSettings>,
+    /// Settings from a configuration reload, used for pools created after it (admin).
+    reloaded: Mutex<Option<Vec<PoolSettings>>>,
 }
 
 impl Pools {
@@ -71,6 +73,7 @@ impl Pools {
                 .map(|_| Arc::new(TargetSlots::new(p.max_server_connections)))
                 .collect(),
             settings,
+            reloaded: Mutex::new(None),
         }
     }
 
@@ -87,7 +90,7 @@ impl Pools {
         }
         let p = Pool::new(
             label(),
-            self.settings[key.target].clone(),
+            self.settings_for(key.target),
             self.targets[key.target].clone(),
             key.target,
         );
@@ -245,6 +248,41 @@ impl Pools {
     }
 }
 
+impl Pools {
+    /// Reload: sizes and timeouts of `config` for pools created from now on. The pool
+    /// mode stays (sessions were planned with it); existing pools keep theirs until
+    /// maintenance retires them.
+    pub fn reload_settings(&self, config: &Config) {
+        let p = &config.pool;
+        let new = self
+            .settings
+            .iter()
+            .enumerate()
+            .map(|(i, old)| PoolSettings {
+                mode: old.mode,
+                size: config.pool_size(i),
+                min_size: p.min_size.min(config.pool_size(i)),
+                checkout_timeout: Duration::from_secs(p.checkout_timeout_secs),
+                idle_timeout: Duration::from_secs(p.server_idle_timeout_secs),
+                lifetime: Duration::from_secs(p.server_lifetime_secs),
+                check_delay: Duration::from_secs(p.server_check_delay_secs),
+                max_prepared: p.max_prepared_statements,
+                reset_query: p.reset_query.clone(),
+                login_timeout: config.limits.login_timeout(),
+            })
+            .collect();
+        *lock(&self.reloaded) = Some(new);
+    }
+
+    /// The settings a new pool of `target` gets (reloaded ones first).
+    fn settings_for(&self, target: usize) -> PoolSettings {
+        lock(&self.reloaded)
+            .as_ref()
+            .and_then(|r| r.get(target).cloned())
+            .unwrap_or_else(|| self.settings[target].clone())
+    }
+}
+
 /// Target index and login spec of a pool key (for maintenance logins).
 fn spec_for(key: &PoolKey) -> (usize, LoginSpec) {
     (
@@ -285,6 +323,8 @@ impl PoolHandle {
 
     /// A server for this client (see [`Pool::checkout`]).
     pub async fn checkout(&self) -> Result<Checkout, Refusal> {
+        // Admin PAUSE holds new checkouts (PgBouncer semantics).
+        self.shared.admin.pause.wait_resumed(&self.pool.label).await;
         let open = || {
             let shared = self.shared.clone();
             let spec = self.spec.clone();

@@ -12,7 +12,8 @@ use tokio::io::AsyncWriteExt;
 pub async fn run(shared: &Shared, mut login: Login) {
     let target = &shared.targets[login.plan.target];
     let started = Instant::now();
-    let opened = tokio::time::timeout(shared.config.limits.login_timeout(), async {
+    let limits = shared.admin.live().config.limits.clone();
+    let opened = tokio::time::timeout(limits.login_timeout(), async {
         let request = CredentialRequest::for_identity(
             &target.config,
             login.plan.identity.clone(),
@@ -29,9 +30,7 @@ pub async fn run(shared: &Shared, mut login: Login) {
     .await
     .unwrap_or_else(|_| {
         tracing::warn!(parent: &login.span, "login did not complete in time");
-        Err(login_timeout_refusal(
-            shared.config.limits.login_timeout_secs,
-        ))
+        Err(login_timeout_refusal(limits.login_timeout_secs))
     });
     let opened = match opened {
         Ok(o) => o,
@@ -56,6 +55,10 @@ pub async fn run(shared: &Shared, mut login: Login) {
     }
     let how = credential_words(opened.source, target.config.credentials);
     let client_user = login.audit.client_user.clone();
+    login
+        .client
+        .logged_in(target.config.label(), &opened.db_user, "", None);
+    crate::admin::metrics::login_ok(target.config.label(), started.elapsed());
     tracing::info!(
         parent: &login.span,
         app = %login.audit.application_name,
@@ -67,10 +70,17 @@ pub async fn run(shared: &Shared, mut login: Login) {
         "session established: {client_user} logged in as {} ({how})", opened.db_user
     );
     let span = login.span.clone();
+    let stop = login.client.stop.clone();
+    let _client = login.client;
     let mut audit = login.audit;
     audit.db_user = opened.db_user.clone();
     audit.outcome = "open".into();
-    let (traffic, end) = relay::relay(login.stream, upstream, shared.hard_stop.clone()).await;
+    let (traffic, end) = relay::relay(login.stream, upstream, stop).await;
+    crate::admin::metrics::session_bytes(
+        target.config.label(),
+        traffic.client_to_server,
+        traffic.server_to_client,
+    );
     drop(key);
     audit.bytes_in = traffic.client_to_server;
     audit.bytes_out = traffic.server_to_client;

@@ -32,7 +32,7 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
             Ok(c) => c,
             Err(r) => return login.refuse(&r).await,
         },
-        _ = shared.hard_stop.cancelled() => return,
+        _ = login.client.stop.cancelled() => return,
     };
     let server = checkout.server();
     // The client's startup settings, as if it had logged in itself.
@@ -74,6 +74,14 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
         return;
     }
     let client_user = login.audit.client_user.clone();
+    let target_label = shared.targets[pooled.target].config.label().to_owned();
+    login.client.logged_in(
+        &target_label,
+        &db_user,
+        &handle.pool.label,
+        (mode == PoolMode::Session).then(|| checkout.server().id),
+    );
+    crate::admin::metrics::login_ok(&target_label, started.elapsed());
     tracing::info!(
         parent: &login.span,
         app = %login.audit.application_name,
@@ -92,6 +100,8 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
         }
     };
     let span = login.span.clone();
+    let stop = login.client.stop.clone();
+    let _client = login.client;
     let mut audit = login.audit;
     audit.db_user = db_user;
     audit.outcome = "open".into();
@@ -104,7 +114,12 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
         held,
         ClientSession::new(ClientSettings::new(desired)),
     );
-    let (traffic, end) = relay.run(shared.hard_stop.clone()).await;
+    let (traffic, end) = relay.run(stop).await;
+    crate::admin::metrics::session_bytes(
+        &target_label,
+        traffic.client_to_server,
+        traffic.server_to_client,
+    );
     audit.bytes_in = traffic.client_to_server;
     audit.bytes_out = traffic.server_to_client;
     audit.outcome = match &end {

@@ -1,0 +1,753 @@
+//! The admin console: a client that connects with database `redshift_iam_proxy` as a
+//! user in `[admin] users` (after the configured client authentication) talks to the
+//! proxy itself, PgBouncer style. Simple query protocol only; results are ordinary
+//! RowDescription/DataRow messages, so psql prints tables.
+//!
+//! Rows are composed with the `wire` helpers (text columns): the proxy already has
+//! every message it needs there, and pulling in pgwire for five message types would
+//! add a dependency for no behaviour.
+
+use super::Live;
+use crate::cancel::CancelKey;
+use crate::session::Shared;
+use crate::stream::Stream;
+use crate::wire;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::io::AsyncWriteExt;
+
+/// Every command, for the error that lists them.
+pub const COMMANDS: &str = "SHOW POOLS | SHOW CLIENTS | SHOW SERVERS | SHOW STATS | SHOW CREDENTIALS | SHOW CONFIG | SHOW VERSION | RELOAD | PAUSE [pool] | RESUME [pool] | RECONNECT [pool] | KILL_CLIENT id";
+
+/// One console connection.
+pub struct Console<'a> {
+    shared: &'a Arc<Shared>,
+    live: Arc<Live>,
+    stream: Stream,
+    peer: SocketAddr,
+    user: String,
+}
+
+/// What one command answers.
+enum Reply {
+    Rows {
+        columns: Vec<&'static str>,
+        rows: Vec<Vec<Option<String>>>,
+    },
+    Done(String),
+    Error(&'static str, String),
+}
+
+fn rows(columns: &[&'static str], rows: Vec<Vec<Option<String>>>) -> Reply {
+    Reply::Rows {
+        columns: columns.to_vec(),
+        rows,
+    }
+}
+
+fn s(v: impl ToString) -> Option<String> {
+    Some(v.to_string())
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// "dbuser/dbname@target" → (dbuser, dbname).
+fn split_label(label: &str) -> (String, String) {
+    let (who, _) = label.rsplit_once('@').unwrap_or((label, ""));
+    match who.split_once('/') {
+        Some((u, d)) => (u.to_owned(), d.to_owned()),
+        None => (who.to_owned(), String::new()),
+    }
+}
+
+impl<'a> Console<'a> {
+    pub fn new(
+        shared: &'a Arc<Shared>,
+        live: &Arc<Live>,
+        stream: Stream,
+        peer: SocketAddr,
+        user: &str,
+    ) -> Self {
+        Console {
+            shared,
+            live: live.clone(),
+            stream,
+            peer,
+            user: user.to_owned(),
+        }
+    }
+
+    /// Serves the console until the client leaves or the proxy stops.
+    pub async fn run(mut self, leftover: BytesMut, _minor: u16) {
+        if !self.live.config.admin.users.iter().any(|u| u == &self.user) {
+            tracing::info!(peer = %self.peer, user = %self.user, "admin console refused: user not in [admin] users");
+            crate::admin::metrics::login_refused("28000");
+            crate::client::reject(
+                &mut self.stream,
+                "28000",
+                &format!(
+                    "user \"{}\" may not use the admin console (database \"{}\"): not in [admin] users",
+                    self.user,
+                    super::CONSOLE_DATABASE
+                ),
+                None,
+            )
+            .await;
+            return;
+        }
+        let key = self.shared.cancels.register_attached(None);
+        if self.stream.write_all(&self.greeting(&key)).await.is_err() {
+            return;
+        }
+        tracing::info!(peer = %self.peer, user = %self.user, "admin console session opened");
+        let mut reader = wire::MessageReader::with_buffered(1 << 20, leftover);
+        let mut failed_extended = false;
+        loop {
+            let msg = tokio::select! {
+                m = reader.read(&mut self.stream) => m,
+                _ = self.shared.hard_stop.cancelled() => break,
+            };
+            let Ok(msg) = msg else { break };
+            let mut out = BytesMut::new();
+            match msg.tag {
+                b'X' => break,
+                b'Q' => {
+                    let sql = wire::parse_query(&msg.body).unwrap_or_default();
+                    self.query(&sql, &mut out).await;
+                    out.extend_from_slice(&wire::ready_for_query(b'I'));
+                }
+                b'S' => {
+                    failed_extended = false;
+                    out.extend_from_slice(&wire::ready_for_query(b'I'));
+                }
+                b'H' => {}
+                _ => {
+                    // Extended protocol: one error, then skip until Sync.
+                    if !failed_extended {
+                        failed_extended = true;
+                        out.extend_from_slice(&wire::error_response(
+                            "ERROR",
+                            "0A000",
+                            "the admin console speaks the simple query protocol only",
+                            Some(COMMANDS),
+                        ));
+                    }
+                }
+            }
+            if !out.is_empty() && self.stream.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+        drop(key);
+        tracing::info!(peer = %self.peer, user = %self.user, "admin console session closed");
+    }
+
+    /// AuthenticationOk, the ParameterStatus values drivers expect, BackendKeyData, ReadyForQuery.
+    fn greeting(&self, key: &CancelKey) -> BytesMut {
+        let mut out = wire::auth_request(0, &[]);
+        let version = format!("{}/redshift-iam-proxy", env!("CARGO_PKG_VERSION"));
+        for (k, v) in [
+            ("server_version", version.as_str()),
+            ("server_encoding", "UTF8"),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO"),
+            ("TimeZone", "UTC"),
+            ("integer_datetimes", "on"),
+            ("standard_conforming_strings", "on"),
+            ("is_superuser", "off"),
+            ("application_name", ""),
+        ] {
+            out.extend_from_slice(&wire::parameter_status(k, v));
+        }
+        out.extend_from_slice(&wire::backend_key_data(key.pid, &key.secret));
+        out.extend_from_slice(&wire::ready_for_query(b'I'));
+        out
+    }
+
+    /// Runs every statement of one Query message.
+    async fn query(&mut self, sql: &str, out: &mut BytesMut) {
+        let statements: Vec<&str> = sql
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if statements.is_empty() {
+            out.extend_from_slice(&wire::empty_query_response());
+            return;
+        }
+        for stmt in statements {
+            let reply = self.command(stmt).await;
+            match reply {
+                Reply::Rows { columns, rows } => {
+                    out.extend_from_slice(&wire::row_description(&columns));
+                    for r in &rows {
+                        let vals: Vec<Option<&str>> = r.iter().map(|v| v.as_deref()).collect();
+                        out.extend_from_slice(&wire::data_row(&vals));
+                    }
+                    out.extend_from_slice(&wire::command_complete(&format!("SHOW {}", rows.len())));
+                }
+                Reply::Done(tag) => out.extend_from_slice(&wire::command_complete(&tag)),
+                Reply::Error(code, msg) => {
+                    out.extend_from_slice(&wire::error_response(
+                        "ERROR",
+                        code,
+                        &msg,
+                        Some(COMMANDS),
+                    ));
+                    // Like a server: the rest of the message is skipped after an error.
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, stmt: &str) -> Reply {
+        let mut words = stmt.split_whitespace();
+        let verb = words.next().unwrap_or("").to_ascii_uppercase();
+        let rest: String = stmt
+            .trim_start()
+            .get(verb.len()..)
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let arg = rest.trim_matches(|c| c == '"' || c == '\'').to_owned();
+        let arg = (!arg.is_empty()).then_some(arg);
+        let shared = self.shared;
+        let counted = |v: &str| crate::admin::metrics::console_command(v);
+        match verb.as_str() {
+            "SHOW" => {
+                let what = rest.to_ascii_uppercase();
+                counted(&format!("show_{}", what.to_ascii_lowercase()));
+                match what.as_str() {
+                    "POOLS" => self.show_pools(),
+                    "CLIENTS" => self.show_clients(),
+                    "SERVERS" => self.show_servers(),
+                    "STATS" => self.show_stats(),
+                    "CREDENTIALS" => self.show_credentials(),
+                    "CONFIG" => self.show_config(),
+                    "VERSION" => rows(
+                        &["version"],
+                        vec![vec![s(format!(
+                            "redshift-iam-proxy {}",
+                            env!("CARGO_PKG_VERSION")
+                        ))]],
+                    ),
+                    _ => Reply::Error(
+                        "42601",
+                        format!("unknown admin console command \"SHOW {rest}\""),
+                    ),
+                }
+            }
+            // Drivers send these on connect; they change nothing here.
+            "SET" => Reply::Done("SET".into()),
+            "RELOAD" => {
+                counted("reload");
+                match super::reload::reload(shared) {
+                    Ok(summary) => {
+                        tracing::info!(user = %self.user, "{summary}");
+                        Reply::Done("RELOAD".into())
+                    }
+                    Err(e) => Reply::Error("F0000", format!("reload refused: {e}")),
+                }
+            }
+            "PAUSE" => {
+                counted("pause");
+                if let Some(p) = &arg {
+                    if !self.pool_exists(p) {
+                        return self.unknown_pool(p);
+                    }
+                }
+                shared.admin.pause.pause(arg.as_deref());
+                tracing::info!(user = %self.user, pool = arg.as_deref().unwrap_or("*"), "PAUSE: holding new checkouts, waiting for servers to be released");
+                // PgBouncer: PAUSE returns once the paused pools' servers are released.
+                loop {
+                    let busy: usize = shared
+                        .pools
+                        .snapshot()
+                        .iter()
+                        .filter(|(p, _)| arg.as_deref().is_none_or(|a| a == p.label))
+                        .map(|(_, c)| c.active + c.opening)
+                        .sum();
+                    if busy == 0 {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = shared.hard_stop.cancelled() => break,
+                    }
+                }
+                Reply::Done("PAUSE".into())
+            }
+            "RESUME" => {
+                counted("resume");
+                if shared.admin.pause.resume(arg.as_deref()) {
+                    tracing::info!(user = %self.user, pool = arg.as_deref().unwrap_or("*"), "RESUME");
+                    Reply::Done("RESUME".into())
+                } else {
+                    Reply::Error(
+                        "55000",
+                        format!("{} is not paused", arg.as_deref().unwrap_or("the proxy")),
+                    )
+                }
+            }
+            "RECONNECT" => {
+                counted("reconnect");
+                match &arg {
+                    None => shared.pools.reconnect_all(),
+                    Some(p) => match shared
+                        .pools
+                        .snapshot()
+                        .into_iter()
+                        .find(|(x, _)| &x.label == p)
+                    {
+                        Some((pool, _)) => pool.reconnect(),
+                        None => return self.unknown_pool(p),
+                    },
+                }
+                tracing::info!(user = %self.user, pool = arg.as_deref().unwrap_or("*"), "RECONNECT: servers are replaced (idle now, busy at check-in)");
+                Reply::Done("RECONNECT".into())
+            }
+            "KILL_CLIENT" => {
+                counted("kill_client");
+                let Some(id) = arg.as_deref().and_then(|a| a.parse::<u64>().ok()) else {
+                    return Reply::Error(
+                        "42601",
+                        "KILL_CLIENT needs a client id (see SHOW CLIENTS)".into(),
+                    );
+                };
+                if shared.admin.clients.kill(id) {
+                    tracing::info!(user = %self.user, client = id, "KILL_CLIENT");
+                    Reply::Done("KILL_CLIENT".into())
+                } else {
+                    Reply::Error(
+                        "42704",
+                        format!("no client with id {id} (see SHOW CLIENTS)"),
+                    )
+                }
+            }
+            _ => {
+                counted("unknown");
+                Reply::Error("42601", format!("unknown admin console command {stmt:?}"))
+            }
+        }
+    }
+
+    fn pool_exists(&self, label: &str) -> bool {
+        self.shared
+            .pools
+            .snapshot()
+            .iter()
+            .any(|(p, _)| p.label == label)
+    }
+
+    fn unknown_pool(&self, label: &str) -> Reply {
+        let known: Vec<String> = self
+            .shared
+            .pools
+            .snapshot()
+            .into_iter()
+            .map(|(p, _)| p.label.clone())
+            .collect();
+        Reply::Error(
+            "42704",
+            format!(
+                "no pool {label:?} (pools are named dbuser/dbname@target; open now: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
+    }
+
+    fn show_pools(&self) -> Reply {
+        let mut out = Vec::new();
+        let mut snap = self.shared.pools.snapshot();
+        snap.sort_by(|a, b| a.0.label.cmp(&b.0.label));
+        for (p, c) in snap {
+            let (user, db) = split_label(&p.label);
+            let st = &p.stats;
+            let max_us = crate::pool::stats::PoolStats::get(&st.max_wait_us);
+            out.push(vec![
+                s(&db),
+                s(&user),
+                s(&p.label),
+                s(self.target_label(p.target_index)),
+                s(crate::pool::stats::PoolStats::get(&st.clients_active)),
+                s(c.waiting),
+                s(c.active),
+                s(c.idle),
+                s(c.opening),
+                s(c.total),
+                s(p.settings.size),
+                s(max_us / 1_000_000),
+                s(max_us % 1_000_000),
+                s(p.settings.mode.as_str()),
+                s(if self.shared.admin.pause.is_paused(&p.label) {
+                    "yes"
+                } else {
+                    "no"
+                }),
+            ]);
+        }
+        rows(
+            &[
+                "database",
+                "user",
+                "pool",
+                "target",
+                "cl_active",
+                "cl_waiting",
+                "sv_active",
+                "sv_idle",
+                "sv_login",
+                "sv_total",
+                "pool_size",
+                "maxwait",
+                "maxwait_us",
+                "pool_mode",
+                "paused",
+            ],
+            out,
+        )
+    }
+
+    fn target_label(&self, i: usize) -> String {
+        self.shared
+            .targets
+            .get(i)
+            .map_or_else(String::new, |t| t.config.label().to_owned())
+    }
+
+    fn show_clients(&self) -> Reply {
+        let now = SystemTime::now();
+        let out = self
+            .shared
+            .admin
+            .clients
+            .list()
+            .into_iter()
+            .map(|c| {
+                let i = c.info();
+                vec![
+                    s(c.id),
+                    s(&c.user),
+                    s(&c.database),
+                    s(&i.db_user),
+                    s(&i.target),
+                    s(&i.pool),
+                    s(i.state),
+                    s(c.addr.ip()),
+                    s(c.addr.port()),
+                    s(rfc3339(c.connected_at)),
+                    s(now
+                        .duration_since(c.connected_at)
+                        .map_or(0, |d| d.as_secs())),
+                    s(if c.tls { "yes" } else { "no" }),
+                    s(&c.application_name),
+                    i.server_id.map(|x| x.to_string()),
+                ]
+            })
+            .collect();
+        rows(
+            &[
+                "id",
+                "user",
+                "database",
+                "db_user",
+                "target",
+                "pool",
+                "state",
+                "addr",
+                "port",
+                "connect_time",
+                "age_secs",
+                "tls",
+                "application_name",
+                "server_id",
+            ],
+            out,
+        )
+    }
+
+    fn show_servers(&self) -> Reply {
+        let mut out = Vec::new();
+        let mut snap = self.shared.pools.snapshot();
+        snap.sort_by(|a, b| a.0.label.cmp(&b.0.label));
+        for (p, _) in &snap {
+            let (_, db) = split_label(&p.label);
+            for (id, db_user, age, idle) in p.idle_servers() {
+                out.push(vec![
+                    s(id),
+                    s(&db_user),
+                    s(&db),
+                    s(&p.label),
+                    s("idle"),
+                    s(age.as_secs()),
+                    s(idle.as_secs()),
+                    None,
+                ]);
+            }
+        }
+        for c in self.shared.admin.clients.list() {
+            let i = c.info();
+            if let Some(id) = i.server_id {
+                let (_, db) = split_label(&i.pool);
+                out.push(vec![
+                    s(id),
+                    s(&i.db_user),
+                    s(&db),
+                    s(&i.pool),
+                    s("active"),
+                    None,
+                    None,
+                    s(c.id),
+                ]);
+            }
+        }
+        rows(
+            &[
+                "id",
+                "user",
+                "database",
+                "pool",
+                "state",
+                "age_secs",
+                "idle_secs",
+                "client_id",
+            ],
+            out,
+        )
+    }
+
+    fn show_stats(&self) -> Reply {
+        use crate::pool::stats::{PoolStats, CLOSE_REASONS};
+        let mut out = Vec::new();
+        let mut snap = self.shared.pools.snapshot();
+        snap.sort_by(|a, b| a.0.label.cmp(&b.0.label));
+        for (p, _) in snap {
+            let (user, db) = split_label(&p.label);
+            let st = &p.stats;
+            let closed: Vec<String> = CLOSE_REASONS
+                .iter()
+                .filter(|r| st.closed_count(**r) > 0)
+                .map(|r| format!("{}={}", r.as_str(), st.closed_count(*r)))
+                .collect();
+            out.push(vec![
+                s(&db),
+                s(&user),
+                s(&p.label),
+                s(PoolStats::get(&st.transactions)),
+                s(PoolStats::get(&st.queries)),
+                s(PoolStats::get(&st.bytes_in)),
+                s(PoolStats::get(&st.bytes_out)),
+                s(PoolStats::get(&st.wait_us_total)),
+                s(PoolStats::get(&st.max_wait_us)),
+                s(PoolStats::get(&st.checkouts)),
+                s(PoolStats::get(&st.waits)),
+                s(PoolStats::get(&st.servers_opened)),
+                s(PoolStats::get(&st.logins_failed)),
+                s(PoolStats::get(&st.resets)),
+                s(PoolStats::get(&st.resets_failed)),
+                s(closed.join(" ")),
+            ]);
+        }
+        rows(
+            &[
+                "database",
+                "user",
+                "pool",
+                "total_xact_count",
+                "total_query_count",
+                "total_received",
+                "total_sent",
+                "total_wait_time",
+                "max_wait_time",
+                "total_checkouts",
+                "total_waits",
+                "servers_opened",
+                "logins_failed",
+                "resets",
+                "resets_failed",
+                "servers_closed",
+            ],
+            out,
+        )
+    }
+
+    fn show_credentials(&self) -> Reply {
+        let mut entries = self.shared.cache.entries();
+        entries.sort_by_key(|e| e.expiration);
+        let out = entries
+            .into_iter()
+            .map(|e| {
+                let r = &e.request;
+                let target = r
+                    .workgroup
+                    .clone()
+                    .or_else(|| r.cluster_identifier.clone())
+                    .or_else(|| r.custom_domain.clone())
+                    .unwrap_or_default();
+                let key = format!(
+                    "{}:{}/{}{}{}",
+                    r.operation(),
+                    target,
+                    r.db_name,
+                    if r.db_groups.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" groups={}", r.db_groups.join(","))
+                    },
+                    r.role
+                        .as_ref()
+                        .map_or_else(String::new, |x| format!(" role={}", x.arn)),
+                );
+                vec![
+                    s(key),
+                    s(r.db_user.as_deref().unwrap_or("")),
+                    s(&e.db_user),
+                    s(rfc3339(e.expiration)),
+                    s(e.expires_in_secs),
+                    s(e.age.as_secs()),
+                    s(e.hits),
+                ]
+            })
+            .collect();
+        rows(
+            &[
+                "key",
+                "requested_db_user",
+                "db_user",
+                "expiration",
+                "expires_in_secs",
+                "age_secs",
+                "hits",
+            ],
+            out,
+        )
+    }
+
+    fn show_config(&self) -> Reply {
+        let live = self.shared.admin.live();
+        let c = &live.config;
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        let mut kv: Vec<(String, String, &str)> = vec![
+            ("listen".into(), c.listen.clone(), "restart"),
+            (
+                "log_format".into(),
+                format!("{:?}", c.log_format).to_lowercase(),
+                "restart",
+            ),
+            ("log_filter".into(), opt(&c.log_filter), "reload"),
+            ("aws.region".into(), opt(&c.aws.region), "restart"),
+            ("aws.profile".into(), opt(&c.aws.profile), "restart"),
+            (
+                "aws.endpoint_url".into(),
+                opt(&c.aws.endpoint_url),
+                "restart",
+            ),
+            (
+                "aws.timeout_secs".into(),
+                c.aws.timeout_secs.to_string(),
+                "restart",
+            ),
+            (
+                "aws.max_attempts".into(),
+                c.aws.max_attempts.to_string(),
+                "restart",
+            ),
+            (
+                "client_auth.method".into(),
+                format!("{:?}", c.client_auth.method).to_lowercase(),
+                "reload",
+            ),
+            (
+                "client_auth.scram_verifiers".into(),
+                format!(
+                    "({} users; verifiers not shown)",
+                    c.client_auth.scram_verifiers.len()
+                ),
+                "reload",
+            ),
+            ("users".into(), format!("{} rules", c.users.len()), "reload"),
+            ("pool.mode".into(), c.pool.mode.as_str().into(), "restart"),
+            (
+                "pool.size".into(),
+                c.pool.size.to_string(),
+                "reload (new pools)",
+            ),
+            (
+                "pool.min_size".into(),
+                c.pool.min_size.to_string(),
+                "reload (new pools)",
+            ),
+            (
+                "pool.checkout_timeout_secs".into(),
+                c.pool.checkout_timeout_secs.to_string(),
+                "reload (new pools)",
+            ),
+            (
+                "limits.max_client_connections".into(),
+                c.limits.max_client_connections.to_string(),
+                "reload",
+            ),
+            (
+                "limits.max_connections_per_user".into(),
+                c.limits
+                    .max_connections_per_user
+                    .map_or_else(String::new, |v| v.to_string()),
+                "reload",
+            ),
+            (
+                "limits.handshake_timeout_secs".into(),
+                c.limits.handshake_timeout_secs.to_string(),
+                "reload",
+            ),
+            (
+                "limits.login_timeout_secs".into(),
+                c.limits.login_timeout_secs.to_string(),
+                "reload",
+            ),
+            (
+                "limits.drain_timeout_secs".into(),
+                c.limits.drain_timeout_secs.to_string(),
+                "restart",
+            ),
+            ("admin.listen".into(), opt(&c.admin.listen), "restart"),
+            ("admin.users".into(), c.admin.users.join(","), "reload"),
+            (
+                "admin.min_sigterm_delay_secs".into(),
+                c.admin.min_sigterm_delay_secs.to_string(),
+                "restart",
+            ),
+        ];
+        for (i, t) in c.cluster.iter().enumerate() {
+            kv.push((
+                format!("cluster[{i}]"),
+                format!("{} ({})", t.label(), t.credentials.as_str()),
+                "restart",
+            ));
+        }
+        let path = self
+            .shared
+            .admin
+            .config_path
+            .get()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        kv.insert(0, ("config_file".into(), path, "restart"));
+        rows(
+            &["key", "value", "changeable"],
+            kv.into_iter()
+                .map(|(k, v, ch)| vec![s(k), s(v), s(ch)])
+                .collect(),
+        )
+    }
+}

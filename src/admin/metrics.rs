@@ -1,0 +1,390 @@
+//! Prometheus metrics (prometheus-client), all named `redshift_iam_proxy_*`.
+//!
+//! Event counters and histograms live in one process-wide [`Metrics`] so call sites deep
+//! in the credential code need no handle; pool and cache state is read at scrape time
+//! from `Pools::snapshot()`, `PoolStats` and the credential cache. Labels stay
+//! low-cardinality: target, pool label ("dbuser/dbname@target"), outcome, API, reason;
+//! never a client address.
+
+use crate::pool::stats::{PoolStats, CLOSE_REASONS};
+use crate::session::Shared;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// A label set: a few fixed keys with short values.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Event counters of the whole process.
+pub struct Metrics {
+    pub clients_open: Family<Labels, Gauge>,
+    pub logins: Family<Labels, Counter>,
+    pub login_seconds: Family<Labels, Histogram>,
+    pub credential_calls: Family<Labels, Counter>,
+    pub credential_cache: Family<Labels, Counter>,
+    pub upstream_login_seconds: Family<Labels, Histogram>,
+    pub bytes: Family<Labels, Counter>,
+    pub cancels: Family<Labels, Counter>,
+    pub reloads: Family<Labels, Counter>,
+    pub console_commands: Family<Labels, Counter>,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 5 ms .. ~20 s
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| Metrics {
+        clients_open: Family::default(),
+        logins: Family::default(),
+        login_seconds: Family::new_with_constructor(seconds_histogram),
+        credential_calls: Family::default(),
+        credential_cache: Family::default(),
+        upstream_login_seconds: Family::new_with_constructor(seconds_histogram),
+        bytes: Family::default(),
+        cancels: Family::default(),
+        reloads: Family::default(),
+        console_commands: Family::default(),
+    })
+}
+
+/// Counts one open client connection on a listener until dropped.
+pub struct OpenClient(Labels);
+
+impl OpenClient {
+    /// `listener` is "main" or the target of a target's own listener.
+    pub fn new(listener: &str) -> OpenClient {
+        let l = vec![("listener", listener.to_owned())];
+        metrics().clients_open.get_or_create(&l).inc();
+        OpenClient(l)
+    }
+}
+
+impl Drop for OpenClient {
+    fn drop(&mut self) {
+        metrics().clients_open.get_or_create(&self.0).dec();
+    }
+}
+
+/// A login that reached its relay (`outcome = "ok"`), with its duration.
+pub fn login_ok(target: &str, took: Duration) {
+    let m = metrics();
+    m.logins
+        .get_or_create(&vec![
+            ("target", target.to_owned()),
+            ("outcome", "ok".to_owned()),
+        ])
+        .inc();
+    m.login_seconds
+        .get_or_create(&vec![("target", target.to_owned())])
+        .observe(took.as_secs_f64());
+}
+
+/// A refused login; the outcome is the SQLSTATE (a short fixed set).
+pub fn login_refused(sqlstate: &str) {
+    metrics()
+        .logins
+        .get_or_create(&vec![
+            ("target", String::new()),
+            ("outcome", format!("refused_{sqlstate}")),
+        ])
+        .inc();
+}
+
+/// One AWS API call (after retries) by operation and outcome (`ok`, `throttled`, …).
+pub fn credential_call(api: &str, outcome: &str) {
+    metrics()
+        .credential_calls
+        .get_or_create(&vec![
+            ("api", api.to_owned()),
+            ("outcome", outcome.to_owned()),
+        ])
+        .inc();
+}
+
+/// A credential cache lookup: `hit` (no AWS call) or `miss`.
+pub fn cache_lookup(hit: bool) {
+    let r = if hit { "hit" } else { "miss" };
+    metrics()
+        .credential_cache
+        .get_or_create(&vec![("result", r.to_owned())])
+        .inc();
+}
+
+/// One server login (TCP + TLS + credential + startup) to `target`.
+pub fn upstream_login(target: &str, took: Duration) {
+    metrics()
+        .upstream_login_seconds
+        .get_or_create(&vec![("target", target.to_owned())])
+        .observe(took.as_secs_f64());
+}
+
+/// Bytes a session relayed, counted when it ends.
+pub fn session_bytes(target: &str, client_to_server: u64, server_to_client: u64) {
+    let m = metrics();
+    for (dir, n) in [
+        ("client_to_server", client_to_server),
+        ("server_to_client", server_to_client),
+    ] {
+        m.bytes
+            .get_or_create(&vec![
+                ("target", target.to_owned()),
+                ("direction", dir.to_owned()),
+            ])
+            .inc_by(n);
+    }
+}
+
+/// A CancelRequest by outcome (`forwarded`, `ignored`, `forwarded_to_peer`, …).
+pub fn cancel(outcome: &str) {
+    metrics()
+        .cancels
+        .get_or_create(&vec![("outcome", outcome.to_owned())])
+        .inc();
+}
+
+/// A configuration reload: `ok` or `refused`.
+pub fn reload(outcome: &str) {
+    metrics()
+        .reloads
+        .get_or_create(&vec![("outcome", outcome.to_owned())])
+        .inc();
+}
+
+/// A console command by its verb.
+pub fn console_command(verb: &str) {
+    metrics()
+        .console_commands
+        .get_or_create(&vec![("command", verb.to_owned())])
+        .inc();
+}
+
+/// The whole exposition (OpenMetrics text) for one scrape.
+pub fn encode(shared: &Shared) -> String {
+    let m = metrics();
+    let mut events = Registry::with_prefix("redshift_iam_proxy");
+    events.register(
+        "client_connections_open",
+        "Client connections open now, by listener",
+        m.clients_open.clone(),
+    );
+    events.register(
+        "logins",
+        "Client logins by target and outcome (ok, refused_SQLSTATE)",
+        m.logins.clone(),
+    );
+    events.register(
+        "login_duration_seconds",
+        "Time from startup packet to a relayed session, successful logins",
+        m.login_seconds.clone(),
+    );
+    events.register(
+        "credential_calls",
+        "AWS credential and endpoint API calls (after retries) by API and outcome",
+        m.credential_calls.clone(),
+    );
+    events.register(
+        "credential_cache_lookups",
+        "Credential cache lookups by result (hit: no AWS call)",
+        m.credential_cache.clone(),
+    );
+    events.register(
+        "upstream_login_duration_seconds",
+        "Server logins: credential, TCP, TLS and startup to the cluster",
+        m.upstream_login_seconds.clone(),
+    );
+    events.register(
+        "session_bytes",
+        "Bytes relayed by ended sessions, by target and direction",
+        m.bytes.clone(),
+    );
+    events.register(
+        "cancels",
+        "CancelRequests by outcome (forwarded, failed, ignored, forwarded_to_peer, unknown_peer, peer_failed)",
+        m.cancels.clone(),
+    );
+    events.register(
+        "config_reloads",
+        "Configuration reloads (SIGHUP, RELOAD) by outcome",
+        m.reloads.clone(),
+    );
+    events.register(
+        "console_commands",
+        "Admin console commands by verb",
+        m.console_commands.clone(),
+    );
+
+    let mut state = Registry::with_prefix("redshift_iam_proxy");
+    let admin = &shared.admin;
+    let g = Gauge::<i64>::default();
+    g.set(i64::from(admin.is_started()));
+    state.register("started", "1 once listeners are up and prewarm is done", g);
+    let g = Gauge::<i64>::default();
+    g.set(i64::from(admin.readiness() == super::Readiness::Ready));
+    state.register("ready", "1 while /readiness answers 200", g);
+    let info = Family::<Labels, Gauge>::default();
+    info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
+        .set(1);
+    state.register("build_info", "The running version", info);
+
+    let entries = shared.cache.entries();
+    let g = Gauge::<i64>::default();
+    g.set(entries.len() as i64);
+    state.register(
+        "credential_cache_entries",
+        "Credentials held in the cache",
+        g,
+    );
+    let oldest = entries.iter().map(|e| e.expires_in_secs).min();
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(oldest.unwrap_or(0) as f64);
+    state.register(
+        "credential_oldest_expiry_seconds",
+        "Seconds until the soonest-expiring cached credential expires (0 when none)",
+        g,
+    );
+
+    let servers = Family::<Labels, Gauge>::default();
+    let waiting = Family::<Labels, Gauge>::default();
+    let active_clients = Family::<Labels, Gauge>::default();
+    let checkouts = Family::<Labels, Counter>::default();
+    let waits = Family::<Labels, Counter>::default();
+    let wait_seconds = Family::<Labels, Counter<f64, AtomicU64>>::default();
+    let max_wait = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let resets = Family::<Labels, Counter>::default();
+    let resets_failed = Family::<Labels, Counter>::default();
+    let opened = Family::<Labels, Counter>::default();
+    let logins_failed = Family::<Labels, Counter>::default();
+    let closed = Family::<Labels, Counter>::default();
+    let txns = Family::<Labels, Counter>::default();
+    let queries = Family::<Labels, Counter>::default();
+    let pool_bytes = Family::<Labels, Counter>::default();
+    for (pool, c) in shared.pools.snapshot() {
+        let target = shared
+            .targets
+            .get(pool.target_index)
+            .map_or("", |t| t.config.label())
+            .to_owned();
+        let base: Labels = vec![("pool", pool.label.clone()), ("target", target)];
+        let with = |k: &'static str, v: &str| {
+            let mut l = base.clone();
+            l.push((k, v.to_owned()));
+            l
+        };
+        for (state, n) in [
+            ("active", c.active),
+            ("idle", c.idle),
+            ("opening", c.opening),
+        ] {
+            servers.get_or_create(&with("state", state)).set(n as i64);
+        }
+        waiting.get_or_create(&base).set(c.waiting as i64);
+        let st = &pool.stats;
+        active_clients
+            .get_or_create(&base)
+            .set(PoolStats::get(&st.clients_active) as i64);
+        let put = |f: &Family<Labels, Counter>, l: &Labels, v: &AtomicU64| {
+            f.get_or_create(l).inc_by(PoolStats::get(v));
+        };
+        put(&checkouts, &base, &st.checkouts);
+        put(&waits, &base, &st.waits);
+        wait_seconds
+            .get_or_create(&base)
+            .inc_by(PoolStats::get(&st.wait_us_total) as f64 / 1e6);
+        max_wait
+            .get_or_create(&base)
+            .set(PoolStats::get(&st.max_wait_us) as f64 / 1e6);
+        put(&resets, &base, &st.resets);
+        put(&resets_failed, &base, &st.resets_failed);
+        put(&opened, &base, &st.servers_opened);
+        put(&logins_failed, &base, &st.logins_failed);
+        put(&txns, &base, &st.transactions);
+        put(&queries, &base, &st.queries);
+        put(
+            &pool_bytes,
+            &with("direction", "client_to_server"),
+            &st.bytes_in,
+        );
+        put(
+            &pool_bytes,
+            &with("direction", "server_to_client"),
+            &st.bytes_out,
+        );
+        for r in CLOSE_REASONS {
+            closed
+                .get_or_create(&with("reason", r.as_str()))
+                .inc_by(st.closed_count(r));
+        }
+    }
+    state.register(
+        "pool_servers",
+        "Server connections per pool by state",
+        servers,
+    );
+    state.register(
+        "pool_clients_waiting",
+        "Clients waiting for a server, per pool",
+        waiting,
+    );
+    state.register(
+        "pool_clients_active",
+        "Clients using a pool now",
+        active_clients,
+    );
+    state.register("pool_checkouts", "Server checkouts per pool", checkouts);
+    state.register(
+        "pool_checkout_waits",
+        "Checkouts that waited 1 ms or more for a server",
+        waits,
+    );
+    state.register(
+        "pool_checkout_wait_seconds",
+        "Total time clients waited for a server (divide by checkouts for the mean)",
+        wait_seconds,
+    );
+    state.register(
+        "pool_checkout_max_wait_seconds",
+        "Longest wait for a server since the pool was created",
+        max_wait,
+    );
+    state.register("pool_resets", "Server resets at check-in", resets);
+    state.register(
+        "pool_resets_failed",
+        "Server resets that failed (server closed)",
+        resets_failed,
+    );
+    state.register("pool_servers_opened", "Server logins per pool", opened);
+    state.register(
+        "pool_server_logins_failed",
+        "Failed server logins per pool",
+        logins_failed,
+    );
+    state.register(
+        "pool_servers_closed",
+        "Servers closed per pool by reason",
+        closed,
+    );
+    state.register("pool_transactions", "Transactions relayed per pool", txns);
+    state.register("pool_queries", "Queries relayed per pool", queries);
+    state.register(
+        "pool_bytes",
+        "Bytes relayed per pool by direction",
+        pool_bytes,
+    );
+
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode_registry(&mut out, &events);
+    let _ = encode_registry(&mut out, &state);
+    let _ = encode_eof(&mut out);
+    out
+}

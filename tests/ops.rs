@@ -1,0 +1,910 @@
+//! Operating the proxy (issue 12), end to end with the binary: probes, /metrics parsed
+//! with a Prometheus text parser, every console command through psql, SIGHUP reload,
+//! and no secret in any metric, console row or log line.
+
+mod common;
+
+use common::{proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
+
+/// The `[admin]` table the tests add (after the bed's `[[users]]`).
+const ADMIN: &str = "\n[admin]\nlisten = \"127.0.0.1:0\"\nusers = [\"ops\"]\n";
+
+/// The proxy binary with its config file, admin address and collected stderr.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(config: &str) -> Running {
+        Self::start_with_rust_log(config, Some("trace"))
+    }
+
+    /// `rust_log: None` leaves RUST_LOG unset, so the config's `log_filter` decides.
+    fn start_with_rust_log(config: &str, rust_log: Option<&str>) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(BIN);
+        match rust_log {
+            Some(l) => cmd.env("RUST_LOG", l),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let mut child = cmd
+            .arg("--config")
+            .arg(&path)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", dir.path().join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                for (what, marker) in [
+                    ("main", "redshift-iam-proxy listening"),
+                    ("admin", "admin HTTP bound"),
+                ] {
+                    if line.contains(marker) {
+                        // Text lines say addr=…, JSON lines "addr":"…".
+                        let a = match line.split("addr=").nth(1) {
+                            Some(a) => a.split_whitespace().next().unwrap_or(""),
+                            None => line
+                                .split("\"addr\":\"")
+                                .nth(1)
+                                .and_then(|a| a.split('"').next())
+                                .unwrap_or(""),
+                        };
+                        let _ = tx.send((what, a.to_owned()));
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || admin.is_none() {
+            let (what, a) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("proxy did not start: {:?}", log.lock().unwrap()));
+            let a: SocketAddr = a.parse().unwrap();
+            if what == "main" {
+                addr = Some(a);
+            } else {
+                admin = Some(a);
+            }
+        }
+        Running {
+            child,
+            addr: addr.unwrap(),
+            admin: admin.unwrap(),
+            log,
+            path,
+            _dir: dir,
+        }
+    }
+
+    fn conninfo(&self, user: &str, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname={db}",
+            self.addr.port()
+        )
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) for a log line containing every needle.
+    async fn wait_log(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(l) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?}: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).await
+    }
+
+    /// Polls `path` until it answers `status` (bounded).
+    async fn wait_status(&self, path: &str, status: u16) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (s, body) = self.get(path).await;
+            if s == status {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} stayed {s} ({body}), wanted {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Runs one console command through psql; unaligned output lines.
+    async fn console(&self, sql: &str) -> Result<Vec<String>, String> {
+        psql(&self.conninfo("ops", "redshift_iam_proxy"), sql).await
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET (Connection: close): status and body.
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// psql -A (unaligned, `|` separated); Err is psql's stderr.
+async fn psql(conninfo: &str, sql: &str) -> Result<Vec<String>, String> {
+    let out = tokio::process::Command::new("psql")
+        .args(["-X", "-w", "-A", "-c", sql, conninfo])
+        .env_remove("PGPASSWORD")
+        .output()
+        .await
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The bed's cluster and emulator, kept alive for the test.
+struct Parts {
+    _pg: redshift_iam_proxy::localpg::LocalPg,
+    emu: redshift_iam_proxy::emulator::Emulator,
+}
+
+async fn bed_config(extra_top: &str, admin: &str) -> (String, Parts) {
+    let opts = BedOptions::default();
+    let (pg, emu) = start_pg_and_emulator(&opts).await;
+    let toml = format!(
+        "{extra_top}\n{}{admin}",
+        proxy_config_toml(&pg, &emu, &opts.users_toml)
+    );
+    (toml, Parts { _pg: pg, emu })
+}
+
+fn parse_metrics(body: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// Sum of a metric's samples whose labels include every `(key, value)`.
+fn metric_sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_follow_start_pause_and_drain() {
+    let (toml, _parts) = bed_config("", &format!("{ADMIN}min_sigterm_delay_secs = 2\n")).await;
+    let proxy = Running::start(&toml);
+    let body = proxy.wait_status("/startup", 200).await;
+    assert!(body.contains("started"), "{body}");
+    assert_eq!(proxy.get("/liveness").await.0, 200);
+    let body = proxy.wait_status("/readiness", 200).await;
+    assert!(body.contains("ready"), "{body}");
+
+    // PAUSE: not ready (and says why); RESUME: ready again.
+    proxy.console("PAUSE").await.unwrap();
+    let (s, body) = proxy.get("/readiness").await;
+    assert_eq!(s, 503);
+    assert!(body.contains("paused"), "{body}");
+    proxy.console("RESUME").await.unwrap();
+    proxy.wait_status("/readiness", 200).await;
+
+    // An open session keeps the drain going, so the probes can be watched during it.
+    let (client, conn) =
+        tokio_postgres::connect(&proxy.conninfo("bob", "postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    proxy.signal(nix::sys::signal::Signal::SIGTERM);
+    let body = proxy.wait_status("/readiness", 503).await;
+    assert!(body.contains("draining"), "{body}");
+    assert_eq!(proxy.get("/liveness").await.0, 200, "alive while draining");
+    // min_sigterm_delay_secs: new clients are still accepted for a while.
+    let (late, conn) =
+        tokio_postgres::connect(&proxy.conninfo("bob", "postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("a new client during the SIGTERM delay is accepted");
+    tokio::spawn(conn);
+    late.query_one("SELECT 1", &[]).await.unwrap();
+}
+
+#[test]
+fn a_new_proxy_is_not_started_nor_ready() {
+    let c =
+        redshift_iam_proxy::config::Config::from_toml("[cluster]\nidentifier = \"c\"\n").unwrap();
+    let admin = redshift_iam_proxy::admin::Admin::new(&c);
+    assert!(!admin.is_started());
+    match admin.readiness() {
+        redshift_iam_proxy::admin::Readiness::NotReady(why) => assert!(why.contains("starting")),
+        r => panic!("{r:?}"),
+    }
+    admin.mark_started();
+    assert_eq!(
+        admin.readiness(),
+        redshift_iam_proxy::admin::Readiness::Ready
+    );
+    admin.mark_draining();
+    assert!(
+        matches!(admin.readiness(), redshift_iam_proxy::admin::Readiness::NotReady(w) if w.contains("draining"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_and_counters_move_after_logins() {
+    let (toml, parts) = bed_config("", ADMIN).await;
+    let proxy = Running::start(&toml);
+    proxy.wait_status("/startup", 200).await;
+    for user in ["alice", "alice", "bob"] {
+        let out = psql(&proxy.conninfo(user, "postgres"), "SELECT 1").await;
+        assert!(out.is_ok(), "{out:?}");
+    }
+    assert!(psql(&proxy.conninfo("carol", "postgres"), "SELECT 1")
+        .await
+        .is_err());
+    // Session-end counters land when the session task ends, just after psql exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scrape = loop {
+        let (status, body) = proxy.get("/metrics").await;
+        assert_eq!(status, 200);
+        let scrape = parse_metrics(&body);
+        let bytes = metric_sum(&scrape, "redshift_iam_proxy_session_bytes_total", &[]);
+        if bytes > 0.0
+            && metric_sum(
+                &scrape,
+                "redshift_iam_proxy_logins_total",
+                &[("outcome", "ok")],
+            ) >= 3.0
+            && metric_sum(
+                &scrape,
+                "redshift_iam_proxy_pool_servers",
+                &[("state", "idle")],
+            ) >= 1.0
+        {
+            break scrape;
+        }
+        assert!(Instant::now() < deadline, "counters did not move: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let m = |name: &str, labels: &[(&str, &str)]| metric_sum(&scrape, name, labels);
+    assert_eq!(
+        m(
+            "redshift_iam_proxy_logins_total",
+            &[("outcome", "ok"), ("target", "testcluster")]
+        ),
+        3.0
+    );
+    assert!(
+        m(
+            "redshift_iam_proxy_logins_total",
+            &[("outcome", "refused_28P01")]
+        ) >= 1.0
+    );
+    assert!(
+        m(
+            "redshift_iam_proxy_login_duration_seconds_count",
+            &[("target", "testcluster")]
+        ) >= 3.0
+    );
+    assert!(
+        m(
+            "redshift_iam_proxy_credential_calls_total",
+            &[("api", "GetClusterCredentials"), ("outcome", "ok")]
+        ) >= 2.0
+    );
+    assert!(
+        m(
+            "redshift_iam_proxy_credential_cache_lookups_total",
+            &[("result", "miss")]
+        ) >= 2.0
+    );
+    assert!(
+        m(
+            "redshift_iam_proxy_upstream_login_duration_seconds_count",
+            &[]
+        ) >= 2.0
+    );
+    assert!(m("redshift_iam_proxy_credential_cache_entries", &[]) >= 2.0);
+    let expiry = m("redshift_iam_proxy_credential_oldest_expiry_seconds", &[]);
+    assert!(expiry > 60.0 && expiry <= 3600.0, "{expiry}");
+    assert!(m("redshift_iam_proxy_pool_checkouts_total", &[]) >= 3.0);
+    assert!(m("redshift_iam_proxy_pool_servers", &[("state", "idle")]) >= 1.0);
+    assert!(
+        m(
+            "redshift_iam_proxy_pool_servers_opened_total",
+            &[("pool", "alice/postgres@testcluster")]
+        ) >= 1.0
+    );
+    assert_eq!(m("redshift_iam_proxy_started", &[]), 1.0);
+    assert_eq!(
+        m(
+            "redshift_iam_proxy_client_connections_open",
+            &[("listener", "main")]
+        ),
+        0.0
+    );
+    // Labels stay low-cardinality: no client address anywhere.
+    for s in &scrape.samples {
+        for (k, v) in s.labels.iter() {
+            assert!(
+                !v.contains("127.0.0.1"),
+                "{} has an address in {k}",
+                s.metric
+            );
+        }
+    }
+    drop(parts);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_console_command_answers_through_psql() {
+    let (toml, _parts) = bed_config("", ADMIN).await;
+    let proxy = Running::start(&toml);
+    proxy.wait_status("/startup", 200).await;
+    // A session to look at: alice holds a server (session mode).
+    let (alice, conn) =
+        tokio_postgres::connect(&proxy.conninfo("alice", "postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    alice.query_one("SELECT 1", &[]).await.unwrap();
+    psql(&proxy.conninfo("bob", "postgres"), "SELECT 1")
+        .await
+        .unwrap();
+    let pool = "alice/postgres@testcluster";
+
+    let header = |out: &[String]| out.first().cloned().unwrap_or_default();
+    let pools = proxy.console("SHOW POOLS").await.unwrap();
+    assert!(
+        header(&pools)
+            .starts_with("database|user|pool|target|cl_active|cl_waiting|sv_active|sv_idle"),
+        "{pools:?}"
+    );
+    assert!(
+        pools
+            .iter()
+            .any(|l| l.starts_with(&format!("postgres|alice|{pool}|testcluster|1|0|1|"))),
+        "{pools:?}"
+    );
+
+    let clients = proxy.console("SHOW CLIENTS").await.unwrap();
+    assert!(
+        header(&clients).starts_with("id|user|database|db_user|target|pool|state"),
+        "{clients:?}"
+    );
+    let alice_row = clients
+        .iter()
+        .find(|l| l.contains("|alice|"))
+        .expect("alice listed")
+        .clone();
+    assert!(
+        alice_row.contains("|IAM:alice|testcluster|alice/postgres@testcluster|active|"),
+        "{alice_row}"
+    );
+
+    // bob's server is checked in (after its reset) just after psql exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let servers = loop {
+        let servers = proxy.console("SHOW SERVERS").await.unwrap();
+        if servers
+            .iter()
+            .any(|l| l.contains("bob/postgres@testcluster|idle|"))
+        {
+            break servers;
+        }
+        assert!(Instant::now() < deadline, "{servers:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        header(&servers).starts_with("id|user|database|pool|state"),
+        "{servers:?}"
+    );
+    assert!(
+        servers
+            .iter()
+            .any(|l| l.contains(&format!("|{pool}|active|"))),
+        "{servers:?}"
+    );
+    assert!(
+        servers
+            .iter()
+            .any(|l| l.contains("bob/postgres@testcluster|idle|")),
+        "{servers:?}"
+    );
+
+    let stats = proxy.console("SHOW STATS").await.unwrap();
+    assert!(
+        header(&stats).contains("total_xact_count|total_query_count|total_received|total_sent"),
+        "{stats:?}"
+    );
+    assert!(stats.iter().any(|l| l.contains(pool)), "{stats:?}");
+
+    let creds = proxy.console("SHOW CREDENTIALS").await.unwrap();
+    assert!(
+        header(&creds)
+            .starts_with("key|requested_db_user|db_user|expiration|expires_in_secs|age_secs|hits"),
+        "{creds:?}"
+    );
+    assert!(
+        creds.iter().any(|l| l.contains(
+            "GetClusterCredentials:testcluster/postgres groups=analysts|alice|IAM:alice|"
+        )),
+        "{creds:?}"
+    );
+
+    let config = proxy.console("SHOW CONFIG").await.unwrap();
+    assert!(
+        config.iter().any(|l| l.starts_with("admin.users|ops|")),
+        "{config:?}"
+    );
+    let version = proxy.console("SHOW VERSION").await.unwrap();
+    assert!(
+        version
+            .iter()
+            .any(|l| l == &format!("redshift-iam-proxy {}", env!("CARGO_PKG_VERSION"))),
+        "{version:?}"
+    );
+
+    assert!(proxy.console("RELOAD").await.is_ok());
+    proxy
+        .console("PAUSE \"bob/postgres@testcluster\"")
+        .await
+        .unwrap();
+    proxy
+        .console("RESUME \"bob/postgres@testcluster\"")
+        .await
+        .unwrap();
+    proxy.console("RECONNECT").await.unwrap();
+    // The idle server of bob's pool is replaced now.
+    let servers = proxy.console("SHOW SERVERS").await.unwrap();
+    assert!(!servers.iter().any(|l| l.contains("|idle|")), "{servers:?}");
+
+    // Drivers' harmless SETs are accepted, several statements in one query too.
+    proxy
+        .console("SET application_name = 'x'; SET extra_float_digits = 3")
+        .await
+        .unwrap();
+
+    // KILL_CLIENT closes alice's session.
+    let id = alice_row.split('|').next().unwrap().to_owned();
+    proxy.console(&format!("KILL_CLIENT {id}")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alice.query_one("SELECT 1", &[]).await.is_ok() {
+        assert!(Instant::now() < deadline, "killed client still works");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Anything else: an error that lists the commands.
+    let err = proxy.console("DROP TABLE x").await.unwrap_err();
+    assert!(
+        err.contains("SHOW POOLS") && err.contains("KILL_CLIENT"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_is_refused_to_users_not_in_admin_users() {
+    let (toml, _parts) = bed_config("", ADMIN).await;
+    let proxy = Running::start(&toml);
+    let err = psql(&proxy.conninfo("alice", "redshift_iam_proxy"), "SHOW POOLS")
+        .await
+        .unwrap_err();
+    assert!(err.contains("not in [admin] users"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_holds_new_checkouts_until_resume() {
+    let (toml, _parts) = bed_config("", ADMIN).await;
+    let proxy = Running::start(&toml);
+    proxy.console("PAUSE").await.unwrap();
+    let conninfo = proxy.conninfo("bob", "postgres");
+    let held = tokio::spawn(async move { psql(&conninfo, "SELECT 42").await });
+    // The login waits in the pause (it shows in SHOW CLIENTS as logging in).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let clients = proxy.console("SHOW CLIENTS").await.unwrap();
+        if clients
+            .iter()
+            .any(|l| l.contains("|bob|") && l.contains("|login|"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{clients:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!held.is_finished(), "checkout went through a pause");
+    proxy.console("RESUME").await.unwrap();
+    let out = held.await.unwrap().unwrap();
+    assert!(out.iter().any(|l| l == "42"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_changes_db_groups_for_the_next_login_and_open_sessions_keep_working() {
+    let (toml, _parts) = bed_config("", ADMIN).await;
+    let proxy = Running::start(&toml);
+    let member = |group: &'static str| {
+        let c = proxy.conninfo("alice", "postgres");
+        async move {
+            psql(&c, &format!("SELECT pg_has_role('{group}','member')"))
+                .await
+                .unwrap()
+                .get(1)
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(member("analysts").await, "t");
+    let (open, conn) =
+        tokio_postgres::connect(&proxy.conninfo("alice", "postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    open.query_one("SELECT 1", &[]).await.unwrap();
+
+    std::fs::write(
+        &proxy.path,
+        toml.replace("db_groups = [\"analysts\"]", "db_groups = [\"sales\"]"),
+    )
+    .unwrap();
+    proxy.signal(nix::sys::signal::Signal::SIGHUP);
+    proxy.wait_log(&["configuration reloaded"]).await;
+    assert_eq!(
+        member("sales").await,
+        "t",
+        "the next login has the new group"
+    );
+    let n: i32 = open.query_one("SELECT 7", &[]).await.unwrap().get(0);
+    assert_eq!(n, 7, "the open session keeps working");
+    // The credential of the old mapping is gone from the cache.
+    let creds = proxy.console("SHOW CREDENTIALS").await.unwrap();
+    assert!(
+        !creds.iter().any(|l| l.contains("groups=analysts")),
+        "{creds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_file_on_sighup_is_refused_and_the_old_config_stays() {
+    let (toml, _parts) = bed_config("", ADMIN).await;
+    let proxy = Running::start(&toml);
+    std::fs::write(&proxy.path, format!("bogus_key = 1\n{toml}")).unwrap();
+    proxy.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = proxy.wait_log(&["configuration reload refused"]).await;
+    assert!(
+        line.contains("bogus_key"),
+        "the log line names the key: {line}"
+    );
+    let out = psql(
+        &proxy.conninfo("alice", "postgres"),
+        "SELECT pg_has_role('analysts','member')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.get(1).map(String::as_str), Some("t"));
+    let err = proxy.console("RELOAD").await.unwrap_err();
+    assert!(err.contains("reload refused"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_in_metrics_console_rows_or_logs() {
+    let (toml, parts) = bed_config("log_format = \"json\"", ADMIN).await;
+    let proxy = Running::start(&toml);
+    for user in ["alice", "bob"] {
+        psql(&proxy.conninfo(user, "postgres"), "SELECT 1")
+            .await
+            .unwrap();
+    }
+    let mut seen = String::new();
+    for cmd in [
+        "SHOW POOLS",
+        "SHOW CLIENTS",
+        "SHOW SERVERS",
+        "SHOW STATS",
+        "SHOW CREDENTIALS",
+        "SHOW CONFIG",
+    ] {
+        seen.push_str(&proxy.console(cmd).await.unwrap().join("\n"));
+    }
+    seen.push_str(&proxy.get("/metrics").await.1);
+    seen.push_str(&proxy.log_text());
+    // JSON log lines: one object per line.
+    let json_lines = proxy
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .count();
+    assert!(json_lines > 5, "log_format = json writes JSON lines");
+    let passwords = parts.emu.issued_passwords();
+    assert!(passwords.len() >= 2);
+    for p in &passwords {
+        assert!(!seen.contains(p.as_str()), "a minted password leaked");
+    }
+    assert!(!seen.contains(SECRET_KEY), "the AWS secret leaked");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_sent_to_another_replica_reaches_the_query() {
+    let (toml, parts) = bed_config("", ADMIN).await;
+    let (port_a, port_b) = (free_port(), free_port());
+    let config = |me: u16, id: u8, other_id: u8, other: u16| {
+        toml.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{me}\""),
+            1,
+        ) + &format!(
+            "\n[peers]\npeer_id = {id}\naddresses = {{ \"{other_id}\" = \"127.0.0.1:{other}\" }}\n"
+        )
+    };
+    let a = Running::start(&config(port_a, 1, 2, port_b));
+    let b = Running::start(&config(port_b, 2, 1, port_a));
+    let (client, conn) =
+        tokio_postgres::connect(&a.conninfo("bob", "postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let token = client.cancel_token();
+    let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    // Wait until the query runs on the cluster.
+    let pg = parts._pg.admin().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(60)%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the query never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The cancel goes to replica B, which did not issue the key.
+    let to_b = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    token
+        .cancel_query_raw(to_b, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(20), query)
+        .await
+        .expect("the cancel reached the query")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    b.wait_log(&["cancel request forwarded to peer"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reloaded_pool_size_applies_to_pools_created_after_the_reload() {
+    let (toml, _parts) = bed_config("", ADMIN).await;
+    let proxy = Running::start(&toml);
+    psql(&proxy.conninfo("alice", "postgres"), "SELECT 1")
+        .await
+        .unwrap();
+    std::fs::write(&proxy.path, format!("{toml}\n[pool]\nsize = 3\n")).unwrap();
+    proxy.console("RELOAD").await.unwrap();
+    psql(&proxy.conninfo("bob", "postgres"), "SELECT 1")
+        .await
+        .unwrap();
+    let pools = proxy.console("SHOW POOLS").await.unwrap();
+    let size_of = |label: &str| {
+        pools
+            .iter()
+            .find(|l| l.contains(&format!("|{label}|")))
+            .and_then(|l| l.split('|').nth(10))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        size_of("bob/postgres@testcluster").as_deref(),
+        Some("3"),
+        "{pools:?}"
+    );
+    assert_eq!(
+        size_of("alice/postgres@testcluster").as_deref(),
+        Some("20"),
+        "{pools:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_fails_at_max_client_connections() {
+    let (toml, _parts) = bed_config("", ADMIN).await;
+    let proxy = Running::start(&toml.replace(
+        "[limits]\n",
+        "[limits]\n        max_client_connections = 1\n",
+    ));
+    proxy.wait_status("/readiness", 200).await;
+    let (client, conn) =
+        tokio_postgres::connect(&proxy.conninfo("bob", "postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    let body = proxy.wait_status("/readiness", 503).await;
+    assert!(body.contains("max_client_connections"), "{body}");
+    drop(client);
+    proxy.wait_status("/readiness", 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttled_credential_calls_are_counted_by_api_and_outcome() {
+    use redshift_iam_proxy::emulator::Fault;
+    let bed = common::Bed::start().await;
+    let shared = bed.shared.clone().unwrap();
+    let scrape = || parse_metrics(&redshift_iam_proxy::admin::metrics::encode(&shared));
+    let calls = |s: &prometheus_parse::Scrape, outcome: &str| {
+        metric_sum(
+            s,
+            "redshift_iam_proxy_credential_calls_total",
+            &[("api", "GetClusterCredentials"), ("outcome", outcome)],
+        )
+    };
+    drop(bed.connect("alice").await.unwrap());
+    let before = scrape();
+    bed.emu.fail_next(2, Fault::Throttle);
+    drop(bed.connect("bob").await.expect("throttling retried away"));
+    let after = scrape();
+    // Metrics are process-wide: compare deltas.
+    assert_eq!(
+        calls(&after, "throttled") - calls(&before, "throttled"),
+        2.0
+    );
+    assert_eq!(calls(&after, "ok") - calls(&before, "ok"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn startup_and_readiness_wait_for_prewarm() {
+    use redshift_iam_proxy::emulator::Fault;
+    let (toml, parts) = bed_config("", ADMIN).await;
+    // The first AWS call hangs for one attempt (2 s), so prewarm takes a while.
+    parts.emu.fail_next(1, Fault::Hang);
+    let proxy = Running::start(&format!(
+        "{}\n[pool]\nmin_size = 1\n",
+        toml.replace("timeout_secs = 15", "timeout_secs = 2")
+    ));
+    let (status, body) = proxy.get("/startup").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("starting"), "{body}");
+    let (status, body) = proxy.get("/readiness").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("starting"), "{body}");
+    proxy.wait_status("/startup", 200).await;
+    proxy.wait_status("/readiness", 200).await;
+    proxy.wait_log(&["prewarmed"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_changes_the_log_filter() {
+    let (toml, _parts) = bed_config(
+        "log_filter = \"info,redshift_iam_proxy::admin::console=warn\"",
+        ADMIN,
+    )
+    .await;
+    let proxy = Running::start_with_rust_log(&toml, None);
+    proxy.console("SHOW VERSION").await.unwrap();
+    std::fs::write(
+        &proxy.path,
+        toml.replace("admin::console=warn", "admin::console=info"),
+    )
+    .unwrap();
+    proxy.signal(nix::sys::signal::Signal::SIGHUP);
+    // Lines arrive in order: once the reload's line is read, the first console's are too.
+    proxy.wait_log(&["configuration reloaded"]).await;
+    assert!(
+        !proxy.log_text().contains("admin console session opened"),
+        "filtered out before the reload"
+    );
+    proxy.console("SHOW VERSION").await.unwrap();
+    proxy.wait_log(&["admin console session opened"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_would_expose_trust_on_the_running_listener_is_refused() {
+    let (toml, _parts) = bed_config("", ADMIN).await;
+    let exposed = toml.replacen("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"", 1);
+    let proxy = Running::start(&format!(
+        "{exposed}\n[client_auth]\nmethod = \"scram-sha-256\"\nscram_verifiers = {{ ops = \"{}\" }}\n",
+        redshift_iam_proxy::clientauth::ScramVerifier::hash("pw")
+    ));
+    // The new file is valid alone (loopback + trust), but the listener stays 0.0.0.0.
+    std::fs::write(&proxy.path, &toml).unwrap();
+    proxy.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = proxy.wait_log(&["configuration reload refused"]).await;
+    assert!(line.contains("not a loopback address"), "{line}");
+}
