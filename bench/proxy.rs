@@ -22,7 +22,8 @@
 //!
 //! Environment knobs: `BENCH_REPS` (repetitions, default 3), `BENCH_SECS` (pgbench
 //! seconds per run, default 5), `BENCH_COPY_MIB` (default 1024), `BENCH_SESSIONS`
-//! (idle sessions for the memory figure, default 5000), `BENCH_STORM` (default 1000).
+//! (idle sessions for the memory figure, default 5000), `BENCH_STORM` (default 1000),
+//! `BENCH_ONLY` (`relay` or `pooled`: one group only; results in `only-<group>.json`).
 
 use futures_util::StreamExt;
 use redshift_iam_proxy::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
@@ -62,6 +63,10 @@ struct Plan {
     copy_bytes: u64,
     sessions: usize,
     storm: usize,
+    /// Run the relay scenarios (with the cold storm and idle memory).
+    relay: bool,
+    /// Run the pooled scenarios.
+    pooled: bool,
 }
 
 impl Plan {
@@ -73,8 +78,17 @@ impl Plan {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(d)
         };
+        let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+        let (relay, pooled) = match only.as_str() {
+            "" => (true, true),
+            "relay" => (true, false),
+            "pooled" => (false, true),
+            other => panic!("BENCH_ONLY={other}: expected `relay` or `pooled`"),
+        };
         if full {
             Plan {
+                relay,
+                pooled,
                 full,
                 reps: env("BENCH_REPS", 3) as usize,
                 secs: env("BENCH_SECS", 5),
@@ -85,6 +99,8 @@ impl Plan {
             }
         } else {
             Plan {
+                relay,
+                pooled,
                 full,
                 reps: 1,
                 secs: 0,
@@ -1102,8 +1118,8 @@ fn report(
     plan: &Plan,
     bouncer: Option<&str>,
     rows: &[Row],
-    storm: &Storm,
-    mem: &Memory,
+    storm: Option<&Storm>,
+    mem: Option<&Memory>,
     checks: &[Check],
 ) -> (String, String) {
     let mut t = String::new();
@@ -1139,14 +1155,18 @@ fn report(
         )
         .unwrap();
     }
-    writeln!(
-        t,
-        "\ncold storm (relay, no pool): {} concurrent first logins over {STORM_IDENTITIES} identities: \
-         {} GetClusterCredentials calls, login p50 {:.1} ms, p99 {:.1} ms, all in {:.0} ms",
-        storm.logins, storm.api_calls, storm.p50_ms, storm.p99_ms, storm.wall_ms
-    )
-    .unwrap();
-    writeln!(
+    t.push('\n');
+    if let Some(storm) = storm {
+        writeln!(
+            t,
+            "cold storm (relay, no pool): {} concurrent first logins over {STORM_IDENTITIES} identities: \
+             {} GetClusterCredentials calls, login p50 {:.1} ms, p99 {:.1} ms, all in {:.0} ms",
+            storm.logins, storm.api_calls, storm.p50_ms, storm.p99_ms, storm.wall_ms
+        )
+        .unwrap();
+    }
+    if let Some(mem) = mem {
+        writeln!(
         t,
         "idle memory (relay, no pool): {} relayed sessions (wanted {}): proxy RSS {} KiB -> {} KiB, {:.1} KiB per session{}",
         mem.sessions,
@@ -1160,6 +1180,7 @@ fn report(
             .unwrap_or_default()
     )
     .unwrap();
+    }
     for c in checks {
         writeln!(t, "[{}] {}", c.status.word(), c.what).unwrap();
     }
@@ -1205,14 +1226,17 @@ fn report(
         .unwrap();
     }
     j.push_str("  ],\n");
-    writeln!(
+    if let Some(storm) = storm {
+        writeln!(
         j,
         "  \"cold_storm\": {{\"logins\": {}, \"identities\": {STORM_IDENTITIES}, \"get_cluster_credentials_calls\": {}, \
          \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"wall_ms\": {:.1}}},",
         storm.logins, storm.api_calls, storm.p50_ms, storm.p99_ms, storm.wall_ms
     )
     .unwrap();
-    writeln!(
+    }
+    if let Some(mem) = mem {
+        writeln!(
         j,
         "  \"idle_memory\": {{\"wanted\": {}, \"sessions\": {}, \"baseline_kib\": {}, \"loaded_kib\": {}, \
          \"per_session_kib\": {:.3}, \"stopped_because\": {}}},",
@@ -1227,6 +1251,7 @@ fn report(
             .unwrap_or_else(|| "null".into())
     )
     .unwrap();
+    }
     j.push_str("  \"targets\": [\n");
     for (i, c) in checks.iter().enumerate() {
         writeln!(
@@ -1243,7 +1268,18 @@ fn report(
     (t, j)
 }
 
-fn checks(rows: &[Row], storm: &Storm, mem: &Memory) -> Vec<Check> {
+fn checks(rows: &[Row], storm: Option<&Storm>, mem: Option<&Memory>) -> Vec<Check> {
+    let mut v = vec![];
+    if let (Some(storm), Some(mem)) = (storm, mem) {
+        v.extend(relay_checks(rows, storm, mem));
+    }
+    if rows.iter().any(|r| r.pooling != Pooling::Relay) {
+        v.extend(pooled_checks(rows));
+    }
+    v
+}
+
+fn relay_checks(rows: &[Row], storm: &Storm, mem: &Memory) -> Vec<Check> {
     let row = |n: &str, pooling: Pooling| {
         rows.iter()
             .find(|r| r.name == n && r.pooling == pooling)
@@ -1294,6 +1330,19 @@ fn checks(rows: &[Row], storm: &Storm, mem: &Memory) -> Vec<Check> {
             status: met(ge(p(r), d(r), 0.95)),
         });
     }
+    v
+}
+
+fn pooled_checks(rows: &[Row]) -> Vec<Check> {
+    let row = |n: &str, pooling: Pooling| {
+        rows.iter()
+            .find(|r| r.name == n && r.pooling == pooling)
+            .unwrap()
+    };
+    let p = |r: &Row| r.get(Target::Proxy);
+    let b = |r: &Row| r.get(Target::PgBouncer);
+    let met = |ok: bool| if ok { Status::Met } else { Status::Missed };
+    let mut v = vec![];
     // Pooled targets against PgBouncer: (row, pooling, target ratio, floor ratio).
     let show = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
     for (n, pooling) in [
@@ -1398,42 +1447,50 @@ fn main() {
             .unwrap();
 
         let mut rows = Vec::new();
-        // Relay, no pool: what these scenarios measured before pooling (the proxy's own
-        // relay cost, one server login per client).
-        for (c, prepared) in [(1, false), (8, false), (64, false), (8, true)] {
-            rows.extend(throughput(&bed, &plan, Pooling::Relay, c, prepared).await);
+        let mut storm = None;
+        let mut mem = None;
+        if plan.relay {
+            // Relay, no pool: what these scenarios measured before pooling (the proxy's
+            // own relay cost, one server login per client).
+            for (c, prepared) in [(1, false), (8, false), (64, false), (8, true)] {
+                rows.extend(throughput(&bed, &plan, Pooling::Relay, c, prepared).await);
+            }
+            rows.push(connect_cost(&bed, &plan, Pooling::Relay).await);
+            let data = bed.dir.path().join("copy.tsv");
+            rows.push(copy_out(&bed, &plan, &data).await);
+            rows.push(copy_in(&bed, &plan, &data).await);
+            let _ = std::fs::remove_file(&data);
         }
-        rows.push(connect_cost(&bed, &plan, Pooling::Relay).await);
-        let data = bed.dir.path().join("copy.tsv");
-        rows.push(copy_out(&bed, &plan, &data).await);
-        rows.push(copy_in(&bed, &plan, &data).await);
-        let _ = std::fs::remove_file(&data);
-
-        // Pooled: the proxy against PgBouncer in the same mode, pools of POOL_SIZE.
-        for prepared in [false, true] {
-            rows.extend(throughput(&bed, &plan, Pooling::Transaction, 64, prepared).await);
+        if plan.pooled {
+            // Pooled: the proxy against PgBouncer in the same mode, pools of POOL_SIZE.
+            for prepared in [false, true] {
+                rows.extend(throughput(&bed, &plan, Pooling::Transaction, 64, prepared).await);
+            }
+            rows.push(connect_cost(&bed, &plan, Pooling::Session).await);
+            rows.push(cluster_logins(&bed).await);
         }
-        rows.push(connect_cost(&bed, &plan, Pooling::Session).await);
-        rows.push(cluster_logins(&bed).await);
-        // Their servers would only crowd the cluster during the storm and idle sessions.
+        // The pooled servers would only crowd the cluster during the storm and idle sessions.
         bed.pooled_proxies.clear();
         bed.pooled_bouncer = None;
+        if plan.relay {
+            let s = cold_storm(&bed, plan.storm).await;
+            eprintln!(
+                "  cold storm: {} calls, p50 {:.1} ms, p99 {:.1} ms",
+                s.api_calls, s.p50_ms, s.p99_ms
+            );
+            storm = Some(s);
+            let m = idle_memory(&mut bed, plan.sessions).await;
+            eprintln!("  idle memory: {:.1} KiB/session", m.per_session_kib());
+            mem = Some(m);
+        }
 
-        let storm = cold_storm(&bed, plan.storm).await;
-        eprintln!(
-            "  cold storm: {} calls, p50 {:.1} ms, p99 {:.1} ms",
-            storm.api_calls, storm.p50_ms, storm.p99_ms
-        );
-        let mem = idle_memory(&mut bed, plan.sessions).await;
-        eprintln!("  idle memory: {:.1} KiB/session", mem.per_session_kib());
-
-        let checks = checks(&rows, &storm, &mem);
+        let checks = checks(&rows, storm.as_ref(), mem.as_ref());
         let (table, json) = report(
             &plan,
             bed.bouncer_version.as_deref(),
             &rows,
-            &storm,
-            &mem,
+            storm.as_ref(),
+            mem.as_ref(),
             &checks,
         );
         if !plan.full {
@@ -1441,10 +1498,11 @@ fn main() {
         }
         println!("\n{table}");
         println!("(total {:.0} s)", started.elapsed().as_secs_f64());
-        let name = if plan.full {
-            "latest.json"
-        } else {
-            "smoke.json"
+        let name = match (plan.relay, plan.pooled, plan.full) {
+            (true, false, _) => "only-relay.json",
+            (false, true, _) => "only-pooled.json",
+            (_, _, true) => "latest.json",
+            _ => "smoke.json",
         };
         let out = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("bench/results")
@@ -1452,11 +1510,15 @@ fn main() {
         std::fs::write(&out, &json).unwrap();
         println!("wrote {}", out.display());
         // Smoke mode checks only what must hold anywhere: the script works end to end.
-        assert_eq!(
-            storm.api_calls, STORM_IDENTITIES as u64,
-            "single flight per identity"
-        );
-        assert_eq!(mem.sessions, mem.wanted);
+        if let Some(storm) = &storm {
+            assert_eq!(
+                storm.api_calls, STORM_IDENTITIES as u64,
+                "single flight per identity"
+            );
+        }
+        if let Some(mem) = &mem {
+            assert_eq!(mem.sessions, mem.wanted);
+        }
         drop(bed);
     });
 }
