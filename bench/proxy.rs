@@ -460,6 +460,7 @@ fn find_pgbouncer() -> Option<(PathBuf, String)> {
     ]
     .into_iter()
     .find(|p| p.is_file())?;
+    let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
     let out = Command::new(&bin).arg("--version").output().ok()?;
     let version = String::from_utf8_lossy(&out.stdout)
         .lines()
