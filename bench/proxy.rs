@@ -710,6 +710,13 @@ async fn throughput(
                 .find_map(|l| l.strip_prefix("number of transactions actually processed:"))
                 .and_then(|v| v.trim().split('/').next()?.parse().ok())
                 .unwrap_or_else(|| panic!("no transaction count in pgbench output:\n{out}"));
+            // pgbench's -T clock includes its logins: 64 TLS+SCRAM logins on a loaded machine
+            // can take the whole run.
+            assert!(
+                txns > 0.0,
+                "{name} against {}: no transaction completed (machine overloaded? raise BENCH_SECS):\n{out}",
+                t.name()
+            );
             let per = |ticks: u64| ticks as f64 * US_PER_TICK / txns.max(1.0);
             let relay = match (p0, p1) {
                 (Some((u0, s0)), Some((u1, s1))) => Some((per(u1 - u0), per(s1 - s0))),
