@@ -1,4 +1,14 @@
-//! Benchmark: the proxy against direct PostgreSQL (TLS) and PgBouncer (session mode, TLS upstream).
+//! Benchmark: the proxy against direct PostgreSQL (TLS) and PgBouncer (TLS upstream).
+//!
+//! Two groups of scenarios:
+//! - relay, no pool: the proxy with `[pool] mode = "none"` (one server login per client,
+//!   relayed byte for byte) against PgBouncer in session mode with a pool of 200 (so no
+//!   client ever waits): the relay's own cost;
+//! - pooled: the proxy in `transaction` or `session` mode against PgBouncer in the same
+//!   mode, both with pools of [`POOL_SIZE`] servers and `max_prepared_statements = 200`.
+//!
+//! PgBouncer is the 1.25.2 build in `../shared/anchors` when present, else the system's
+//! (labelled with its `--version`), else its column stays empty.
 //!
 //! `cargo bench --bench proxy` runs the full benchmark with the release binary;
 //! `cargo test` runs the same program in a short smoke mode (no `--bench` argument),
@@ -12,7 +22,8 @@
 //!
 //! Environment knobs: `BENCH_REPS` (repetitions, default 3), `BENCH_SECS` (pgbench
 //! seconds per run, default 5), `BENCH_COPY_MIB` (default 1024), `BENCH_SESSIONS`
-//! (idle sessions for the memory figure, default 5000), `BENCH_STORM` (default 1000).
+//! (idle sessions for the memory figure, default 5000), `BENCH_STORM` (default 1000),
+//! `BENCH_ONLY` (`relay` or `pooled`: one group only; results in `only-<group>.json`).
 
 use futures_util::StreamExt;
 use redshift_iam_proxy::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
@@ -32,6 +43,14 @@ const CLUSTER: &str = "benchcluster";
 const BENCH_PASSWORD: &str = "bench-password";
 /// Identities of the cold storm.
 const STORM_IDENTITIES: usize = 10;
+/// Servers per pool, proxy and PgBouncer alike, in the pooled scenarios.
+const POOL_SIZE: usize = 20;
+/// Role whose logins the cluster-logins scenario counts (used by nothing else).
+const LOGINS_ROLE: &str = "logins";
+/// Client connections of the cluster-logins scenario.
+const LOGINS_CLIENTS: usize = 300;
+/// The PgBouncer 1.25.2 build shared beside the repository.
+const ANCHOR_PGBOUNCER: &str = "../shared/anchors/pgbouncer-1.25.2/bin/pgbouncer";
 
 /// Why: the sizes of one run, full (`--bench`) or smoke (`cargo test`).
 #[derive(Debug, Clone)]
@@ -44,6 +63,10 @@ struct Plan {
     copy_bytes: u64,
     sessions: usize,
     storm: usize,
+    /// Run the relay scenarios (with the cold storm and idle memory).
+    relay: bool,
+    /// Run the pooled scenarios.
+    pooled: bool,
 }
 
 impl Plan {
@@ -55,8 +78,17 @@ impl Plan {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(d)
         };
+        let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+        let (relay, pooled) = match only.as_str() {
+            "" => (true, true),
+            "relay" => (true, false),
+            "pooled" => (false, true),
+            other => panic!("BENCH_ONLY={other}: expected `relay` or `pooled`"),
+        };
         if full {
             Plan {
+                relay,
+                pooled,
                 full,
                 reps: env("BENCH_REPS", 3) as usize,
                 secs: env("BENCH_SECS", 5),
@@ -67,6 +99,8 @@ impl Plan {
             }
         } else {
             Plan {
+                relay,
+                pooled,
                 full,
                 reps: 1,
                 secs: 0,
@@ -98,6 +132,45 @@ impl Target {
     }
 }
 
+/// Why: which proxy and PgBouncer setup a scenario runs against (direct is always direct).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pooling {
+    /// Proxy `mode = "none"`; PgBouncer session mode, pool 200 (no waits).
+    Relay,
+    /// Proxy and PgBouncer in session mode, pools of [`POOL_SIZE`].
+    Session,
+    /// Proxy and PgBouncer in transaction mode, pools of [`POOL_SIZE`].
+    Transaction,
+}
+
+impl Pooling {
+    const POOLED: [Pooling; 2] = [Pooling::Session, Pooling::Transaction];
+    /// The proxy's `[pool] mode`.
+    fn proxy_mode(self) -> &'static str {
+        match self {
+            Pooling::Relay => "none",
+            Pooling::Session => "session",
+            Pooling::Transaction => "transaction",
+        }
+    }
+    /// The table's label: how the proxy and PgBouncer were set up.
+    fn label(self) -> String {
+        match self {
+            Pooling::Relay => "relay, no pool (pgbouncer: session, pool 200)".into(),
+            Pooling::Session => format!("session pool of {POOL_SIZE}"),
+            Pooling::Transaction => format!("transaction pool of {POOL_SIZE}"),
+        }
+    }
+    /// PgBouncer's database name for this setup.
+    fn bouncer_db(self) -> &'static str {
+        match self {
+            Pooling::Relay => "bench",
+            Pooling::Session => "bench_session",
+            Pooling::Transaction => "bench_txn",
+        }
+    }
+}
+
 /// Why: a child process (proxy or PgBouncer) that is killed when the bench ends.
 struct Daemon {
     child: Child,
@@ -122,9 +195,17 @@ struct Bed {
     pg: LocalPg,
     emu: Emulator,
     dir: tempfile::TempDir,
+    /// The relay proxy (`mode = "none"`).
     proxy: Daemon,
     proxy_port: u16,
+    /// The pooled proxies (session, transaction); dropped after the pooled scenarios.
+    pooled_proxies: Vec<(Pooling, Daemon, u16)>,
+    /// PgBouncer for the relay scenarios (session mode, pool 200).
     bouncer: Option<(Daemon, u16)>,
+    /// PgBouncer for the pooled scenarios (databases `bench_session`, `bench_txn`).
+    pooled_bouncer: Option<(Daemon, u16)>,
+    /// PgBouncer's `--version` (first line) and path, if one was found.
+    bouncer_version: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -173,6 +254,8 @@ impl Bed {
             extra_conf: vec![
                 "shared_buffers = '128MB'".into(),
                 "max_wal_size = '4GB'".into(),
+                // The cluster-logins scenario counts "connection authorized" lines.
+                "log_connections = on".into(),
             ],
             ..LocalPgOptions::default()
         })
@@ -181,6 +264,7 @@ impl Bed {
         let admin = pg.admin().await.expect("admin");
         let mut setup = format!(
             "CREATE ROLE bench LOGIN PASSWORD '{BENCH_PASSWORD}';
+             CREATE ROLE {LOGINS_ROLE} LOGIN PASSWORD '{BENCH_PASSWORD}';
              CREATE UNLOGGED TABLE bulk_in (i bigint, t text);
              GRANT ALL ON bulk_in TO PUBLIC;"
         );
@@ -221,19 +305,73 @@ impl Bed {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        let (proxy, proxy_port) = start_proxy(&pg, &emu, dir.path());
-        let bouncer = start_pgbouncer(&pg, dir.path());
+        let (proxy, proxy_port) = start_proxy(&pg, &emu, dir.path(), Pooling::Relay);
+        let pooled_proxies = Pooling::POOLED
+            .into_iter()
+            .map(|p| {
+                let (d, port) = start_proxy(&pg, &emu, dir.path(), p);
+                (p, d, port)
+            })
+            .collect();
+        let found = find_pgbouncer();
+        let bouncer_version = found
+            .as_ref()
+            .map(|(bin, v)| format!("{v} ({})", bin.display()));
+        let (bouncer, pooled_bouncer) = match &found {
+            Some((bin, _)) => (
+                Some(start_pgbouncer(bin, &pg, dir.path(), false)),
+                Some(start_pgbouncer(bin, &pg, dir.path(), true)),
+            ),
+            None => (None, None),
+        };
         Bed {
             pg,
             emu,
             dir,
             proxy,
             proxy_port,
+            pooled_proxies,
             bouncer,
+            pooled_bouncer,
+            bouncer_version,
         }
     }
 
-    fn conninfo(&self, t: Target, user: &str) -> Option<String> {
+    /// The port of the proxy set up for `pooling`.
+    fn proxy_port(&self, pooling: Pooling) -> Option<u16> {
+        match pooling {
+            Pooling::Relay => Some(self.proxy_port),
+            _ => self
+                .pooled_proxies
+                .iter()
+                .find(|(p, _, _)| *p == pooling)
+                .map(|(_, _, port)| *port),
+        }
+    }
+
+    /// The PgBouncer set up for `pooling`.
+    fn bouncer(&self, pooling: Pooling) -> Option<&(Daemon, u16)> {
+        match pooling {
+            Pooling::Relay => self.bouncer.as_ref(),
+            _ => self.pooled_bouncer.as_ref(),
+        }
+    }
+
+    /// The pid of the process relaying for `t` (none for direct).
+    fn relay_pid(&self, t: Target, pooling: Pooling) -> Option<u32> {
+        match (t, pooling) {
+            (Target::Direct, _) => None,
+            (Target::Proxy, Pooling::Relay) => Some(self.proxy.pid()),
+            (Target::Proxy, _) => self
+                .pooled_proxies
+                .iter()
+                .find(|(p, _, _)| *p == pooling)
+                .map(|(_, d, _)| d.pid()),
+            (Target::PgBouncer, _) => self.bouncer(pooling).map(|(d, _)| d.pid()),
+        }
+    }
+
+    fn conninfo(&self, t: Target, pooling: Pooling, user: &str) -> Option<String> {
         Some(match t {
             Target::Direct => format!(
                 "host=localhost port={} user={user} password={BENCH_PASSWORD} dbname=postgres gssencmode=disable \
@@ -243,25 +381,28 @@ impl Bed {
             ),
             Target::Proxy => format!(
                 "host=127.0.0.1 port={} user={user} dbname=postgres sslmode=disable gssencmode=disable",
-                self.proxy_port
+                self.proxy_port(pooling)?
             ),
             Target::PgBouncer => format!(
-                "host=127.0.0.1 port={} user={user} dbname=bench sslmode=disable gssencmode=disable",
-                self.bouncer.as_ref()?.1
+                "host=127.0.0.1 port={} user={user} dbname={} sslmode=disable gssencmode=disable",
+                self.bouncer(pooling)?.1,
+                pooling.bouncer_db()
             ),
         })
     }
 
-    /// Restarts the proxy binary (fresh process, empty caches).
+    /// Restarts the relay proxy binary (fresh process, empty caches).
     fn restart_proxy(&mut self) {
-        let (p, port) = start_proxy(&self.pg, &self.emu, self.dir.path());
+        let (p, port) = start_proxy(&self.pg, &self.emu, self.dir.path(), Pooling::Relay);
         self.proxy = p;
         self.proxy_port = port;
     }
 }
 
-fn start_proxy(pg: &LocalPg, emu: &Emulator, dir: &Path) -> (Daemon, u16) {
+/// The proxy binary with `[pool] mode` set for `pooling` (pools of [`POOL_SIZE`]).
+fn start_proxy(pg: &LocalPg, emu: &Emulator, dir: &Path, pooling: Pooling) -> (Daemon, u16) {
     let port = free_port();
+    let mode = pooling.proxy_mode();
     let config = format!(
         r#"
 listen = "127.0.0.1:{port}"
@@ -277,16 +418,19 @@ max_client_connections = 20000
 login_timeout_secs = 120
 [client_tls]
 state_dir = "{state}"
+[pool]
+mode = "{mode}"
+size = {POOL_SIZE}
 [[users]]
 client_user = "*"
 "#,
         endpoint = emu.endpoint_url(),
         ca = pg.ca_cert_path().display(),
-        state = dir.join("proxy-state").display(),
+        state = dir.join(format!("proxy-state-{mode}")).display(),
     );
-    let path = dir.join("proxy.toml");
+    let path = dir.join(format!("proxy-{mode}.toml"));
     std::fs::write(&path, config).unwrap();
-    let log = dir.join("proxy.log");
+    let log = dir.join(format!("proxy-{mode}.log"));
     let child = Command::new(BIN)
         .arg("--config")
         .arg(&path)
@@ -305,32 +449,79 @@ client_user = "*"
     (d, port)
 }
 
-/// PgBouncer in session mode, verify-full TLS to the same PostgreSQL; `None` if not installed.
-fn start_pgbouncer(pg: &LocalPg, dir: &Path) -> Option<(Daemon, u16)> {
-    let bin = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())?;
+/// The PgBouncer to compare with: the 1.25.2 build beside the repository, else the
+/// system's; with the first line of its `--version`.
+fn find_pgbouncer() -> Option<(PathBuf, String)> {
+    let anchor = Path::new(env!("CARGO_MANIFEST_DIR")).join(ANCHOR_PGBOUNCER);
+    let bin = [
+        anchor,
+        PathBuf::from("/usr/sbin/pgbouncer"),
+        PathBuf::from("/usr/bin/pgbouncer"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())?;
+    let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
+    let out = Command::new(&bin).arg("--version").output().ok()?;
+    let version = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("PgBouncer (unknown version)")
+        .trim()
+        .to_string();
+    Some((bin, version))
+}
+
+/// PgBouncer with verify-full TLS to the same PostgreSQL. Not `pooled`: database `bench`
+/// in session mode with a pool of 200 (the relay comparison). `pooled`: databases
+/// `bench_session` and `bench_txn` with pools of [`POOL_SIZE`] and
+/// `max_prepared_statements = 200`.
+fn start_pgbouncer(bin: &Path, pg: &LocalPg, dir: &Path, pooled: bool) -> (Daemon, u16) {
     let port = free_port();
+    let name = if pooled {
+        "pgbouncer-pooled"
+    } else {
+        "pgbouncer"
+    };
+    // PgBouncer logs in to PostgreSQL with these passwords (SCRAM); clients use trust.
     let users = dir.join("userlist.txt");
-    std::fs::write(&users, format!("\"bench\" \"{BENCH_PASSWORD}\"\n")).unwrap();
-    let ini = dir.join("pgbouncer.ini");
+    std::fs::write(
+        &users,
+        format!("\"bench\" \"{BENCH_PASSWORD}\"\n\"{LOGINS_ROLE}\" \"{BENCH_PASSWORD}\"\n"),
+    )
+    .unwrap();
+    let server = format!("host=localhost port={} dbname=postgres", pg.port());
+    let (databases, pooling) = if pooled {
+        (
+            format!(
+                "bench_session = {server} pool_mode=session pool_size={POOL_SIZE}\n\
+                 bench_txn = {server} pool_mode=transaction pool_size={POOL_SIZE}\n"
+            ),
+            format!(
+                "pool_mode = session\ndefault_pool_size = {POOL_SIZE}\nmax_prepared_statements = 200\n"
+            ),
+        )
+    } else {
+        (
+            format!("bench = {server}\n"),
+            "pool_mode = session\ndefault_pool_size = 200\n".to_string(),
+        )
+    };
+    let ini = dir.join(format!("{name}.ini"));
     std::fs::write(
         &ini,
         format!(
-            "[databases]\nbench = host=localhost port={pgport} dbname=postgres\n\
+            "[databases]\n{databases}\
              [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
-             auth_type = trust\nauth_file = {users}\npool_mode = session\n\
-             max_client_conn = 20000\ndefault_pool_size = 200\nmax_db_connections = 0\n\
+             auth_type = trust\nauth_file = {users}\n{pooling}\
+             max_client_conn = 20000\nmax_db_connections = 0\n\
              server_tls_sslmode = verify-full\nserver_tls_ca_file = {ca}\n\
              ignore_startup_parameters = extra_float_digits\n",
-            pgport = pg.port(),
             users = users.display(),
             ca = pg.ca_cert_path().display(),
         ),
     )
     .unwrap();
-    let log = dir.join("pgbouncer.log");
+    let log = dir.join(format!("{name}.log"));
     let mut cmd = Command::new(bin);
     cmd.arg(&ini)
         .stdout(Stdio::null())
@@ -348,7 +539,7 @@ fn start_pgbouncer(pg: &LocalPg, dir: &Path) -> Option<(Daemon, u16)> {
         log,
     };
     wait_listening(port, "pgbouncer", &d.log);
-    Some((d, port))
+    (d, port)
 }
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
@@ -388,6 +579,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Why: one row of the result table: a median per target, and which way is better.
 struct Row {
     name: String,
+    pooling: Pooling,
     unit: &'static str,
     higher_is_better: bool,
     values: Vec<(Target, f64)>,
@@ -400,9 +592,11 @@ impl Row {
 }
 
 /// Runs `measure` for every available target, `reps` times round-robin, and keeps the medians.
+#[allow(clippy::too_many_arguments)]
 async fn round_robin<F, Fut>(
     bed: &Bed,
     plan: &Plan,
+    pooling: Pooling,
     name: &str,
     unit: &'static str,
     higher_is_better: bool,
@@ -414,24 +608,26 @@ where
 {
     let targets: Vec<Target> = Target::ALL
         .into_iter()
-        .filter(|t| bed.conninfo(*t, "bench").is_some())
+        .filter(|t| bed.conninfo(*t, pooling, "bench").is_some())
         .collect();
     let mut samples: Vec<(Target, Vec<f64>)> = targets.iter().map(|t| (*t, vec![])).collect();
     for rep in 0..plan.reps {
         for k in 0..targets.len() {
             let t = targets[(k + rep) % targets.len()];
-            let v = measure(t, bed.conninfo(t, "bench").unwrap()).await;
+            let v = measure(t, bed.conninfo(t, pooling, "bench").unwrap()).await;
             samples.iter_mut().find(|(x, _)| *x == t).unwrap().1.push(v);
         }
     }
     let row = Row {
         name: name.into(),
+        pooling,
         unit,
         higher_is_better,
         values: samples.into_iter().map(|(t, v)| (t, median(v))).collect(),
     };
     eprintln!(
-        "  {name}: {}",
+        "  {name} [{}]: {}",
+        pooling.label(),
         row.values
             .iter()
             .map(|(t, v)| format!("{} {v:.2} {unit}", t.name()))
@@ -482,27 +678,28 @@ const US_PER_TICK: f64 = 10_000.0;
 /// Why: CPU spent per transaction in one pgbench run: whole machine, and the relay process (user, system).
 type CpuSample = (Target, f64, Option<(f64, f64)>);
 
-async fn throughput(bed: &Bed, plan: &Plan, clients: u32, prepared: bool) -> Vec<Row> {
+async fn throughput(
+    bed: &Bed,
+    plan: &Plan,
+    pooling: Pooling,
+    clients: u32,
+    prepared: bool,
+) -> Vec<Row> {
     let name = format!(
         "pgbench -S -c {clients}{}",
         if prepared { " -M prepared" } else { "" }
     );
     let jobs = clients.min(2).to_string();
     let c = clients.to_string();
-    let relay_pid = |t: Target| match t {
-        Target::Direct => None,
-        Target::Proxy => Some(bed.proxy.pid()),
-        Target::PgBouncer => bed.bouncer.as_ref().map(|(d, _)| d.pid()),
-    };
     let cpu: std::rc::Rc<std::cell::RefCell<Vec<CpuSample>>> = Default::default();
-    let row = round_robin(bed, plan, &name, "tps", true, |t, ci| {
+    let row = round_robin(bed, plan, pooling, &name, "tps", true, |t, ci| {
         let mut args = vec!["-c", c.as_str(), "-j", jobs.as_str()];
         if prepared {
             args.extend(["-M", "prepared"]);
         }
         let mut cmd = pgbench(plan, &ci, &args);
         let name = name.clone();
-        let pid = relay_pid(t);
+        let pid = bed.relay_pid(t, pooling);
         let cpu = cpu.clone();
         async move {
             let (m0, p0) = (machine_busy_ticks(), pid.map(process_ticks));
@@ -513,6 +710,13 @@ async fn throughput(bed: &Bed, plan: &Plan, clients: u32, prepared: bool) -> Vec
                 .find_map(|l| l.strip_prefix("number of transactions actually processed:"))
                 .and_then(|v| v.trim().split('/').next()?.parse().ok())
                 .unwrap_or_else(|| panic!("no transaction count in pgbench output:\n{out}"));
+            // pgbench's -T clock includes its logins: 64 TLS+SCRAM logins on a loaded machine
+            // can take the whole run.
+            assert!(
+                txns > 0.0,
+                "{name} against {}: no transaction completed (machine overloaded? raise BENCH_SECS):\n{out}",
+                t.name()
+            );
             let per = |ticks: u64| ticks as f64 * US_PER_TICK / txns.max(1.0);
             let relay = match (p0, p1) {
                 (Some((u0, s0)), Some((u1, s1))) => Some((per(u1 - u0), per(s1 - s0))),
@@ -524,29 +728,49 @@ async fn throughput(bed: &Bed, plan: &Plan, clients: u32, prepared: bool) -> Vec
     })
     .await;
     let mut rows = vec![row];
-    if clients == 8 && !prepared {
-        let samples = cpu.borrow();
-        let med = |t: Target, f: &dyn Fn(&CpuSample) -> Option<f64>| -> Option<(Target, f64)> {
-            let v: Vec<f64> = samples.iter().filter(|s| s.0 == t).filter_map(f).collect();
-            (!v.is_empty()).then(|| (t, median(v)))
-        };
-        let make = |label: &str, f: &dyn Fn(&CpuSample) -> Option<f64>| Row {
-            name: format!("{name}: {label}"),
-            unit: "us/tx",
-            higher_is_better: false,
-            values: Target::ALL.into_iter().filter_map(|t| med(t, f)).collect(),
-        };
+    let samples = cpu.borrow();
+    let med = |t: Target, f: &dyn Fn(&CpuSample) -> Option<f64>| -> Option<(Target, f64)> {
+        let v: Vec<f64> = samples.iter().filter(|s| s.0 == t).filter_map(f).collect();
+        (!v.is_empty()).then(|| (t, median(v)))
+    };
+    let make = |label: &str, f: &dyn Fn(&CpuSample) -> Option<f64>| Row {
+        name: format!("{name}: {label}"),
+        pooling,
+        unit: "us/tx",
+        higher_is_better: false,
+        values: Target::ALL.into_iter().filter_map(|t| med(t, f)).collect(),
+    };
+    if pooling == Pooling::Relay && clients == 8 && !prepared {
         rows.push(make("CPU, whole machine", &|s| Some(s.1)));
         rows.push(make("CPU, relay process user", &|s| s.2.map(|r| r.0)));
         rows.push(make("CPU, relay process system", &|s| s.2.map(|r| r.1)));
     }
+    if pooling == Pooling::Transaction {
+        rows.push(make("CPU, whole machine", &|s| Some(s.1)));
+        rows.push(make("CPU, pooler process user+system", &|s| {
+            s.2.map(|r| r.0 + r.1)
+        }));
+    }
+    for r in &rows[1..] {
+        eprintln!(
+            "  {}: {}",
+            r.name,
+            r.values
+                .iter()
+                .map(|(t, v)| format!("{} {v:.2} us/tx", t.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     rows
 }
 
-async fn connect_cost(bed: &Bed, plan: &Plan) -> Row {
+/// Average connection time of `pgbench -C -c 1` (a new client connection per transaction).
+async fn connect_cost(bed: &Bed, plan: &Plan, pooling: Pooling) -> Row {
     round_robin(
         bed,
         plan,
+        pooling,
         "pgbench -C -c 1 (connect)",
         "ms",
         false,
@@ -567,6 +791,65 @@ async fn connect_cost(bed: &Bed, plan: &Plan) -> Row {
     .await
 }
 
+/// "connection authorized" lines of `role` (or its `IAM:` login role) in the server log.
+fn logins_in_log(pg: &LocalPg, role: &str) -> usize {
+    let log = std::fs::read_to_string(pg.log_path()).unwrap_or_default();
+    let plain = format!("connection authorized: user={role} ");
+    let iam = format!("connection authorized: user=IAM:{role} ");
+    log.lines()
+        .filter(|l| l.contains(&plain) || l.contains(&iam))
+        .count()
+}
+
+/// Cluster logins for [`LOGINS_CLIENTS`] client connections (`pgbench -C -c 10 -t 30`) in
+/// transaction mode, each target starting with no server for [`LOGINS_ROLE`].
+async fn cluster_logins(bed: &Bed) -> Row {
+    let pooling = Pooling::Transaction;
+    let mut values = vec![];
+    for t in Target::ALL {
+        let Some(ci) = bed.conninfo(t, pooling, LOGINS_ROLE) else {
+            continue;
+        };
+        let before = logins_in_log(&bed.pg, LOGINS_ROLE);
+        let mut cmd = tokio::process::Command::new("pgbench");
+        cmd.args(["-n", "-S", "-C", "-c", "10", "-j", "2", "-t"])
+            .arg((LOGINS_CLIENTS / 10).to_string())
+            .arg(ci);
+        let out = run(&mut cmd, "pgbench -C (cluster logins)").await;
+        let done: usize = out
+            .lines()
+            .find_map(|l| l.strip_prefix("number of transactions actually processed:"))
+            .and_then(|v| v.trim().split('/').next()?.parse().ok())
+            .unwrap_or(0);
+        assert_eq!(done, LOGINS_CLIENTS, "pgbench output:\n{out}");
+        // The log is written by the backends before they answer; give stragglers a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let n = logins_in_log(&bed.pg, LOGINS_ROLE) - before;
+        values.push((t, n as f64));
+    }
+    let row = Row {
+        // pgbench opens one more connection before the run (scale check): direct shows 301.
+        name: format!(
+            "pgbench -C -c 10 -t {} ({LOGINS_CLIENTS}+1 client connections): cluster logins",
+            LOGINS_CLIENTS / 10
+        ),
+        pooling,
+        unit: "logins",
+        higher_is_better: false,
+        values,
+    };
+    eprintln!(
+        "  {}: {}",
+        row.name,
+        row.values
+            .iter()
+            .map(|(t, v)| format!("{} {v}", t.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    row
+}
+
 fn copy_rows(bytes: u64) -> u64 {
     // Each row is `<i>\t<100 x's>\n`: about 108 bytes.
     (bytes / 108).max(1)
@@ -577,7 +860,9 @@ async fn copy_out(bed: &Bed, plan: &Plan, file: &Path) -> Row {
     let query = format!("SELECT i, repeat('x', 100) FROM generate_series(1, {rows}) i");
     let sql = format!("COPY ({query}) TO STDOUT");
     // The input of the COPY IN scenario: the same bytes, once, straight from PostgreSQL.
-    let direct = bed.conninfo(Target::Direct, "bench").unwrap();
+    let direct = bed
+        .conninfo(Target::Direct, Pooling::Relay, "bench")
+        .unwrap();
     run(
         tokio::process::Command::new("psql")
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &direct, "-c"])
@@ -586,20 +871,28 @@ async fn copy_out(bed: &Bed, plan: &Plan, file: &Path) -> Row {
     )
     .await;
     let bytes = std::fs::metadata(file).unwrap().len() as f64;
-    round_robin(bed, plan, "COPY out", "MiB/s", true, |_, ci| {
-        let sql = sql.clone();
-        async move {
-            let t = Instant::now();
-            run(
-                tokio::process::Command::new("psql")
-                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &ci, "-c", &sql])
-                    .stdout(Stdio::null()),
-                "psql COPY out",
-            )
-            .await;
-            bytes / (1 << 20) as f64 / t.elapsed().as_secs_f64()
-        }
-    })
+    round_robin(
+        bed,
+        plan,
+        Pooling::Relay,
+        "COPY out",
+        "MiB/s",
+        true,
+        |_, ci| {
+            let sql = sql.clone();
+            async move {
+                let t = Instant::now();
+                run(
+                    tokio::process::Command::new("psql")
+                        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &ci, "-c", &sql])
+                        .stdout(Stdio::null()),
+                    "psql COPY out",
+                )
+                .await;
+                bytes / (1 << 20) as f64 / t.elapsed().as_secs_f64()
+            }
+        },
+    )
     .await
 }
 
@@ -607,19 +900,27 @@ async fn copy_in(bed: &Bed, plan: &Plan, file: &Path) -> Row {
     let bytes = std::fs::metadata(file).unwrap().len() as f64;
     let admin = bed.pg.admin().await.unwrap();
     let admin = &admin;
-    round_robin(bed, plan, "COPY in", "MiB/s", true, |_, ci| async move {
-        admin.batch_execute("TRUNCATE bulk_in").await.unwrap();
-        let t = Instant::now();
-        run(
-            tokio::process::Command::new("psql")
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &ci, "-c"])
-                .arg("COPY bulk_in FROM STDIN")
-                .stdin(std::fs::File::open(file).unwrap()),
-            "psql COPY in",
-        )
-        .await;
-        bytes / (1 << 20) as f64 / t.elapsed().as_secs_f64()
-    })
+    round_robin(
+        bed,
+        plan,
+        Pooling::Relay,
+        "COPY in",
+        "MiB/s",
+        true,
+        |_, ci| async move {
+            admin.batch_execute("TRUNCATE bulk_in").await.unwrap();
+            let t = Instant::now();
+            run(
+                tokio::process::Command::new("psql")
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &ci, "-c"])
+                    .arg("COPY bulk_in FROM STDIN")
+                    .stdin(std::fs::File::open(file).unwrap()),
+                "psql COPY in",
+            )
+            .await;
+            bytes / (1 << 20) as f64 / t.elapsed().as_secs_f64()
+        },
+    )
     .await
 }
 
@@ -789,10 +1090,29 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(a? / b?)
 }
 
+/// Why: how far a target was met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Met,
+    /// Missed the target, but within the acceptable floor.
+    Floor,
+    Missed,
+}
+
+impl Status {
+    fn word(self) -> &'static str {
+        match self {
+            Status::Met => "met",
+            Status::Floor => "floor only",
+            Status::Missed => "MISSED",
+        }
+    }
+}
+
 /// Why: one acceptance target and whether this run met it.
 struct Check {
     what: String,
-    ok: bool,
+    status: Status,
 }
 
 fn json_num(v: Option<f64>) -> String {
@@ -804,18 +1124,25 @@ fn json_num(v: Option<f64>) -> String {
 
 fn report(
     plan: &Plan,
+    bouncer: Option<&str>,
     rows: &[Row],
-    storm: &Storm,
-    mem: &Memory,
+    storm: Option<&Storm>,
+    mem: Option<&Memory>,
     checks: &[Check],
 ) -> (String, String) {
     let mut t = String::new();
     writeln!(
         t,
-        "| scenario | unit | direct | proxy | pgbouncer | proxy/direct | proxy/pgbouncer |"
+        "pgbouncer: {}\n",
+        bouncer.unwrap_or("not found (column empty)")
     )
     .unwrap();
-    writeln!(t, "|---|---|---:|---:|---:|---:|---:|").unwrap();
+    writeln!(
+        t,
+        "| scenario | pooling | unit | direct | proxy | pgbouncer | proxy/direct | proxy/pgbouncer |"
+    )
+    .unwrap();
+    writeln!(t, "|---|---|---|---:|---:|---:|---:|---:|").unwrap();
     for r in rows {
         let (d, p, b) = (
             r.get(Target::Direct),
@@ -824,8 +1151,9 @@ fn report(
         );
         writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
+            r.pooling.label(),
             r.unit,
             fmt_num(d),
             fmt_num(p),
@@ -835,16 +1163,20 @@ fn report(
         )
         .unwrap();
     }
-    writeln!(
+    t.push('\n');
+    if let Some(storm) = storm {
+        writeln!(
+            t,
+            "cold storm (relay, no pool): {} concurrent first logins over {STORM_IDENTITIES} identities: \
+             {} GetClusterCredentials calls, login p50 {:.1} ms, p99 {:.1} ms, all in {:.0} ms",
+            storm.logins, storm.api_calls, storm.p50_ms, storm.p99_ms, storm.wall_ms
+        )
+        .unwrap();
+    }
+    if let Some(mem) = mem {
+        writeln!(
         t,
-        "\ncold storm: {} concurrent first logins over {STORM_IDENTITIES} identities: \
-         {} GetClusterCredentials calls, login p50 {:.1} ms, p99 {:.1} ms, all in {:.0} ms",
-        storm.logins, storm.api_calls, storm.p50_ms, storm.p99_ms, storm.wall_ms
-    )
-    .unwrap();
-    writeln!(
-        t,
-        "idle memory: {} relayed sessions (wanted {}): proxy RSS {} KiB -> {} KiB, {:.1} KiB per session{}",
+        "idle memory (relay, no pool): {} relayed sessions (wanted {}): proxy RSS {} KiB -> {} KiB, {:.1} KiB per session{}",
         mem.sessions,
         mem.wanted,
         mem.baseline_kib,
@@ -856,18 +1188,23 @@ fn report(
             .unwrap_or_default()
     )
     .unwrap();
+    }
     for c in checks {
-        writeln!(t, "[{}] {}", if c.ok { "met" } else { "MISSED" }, c.what).unwrap();
+        writeln!(t, "[{}] {}", c.status.word(), c.what).unwrap();
     }
 
     let mut j = String::from("{\n");
     writeln!(
         j,
-        "  \"mode\": \"{}\",\n  \"reps\": {},\n  \"pgbench_secs\": {},\n  \"copy_bytes\": {},",
+        "  \"mode\": \"{}\",\n  \"reps\": {},\n  \"pgbench_secs\": {},\n  \"copy_bytes\": {},\n  \
+         \"pool_size\": {POOL_SIZE},\n  \"pgbouncer\": {},",
         if plan.full { "full" } else { "smoke" },
         plan.reps,
         plan.secs,
-        plan.copy_bytes
+        plan.copy_bytes,
+        bouncer
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| "null".into())
     )
     .unwrap();
     j.push_str("  \"scenarios\": [\n");
@@ -879,9 +1216,12 @@ fn report(
         );
         writeln!(
             j,
-            "    {{\"name\": \"{}\", \"unit\": \"{}\", \"higher_is_better\": {}, \"direct\": {}, \
-             \"proxy\": {}, \"pgbouncer\": {}, \"proxy_over_direct\": {}, \"proxy_over_pgbouncer\": {}}}{}",
+            "    {{\"name\": \"{}\", \"pooling\": \"{}\", \"proxy_pool_mode\": \"{}\", \"unit\": \"{}\", \
+             \"higher_is_better\": {}, \"direct\": {}, \"proxy\": {}, \"pgbouncer\": {}, \
+             \"proxy_over_direct\": {}, \"proxy_over_pgbouncer\": {}}}{}",
             r.name,
+            r.pooling.label(),
+            r.pooling.proxy_mode(),
             r.unit,
             r.higher_is_better,
             json_num(d),
@@ -894,14 +1234,17 @@ fn report(
         .unwrap();
     }
     j.push_str("  ],\n");
-    writeln!(
+    if let Some(storm) = storm {
+        writeln!(
         j,
         "  \"cold_storm\": {{\"logins\": {}, \"identities\": {STORM_IDENTITIES}, \"get_cluster_credentials_calls\": {}, \
          \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"wall_ms\": {:.1}}},",
         storm.logins, storm.api_calls, storm.p50_ms, storm.p99_ms, storm.wall_ms
     )
     .unwrap();
-    writeln!(
+    }
+    if let Some(mem) = mem {
+        writeln!(
         j,
         "  \"idle_memory\": {{\"wanted\": {}, \"sessions\": {}, \"baseline_kib\": {}, \"loaded_kib\": {}, \
          \"per_session_kib\": {:.3}, \"stopped_because\": {}}},",
@@ -916,13 +1259,15 @@ fn report(
             .unwrap_or_else(|| "null".into())
     )
     .unwrap();
+    }
     j.push_str("  \"targets\": [\n");
     for (i, c) in checks.iter().enumerate() {
         writeln!(
             j,
-            "    {{\"what\": {:?}, \"met\": {}}}{}",
+            "    {{\"what\": {:?}, \"met\": {}, \"status\": \"{}\"}}{}",
             c.what,
-            c.ok,
+            c.status == Status::Met,
+            c.status.word(),
             if i + 1 < checks.len() { "," } else { "" }
         )
         .unwrap();
@@ -931,10 +1276,23 @@ fn report(
     (t, j)
 }
 
-fn checks(rows: &[Row], storm: &Storm, mem: &Memory) -> Vec<Check> {
-    let row = |n: &str| rows.iter().find(|r| r.name == n).unwrap();
-    let tp8 = row("pgbench -S -c 8");
-    let conn = row("pgbench -C -c 1 (connect)");
+fn checks(rows: &[Row], storm: Option<&Storm>, mem: Option<&Memory>) -> Vec<Check> {
+    let mut v = vec![];
+    if let (Some(storm), Some(mem)) = (storm, mem) {
+        v.extend(relay_checks(rows, storm, mem));
+    }
+    if rows.iter().any(|r| r.pooling != Pooling::Relay) {
+        v.extend(pooled_checks(rows));
+    }
+    v
+}
+
+fn relay_checks(rows: &[Row], storm: &Storm, mem: &Memory) -> Vec<Check> {
+    let row = |n: &str, pooling: Pooling| {
+        rows.iter()
+            .find(|r| r.name == n && r.pooling == pooling)
+            .unwrap()
+    };
     let p = |r: &Row| r.get(Target::Proxy);
     let d = |r: &Row| r.get(Target::Direct);
     let b = |r: &Row| r.get(Target::PgBouncer);
@@ -942,41 +1300,121 @@ fn checks(rows: &[Row], storm: &Storm, mem: &Memory) -> Vec<Check> {
         (Some(x), Some(y)) => x >= k * y,
         _ => false,
     };
+    let met = |ok: bool| if ok { Status::Met } else { Status::Missed };
+    let tp8 = row("pgbench -S -c 8", Pooling::Relay);
+    let conn = row("pgbench -C -c 1 (connect)", Pooling::Relay);
     let mut v = vec![
         Check {
             what: "relay throughput at 8 clients >= 0.95x direct".into(),
-            ok: ge(p(tp8), d(tp8), 0.95),
+            status: met(ge(p(tp8), d(tp8), 0.95)),
         },
         Check {
             what: "relay throughput at 8 clients >= 1.3x PgBouncer".into(),
-            ok: ge(p(tp8), b(tp8), 1.3),
+            status: met(ge(p(tp8), b(tp8), 1.3)),
         },
         Check {
             what: "warm-cache connect time <= direct + 1 ms".into(),
-            ok: matches!((p(conn), d(conn)), (Some(x), Some(y)) if x <= y + 1.0),
+            status: met(matches!((p(conn), d(conn)), (Some(x), Some(y)) if x <= y + 1.0)),
         },
         Check {
             what: format!(
                 "exactly one GetClusterCredentials call per identity in the cold storm ({}/{STORM_IDENTITIES})",
                 storm.api_calls
             ),
-            ok: storm.api_calls == STORM_IDENTITIES as u64,
+            status: met(storm.api_calls == STORM_IDENTITIES as u64),
         },
         Check {
             what: format!(
                 "idle session <= 64 KiB of proxy memory ({:.1} KiB)",
                 mem.per_session_kib()
             ),
-            ok: mem.per_session_kib() <= 64.0,
+            status: met(mem.per_session_kib() <= 64.0),
         },
     ];
     for n in ["COPY out", "COPY in"] {
-        let r = row(n);
+        let r = row(n, Pooling::Relay);
         v.push(Check {
             what: format!("bulk {n} >= 0.95x direct"),
-            ok: ge(p(r), d(r), 0.95),
+            status: met(ge(p(r), d(r), 0.95)),
         });
     }
+    v
+}
+
+fn pooled_checks(rows: &[Row]) -> Vec<Check> {
+    let row = |n: &str, pooling: Pooling| {
+        rows.iter()
+            .find(|r| r.name == n && r.pooling == pooling)
+            .unwrap()
+    };
+    let p = |r: &Row| r.get(Target::Proxy);
+    let b = |r: &Row| r.get(Target::PgBouncer);
+    let met = |ok: bool| if ok { Status::Met } else { Status::Missed };
+    let mut v = vec![];
+    // Pooled targets against PgBouncer: (row, pooling, target ratio, floor ratio).
+    let show = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
+    for (n, pooling) in [
+        ("pgbench -S -c 64", Pooling::Transaction),
+        ("pgbench -S -c 64 -M prepared", Pooling::Transaction),
+    ] {
+        let r = row(n, pooling);
+        let k = ratio(p(r), b(r));
+        v.push(Check {
+            what: format!(
+                "{n}, {}: >= 1.2x PgBouncer (floor 1.0x): {}",
+                pooling.label(),
+                show(k)
+            ),
+            status: match k {
+                Some(k) if k >= 1.2 => Status::Met,
+                Some(k) if k >= 1.0 => Status::Floor,
+                _ => Status::Missed,
+            },
+        });
+    }
+    let cpu = row(
+        "pgbench -S -c 64: CPU, pooler process user+system",
+        Pooling::Transaction,
+    );
+    let k = ratio(p(cpu), b(cpu));
+    v.push(Check {
+        what: format!(
+            "pooler CPU per transaction, {}: <= 0.8x PgBouncer (floor 1.0x): {}",
+            Pooling::Transaction.label(),
+            show(k)
+        ),
+        status: match k {
+            Some(k) if k <= 0.8 => Status::Met,
+            Some(k) if k <= 1.0 => Status::Floor,
+            _ => Status::Missed,
+        },
+    });
+    let conn = row("pgbench -C -c 1 (connect)", Pooling::Session);
+    let k = ratio(p(conn), b(conn));
+    v.push(Check {
+        what: format!(
+            "connect time, {}: <= PgBouncer (floor 1.5x): {}",
+            Pooling::Session.label(),
+            show(k)
+        ),
+        status: match k {
+            Some(k) if k <= 1.0 => Status::Met,
+            Some(k) if k <= 1.5 => Status::Floor,
+            _ => Status::Missed,
+        },
+    });
+    let logins = rows
+        .iter()
+        .find(|r| r.unit == "logins")
+        .and_then(|r| r.get(Target::Proxy));
+    v.push(Check {
+        what: format!(
+            "{LOGINS_CLIENTS} client connections, {}: <= 8 cluster logins ({})",
+            Pooling::Transaction.label(),
+            fmt_num(logins)
+        ),
+        status: met(logins.is_some_and(|n| n <= 8.0)),
+    });
     v
 }
 
@@ -1003,10 +1441,11 @@ fn main() {
     rt.block_on(async move {
         let started = Instant::now();
         let mut bed = Bed::start(&plan).await;
-        if bed.bouncer.is_none() {
-            eprintln!(
+        match &bed.bouncer_version {
+            Some(v) => eprintln!("pgbouncer: {v}"),
+            None => eprintln!(
                 "pgbouncer not installed: its column stays empty (apt-get install pgbouncer)"
-            );
+            ),
         }
         // Warm the proxy's credential cache for `bench`.
         proxy_session(bed.proxy_port, "bench")
@@ -1016,34 +1455,62 @@ fn main() {
             .unwrap();
 
         let mut rows = Vec::new();
-        for (c, prepared) in [(1, false), (8, false), (64, false), (8, true)] {
-            rows.extend(throughput(&bed, &plan, c, prepared).await);
+        let mut storm = None;
+        let mut mem = None;
+        if plan.relay {
+            // Relay, no pool: what these scenarios measured before pooling (the proxy's
+            // own relay cost, one server login per client).
+            for (c, prepared) in [(1, false), (8, false), (64, false), (8, true)] {
+                rows.extend(throughput(&bed, &plan, Pooling::Relay, c, prepared).await);
+            }
+            rows.push(connect_cost(&bed, &plan, Pooling::Relay).await);
+            let data = bed.dir.path().join("copy.tsv");
+            rows.push(copy_out(&bed, &plan, &data).await);
+            rows.push(copy_in(&bed, &plan, &data).await);
+            let _ = std::fs::remove_file(&data);
         }
-        rows.push(connect_cost(&bed, &plan).await);
-        let data = bed.dir.path().join("copy.tsv");
-        rows.push(copy_out(&bed, &plan, &data).await);
-        rows.push(copy_in(&bed, &plan, &data).await);
-        let _ = std::fs::remove_file(&data);
+        if plan.pooled {
+            // Pooled: the proxy against PgBouncer in the same mode, pools of POOL_SIZE.
+            for prepared in [false, true] {
+                rows.extend(throughput(&bed, &plan, Pooling::Transaction, 64, prepared).await);
+            }
+            rows.push(connect_cost(&bed, &plan, Pooling::Session).await);
+            rows.push(cluster_logins(&bed).await);
+        }
+        // The pooled servers would only crowd the cluster during the storm and idle sessions.
+        bed.pooled_proxies.clear();
+        bed.pooled_bouncer = None;
+        if plan.relay {
+            let s = cold_storm(&bed, plan.storm).await;
+            eprintln!(
+                "  cold storm: {} calls, p50 {:.1} ms, p99 {:.1} ms",
+                s.api_calls, s.p50_ms, s.p99_ms
+            );
+            storm = Some(s);
+            let m = idle_memory(&mut bed, plan.sessions).await;
+            eprintln!("  idle memory: {:.1} KiB/session", m.per_session_kib());
+            mem = Some(m);
+        }
 
-        let storm = cold_storm(&bed, plan.storm).await;
-        eprintln!(
-            "  cold storm: {} calls, p50 {:.1} ms, p99 {:.1} ms",
-            storm.api_calls, storm.p50_ms, storm.p99_ms
+        let checks = checks(&rows, storm.as_ref(), mem.as_ref());
+        let (table, json) = report(
+            &plan,
+            bed.bouncer_version.as_deref(),
+            &rows,
+            storm.as_ref(),
+            mem.as_ref(),
+            &checks,
         );
-        let mem = idle_memory(&mut bed, plan.sessions).await;
-        eprintln!("  idle memory: {:.1} KiB/session", mem.per_session_kib());
-
-        let checks = checks(&rows, &storm, &mem);
-        let (table, json) = report(&plan, &rows, &storm, &mem, &checks);
         if !plan.full {
             println!("\nsmoke mode (debug build, tiny sizes): figures only show that every scenario runs");
         }
         println!("\n{table}");
         println!("(total {:.0} s)", started.elapsed().as_secs_f64());
-        let name = if plan.full {
-            "latest.json"
-        } else {
-            "smoke.json"
+        let name = match (plan.relay, plan.pooled, plan.full) {
+            (true, false, _) => "only-relay.json",
+            (false, true, _) => "only-pooled.json",
+            (_, _, true) => "latest.json",
+            _ => "smoke.json",
         };
         let out = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("bench/results")
@@ -1051,11 +1518,15 @@ fn main() {
         std::fs::write(&out, &json).unwrap();
         println!("wrote {}", out.display());
         // Smoke mode checks only what must hold anywhere: the script works end to end.
-        assert_eq!(
-            storm.api_calls, STORM_IDENTITIES as u64,
-            "single flight per identity"
-        );
-        assert_eq!(mem.sessions, mem.wanted);
+        if let Some(storm) = &storm {
+            assert_eq!(
+                storm.api_calls, STORM_IDENTITIES as u64,
+                "single flight per identity"
+            );
+        }
+        if let Some(mem) = &mem {
+            assert_eq!(mem.sessions, mem.wanted);
+        }
         drop(bed);
     });
 }
