@@ -610,3 +610,14 @@ async fn copy_in_and_out_work_in_transaction_mode_and_release_the_server() {
         .get(0);
     assert_eq!(n, 10_000);
 }
+
+#[tokio::test]
+async fn transaction_mode_logs_a_client_in_while_every_server_is_busy() {
+    let bed = Bed::with(pooled(PoolMode::Transaction, 1, |_| {})).await;
+    let a = bed.connect("alice").await.unwrap();
+    a.batch_execute("BEGIN").await.unwrap();
+    // The only server is inside a's transaction; b's login needs none.
+    let b = bed.connect("alice").await.expect("login answered from the pool");
+    a.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(one_string(&b, "SHOW application_name").await, "proxytest");
+}

@@ -120,6 +120,16 @@ pub struct Pool {
     state: Mutex<State>,
     opening: AtomicUsize,
     pub stats: PoolStats,
+    /// ParameterStatus values and DbUser of this pool's first login, before any client
+    /// setting: what a transaction-mode login reports without taking a server.
+    base: Mutex<Option<Arc<LoginBase>>>,
+}
+
+/// What every server of a pool reports right after its login.
+#[derive(Debug)]
+pub struct LoginBase {
+    pub params: std::collections::BTreeMap<String, String>,
+    pub db_user: String,
 }
 
 impl Pool {
@@ -137,6 +147,7 @@ impl Pool {
             state: Mutex::new(State::default()),
             opening: AtomicUsize::new(0),
             stats: PoolStats::default(),
+            base: Mutex::new(None),
         })
     }
 
@@ -250,7 +261,9 @@ impl Pool {
                         Ok(o) => {
                             PoolStats::add(&self.stats.servers_opened, 1);
                             self.stats.checkout(started.elapsed());
-                            return Ok(ServerConn::new(o, slot, self.settings.max_prepared));
+                            let s = ServerConn::new(o, slot, self.settings.max_prepared);
+                            self.remember_base(&s);
+                            return Ok(s);
                         }
                         Err(e) => {
                             PoolStats::add(&self.stats.logins_failed, 1);
@@ -482,6 +495,7 @@ impl Pool {
             Ok(Ok(o)) => {
                 PoolStats::add(&self.stats.servers_opened, 1);
                 let s = ServerConn::new(o, slot, self.settings.max_prepared);
+                self.remember_base(&s);
                 self.check_in(s);
                 Ok(true)
             }
@@ -541,6 +555,22 @@ impl Pool {
         st.total == 0
             && st.waiters.iter().all(|w| w.is_closed())
             && self.stats.clients_active.load(Ordering::Relaxed) == 0
+    }
+
+    /// Records the first login's parameters (see [`LoginBase`]).
+    fn remember_base(&self, s: &ServerConn) {
+        let mut base = lock(&self.base);
+        if base.is_none() {
+            *base = Some(Arc::new(LoginBase {
+                params: s.params.clone(),
+                db_user: s.db_user.clone(),
+            }));
+        }
+    }
+
+    /// The pool's login parameters, once a server has logged in.
+    pub fn base(&self) -> Option<Arc<LoginBase>> {
+        lock(&self.base).clone()
     }
 
     /// Idle servers for the admin console: (id, DbUser, age, idle for).

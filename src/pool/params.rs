@@ -228,6 +228,50 @@ pub fn sync_sql(
     (!stmts.is_empty()).then(|| stmts.join("; "))
 }
 
+/// Whether a server needs a round trip before a client's login can be answered: yes
+/// unless `desired` and `applied` differ at most in an `application_name` that
+/// PostgreSQL reports exactly as given (printable ASCII, under 64 bytes). That one is
+/// applied by the relay before the client's first query (as PgBouncer does), so a
+/// pooled login costs no server round trip.
+pub fn needs_sync_at_login(
+    desired: &Settings,
+    applied: &Settings,
+    server_params: &BTreeMap<String, String>,
+) -> bool {
+    match desired.get(APP) {
+        Some(Value::Literal(v)) if v.len() < 64 && v.bytes().all(|b| (32..127).contains(&b)) => {}
+        None => {}
+        _ => return true,
+    }
+    let strip = |s: &Settings| {
+        let mut c = s.clone();
+        c.remove(APP);
+        c
+    };
+    sync_sql(&strip(desired), &strip(applied), server_params).is_some()
+}
+
+/// The ParameterStatus values a client sees at login when only `application_name` is
+/// left to apply: the server's, with the client's application_name (or the login
+/// default from `base` when the client sent none).
+pub fn reported_at_login(
+    server_params: &BTreeMap<String, String>,
+    base: &BTreeMap<String, String>,
+    desired: &Settings,
+) -> BTreeMap<String, String> {
+    let mut p = server_params.clone();
+    let app = match desired.get(APP) {
+        Some(Value::Literal(v)) => v.clone(),
+        _ => base.get(APP).cloned().unwrap_or_default(),
+    };
+    if p.contains_key(APP) || !app.is_empty() {
+        p.insert(APP.to_owned(), app);
+    }
+    p
+}
+
+const APP: &str = "application_name";
+
 fn same_value(reported: &str, wanted: &str) -> bool {
     let norm = |s: &str| {
         s.chars()
@@ -272,6 +316,17 @@ mod tests {
                 ("options".to_owned(), "-c work_mem=1MB".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn only_a_plain_application_name_can_wait_for_the_first_query() {
+        let params = BTreeMap::new();
+        let plain = settings(&[("application_name", lit("pgbench"))]);
+        assert!(!needs_sync_at_login(&plain, &Settings::default(), &params));
+        let odd = settings(&[("application_name", lit("caf\u{e9}"))]);
+        assert!(needs_sync_at_login(&odd, &Settings::default(), &params));
+        let more = settings(&[("application_name", lit("a")), ("datestyle", lit("ISO"))]);
+        assert!(needs_sync_at_login(&more, &Settings::default(), &params));
     }
 
     #[test]

@@ -255,6 +255,14 @@ impl Tracker {
         v
     }
 
+    /// Everything outstanding is the proxy's own (injected, swallowed) work.
+    pub fn only_own_work(&self) -> bool {
+        self.queue.iter().all(|e| match e {
+            Entry::Sent { forward, .. } => !forward,
+            Entry::Synthetic(_) | Entry::CopyEnd => true,
+        })
+    }
+
     /// Last ReadyForQuery status.
     pub fn status(&self) -> u8 {
         self.status

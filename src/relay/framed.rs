@@ -252,6 +252,11 @@ impl Relay {
     /// becomes of the server.
     async fn finish(mut self, end: End) -> (Traffic, End) {
         self.cancel.detach();
+        if matches!(end, End::Terminated | End::ClientClosed(_)) {
+            // A client that leaves before its first query leaves only the proxy's own
+            // settings query in flight: let it finish so the server can be reused.
+            self.settle_own_work().await;
+        }
         if let Some(mut c) = self.held.take() {
             c.pool()
                 .stats
@@ -317,6 +322,34 @@ impl Relay {
         PoolStats::add(&stats.bytes_in, self.traffic.client_to_server);
         PoolStats::add(&stats.bytes_out, self.traffic.server_to_client);
         (self.traffic, end)
+    }
+
+    /// Completes the proxy's own outstanding work on the held server (bounded).
+    async fn settle_own_work(&mut self) {
+        use tokio::io::AsyncReadExt;
+        if self.tracker.settled() || !self.tracker.only_own_work() || self.held.is_none() {
+            return;
+        }
+        let work = async {
+            if let Some(h) = self.held.as_mut() {
+                let s = h.server();
+                s.stream.write_all(&self.to_server).await.ok()?;
+                s.stream.flush().await.ok()?;
+            }
+            self.to_server.clear();
+            while !self.tracker.settled() {
+                let s = self.held.as_mut()?.server();
+                let buf = s.framer.buf_mut();
+                buf.reserve(READ_CHUNK);
+                if s.stream.read_buf(buf).await.ok()? == 0 {
+                    return None;
+                }
+                self.process_server().ok()?;
+            }
+            Some(())
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), work).await;
+        self.to_client.clear();
     }
 
     /// Moves bytes both ways until something needs the async side.

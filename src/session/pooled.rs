@@ -3,15 +3,16 @@
 //! or per transaction).
 
 use super::{credential_words, Login, Shared};
-use crate::config::PoolMode;
+use crate::config::{CredentialMode, PoolMode};
 use crate::login;
-use crate::pool::guard::OnDrop;
-use crate::pool::params::{self, ClientSettings};
+use crate::pool::guard::{Checkout, OnDrop};
+use crate::pool::params::{self, ClientSettings, Settings};
 use crate::pool::reset::Leftovers;
 use crate::pool::PoolHandle;
 use crate::refusal::Refusal;
 use crate::relay::framed::{ClientSession, End, Relay};
 use crate::wire;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -27,40 +28,14 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
         Err(r) => return login.refuse(&r).await,
     };
     let handle = PoolHandle::new(shared.clone(), &pooled);
-    let mut checkout = tokio::select! {
-        c = handle.checkout() => match c {
-            Ok(c) => c,
-            Err(r) => return login.refuse(&r).await,
-        },
-        _ = login.client.stop.cancelled() => return,
-    };
-    let server = checkout.server();
-    // The client's startup settings, as if it had logged in itself.
     let desired = pooled.settings.clone();
-    if let Some(sql) = params::sync_sql(&desired, &server.applied, &server.params) {
-        if let Err(e) = server.run_query(&sql, SETTINGS_TIMEOUT).await {
-            checkout.on_drop = OnDrop::Reset(Leftovers {
-                settings_changed: true,
-                ..Default::default()
-            });
-            let r = Refusal::new(
-                "22023",
-                format!("the cluster refused a startup parameter: {e}"),
-                None,
-            );
-            return login.refuse(&r).await;
-        }
-    }
-    server.applied = desired.clone();
-    let db_user = server.db_user.clone();
-    let how = match server.login_source.take() {
-        Some(source) => credential_words(source, shared.targets[pooled.target].config.credentials),
-        None => "pooled server, no login",
+    let credentials = shared.targets[pooled.target].config.credentials;
+    let ready = match ready_server(&handle, &mut login, mode, &desired, credentials).await {
+        Some(r) => r,
+        None => return,
     };
-    checkout.on_drop = OnDrop::CheckIn;
     let cancel = shared.cancels.register_attached(None);
-    let statuses = checkout
-        .server()
+    let statuses = ready
         .params
         .iter()
         .map(|(k, v)| wire::parameter_status(k, v))
@@ -73,13 +48,18 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
     if login.stream.write_all(&reply).await.is_err() {
         return;
     }
+    let (db_user, how) = (ready.db_user, ready.how);
     let client_user = login.audit.client_user.clone();
     let target_label = shared.targets[pooled.target].config.label().to_owned();
     login.client.logged_in(
         &target_label,
         &db_user,
         &handle.pool.label,
-        (mode == PoolMode::Session).then(|| checkout.server().id),
+        ready
+            .held
+            .as_ref()
+            .and_then(|c| c.server_ref())
+            .map(|s| s.id),
     );
     crate::admin::metrics::login_ok(&target_label, started.elapsed());
     tracing::info!(
@@ -92,13 +72,7 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
         pool_mode = mode.as_str(),
         "session established: {client_user} logged in as {db_user} ({how})"
     );
-    let held = match mode {
-        PoolMode::Session => Some(checkout),
-        _ => {
-            checkout.release();
-            None
-        }
-    };
+    let held = ready.held;
     let span = login.span.clone();
     let stop = login.client.stop.clone();
     let _client = login.client;
@@ -112,7 +86,7 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
         login.stream,
         login.client_leftover,
         held,
-        ClientSession::new(ClientSettings::new(desired)),
+        ClientSession::new(ClientSettings::new(desired.clone())),
     );
     let (traffic, end) = relay.run(stop).await;
     crate::admin::metrics::session_bytes(
@@ -130,4 +104,92 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
         End::Refused(r) => format!("refused {}: {}", r.code, r.message),
     };
     tracing::info!(parent: &span, bytes_in = traffic.client_to_server, bytes_out = traffic.server_to_client, outcome = %audit.outcome, "session closed");
+}
+
+/// A client's session before its relay starts: its server (session mode) and what its
+/// login reports.
+struct Ready {
+    held: Option<Checkout>,
+    params: BTreeMap<String, String>,
+    db_user: String,
+    how: &'static str,
+}
+
+/// Gets the client a server carrying its startup settings (session mode keeps it), or,
+/// in transaction mode when the pool's login parameters already answer the login, no
+/// server at all. `None`: the client was refused (or is gone).
+async fn ready_server(
+    handle: &PoolHandle,
+    login: &mut Login,
+    mode: PoolMode,
+    desired: &Settings,
+    credentials: CredentialMode,
+) -> Option<Ready> {
+    if mode == PoolMode::Transaction {
+        if let Some(base) = handle.pool.base() {
+            if !params::needs_sync_at_login(desired, &Settings::default(), &base.params) {
+                return Some(Ready {
+                    held: None,
+                    params: params::reported_at_login(&base.params, &base.params, desired),
+                    db_user: base.db_user.clone(),
+                    how: "pooled, no server needed to log in",
+                });
+            }
+        }
+    }
+    let mut checkout = tokio::select! {
+        c = handle.checkout() => match c {
+            Ok(c) => c,
+            Err(r) => {
+                login.refuse(&r).await;
+                return None;
+            }
+        },
+        _ = login.client.stop.cancelled() => return None,
+    };
+    let base = handle.pool.base();
+    let server = checkout.server();
+    let how = match server.login_source.take() {
+        Some(source) => credential_words(source, credentials),
+        None => "pooled server, no login",
+    };
+    let db_user = server.db_user.clone();
+    let params = if params::needs_sync_at_login(desired, &server.applied, &server.params) {
+        // Exact ParameterStatus values need the server to apply the settings first.
+        if let Some(sql) = params::sync_sql(desired, &server.applied, &server.params) {
+            if let Err(e) = server.run_query(&sql, SETTINGS_TIMEOUT).await {
+                checkout.on_drop = OnDrop::Reset(Leftovers {
+                    settings_changed: true,
+                    ..Default::default()
+                });
+                let r = Refusal::new(
+                    "22023",
+                    format!("the cluster refused a startup parameter: {e}"),
+                    None,
+                );
+                login.refuse(&r).await;
+                return None;
+            }
+        }
+        server.applied = desired.clone();
+        server.params.clone()
+    } else {
+        // Only application_name is left: the relay applies it before the first query.
+        let base_params = base.as_ref().map_or(&server.params, |b| &b.params);
+        params::reported_at_login(&server.params, base_params, desired)
+    };
+    checkout.on_drop = OnDrop::CheckIn;
+    let held = match mode {
+        PoolMode::Session => Some(checkout),
+        _ => {
+            checkout.release();
+            None
+        }
+    };
+    Some(Ready {
+        held,
+        params,
+        db_user,
+        how,
+    })
 }
