@@ -19,6 +19,19 @@ fn pooled(mode: PoolMode, size: usize, more: impl Fn(&mut Config) + Send + 'stat
     }
 }
 
+/// A session-mode pool of one server behind the Redshift-like front.
+async fn redshift_like_session_pool_of_1() -> Bed {
+    Bed::with(BedOptions {
+        redshift_front: true,
+        tweak: Box::new(|c| {
+            c.pool.mode = PoolMode::Session;
+            c.pool.size = 1;
+        }),
+        ..Default::default()
+    })
+    .await
+}
+
 async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
     c.query_one("SELECT pg_backend_pid()", &[])
         .await
@@ -452,15 +465,7 @@ async fn psql_works_in_transaction_mode() {
 
 #[tokio::test]
 async fn reset_on_a_redshift_like_server_reuses_it_clean() {
-    let bed = Bed::with(BedOptions {
-        redshift_front: true,
-        tweak: Box::new(|c| {
-            c.pool.mode = PoolMode::Session;
-            c.pool.size = 1;
-        }),
-        ..Default::default()
-    })
-    .await;
+    let bed = redshift_like_session_pool_of_1().await;
     let front = bed.front.as_ref().expect("front");
     let a = bed.connect("alice").await.unwrap();
     let pid = backend_pid(&a).await;
@@ -493,15 +498,7 @@ async fn reset_on_a_redshift_like_server_reuses_it_clean() {
 
 #[tokio::test]
 async fn temp_table_on_a_redshift_like_server_closes_it_instead_of_reuse() {
-    let bed = Bed::with(BedOptions {
-        redshift_front: true,
-        tweak: Box::new(|c| {
-            c.pool.mode = PoolMode::Session;
-            c.pool.size = 1;
-        }),
-        ..Default::default()
-    })
-    .await;
+    let bed = redshift_like_session_pool_of_1().await;
     let a = bed.connect("alice").await.unwrap();
     let pid = backend_pid(&a).await;
     a.batch_execute("CREATE TEMP TABLE t (x int)")
@@ -617,7 +614,10 @@ async fn transaction_mode_logs_a_client_in_while_every_server_is_busy() {
     let a = bed.connect("alice").await.unwrap();
     a.batch_execute("BEGIN").await.unwrap();
     // The only server is inside a's transaction; b's login needs none.
-    let b = bed.connect("alice").await.expect("login answered from the pool");
+    let b = bed
+        .connect("alice")
+        .await
+        .expect("login answered from the pool");
     a.batch_execute("COMMIT").await.unwrap();
     assert_eq!(one_string(&b, "SHOW application_name").await, "proxytest");
 }

@@ -1,5 +1,5 @@
-//! The pool's SQL lexer on arbitrary text: it never panics, and splitting never invents
-//! effects for text that has no statement keyword at all.
+//! The pool's SQL lexer on arbitrary text: it never panics, and it never invents effects
+//! for text without a letter (a `#name` word, a Redshift temp table, is the one exception).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let effects = classify::classify(sql);
-    if !sql.chars().any(|c| c.is_ascii_alphabetic()) {
+    if !sql.chars().any(|c| c.is_ascii_alphabetic() || c == '#') {
         assert!(effects.is_empty(), "{sql:?} -> {effects:?}");
     }
 });

@@ -54,18 +54,7 @@ impl Pools {
     pub fn new(config: &Config) -> Pools {
         let p = &config.pool;
         let settings = (0..config.cluster.len())
-            .map(|i| PoolSettings {
-                mode: config.pool_mode(i),
-                size: config.pool_size(i),
-                min_size: p.min_size.min(config.pool_size(i)),
-                checkout_timeout: Duration::from_secs(p.checkout_timeout_secs),
-                idle_timeout: Duration::from_secs(p.server_idle_timeout_secs),
-                lifetime: Duration::from_secs(p.server_lifetime_secs),
-                check_delay: Duration::from_secs(p.server_check_delay_secs),
-                max_prepared: p.max_prepared_statements,
-                reset_query: p.reset_query.clone(),
-                login_timeout: config.limits.login_timeout(),
-            })
+            .map(|i| pool_settings(config, i, config.pool_mode(i)))
             .collect();
         Pools {
             pools: Mutex::new(HashMap::new()),
@@ -253,23 +242,11 @@ impl Pools {
     /// mode stays (sessions were planned with it); existing pools keep theirs until
     /// maintenance retires them.
     pub fn reload_settings(&self, config: &Config) {
-        let p = &config.pool;
         let new = self
             .settings
             .iter()
             .enumerate()
-            .map(|(i, old)| PoolSettings {
-                mode: old.mode,
-                size: config.pool_size(i),
-                min_size: p.min_size.min(config.pool_size(i)),
-                checkout_timeout: Duration::from_secs(p.checkout_timeout_secs),
-                idle_timeout: Duration::from_secs(p.server_idle_timeout_secs),
-                lifetime: Duration::from_secs(p.server_lifetime_secs),
-                check_delay: Duration::from_secs(p.server_check_delay_secs),
-                max_prepared: p.max_prepared_statements,
-                reset_query: p.reset_query.clone(),
-                login_timeout: config.limits.login_timeout(),
-            })
+            .map(|(i, old)| pool_settings(config, i, old.mode))
             .collect();
         *lock(&self.reloaded) = Some(new);
     }
@@ -280,6 +257,24 @@ impl Pools {
             .as_ref()
             .and_then(|r| r.get(target).cloned())
             .unwrap_or_else(|| self.settings[target].clone())
+    }
+}
+
+/// The pool settings of target `i` from `config` (the mode is given: it cannot change
+/// while the proxy runs).
+fn pool_settings(config: &Config, i: usize, mode: PoolMode) -> PoolSettings {
+    let p = &config.pool;
+    PoolSettings {
+        mode,
+        size: config.pool_size(i),
+        min_size: p.min_size.min(config.pool_size(i)),
+        checkout_timeout: Duration::from_secs(p.checkout_timeout_secs),
+        idle_timeout: Duration::from_secs(p.server_idle_timeout_secs),
+        lifetime: Duration::from_secs(p.server_lifetime_secs),
+        check_delay: Duration::from_secs(p.server_check_delay_secs),
+        max_prepared: p.max_prepared_statements,
+        reset_query: p.reset_query.clone(),
+        login_timeout: config.limits.login_timeout(),
     }
 }
 

@@ -72,19 +72,7 @@ pub fn plan(
                 out,
             );
         }
-        if !left.statements.is_empty() {
-            for name in &left.statements {
-                out.extend_from_slice(&wire::target_message(b'C', b'S', name));
-            }
-            out.extend_from_slice(&wire::sync());
-            syncs += 1;
-            steps.push(format!("Close {} statements", left.statements.len()));
-        }
-        for name in &left.sql_prepared {
-            out.extend_from_slice(&wire::query(&format!("DEALLOCATE {name}")));
-            syncs += 1;
-            steps.push(format!("DEALLOCATE {name}"));
-        }
+        syncs += release_statements(left, &mut out, &mut steps);
         let q = reset_query.unwrap_or("RESET ALL");
         out.extend_from_slice(&wire::query(q));
         syncs += 1;
@@ -99,17 +87,7 @@ pub fn plan(
                         out,
                     );
                 }
-                if !left.statements.is_empty() {
-                    for name in &left.statements {
-                        out.extend_from_slice(&wire::target_message(b'C', b'S', name));
-                    }
-                    out.extend_from_slice(&wire::sync());
-                    syncs += 1;
-                }
-                for name in &left.sql_prepared {
-                    out.extend_from_slice(&wire::query(&format!("DEALLOCATE {name}")));
-                    syncs += 1;
-                }
+                syncs += release_statements(left, &mut out, &mut steps);
                 out.extend_from_slice(&wire::query(q));
                 syncs += 1;
                 steps.push(q.to_owned());
@@ -131,6 +109,27 @@ pub fn plan(
         },
         out,
     )
+}
+
+/// Closes the protocol statements the client named and deallocates its SQL-prepared
+/// ones (what `DISCARD ALL` would do, said in words Redshift accepts); returns the
+/// number of ReadyForQuery answers to expect.
+fn release_statements(left: &Leftovers, out: &mut BytesMut, steps: &mut Vec<String>) -> usize {
+    let mut syncs = 0;
+    if !left.statements.is_empty() {
+        for name in &left.statements {
+            out.extend_from_slice(&wire::target_message(b'C', b'S', name));
+        }
+        out.extend_from_slice(&wire::sync());
+        syncs += 1;
+        steps.push(format!("Close {} statements", left.statements.len()));
+    }
+    for name in &left.sql_prepared {
+        out.extend_from_slice(&wire::query(&format!("DEALLOCATE {name}")));
+        syncs += 1;
+        steps.push(format!("DEALLOCATE {name}"));
+    }
+    syncs
 }
 
 /// Resets `server` for the next client; `Err` says why it must be closed instead.
