@@ -318,9 +318,15 @@ impl Bed {
             .as_ref()
             .map(|(bin, v)| format!("{v} ({})", bin.display()));
         let (bouncer, pooled_bouncer) = match &found {
-            Some((bin, _)) => (
+            Some((bin, version)) => (
                 Some(start_pgbouncer(bin, &pg, dir.path(), false)),
-                Some(start_pgbouncer(bin, &pg, dir.path(), true)),
+                // Prepared statements in transaction mode came with PgBouncer 1.21.
+                if has_prepared_statements(version) {
+                    Some(start_pgbouncer(bin, &pg, dir.path(), true))
+                } else {
+                    println!("{version} predates max_prepared_statements (1.21): pooled PgBouncer columns stay empty");
+                    None
+                },
             ),
             None => (None, None),
         };
@@ -469,6 +475,17 @@ fn find_pgbouncer() -> Option<(PathBuf, String)> {
         .trim()
         .to_string();
     Some((bin, version))
+}
+
+/// Whether a `PgBouncer X.Y.Z` version line is 1.21 or newer.
+fn has_prepared_statements(version: &str) -> bool {
+    let numbers: Vec<u32> = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .take(2)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    matches!(numbers.as_slice(), [major, minor] if (*major, *minor) >= (1, 21))
 }
 
 /// PgBouncer with verify-full TLS to the same PostgreSQL. Not `pooled`: database `bench`
