@@ -3,6 +3,7 @@
 
 use crate::sync::lock;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use tokio::sync::Notify;
 
@@ -11,6 +12,8 @@ use tokio::sync::Notify;
 pub struct Pause {
     state: Mutex<PauseState>,
     resumed: Notify,
+    /// Anything paused at all: lets every transaction-mode checkout skip the lock.
+    any: AtomicBool,
 }
 
 /// Everything paused, or these pool labels.
@@ -30,13 +33,14 @@ impl Pause {
             }
             None => st.all = true,
         }
+        self.any.store(true, Ordering::Release);
     }
 
     /// Resumes one pool or all; false if it was not paused.
     pub fn resume(&self, pool: Option<&str>) -> bool {
         let was = {
             let mut st = lock(&self.state);
-            match pool {
+            let was = match pool {
                 Some(p) => st.pools.remove(p),
                 None => {
                     let was = st.all || !st.pools.is_empty();
@@ -44,7 +48,10 @@ impl Pause {
                     st.pools.clear();
                     was
                 }
-            }
+            };
+            self.any
+                .store(st.all || !st.pools.is_empty(), Ordering::Release);
+            was
         };
         self.resumed.notify_waiters();
         was
@@ -71,6 +78,9 @@ impl Pause {
 
     /// Returns once `pool` is not paused (at once when it is not).
     pub async fn wait_resumed(&self, pool: &str) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
         loop {
             let notified = self.resumed.notified();
             tokio::pin!(notified);
