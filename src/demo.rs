@@ -7,8 +7,8 @@
 
 use crate::config::Config;
 use crate::credentials::AwsIdentitySource;
-use crate::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
-use crate::localpg::{LocalPg, LocalPgOptions};
+use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
+use local_cluster::{LocalPg, LocalPgOptions};
 use crate::server::Proxy;
 use std::future::Future;
 

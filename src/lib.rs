@@ -18,9 +18,12 @@
 //! - `relay`: `relay/bytes` the byte pipe (mode none), `relay/framed` the pooled relay; `audit`: one log line per session; `sync`: the mutex helper; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
 //! - `compat`: startup parameters stock drivers send that Redshift refuses; `localca`: the local CA that signs the client-side certificate;
 //! - `admin`: probes, Prometheus metrics, the admin console, reload (`[admin]`);
-//! - `check`: the `check` subcommand (configuration proof); `demo`: the one-command demo;
-//! - `emulator`: the Redshift credential API emulator used by tests and the demo;
-//! - `localpg`: a throwaway local PostgreSQL cluster (stand-in for Redshift), and a Redshift-like front for it.
+//! - `check`: the `check` subcommand (configuration proof);
+//! - with the `demo` feature (on by default): `demo`, the one-command demo, and `testbed`, the
+//!   cluster + emulator + proxy that tests, benches, the soak test and the demo all run on.
+//!
+//! Beside this crate: `redshift_wire` (crates/wire, every wire byte, re-exported as `wire`),
+//! `redshift_emulator` (crates/emulator) and `local_cluster` (crates/local-cluster).
 
 pub mod admin;
 pub mod audit;
@@ -33,11 +36,10 @@ pub mod compat;
 pub mod config;
 pub mod connector;
 pub mod credentials;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod emulator;
 pub mod endpoint;
 pub mod localca;
-pub mod localpg;
 pub mod login;
 pub mod mapping;
 pub mod pool;
@@ -47,7 +49,9 @@ pub mod server;
 pub mod session;
 pub mod stream;
 pub mod sync;
+#[cfg(feature = "demo")]
+pub mod testbed;
 pub mod tls;
 pub mod upstream;
 pub mod userlimit;
-pub mod wire;
+pub use redshift_wire as wire;

@@ -30,11 +30,13 @@ enum Command {
     /// Print a SCRAM-SHA-256 verifier for [client_auth] scram_verifiers; the password is read from stdin.
     HashPassword,
     /// Run a self-contained demo: local PostgreSQL as the stand-in for Redshift, the emulator, and the proxy.
+    #[cfg(feature = "demo")]
     Demo(redshift_iam_proxy::demo::DemoArgs),
     /// Print the path of the local CA certificate clients should trust (made if missing).
     CaPath,
     /// Run the Redshift credential API emulator (for tests, CI pipelines and the demo).
-    Emulator(Box<redshift_iam_proxy::emulator::cli::EmulatorArgs>),
+    #[cfg(feature = "demo")]
+    Emulator(Box<redshift_emulator::cli::EmulatorArgs>),
 }
 
 fn main() -> ExitCode {
@@ -49,8 +51,9 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
+            #[cfg(feature = "demo")]
             Some(Command::Emulator(args)) => {
-                match redshift_iam_proxy::emulator::cli::run(*args, shutdown_signal()).await {
+                match redshift_emulator::cli::run(*args, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            #[cfg(feature = "demo")]
             Some(Command::Demo(args)) => {
                 match redshift_iam_proxy::demo::run(args, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,7 @@
 //! The released binary as an operator runs it: CLI, psql over TLS, SIGTERM drain,
 //! and logs at trace level that never contain a secret.
 
-mod common;
-
-use common::{
+use redshift_iam_proxy::testbed::{
     db_error, proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY,
 };
 use std::io::{BufRead, BufReader};

@@ -1,12 +1,10 @@
 //! Safe defaults for exposed deployments: refusal without client auth, SCRAM client
 //! logins, certificate mapping, and per-user connection caps.
 
-mod common;
-
-use common::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
 use redshift_iam_proxy::clientauth::ScramVerifier;
 use redshift_iam_proxy::config::ClientAuthMethod;
-use redshift_iam_proxy::localpg::TestCa;
+use local_cluster::TestCa;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");

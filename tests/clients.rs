@@ -5,9 +5,7 @@
 //! A test whose driver is not installed is skipped with a message, unless `CI` is set: CI
 //! installs every driver (`.ci/run`), so there a missing one fails the test.
 
-mod common;
-
-use common::{Bed, BedOptions};
+use redshift_iam_proxy::testbed::{Bed, BedOptions};
 use redshift_iam_proxy::config::PoolMode;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -2,9 +2,7 @@
 //! with a Prometheus text parser, every console command through psql, SIGHUP reload,
 //! and no secret in any metric, console row or log line.
 
-mod common;
-
-use common::{proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY};
+use redshift_iam_proxy::testbed::{proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -216,8 +214,8 @@ async fn psql(conninfo: &str, sql: &str) -> Result<Vec<String>, String> {
 
 /// The bed's cluster and emulator, kept alive for the test.
 struct Parts {
-    _pg: redshift_iam_proxy::localpg::LocalPg,
-    emu: redshift_iam_proxy::emulator::Emulator,
+    _pg: local_cluster::LocalPg,
+    emu: redshift_emulator::Emulator,
 }
 
 async fn bed_config(extra_top: &str, admin: &str) -> (String, Parts) {
@@ -824,8 +822,8 @@ async fn readiness_fails_at_max_client_connections() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttled_credential_calls_are_counted_by_api_and_outcome() {
-    use redshift_iam_proxy::emulator::Fault;
-    let bed = common::Bed::start().await;
+    use redshift_emulator::Fault;
+    let bed = redshift_iam_proxy::testbed::Bed::start().await;
     let shared = bed.shared.clone().unwrap();
     let scrape = || parse_metrics(&redshift_iam_proxy::admin::metrics::encode(&shared));
     let calls = |s: &prometheus_parse::Scrape, outcome: &str| {
@@ -850,7 +848,7 @@ async fn throttled_credential_calls_are_counted_by_api_and_outcome() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn startup_and_readiness_wait_for_prewarm() {
-    use redshift_iam_proxy::emulator::Fault;
+    use redshift_emulator::Fault;
     let (toml, parts) = bed_config("", ADMIN).await;
     // The first AWS call hangs for one attempt (2 s), so prewarm takes a while.
     parts.emu.fail_next(1, Fault::Hang);

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use redshift_iam_proxy::config::Config;
-use redshift_iam_proxy::emulator::EmulatorArgs;
+use redshift_emulator::EmulatorArgs;
 use serde_yaml::Value;
 
 fn root(path: &str) -> String {

@@ -1,9 +1,7 @@
 //! Connection pooling, end to end: real PostgreSQL, the SigV4-checking emulator, real
 //! clients (tokio-postgres, psql). Each test states one behaviour a user relies on.
 
-mod common;
-
-use common::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
 use redshift_iam_proxy::config::{Config, PoolMode};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -1,12 +1,10 @@
 //! Several targets in one proxy: two real clusters, picked by database name or by listener.
 
-mod common;
-
-use common::{db_error, init_tracing, ACCESS_KEY, SECRET_KEY};
+use redshift_iam_proxy::testbed::{db_error, init_tracing, ACCESS_KEY, SECRET_KEY};
 use redshift_iam_proxy::config::Config;
 use redshift_iam_proxy::credentials::AwsIdentitySource;
-use redshift_iam_proxy::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
-use redshift_iam_proxy::localpg::{LocalPg, LocalPgOptions};
+use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
+use local_cluster::{LocalPg, LocalPgOptions};
 use redshift_iam_proxy::server::Proxy;
 
 async fn cluster_with_bob() -> LocalPg {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redshift_iam_proxy_fuzz::wire;
+use redshift_wire as wire;
 use wire::AuthRequest;
 
 fuzz_target!(|data: &[u8]| {

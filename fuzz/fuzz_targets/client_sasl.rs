@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redshift_iam_proxy_fuzz::wire;
+use redshift_wire as wire;
 
 fuzz_target!(|data: &[u8]| {
     let Ok((mechanism, initial)) = wire::parse_sasl_initial_response(data) else {

@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redshift_iam_proxy_fuzz::wire::{self, Bind, Frame, Framer, NamedTarget, Parse};
+use redshift_wire::{self as wire, Bind, Frame, Framer, NamedTarget, Parse};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {

@@ -6,7 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redshift_iam_proxy_fuzz::{block_on, wire, ChunkedReader};
+use redshift_iam_proxy_fuzz::{block_on, ChunkedReader};
+use redshift_wire as wire;
 use wire::{MessageReader, WireError};
 
 fuzz_target!(|data: &[u8]| {

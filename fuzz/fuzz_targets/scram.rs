@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use redshift_iam_proxy_fuzz::wire::{self, AuthRequest};
+use redshift_wire::{self as wire, AuthRequest};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pw_len, rest)) = data.split_first() else {

@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redshift_iam_proxy_fuzz::{block_on, wire, ChunkedReader};
+use redshift_iam_proxy_fuzz::{block_on, ChunkedReader};
+use redshift_wire as wire;
 use wire::{StartupFrame, WireError};
 
 /// The proxy's default `max_startup_packet_bytes` is 10 000; a small cap is also tried.

@@ -1,15 +1,7 @@
-//! Compiles the proxy's `src/wire.rs` on its own, so the fuzzers instrument only the
-//! code under test and its three dependencies instead of the whole proxy (AWS SDK,
-//! rustls, hyper...), which would take many minutes to build with sanitizers.
-//! `wire.rs` is self-contained (no `crate::` paths); if that ever changes, depend on
-//! the `redshift-iam-proxy` crate by path instead.
-
-#[path = "../../src/wire.rs"]
-pub mod wire;
-
-/// The pool's SQL lexer (what statements do to a session); self-contained like wire.rs.
-#[path = "../../src/pool/classify.rs"]
-pub mod classify;
+//! Helpers the fuzz targets share. The code under test is the `redshift-wire` crate
+//! (crates/wire): framing, typed messages and the pool's SQL lexer, built without the
+//! rest of the proxy (AWS SDK, rustls, hyper...), which would take many minutes to
+//! build with sanitizers.
 
 use std::future::Future;
 use std::pin::Pin;

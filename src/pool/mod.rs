@@ -8,10 +8,9 @@
 //! Rooms: `checkout` (one pool: idle list, waits, limits, reaping), `server` (one server
 //! and its state), `guard` (a checked-out server whose drop resets and checks in),
 //! `reset`, `params` (session settings), `prepared` (statement renaming), `txn`
-//! (transaction boundaries), `classify` (what SQL does to a session), `stats`.
+//! (transaction boundaries), `stats`.
 
 pub mod checkout;
-pub mod classify;
 pub mod guard;
 pub mod params;
 pub mod prepared;

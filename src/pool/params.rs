@@ -8,7 +8,7 @@
 //! changed. Before a client's work runs on a server, the server's applied settings are
 //! brought to the client's with one query; only the difference is sent.
 
-use super::classify::Effect;
+use crate::wire::sql::Effect;
 use std::collections::BTreeMap;
 
 /// Startup parameters the pool applies with `SET` (lower-case names) instead of putting

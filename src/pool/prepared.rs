@@ -8,7 +8,7 @@
 //! `max_prepared_statements` (least recently used ones are closed); clients at most
 //! [`MAX_CLIENT_STATEMENTS`].
 
-use super::classify::Effect;
+use crate::wire::sql::Effect;
 use crate::wire::Parse;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

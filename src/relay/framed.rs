@@ -8,14 +8,14 @@
 //! and COPY data stream through as they arrived.
 //!
 //! The relay only observes and rewrites; the decisions live elsewhere: what SQL does to
-//! the session (`pool::classify`), how settings are carried (`pool::params`), statement
+//! the session (`wire::sql`), how settings are carried (`pool::params`), statement
 //! naming (`pool::prepared`), when a server may go (`pool::txn`), how it is cleaned
 //! (`pool::reset`, through the guard's drop).
 
 use super::Traffic;
 use crate::cancel::{Attached, CancelKey};
 use crate::config::PoolMode;
-use crate::pool::classify::{self, Effect};
+use crate::wire::sql::{self, Effect};
 use crate::pool::guard::{Checkout, OnDrop};
 use crate::pool::params::{self, ClientSettings};
 use crate::pool::prepared::{ClientStatements, Statement};
@@ -515,7 +515,7 @@ impl Relay {
             }
             b'Q' => {
                 let text = wire::query_str(&body).map_err(bad)?;
-                let effects = classify::classify(&text);
+                let effects = sql::classify(&text);
                 self.note_effects(&effects, true);
                 self.to_server.extend_from_slice(&raw);
                 self.tracker.sent(Kind::Query, true, None);
@@ -523,7 +523,7 @@ impl Relay {
             }
             b'P' => {
                 let parse = Parse::decode(&body).map_err(bad)?;
-                let effects = classify::classify(&parse.query);
+                let effects = sql::classify(&parse.query);
                 self.note_effects(&effects, false);
                 if parse.name.is_empty() || !txn {
                     if parse.name.is_empty() {

@@ -8,9 +8,8 @@
 //! After authentication the proxy never decodes messages again; the relay moves
 //! opaque bytes (Redshift extends RowDescription, so re-encoding would corrupt it).
 
-// The explicit path also works when the fuzz package compiles this file on its own.
-#[path = "wire/frames.rs"]
 mod frames;
+pub mod sql;
 pub use frames::*;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};

@@ -4,12 +4,12 @@
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use crate::emulator::api::{self, REFRESH_AHEAD};
-use crate::emulator::error::ApiError;
-use crate::emulator::identity::authorize;
-use crate::emulator::state::State;
-use crate::emulator::validate::{validate_name, MAX_DURATION, MIN_DURATION};
-use crate::emulator::{AccessKey, ACCOUNT_ID};
+use crate::api::{self, REFRESH_AHEAD};
+use crate::error::ApiError;
+use crate::identity::authorize;
+use crate::state::State;
+use crate::validate::{validate_name, MAX_DURATION, MIN_DURATION};
+use crate::{AccessKey, ACCOUNT_ID};
 
 /// Prefix of `X-Amz-Target` that routes a request here.
 pub(crate) const TARGET_PREFIX: &str = "RedshiftServerless.";

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime};
 
-use crate::emulator::error::ApiError;
-use crate::emulator::identity::{self, authorize};
-use crate::emulator::provision::{self, Outcome, ProvisionRequest, RoleProvisioner};
-use crate::emulator::state::State;
-use crate::emulator::validate::{self, Params, Target};
-use crate::emulator::{xml, AccessKey, ACCOUNT_ID};
+use crate::error::ApiError;
+use crate::identity::{self, authorize};
+use crate::provision::{self, Outcome, ProvisionRequest, RoleProvisioner};
+use crate::state::State;
+use crate::validate::{self, Params, Target};
+use crate::{xml, AccessKey, ACCOUNT_ID};
 
 /// API version every request must name.
 pub(crate) const API_VERSION: &str = "2012-12-01";

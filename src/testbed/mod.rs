@@ -1,14 +1,15 @@
 //! Test bed: a private PostgreSQL cluster (TLS, SCRAM), the credential-API emulator
 //! provisioning real role passwords on it, and the proxy in front, all on random ports.
-#![allow(dead_code)]
-
 pub mod faultline;
+mod redshift_front;
 
-use redshift_iam_proxy::config::Config;
-use redshift_iam_proxy::credentials::AwsIdentitySource;
-use redshift_iam_proxy::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
-use redshift_iam_proxy::localpg::{LocalPg, LocalPgOptions, PasswordLookup, RedshiftFront};
-use redshift_iam_proxy::server::Proxy;
+pub use redshift_front::{PasswordLookup, RedshiftFront, REDSHIFT_SERVER_VERSION};
+
+use crate::config::Config;
+use crate::credentials::AwsIdentitySource;
+use crate::server::Proxy;
+use local_cluster::{LocalPg, LocalPgOptions};
+use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -89,7 +90,7 @@ pub struct Bed {
     pub emu: Emulator,
     pub proxy_addr: SocketAddr,
     pub config: Config,
-    pub shared: Option<Arc<redshift_iam_proxy::session::Shared>>,
+    pub shared: Option<Arc<crate::session::Shared>>,
     stop: Option<oneshot::Sender<()>>,
     join: Option<JoinHandle<()>>,
 }
@@ -150,7 +151,7 @@ pub async fn start_parts(opts: &BedOptions) -> (LocalPg, Option<RedshiftFront>, 
     let mut emu_config = EmulatorConfig {
         region: "us-east-1".into(),
         keys: vec![AccessKey {
-            arn: redshift_iam_proxy::emulator::DEFAULT_KEY_ARN.into(),
+            arn: redshift_emulator::DEFAULT_KEY_ARN.into(),
             access_key_id: ACCESS_KEY.into(),
             secret_access_key: SECRET_KEY.into(),
             session_token: None,

@@ -38,6 +38,10 @@ use tokio_util::task::TaskTracker;
 pub use cli::{run, ClusterSpec, EmulatorArgs, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY};
 
 /// Account id used in every emulated ARN.
+/// The newest password minted for a login role, or `None`: how a server standing in for
+/// Redshift checks the passwords the emulator hands out.
+pub type PasswordLookup = Arc<dyn Fn(&str) -> Option<secrecy::SecretString> + Send + Sync>;
+
 pub const ACCOUNT_ID: &str = "123456789012";
 /// Identity of keys built with [`AccessKey::new`].
 pub const DEFAULT_KEY_ARN: &str = "arn:aws:iam::123456789012:user/emulator";
@@ -97,8 +101,8 @@ pub struct EmulatedCluster {
 }
 
 impl EmulatedCluster {
-    /// A cluster backed by a local PostgreSQL started with [`crate::localpg`].
-    pub fn local(identifier: impl Into<String>, pg: &crate::localpg::LocalPg) -> Self {
+    /// A cluster backed by a local PostgreSQL started with [`local_cluster`].
+    pub fn local(identifier: impl Into<String>, pg: &local_cluster::LocalPg) -> Self {
         Self {
             identifier: identifier.into(),
             host: pg.host().into(),
@@ -289,9 +293,9 @@ impl Emulator {
     }
 
     /// The newest password minted for a login role (`IAM:alice`, `IAMR:analyst`): what a
-    /// Redshift-like front ([`crate::localpg::RedshiftFront`]) checks logins against. The
+    /// Redshift-like front (the proxy's test bed) checks logins against. The
     /// lookup keeps the emulator's state alive, not its server.
-    pub fn password_lookup(&self) -> crate::localpg::PasswordLookup {
+    pub fn password_lookup(&self) -> PasswordLookup {
         let state = self.state.clone();
         Arc::new(move |login_role: &str| {
             state

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::emulator::{
+use crate::{
     AccessKey, EmulatedCluster, EmulatedRole, EmulatedWorkgroup, Emulator, EmulatorConfig, Fault,
 };
 
@@ -130,7 +130,7 @@ pub struct EmulatorArgs {
     #[arg(
         long,
         value_name = "ARN",
-        default_value = crate::emulator::DEFAULT_KEY_ARN
+        default_value = crate::DEFAULT_KEY_ARN
     )]
     pub key_arn: String,
     /// Role AssumeRole accepts, ARN[:EXTERNAL_ID][=GROUP,...]; the groups are what its IAMR:

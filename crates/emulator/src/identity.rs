@@ -3,9 +3,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::emulator::error::ApiError;
-use crate::emulator::state::State;
-use crate::emulator::AccessKey;
+use crate::error::ApiError;
+use crate::state::State;
+use crate::AccessKey;
 
 /// Why: the kinds of caller the IAM-mapped credential APIs distinguish.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,10 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::emulator::error::ApiError;
-use crate::emulator::state::State;
-use crate::emulator::validate::Params;
-use crate::emulator::{api, serverless, sigv4, sts, xml, Fault};
+use crate::error::ApiError;
+use crate::state::State;
+use crate::validate::Params;
+use crate::{api, serverless, sigv4, sts, xml, Fault};
 
 /// Largest accepted request body.
 pub(crate) const MAX_BODY: usize = 64 * 1024;

@@ -1,6 +1,6 @@
 //! AWS Query (XML) response rendering.
 
-use crate::emulator::error::ApiError;
+use crate::error::ApiError;
 
 /// Namespace of every Redshift 2012-12-01 response document.
 pub(crate) const NAMESPACE: &str = "http://redshift.amazonaws.com/doc/2012-12-01/";

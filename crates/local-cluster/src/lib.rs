@@ -6,17 +6,15 @@
 //! and runs `postgres -D` as a direct child that dies with us (PDEATHSIG).
 //! When the process runs as root, initdb/postgres run as the `postgres` user.
 //!
-//! [`RedshiftFront`] puts a Redshift-like server (TLS only, auth code 13, `server_version`
-//! 8.0.2, Redshift's refusals) in front of a cluster.
+//! The proxy's test bed puts a Redshift-like front (TLS only, auth code 13,
+//! `server_version` 8.0.2, Redshift's refusals) in front of one.
 
 mod ca;
-mod redshift_front;
 mod server;
 #[cfg(test)]
 mod tests;
 
 pub use ca::TestCa;
-pub use redshift_front::{PasswordLookup, RedshiftFront, REDSHIFT_SERVER_VERSION};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -90,7 +88,8 @@ pub enum LocalPgError {
 }
 
 /// Builds an [`LocalPgError::Io`] mapper with a context message.
-fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> LocalPgError {
+/// Wraps an I/O error with what was being done (also used by servers built on a cluster).
+pub fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> LocalPgError {
     let context = context.into();
     move |source| LocalPgError::Io { context, source }
 }

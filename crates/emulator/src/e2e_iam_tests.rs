@@ -21,9 +21,9 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::HeaderMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::emulator::provision::fake::FakeCatalog;
-use crate::emulator::provision::RoleProvisioner;
-use crate::emulator::{
+use crate::provision::fake::FakeCatalog;
+use crate::provision::RoleProvisioner;
+use crate::{
     sigv4, AccessKey, EmulatedCluster, EmulatedRole, EmulatedWorkgroup, Emulator, EmulatorConfig,
     Fault,
 };
@@ -827,7 +827,7 @@ async fn each_service_checks_its_own_signing_name() {
 
 /// Logs in over TCP (plaintext, SCRAM) and returns `session_user` and membership of `group`.
 async fn login(
-    pg: &crate::localpg::LocalPg,
+    pg: &local_cluster::LocalPg,
     user: &str,
     password: &str,
     group: &str,
@@ -851,7 +851,7 @@ async fn login(
 
 #[tokio::test]
 async fn iam_mapped_logins_on_real_postgres() {
-    let pg = crate::localpg::LocalPg::start(crate::localpg::LocalPgOptions {
+    let pg = local_cluster::LocalPg::start(local_cluster::LocalPgOptions {
         hba_extra: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
         ..Default::default()
     })

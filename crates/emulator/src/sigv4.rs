@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
-use crate::emulator::error::ApiError;
-use crate::emulator::AccessKey;
+use crate::error::ApiError;
+use crate::AccessKey;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const MAX_SKEW: Duration = Duration::minutes(15);
@@ -411,7 +411,7 @@ mod tests {
 
     fn key(token: Option<&str>) -> AccessKey {
         AccessKey {
-            arn: crate::emulator::DEFAULT_KEY_ARN.into(),
+            arn: crate::DEFAULT_KEY_ARN.into(),
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: SECRET.into(),
             session_token: token.map(str::to_owned),

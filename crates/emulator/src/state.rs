@@ -1,7 +1,6 @@
 //! Shared emulator state: configuration, provisioners, temporary STS sessions, fault queue,
 //! delay, call counters.
 
-use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,8 +8,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::emulator::provision::RoleProvisioner;
-use crate::emulator::{AccessKey, EmulatedCluster, EmulatedWorkgroup, EmulatorConfig, Fault};
+use crate::provision::RoleProvisioner;
+use crate::{AccessKey, EmulatedCluster, EmulatedWorkgroup, EmulatorConfig, Fault};
 
 /// Why: one cluster together with the provisioner that owns its admin connection.
 pub(crate) struct ClusterEntry {
@@ -206,6 +205,12 @@ impl State {
         lock(&self.faults).clear();
         *lock(&self.delay) = Duration::ZERO;
     }
+}
+
+/// Locks `m`, recovering from poisoning: every critical section here is a few map or
+/// counter operations that cannot leave the state half-updated.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

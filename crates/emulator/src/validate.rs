@@ -1,6 +1,6 @@
 //! AWS Query parameter parsing and the GetClusterCredentials(WithIAM) parameter rules.
 
-use crate::emulator::error::ApiError;
+use crate::error::ApiError;
 
 /// Why: AWS Query parameters merged from the query string and the form body (first value wins),
 /// so actions look parameters up by name without caring where they came from.

@@ -12,9 +12,9 @@ use aws_sdk_redshift::operation::describe_clusters::DescribeClustersError;
 use aws_sdk_redshift::operation::get_cluster_credentials::GetClusterCredentialsError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::emulator::provision::fake::FakeCatalog;
-use crate::emulator::provision::{password_verifier, RoleProvisioner};
-use crate::emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig, Fault};
+use crate::provision::fake::FakeCatalog;
+use crate::provision::{password_verifier, RoleProvisioner};
+use crate::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig, Fault};
 
 const AKID: &str = "AKIDTEST";
 const SECRET: &str = "test-secret";

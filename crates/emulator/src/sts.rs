@@ -4,12 +4,12 @@
 use rand::Rng;
 use time::{Duration, OffsetDateTime};
 
-use crate::emulator::api::iso8601;
-use crate::emulator::error::ApiError;
-use crate::emulator::identity::{self, Principal};
-use crate::emulator::state::{State, TempSession};
-use crate::emulator::validate::Params;
-use crate::emulator::{xml, AccessKey, ACCOUNT_ID};
+use crate::api::iso8601;
+use crate::error::ApiError;
+use crate::identity::{self, Principal};
+use crate::state::{State, TempSession};
+use crate::validate::Params;
+use crate::{xml, AccessKey, ACCOUNT_ID};
 
 /// The STS API version; a Query request naming it is routed here.
 pub(crate) const API_VERSION: &str = "2011-06-15";
