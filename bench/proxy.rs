@@ -26,8 +26,8 @@
 //! `BENCH_ONLY` (`relay` or `pooled`: one group only; results in `only-<group>.json`).
 
 use futures_util::StreamExt;
-use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
 use local_cluster::{LocalPg, LocalPgOptions};
+use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

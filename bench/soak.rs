@@ -9,8 +9,8 @@
 //! after; the run fails if the idle-after figures are not flat against idle-before.
 
 use futures_util::{SinkExt, StreamExt};
-use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
 use local_cluster::{LocalPg, LocalPgOptions};
+use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};

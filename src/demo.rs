@@ -7,9 +7,9 @@
 
 use crate::config::Config;
 use crate::credentials::AwsIdentitySource;
-use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
-use local_cluster::{LocalPg, LocalPgOptions};
 use crate::server::Proxy;
+use local_cluster::{LocalPg, LocalPgOptions};
+use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
 use std::future::Future;
 
 /// The sample schema, shared with docker-compose.yml.

@@ -1,7 +1,9 @@
 //! `redshift-iam-proxy check` on the test bed: passes on a good setup, and fails with a
 //! named fix on each broken one.
 
-use redshift_iam_proxy::testbed::{proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY};
+use redshift_iam_proxy::testbed::{
+    proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY,
+};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");

@@ -1,10 +1,10 @@
 //! Safe defaults for exposed deployments: refusal without client auth, SCRAM client
 //! logins, certificate mapping, and per-user connection caps.
 
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use local_cluster::TestCa;
 use redshift_iam_proxy::clientauth::ScramVerifier;
 use redshift_iam_proxy::config::ClientAuthMethod;
-use local_cluster::TestCa;
+use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");

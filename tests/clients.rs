@@ -5,8 +5,8 @@
 //! A test whose driver is not installed is skipped with a message, unless `CI` is set: CI
 //! installs every driver (`.ci/run`), so there a missing one fails the test.
 
-use redshift_iam_proxy::testbed::{Bed, BedOptions};
 use redshift_iam_proxy::config::PoolMode;
+use redshift_iam_proxy::testbed::{Bed, BedOptions};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;

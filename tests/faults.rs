@@ -2,9 +2,9 @@
 //! mixed storm. For each fault the client sees a clear error (or a clean close), the
 //! proxy stays up, and it recovers by itself once the fault is gone.
 
+use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
 use redshift_iam_proxy::testbed::faultline::{Faultline, Mode};
 use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
-use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -60,8 +60,14 @@ async fn aws_endpoint_refusing_connections_then_coming_back() {
     // The endpoint comes back (the same emulator setup, now on that port).
     let emu = Emulator::start(
         EmulatorConfig {
-            keys: vec![AccessKey::new(redshift_iam_proxy::testbed::ACCESS_KEY, redshift_iam_proxy::testbed::SECRET_KEY)],
-            clusters: vec![EmulatedCluster::local(redshift_iam_proxy::testbed::CLUSTER, &bed.pg)],
+            keys: vec![AccessKey::new(
+                redshift_iam_proxy::testbed::ACCESS_KEY,
+                redshift_iam_proxy::testbed::SECRET_KEY,
+            )],
+            clusters: vec![EmulatedCluster::local(
+                redshift_iam_proxy::testbed::CLUSTER,
+                &bed.pg,
+            )],
             ..Default::default()
         },
         format!("127.0.0.1:{port}").parse().unwrap(),

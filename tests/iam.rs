@@ -2,9 +2,9 @@
 //! and per-user assumed roles), Redshift Serverless GetCredentials, and custom domain names.
 //! Every login is real: the emulator provisions the password AWS would return for that identity.
 
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
-use redshift_iam_proxy::config::CredentialMode;
 use redshift_emulator::{EmulatedRole, EmulatedWorkgroup, Fault};
+use redshift_iam_proxy::config::CredentialMode;
+use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
 
 const ANALYST: &str = "arn:aws:iam::123456789012:role/analyst";
 const ETL: &str = "arn:aws:iam::123456789012:role/etl";
@@ -147,7 +147,10 @@ async fn serverless_workgroup_found_with_get_workgroup() {
 async fn custom_domain_is_resolved_checked_in_tls_and_falls_back_once() {
     let bed = Bed::with(BedOptions {
         emulator: Box::new(|cfg, _| {
-            cfg.custom_domains = vec![("localhost".into(), redshift_iam_proxy::testbed::CLUSTER.into())]
+            cfg.custom_domains = vec![(
+                "localhost".into(),
+                redshift_iam_proxy::testbed::CLUSTER.into(),
+            )]
         }),
         tweak: Box::new(|c| {
             c.cluster[0].identifier = None;

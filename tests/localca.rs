@@ -2,8 +2,8 @@
 //! proxy through one `ca.crt` that outlives restarts, while the listener
 //! certificate is made afresh at each start.
 
-use redshift_iam_proxy::testbed::{Bed, BedOptions, ACCESS_KEY, SECRET_KEY};
 use local_cluster::TestCa;
+use redshift_iam_proxy::testbed::{Bed, BedOptions, ACCESS_KEY, SECRET_KEY};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

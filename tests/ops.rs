@@ -2,7 +2,9 @@
 //! with a Prometheus text parser, every console command through psql, SIGHUP reload,
 //! and no secret in any metric, console row or log line.
 
-use redshift_iam_proxy::testbed::{proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY};
+use redshift_iam_proxy::testbed::{
+    proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY,
+};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;

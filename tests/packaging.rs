@@ -2,8 +2,8 @@
 //! (No Docker engine runs here, so this checks what can be checked without one.)
 
 use clap::Parser;
-use redshift_iam_proxy::config::Config;
 use redshift_emulator::EmulatorArgs;
+use redshift_iam_proxy::config::Config;
 use serde_yaml::Value;
 
 fn root(path: &str) -> String {

@@ -1,8 +1,8 @@
 //! Connection pooling, end to end: real PostgreSQL, the SigV4-checking emulator, real
 //! clients (tokio-postgres, psql). Each test states one behaviour a user relies on.
 
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
 use redshift_iam_proxy::config::{Config, PoolMode};
+use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 

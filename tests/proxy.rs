@@ -1,9 +1,9 @@
 //! End-to-end behaviour of the proxy with real clients, a real PostgreSQL cluster
 //! and the SigV4-checking emulator that injects real role passwords.
 
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
 use futures_util::{SinkExt, StreamExt};
 use redshift_emulator::Fault;
+use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -1,10 +1,10 @@
 //! The proxy against a Redshift-like front (TLS only, auth code 13 with the drivers' nonce,
 //! `server_version` 8.0.2, Redshift's refusals) in front of a real PostgreSQL cluster.
 
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
 use redshift_iam_proxy::config::SslMode;
-use redshift_iam_proxy::testbed::RedshiftFront;
 use redshift_iam_proxy::stream::Stream;
+use redshift_iam_proxy::testbed::RedshiftFront;
+use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
 use redshift_iam_proxy::upstream::{self, UpstreamTarget};
 use redshift_iam_proxy::wire::{self, AuthRequest, ErrorFields, Message, MessageReader};
 use rustls::pki_types::ServerName;

@@ -1,11 +1,11 @@
 //! Several targets in one proxy: two real clusters, picked by database name or by listener.
 
-use redshift_iam_proxy::testbed::{db_error, init_tracing, ACCESS_KEY, SECRET_KEY};
+use local_cluster::{LocalPg, LocalPgOptions};
+use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
 use redshift_iam_proxy::config::Config;
 use redshift_iam_proxy::credentials::AwsIdentitySource;
-use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
-use local_cluster::{LocalPg, LocalPgOptions};
 use redshift_iam_proxy::server::Proxy;
+use redshift_iam_proxy::testbed::{db_error, init_tracing, ACCESS_KEY, SECRET_KEY};
 
 async fn cluster_with_bob() -> LocalPg {
     let pg = LocalPg::start(LocalPgOptions::default()).await.unwrap();

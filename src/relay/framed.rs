@@ -15,7 +15,6 @@
 use super::Traffic;
 use crate::cancel::{Attached, CancelKey};
 use crate::config::PoolMode;
-use crate::wire::sql::{self, Effect};
 use crate::pool::guard::{Checkout, OnDrop};
 use crate::pool::params::{self, ClientSettings};
 use crate::pool::prepared::{ClientStatements, Statement};
@@ -26,6 +25,7 @@ use crate::pool::txn::{Kind, Tracker};
 use crate::pool::PoolHandle;
 use crate::refusal::Refusal;
 use crate::stream::Stream;
+use crate::wire::sql::{self, Effect};
 use crate::wire::{self, Bind, Frame, Framer, NamedTarget, Parse};
 use bytes::{Buf, BytesMut};
 use std::collections::{HashMap, HashSet};

@@ -42,14 +42,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use local_cluster::{io_ctx, LocalPg, LocalPgError};
-/// The front checks digests against the password the credential API issued last for a login
-/// role (`IAM:alice`), as Redshift does: [`redshift_emulator::Emulator::password_lookup`].
-pub use redshift_emulator::PasswordLookup;
 use crate::stream::Stream;
 use crate::sync::lock;
 use crate::upstream::{self, LoggedIn, UpstreamError, UpstreamTarget};
 use crate::wire::{self, StartupFrame, WireError};
+use local_cluster::{io_ctx, LocalPg, LocalPgError};
+/// The front checks digests against the password the credential API issued last for a login
+/// role (`IAM:alice`), as Redshift does: [`redshift_emulator::Emulator::password_lookup`].
+pub use redshift_emulator::PasswordLookup;
 
 /// What Redshift reports as `server_version`.
 pub const REDSHIFT_SERVER_VERSION: &str = "8.0.2";
