@@ -5,9 +5,13 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY deploy ./deploy
 COPY bench ./bench
-RUN cargo build --release --locked --bin redshift-iam-proxy \
+# The lean production binary (no demo, emulator or test bed). docker-compose.yml builds
+# with `FEATURES=demo` for its `emulator` service.
+ARG FEATURES=""
+RUN cargo build --release --locked --bin redshift-iam-proxy --no-default-features ${FEATURES:+--features "$FEATURES"} \
  && install -m 0755 target/release/redshift-iam-proxy /usr/local/bin/redshift-iam-proxy
 
 FROM debian:bookworm-slim

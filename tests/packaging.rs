@@ -126,7 +126,7 @@ fn dockerfile_is_multi_stage_and_runs_as_non_root() {
         "{user}"
     );
     // Everything the manifest needs to build is copied into the build stage.
-    for dir in ["src", "deploy", "Cargo.lock"] {
+    for dir in ["src", "crates", "deploy", "Cargo.lock"] {
         assert!(
             d.contains(&format!("COPY {dir}")) || d.contains(&format!(" {dir} ")),
             "{dir} not copied"
