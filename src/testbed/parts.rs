@@ -1,0 +1,139 @@
+//! The parts of a bed: a private PostgreSQL cluster (TLS, SCRAM), optionally the
+//! Redshift-like front before it, and the credential-API emulator provisioning real role
+//! passwords on it.
+
+use super::config::{base_toml, merge_toml};
+use super::{BedError, BedOptions, PasswordLookup, RedshiftFront, ACCESS_KEY, SECRET_KEY};
+use crate::config::Config;
+use crate::credentials::AwsIdentitySource;
+use crate::server::Proxy;
+use local_cluster::{LocalPg, LocalPgOptions};
+use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
+use std::sync::{Arc, OnceLock};
+
+/// Why: everything but the proxy, started once from [`BedOptions`], so an in-process
+/// proxy, the proxy binary, a benchmark or the demo all reach the same cluster and API.
+pub struct Parts {
+    pub pg: LocalPg,
+    /// The Redshift-like front the proxy reaches the cluster through (`BedOptions::redshift_front`).
+    pub front: Option<RedshiftFront>,
+    pub emu: Emulator,
+    cluster: String,
+    proxy_toml: String,
+    users_toml: String,
+}
+
+impl Parts {
+    /// PostgreSQL with `setup_sql` run, the front when asked for (its endpoint is the
+    /// cluster's in the emulator), and the emulator, whose minted passwords the front
+    /// checks logins against.
+    pub async fn start(opts: &BedOptions) -> Result<Parts, BedError> {
+        let pg = LocalPg::start(LocalPgOptions {
+            hba_extra: opts.hba_extra.clone(),
+            max_connections: opts.pg_max_connections,
+            extra_conf: opts.pg_extra_conf.clone(),
+        })
+        .await
+        .map_err(|e| BedError::new("start PostgreSQL", e))?;
+        if !opts.setup_sql.trim().is_empty() {
+            let admin = pg
+                .admin()
+                .await
+                .map_err(|e| BedError::new("connect to PostgreSQL as admin", e))?;
+            admin
+                .batch_execute(&opts.setup_sql)
+                .await
+                .map_err(|e| BedError::new("run the bed's setup SQL", e))?;
+        }
+        // The front starts before the emulator (whose cluster endpoint it is), so its
+        // password lookup is bound to the emulator once that runs.
+        let lookup: Arc<OnceLock<PasswordLookup>> = Arc::default();
+        let front = if opts.redshift_front {
+            let bound = lookup.clone();
+            let passwords: PasswordLookup =
+                Arc::new(move |role: &str| bound.get().and_then(|lookup| lookup(role)));
+            Some(
+                RedshiftFront::start(&pg, passwords)
+                    .await
+                    .map_err(|e| BedError::new("start the Redshift-like front", e))?,
+            )
+        } else {
+            None
+        };
+        let mut cluster = EmulatedCluster::local(opts.cluster.clone(), &pg);
+        if let Some(front) = &front {
+            cluster.host = front.host().into();
+            cluster.port = front.port();
+        }
+        let mut emu_config = EmulatorConfig {
+            region: "us-east-1".into(),
+            keys: vec![AccessKey {
+                denied_actions: opts.denied_actions.clone(),
+                ..AccessKey::new(ACCESS_KEY, SECRET_KEY)
+            }],
+            clusters: vec![cluster],
+            md5_users: opts.md5_users.clone(),
+            ..Default::default()
+        };
+        (opts.emulator)(&mut emu_config, &pg);
+        let emu = Emulator::start(emu_config, ([127, 0, 0, 1], 0).into())
+            .await
+            .map_err(|e| BedError::new("start the credential-API emulator", e))?;
+        let _ = lookup.set(emu.password_lookup());
+        Ok(Parts {
+            pg,
+            front,
+            emu,
+            cluster: opts.cluster.clone(),
+            proxy_toml: opts.proxy_toml.clone(),
+            users_toml: opts.users_toml.clone(),
+        })
+    }
+
+    /// The proxy configuration of this bed: the generated base, the options' `proxy_toml`
+    /// and `users_toml`.
+    pub fn config_toml(&self) -> Result<String, BedError> {
+        self.config_toml_with("")
+    }
+
+    /// [`Parts::config_toml`] with `fragment` merged last (tables merge, values and arrays
+    /// replace), e.g. a fixed `listen`, a `[pool]` table or other `[[users]]`.
+    pub fn config_toml_with(&self, fragment: &str) -> Result<String, BedError> {
+        let mut toml = base_toml(
+            &self.emu.endpoint_url(),
+            &self.cluster,
+            self.pg.ca_cert_path(),
+        );
+        for layer in [&self.proxy_toml, &self.users_toml, fragment] {
+            merge_toml(&mut toml, layer)?;
+        }
+        Ok(toml.to_string())
+    }
+
+    /// The parsed, validated configuration of [`Parts::config_toml_with`].
+    pub fn config_with(&self, fragment: &str) -> Result<Config, BedError> {
+        let config = Config::from_toml(&self.config_toml_with(fragment)?)
+            .map_err(|e| BedError::new("parse the bed's proxy config", e))?;
+        Ok(config)
+    }
+
+    /// Binds an in-process proxy with `config`, logging in to the emulator with the bed's key.
+    pub async fn bind_proxy(&self, config: Config) -> Result<Proxy, BedError> {
+        config
+            .validate()
+            .map_err(|e| BedError::new("validate the bed's proxy config", e))?;
+        let creds =
+            aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "testbed");
+        let listen = config.listen.clone();
+        Proxy::bind(config, AwsIdentitySource::Static(creds))
+            .await
+            .map_err(|e| BedError::new(format!("bind the proxy on {listen}"), e))
+    }
+
+    /// Stops the emulator and the cluster (removing its directory).
+    pub async fn stop(self) {
+        self.emu.shutdown().await;
+        drop(self.front);
+        self.pg.stop().await;
+    }
+}
