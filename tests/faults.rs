@@ -2,9 +2,9 @@
 //! mixed storm. For each fault the client sees a clear error (or a clean close), the
 //! proxy stays up, and it recovers by itself once the fault is gone.
 
-use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
+use redshift_emulator::Emulator;
 use redshift_iam_proxy::testbed::faultline::{Faultline, Mode};
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{db_error, free_port, Bed, BedOptions};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -40,11 +40,7 @@ async fn backends_of(bed: &Bed, role: &str) -> i64 {
 #[tokio::test]
 async fn aws_endpoint_refusing_connections_then_coming_back() {
     // Reserve a port for the emulator, but do not start it yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port().unwrap();
     let bed = Bed::with(BedOptions {
         tweak: Box::new(move |c| {
             c.aws.endpoint_url = Some(format!("http://127.0.0.1:{port}"));
@@ -58,22 +54,9 @@ async fn aws_endpoint_refusing_connections_then_coming_back() {
     assert_eq!(code, "08001");
     assert!(msg.contains("EndpointUnreachable"), "{msg}");
     // The endpoint comes back (the same emulator setup, now on that port).
-    let emu = Emulator::start(
-        EmulatorConfig {
-            keys: vec![AccessKey::new(
-                redshift_iam_proxy::testbed::ACCESS_KEY,
-                redshift_iam_proxy::testbed::SECRET_KEY,
-            )],
-            clusters: vec![EmulatedCluster::local(
-                redshift_iam_proxy::testbed::CLUSTER,
-                &bed.pg,
-            )],
-            ..Default::default()
-        },
-        format!("127.0.0.1:{port}").parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let emu = Emulator::start(bed.emulator_config(), ([127, 0, 0, 1], port).into())
+        .await
+        .unwrap();
     bed.connect("bob")
         .await
         .expect("recovered once AWS answers");

@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 pub struct Bed {
     parts: Parts,
     pub proxy_addr: SocketAddr,
+    /// Every listener: the main one (`None`) and each target's own (`Some(name)`).
+    pub listener_addrs: Vec<(Option<String>, SocketAddr)>,
     pub config: Config,
     pub shared: Option<Arc<crate::session::Shared>>,
     stop: Option<oneshot::Sender<()>>,
@@ -56,6 +58,7 @@ impl Bed {
         let mut bed = Bed {
             parts,
             proxy_addr: ([127, 0, 0, 1], 0).into(),
+            listener_addrs: vec![],
             config,
             shared: None,
             stop: None,
@@ -95,6 +98,7 @@ impl Bed {
         self.proxy_addr = proxy
             .local_addr()
             .map_err(|e| BedError::new("read the proxy's address", e))?;
+        self.listener_addrs = proxy.listener_addrs();
         self.shared = Some(proxy.shared());
         let (tx, rx) = oneshot::channel::<()>();
         self.join = Some(tokio::spawn(proxy.serve(async move {

@@ -52,6 +52,9 @@ pub const TEST_USERS_TOML: &str = r#"
 pub struct BedOptions {
     /// Cluster identifier the emulator answers for and the proxy config names.
     pub cluster: String,
+    /// Identifiers of more clusters (targets), each its own PostgreSQL started like the
+    /// first; the proxy config then lists every cluster as a `[[cluster]]` named after it.
+    pub more_clusters: Vec<String>,
     /// SQL run as the cluster admin once PostgreSQL is up (roles, tables).
     pub setup_sql: String,
     /// Proxy settings merged over the generated base config (tables merge, values and
@@ -85,6 +88,7 @@ impl BedOptions {
     pub fn bare() -> Self {
         Self {
             cluster: super::CLUSTER.into(),
+            more_clusters: vec![],
             setup_sql: String::new(),
             proxy_toml: String::new(),
             users_toml: String::new(),

@@ -18,6 +18,9 @@ pub struct Parts {
     /// The Redshift-like front the proxy reaches the cluster through (`BedOptions::redshift_front`).
     pub front: Option<RedshiftFront>,
     pub emu: Emulator,
+    /// The clusters of `BedOptions::more_clusters`, by identifier.
+    pub more_clusters: Vec<(String, LocalPg)>,
+    emulator_config: EmulatorConfig,
     cluster: String,
     proxy_toml: String,
     users_toml: String,
@@ -28,22 +31,10 @@ impl Parts {
     /// cluster's in the emulator), and the emulator, whose minted passwords the front
     /// checks logins against.
     pub async fn start(opts: &BedOptions) -> Result<Parts, BedError> {
-        let pg = LocalPg::start(LocalPgOptions {
-            hba_extra: opts.hba_extra.clone(),
-            max_connections: opts.pg_max_connections,
-            extra_conf: opts.pg_extra_conf.clone(),
-        })
-        .await
-        .map_err(|e| BedError::new("start PostgreSQL", e))?;
-        if !opts.setup_sql.trim().is_empty() {
-            let admin = pg
-                .admin()
-                .await
-                .map_err(|e| BedError::new("connect to PostgreSQL as admin", e))?;
-            admin
-                .batch_execute(&opts.setup_sql)
-                .await
-                .map_err(|e| BedError::new("run the bed's setup SQL", e))?;
+        let pg = start_cluster(opts).await?;
+        let mut more_clusters = Vec::new();
+        for id in &opts.more_clusters {
+            more_clusters.push((id.clone(), start_cluster(opts).await?));
         }
         // The front starts before the emulator (whose cluster endpoint it is), so its
         // password lookup is bound to the emulator once that runs.
@@ -71,12 +62,18 @@ impl Parts {
                 denied_actions: opts.denied_actions.clone(),
                 ..AccessKey::new(ACCESS_KEY, SECRET_KEY)
             }],
-            clusters: vec![cluster],
+            clusters: std::iter::once(cluster)
+                .chain(
+                    more_clusters
+                        .iter()
+                        .map(|(id, pg)| EmulatedCluster::local(id.clone(), pg)),
+                )
+                .collect(),
             md5_users: opts.md5_users.clone(),
             ..Default::default()
         };
         (opts.emulator)(&mut emu_config, &pg);
-        let emu = Emulator::start(emu_config, ([127, 0, 0, 1], 0).into())
+        let emu = Emulator::start(emu_config.clone(), ([127, 0, 0, 1], 0).into())
             .await
             .map_err(|e| BedError::new("start the credential-API emulator", e))?;
         let _ = lookup.set(emu.password_lookup());
@@ -84,6 +81,8 @@ impl Parts {
             pg,
             front,
             emu,
+            more_clusters,
+            emulator_config: emu_config,
             cluster: opts.cluster.clone(),
             proxy_toml: opts.proxy_toml.clone(),
             users_toml: opts.users_toml.clone(),
@@ -99,11 +98,15 @@ impl Parts {
     /// [`Parts::config_toml`] with `fragment` merged last (tables merge, values and arrays
     /// replace), e.g. a fixed `listen`, a `[pool]` table or other `[[users]]`.
     pub fn config_toml_with(&self, fragment: &str) -> Result<String, BedError> {
-        let mut toml = base_toml(
-            &self.emu.endpoint_url(),
-            &self.cluster,
-            self.pg.ca_cert_path(),
-        );
+        let clusters: Vec<(&str, &std::path::Path)> =
+            std::iter::once((self.cluster.as_str(), self.pg.ca_cert_path()))
+                .chain(
+                    self.more_clusters
+                        .iter()
+                        .map(|(id, pg)| (id.as_str(), pg.ca_cert_path())),
+                )
+                .collect();
+        let mut toml = base_toml(&self.emu.endpoint_url(), &clusters);
         for layer in [&self.proxy_toml, &self.users_toml, fragment] {
             merge_toml(&mut toml, layer)?;
         }
@@ -130,10 +133,40 @@ impl Parts {
             .map_err(|e| BedError::new(format!("bind the proxy on {listen}"), e))
     }
 
-    /// Stops the emulator and the cluster (removing its directory).
+    /// The configuration the bed's emulator was started with (to start another like it).
+    pub fn emulator_config(&self) -> EmulatorConfig {
+        self.emulator_config.clone()
+    }
+
+    /// Stops the emulator and the clusters (removing their directories).
     pub async fn stop(self) {
         self.emu.shutdown().await;
         drop(self.front);
         self.pg.stop().await;
+        for (_, pg) in self.more_clusters {
+            pg.stop().await;
+        }
     }
+}
+
+/// One PostgreSQL cluster of the bed, with the options' setup SQL run.
+async fn start_cluster(opts: &BedOptions) -> Result<LocalPg, BedError> {
+    let pg = LocalPg::start(LocalPgOptions {
+        hba_extra: opts.hba_extra.clone(),
+        max_connections: opts.pg_max_connections,
+        extra_conf: opts.pg_extra_conf.clone(),
+    })
+    .await
+    .map_err(|e| BedError::new("start PostgreSQL", e))?;
+    if !opts.setup_sql.trim().is_empty() {
+        let admin = pg
+            .admin()
+            .await
+            .map_err(|e| BedError::new("connect to PostgreSQL as admin", e))?;
+        admin
+            .batch_execute(&opts.setup_sql)
+            .await
+            .map_err(|e| BedError::new("run the bed's setup SQL", e))?;
+    }
+    Ok(pg)
 }
