@@ -3,7 +3,7 @@
 //! proxy stays up, and it recovers by itself once the fault is gone.
 
 use redshift_emulator::Emulator;
-use redshift_iam_proxy::testbed::faultline::{Faultline, Mode};
+use redshift_iam_proxy::testbed::faultline::Mode;
 use redshift_iam_proxy::testbed::{db_error, free_port, Bed, BedOptions};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,17 +65,12 @@ async fn aws_endpoint_refusing_connections_then_coming_back() {
 
 #[tokio::test]
 async fn cluster_closing_mid_handshake_then_recovering() {
-    let mut bed = Bed::start().await;
-    let line = Faultline::start(format!("127.0.0.1:{}", bed.pg.port()).parse().unwrap()).await;
-    let port = line.addr.port();
-    bed.start_proxy(
-        &BedOptions::default().users_toml,
-        Box::new(move |c| {
-            c.cluster[0].host = Some("127.0.0.1".into());
-            c.cluster[0].port = Some(port);
-        }),
-    )
+    let bed = Bed::with(BedOptions {
+        faultline: true,
+        ..Default::default()
+    })
     .await;
+    let line = bed.faultline.as_ref().unwrap();
     // Held open, so the next clients need new cluster logins (not a pooled server).
     let _first = bed.connect("bob").await.expect("through the forwarder");
 

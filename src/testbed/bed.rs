@@ -1,5 +1,6 @@
 //! The whole bed in one process: [`Parts`] plus the proxy serving on a tokio task.
 
+use super::faultline::Faultline;
 use super::{client, BedError, BedOptions, ConfigTweak, Parts};
 use crate::config::Config;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ pub struct Bed {
     pub listener_addrs: Vec<(Option<String>, SocketAddr)>,
     pub config: Config,
     pub shared: Option<Arc<crate::session::Shared>>,
+    /// The forwarder between proxy and cluster (`BedOptions::faultline`).
+    pub faultline: Option<Faultline>,
     stop: Option<oneshot::Sender<()>>,
     join: Option<JoinHandle<()>>,
 }
@@ -61,15 +64,27 @@ impl Bed {
             listener_addrs: vec![],
             config,
             shared: None,
+            faultline: None,
             stop: None,
             join: None,
         };
+        if opts.faultline {
+            let line = Faultline::start(([127, 0, 0, 1], port).into())
+                .await
+                .map_err(|e| BedError::new("start the fault-injecting forwarder", e))?;
+            bed.faultline = Some(line);
+        }
+        let line = bed.faultline.as_ref().map(|l| l.addr.port());
         let (pin, tweak) = (opts.pg_port_in_config, opts.tweak);
         bed.try_start_proxy(
             &opts.users_toml,
             Box::new(move |c| {
                 if pin {
                     c.cluster[0].port = Some(port);
+                }
+                if let Some(line) = line {
+                    c.cluster[0].host = Some("127.0.0.1".into());
+                    c.cluster[0].port = Some(line);
                 }
                 tweak(c)
             }),

@@ -27,7 +27,10 @@ pub(crate) fn base_toml(endpoint_url: &str, clusters: &[(&str, &Path)]) -> Table
     base.insert("listen".into(), "127.0.0.1:0".into());
     base.insert(
         "aws".into(),
-        table([("region", "us-east-1".into()), ("endpoint_url", endpoint_url.into())]),
+        table([
+            ("region", "us-east-1".into()),
+            ("endpoint_url", endpoint_url.into()),
+        ]),
     );
     let value = match clusters {
         [(id, ca)] => cluster(id, ca),

@@ -80,6 +80,9 @@ pub struct BedOptions {
     /// Put a Redshift-like front (TLS only, auth code 13, `server_version` 8.0.2, Redshift's
     /// refusals) in front of the cluster: DescribeClusters returns the front's endpoint.
     pub redshift_front: bool,
+    /// Reach the cluster (or the front) through a [`super::faultline::Faultline`] the test
+    /// switches (`Bed::faultline`); the proxy config names its address.
+    pub faultline: bool,
 }
 
 impl BedOptions {
@@ -101,6 +104,7 @@ impl BedOptions {
             pg_max_connections: 200,
             pg_extra_conf: vec![],
             redshift_front: false,
+            faultline: false,
         }
     }
 }
