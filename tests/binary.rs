@@ -26,13 +26,21 @@ fn sigterm(proxy: &ProxyProcess) {
 }
 
 #[test]
-fn help_and_version_work() {
+fn help_names_the_config_flag() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+}
+
+#[test]
+fn version_prints_the_package_version() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn no_config_is_a_usage_error() {
     let out = Command::new(BIN).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "no config is a usage error");
 }
@@ -56,7 +64,7 @@ fn invalid_config_is_refused_at_start_naming_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn psql_over_tls_and_no_secret_in_trace_logs() {
+async fn trace_logs_of_psql_logins_over_tls_have_audit_lines_and_no_secret() {
     let (parts, proxy) = binary_on_bed("").await;
     let port = proxy.addr.port();
     let out = tokio::process::Command::new("psql")

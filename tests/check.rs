@@ -77,8 +77,7 @@ async fn check_passes_on_the_test_bed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn check_names_the_fix_for_each_broken_setup() {
-    // Missing redshift:JoinGroup for alice's groups.
+async fn check_names_join_group_as_the_fix_for_a_denied_group() {
     let parts = bed(&["redshift:JoinGroup"]).await;
     let (code, out) = check(&parts.config_toml().unwrap(), SECRET_KEY, &[]);
     assert_eq!(code, 1, "{out}");
@@ -91,36 +90,44 @@ async fn check_names_the_fix_for_each_broken_setup() {
         out.contains("PASS") && out.contains("GetClusterCredentials as IAM:bob"),
         "{out}"
     );
-    drop(parts);
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_the_credentials_as_the_fix_for_a_bad_aws_secret() {
     let parts = bed(&[]).await;
-    let good = parts.config_toml().unwrap();
-
-    // Bad AWS secret: the identity check fails and says what to fix.
-    let (code, out) = check(&good, "not-the-secret", &["--first"]);
+    let (code, out) = check(
+        &parts.config_toml().unwrap(),
+        "not-the-secret",
+        &["--first"],
+    );
     assert_eq!(code, 1);
     assert!(
         fail_line(&out, "AWS identity").contains("fix: the AWS credentials were rejected"),
         "{out}"
     );
+}
 
-    // Unknown cluster.
-    let (code, out) = check(
-        &parts
-            .config_toml_with("[cluster]\nidentifier = \"nosuch\"")
-            .unwrap(),
-        SECRET_KEY,
-        &[],
-    );
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_the_identifier_as_the_fix_for_an_unknown_cluster() {
+    let parts = bed(&[]).await;
+    let unknown = parts
+        .config_toml_with("[cluster]\nidentifier = \"nosuch\"")
+        .unwrap();
+    let (code, out) = check(&unknown, SECRET_KEY, &[]);
     assert_eq!(code, 1);
     let line = fail_line(&out, "endpoint");
     assert!(
         line.contains("ClusterNotFound") && line.contains("fix:") && line.contains("identifier"),
         "{line}"
     );
+}
 
-    // Untrusted certificate (no sslrootcert).
-    let untrusted: String = good
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_sslrootcert_as_the_fix_for_an_untrusted_certificate() {
+    let parts = bed(&[]).await;
+    let untrusted: String = parts
+        .config_toml()
+        .unwrap()
         .lines()
         .filter(|l| !l.contains("sslrootcert"))
         .collect::<Vec<_>>()
@@ -132,15 +139,23 @@ async fn check_names_the_fix_for_each_broken_setup() {
             .contains("fix: the cluster's certificate is not trusted: set sslrootcert"),
         "{out}"
     );
+}
 
-    // A database user that does not exist (no AutoCreate).
-    let (code, out) = check(&good, SECRET_KEY, &["--user", "carol"]);
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_auto_create_as_the_fix_for_a_missing_database_user() {
+    let parts = bed(&[]).await;
+    let (code, out) = check(
+        &parts.config_toml().unwrap(),
+        SECRET_KEY,
+        &["--user", "carol"],
+    );
     assert_eq!(code, 1, "{out}");
     let line = fail_line(&out, "login as IAM:carol");
     assert!(line.contains("auto_create = true"), "{line}");
+}
 
-    // The permission to call GetClusterCredentials itself.
-    drop(parts);
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_get_cluster_credentials_as_the_fix_when_it_is_denied() {
     let parts = bed(&["redshift:GetClusterCredentials"]).await;
     let (code, out) = check(&parts.config_toml().unwrap(), SECRET_KEY, &["--first"]);
     assert_eq!(code, 1);

@@ -38,7 +38,7 @@ async fn backends_of(bed: &Bed, role: &str) -> i64 {
 }
 
 #[tokio::test]
-async fn aws_endpoint_refusing_connections_then_coming_back() {
+async fn aws_endpoint_refusing_connections_is_08001_until_it_comes_back() {
     // Reserve a port for the emulator, but do not start it yet.
     let port = free_port().unwrap();
     let bed = Bed::with(BedOptions {
@@ -64,7 +64,7 @@ async fn aws_endpoint_refusing_connections_then_coming_back() {
 }
 
 #[tokio::test]
-async fn cluster_closing_mid_handshake_then_recovering() {
+async fn cluster_closing_mid_handshake_is_a_connection_error_until_it_recovers() {
     let bed = Bed::with(BedOptions {
         faultline: true,
         ..Default::default()
@@ -188,7 +188,7 @@ async fn client_vanishing_mid_handshake_or_mid_query_leaks_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_thousand_concurrent_logins_of_mixed_identities() {
+async fn a_thousand_concurrent_logins_of_mixed_identities_all_log_in_as_themselves() {
     const IDENTITIES: usize = 10;
     const LOGINS: usize = 1000;
     let bed = Bed::with(BedOptions {

@@ -110,7 +110,7 @@ async fn with_iam_logs_in_as_the_caller_identity_and_assumed_roles() {
 }
 
 #[tokio::test]
-async fn serverless_workgroup_found_with_get_workgroup() {
+async fn serverless_workgroup_is_found_with_get_workgroup_and_logged_into() {
     let bed = Bed::with(BedOptions {
         users_toml: iam_users(),
         emulator: Box::new(|cfg, pg| {

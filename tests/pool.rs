@@ -427,7 +427,7 @@ async fn prewarmed_pool_serves_the_first_client_without_aws_or_login() {
 }
 
 #[tokio::test]
-async fn psql_works_in_transaction_mode() {
+async fn psql_keeps_its_session_settings_across_commands_in_transaction_mode() {
     let bed = Bed::with(pooled(PoolMode::Transaction, 1, |_| {})).await;
     let out = tokio::process::Command::new("psql")
         .arg(bed.conninfo("alice"))

@@ -92,7 +92,7 @@ async fn storm_of_cold_logins_makes_one_api_call() {
 }
 
 #[tokio::test]
-async fn extended_protocol_and_prepared_statements_work() {
+async fn extended_protocol_results_and_errors_are_relayed_and_the_session_goes_on() {
     let bed = Bed::start().await;
     let c = bed.connect("bob").await.unwrap();
     let stmt = c
@@ -226,7 +226,7 @@ async fn cached_password_refused_by_cluster_is_minted_again_once() {
 }
 
 #[tokio::test]
-async fn md5_and_cleartext_upstream_auth_work() {
+async fn md5_and_cleartext_upstream_auth_log_in_as_the_iam_user() {
     let bed = Bed::start().await;
     for (user, expected) in [("md5user", "IAM:md5user"), ("plainuser", "IAM:plainuser")] {
         let c = bed

@@ -324,7 +324,7 @@ async fn multi_statement_query_with_a_refused_statement_runs_none_of_it() {
 }
 
 #[tokio::test]
-async fn reset_all_works() {
+async fn reset_all_is_relayed_and_restores_the_defaults() {
     let bed = front_bed().await;
     let c = bed.connect("alice").await.expect("alice logs in");
     c.batch_execute("SET statement_timeout = '5min'; RESET ALL")
@@ -339,7 +339,7 @@ async fn reset_all_works() {
 }
 
 #[tokio::test]
-async fn deallocate_name_works() {
+async fn deallocate_of_a_named_statement_is_not_refused() {
     let bed = front_bed().await;
     let c = bed.connect("alice").await.expect("alice logs in");
     c.batch_execute("PREPARE p AS SELECT 1; DEALLOCATE p")

@@ -18,7 +18,7 @@ async fn server_port(
 }
 
 #[tokio::test]
-async fn two_targets_in_one_proxy_by_database_name_and_by_listener() {
+async fn a_login_reaches_the_target_named_by_its_database_or_by_its_listener() {
     // Two clusters, east and west, each with bob and a `dev` database; west has its own
     // listener and `postgres` as its default database.
     let bed = Bed::with(BedOptions {
