@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 const IDENTITIES: usize = 10;
 
-/// One reading of the proxy process.
+/// Why: one reading of the proxy process, compared idle before and after the load.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     rss_kib: u64,
@@ -28,7 +28,7 @@ struct Sample {
     connections: u64,
 }
 
-/// Counters of what the load did.
+/// Why: counters of what the load did, shared by the workers and printed at the end.
 #[derive(Default)]
 struct Tally {
     sessions: AtomicU64,

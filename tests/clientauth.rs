@@ -4,7 +4,7 @@
 use local_cluster::TestCa;
 use redshift_iam_proxy::clientauth::ScramVerifier;
 use redshift_iam_proxy::config::ClientAuthMethod;
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{connect, db_error, Bed, BedOptions};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
@@ -78,8 +78,7 @@ async fn login(
     if let Some(p) = password {
         info.push_str(&format!(" password={p}"));
     }
-    let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
+    let c = connect(&info).await?;
     Ok(c.query_one("SELECT current_user::text", &[]).await?.get(0))
 }
 

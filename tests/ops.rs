@@ -3,7 +3,7 @@
 //! and no secret in any metric, console row or log line.
 
 use redshift_iam_proxy::testbed::{
-    free_port, BedOptions, Parts, ProxyProcess, ADMIN_BOUND, SECRET_KEY,
+    connect, free_port, BedOptions, Parts, ProxyProcess, ADMIN_BOUND, SECRET_KEY,
 };
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -159,22 +159,16 @@ async fn probes_follow_start_pause_and_drain() {
     proxy.wait_status("/readiness", 200).await;
 
     // An open session keeps the drain going, so the probes can be watched during it.
-    let (client, conn) =
-        tokio_postgres::connect(&proxy.conninfo("bob", "postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let client = connect(&proxy.conninfo("bob", "postgres")).await.unwrap();
     client.query_one("SELECT 1", &[]).await.unwrap();
     proxy.signal(nix::sys::signal::Signal::SIGTERM);
     let body = proxy.wait_status("/readiness", 503).await;
     assert!(body.contains("draining"), "{body}");
     assert_eq!(proxy.get("/liveness").await.0, 200, "alive while draining");
     // min_sigterm_delay_secs: new clients are still accepted for a while.
-    let (late, conn) =
-        tokio_postgres::connect(&proxy.conninfo("bob", "postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("a new client during the SIGTERM delay is accepted");
-    tokio::spawn(conn);
+    let late = connect(&proxy.conninfo("bob", "postgres"))
+        .await
+        .expect("a new client during the SIGTERM delay is accepted");
     late.query_one("SELECT 1", &[]).await.unwrap();
 }
 
@@ -311,11 +305,7 @@ async fn every_console_command_answers_through_psql() {
     let proxy = Running::start(&toml);
     proxy.wait_status("/startup", 200).await;
     // A session to look at: alice holds a server (session mode).
-    let (alice, conn) =
-        tokio_postgres::connect(&proxy.conninfo("alice", "postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let alice = connect(&proxy.conninfo("alice", "postgres")).await.unwrap();
     alice.query_one("SELECT 1", &[]).await.unwrap();
     psql(&proxy.conninfo("bob", "postgres"), "SELECT 1")
         .await
@@ -503,11 +493,7 @@ async fn sighup_changes_db_groups_for_the_next_login_and_open_sessions_keep_work
         }
     };
     assert_eq!(member("analysts").await, "t");
-    let (open, conn) =
-        tokio_postgres::connect(&proxy.conninfo("alice", "postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let open = connect(&proxy.conninfo("alice", "postgres")).await.unwrap();
     open.query_one("SELECT 1", &[]).await.unwrap();
 
     std::fs::write(
@@ -603,11 +589,7 @@ async fn a_cancel_sent_to_another_replica_reaches_the_query() {
     };
     let a = Running::start(&config(port_a, 1, 2, port_b));
     let b = Running::start(&config(port_b, 2, 1, port_a));
-    let (client, conn) =
-        tokio_postgres::connect(&a.conninfo("bob", "postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let client = connect(&a.conninfo("bob", "postgres")).await.unwrap();
     let token = client.cancel_token();
     let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
     // Wait until the query runs on the cluster.
@@ -684,11 +666,7 @@ async fn readiness_fails_at_max_client_connections() {
     let (toml, _parts) = bed_config("[limits]\nmax_client_connections = 1", ADMIN).await;
     let proxy = Running::start(&toml);
     proxy.wait_status("/readiness", 200).await;
-    let (client, conn) =
-        tokio_postgres::connect(&proxy.conninfo("bob", "postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let client = connect(&proxy.conninfo("bob", "postgres")).await.unwrap();
     client.query_one("SELECT 1", &[]).await.unwrap();
     let body = proxy.wait_status("/readiness", 503).await;
     assert!(body.contains("max_client_connections"), "{body}");

@@ -2,7 +2,7 @@
 //! clients (tokio-postgres, psql). Each test states one behaviour a user relies on.
 
 use redshift_iam_proxy::config::{Config, PoolMode};
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{connect, db_error, Bed, BedOptions};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -173,8 +173,7 @@ async fn transaction_mode_never_mixes_identities_and_caps_servers_per_pool() {
         let user = if n % 2 == 0 { "alice" } else { "bob" };
         let info = bed.conninfo(user);
         tasks.push(tokio::spawn(async move {
-            let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
+            let c = connect(&info).await?;
             let mut seen = Vec::new();
             for _ in 0..10 {
                 let row = c
@@ -203,8 +202,7 @@ async fn protocol_prepared_statements_work_for_16_clients_on_a_pool_of_2() {
     for n in 0..16i32 {
         let info = bed.conninfo("bob");
         tasks.push(tokio::spawn(async move {
-            let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
+            let c = connect(&info).await?;
             // Same statement names (s0, s1…) in every client, different texts.
             let add = c.prepare(&format!("SELECT $1::int + {n}")).await?;
             let mul = c.prepare("SELECT $1::int * 2").await?;

@@ -3,7 +3,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use redshift_emulator::Fault;
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{connect, db_error, Bed, BedOptions};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -79,8 +79,7 @@ async fn storm_of_cold_logins_makes_one_api_call() {
     for _ in 0..40 {
         let info = bed.conninfo("alice");
         tasks.push(tokio::spawn(async move {
-            let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
+            let c = connect(&info).await?;
             let u: String = c.query_one("SELECT current_user::text", &[]).await?.get(0);
             Ok::<_, tokio_postgres::Error>(u)
         }));
