@@ -256,7 +256,7 @@ impl Bed {
                 // The cluster-logins scenario counts "connection authorized" lines.
                 "log_connections = on".into(),
             ],
-            ..BedOptions::bare()
+            ..BedOptions::for_load()
         })
         .await
         .unwrap_or_else(|e| panic!("bench bed: {e}"));
@@ -384,27 +384,15 @@ impl Bed {
 
 /// The proxy binary with `[pool] mode` set for `pooling` (pools of [`POOL_SIZE`]).
 fn start_proxy(parts: &Parts, pooling: Pooling) -> (ProxyProcess, u16) {
-    let port = free_port().expect("free port");
     let mode = pooling.proxy_mode();
-    let config = parts
-        .config_toml_with(&format!(
-            r#"
-            listen = "127.0.0.1:{port}"
-            [cluster]
-            default_database = "postgres"
-            [limits]
-            max_client_connections = 20000
-            login_timeout_secs = 120
-            [pool]
-            mode = "{mode}"
-            size = {POOL_SIZE}
-            [[users]]
-            client_user = "*"
-            "#
-        ))
-        .expect("proxy config");
-    let proxy = ProxyProcess::start(Path::new(BIN), &config, Some("warn"))
+    let fragment = format!(
+        "[limits]\nmax_client_connections = 20000\nlogin_timeout_secs = 120\n\
+         [pool]\nmode = \"{mode}\"\nsize = {POOL_SIZE}\n"
+    );
+    let proxy = parts
+        .start_binary(Path::new(BIN), &fragment, Some("warn"))
         .unwrap_or_else(|e| panic!("start the proxy binary ({mode}): {e}"));
+    let port = proxy.addr.port();
     (proxy, port)
 }
 

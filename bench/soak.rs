@@ -9,7 +9,7 @@
 //! after; the run fails if the idle-after figures are not flat against idle-before.
 
 use futures_util::{SinkExt, StreamExt};
-use redshift_iam_proxy::testbed::{free_port, BedOptions, Parts, ProxyProcess};
+use redshift_iam_proxy::testbed::{BedOptions, Parts, ProxyProcess};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -229,35 +229,22 @@ async fn main() {
         setup_sql,
         pg_max_connections: 300,
         pg_extra_conf: vec!["client_connection_check_interval = '200ms'".into()],
-        ..BedOptions::bare()
+        ..BedOptions::for_load()
     })
     .await
     .unwrap_or_else(|e| panic!("soak bed: {e}"));
     let admin = parts.pg.admin().await.expect("admin");
-    let port = free_port().expect("port");
-    let config = parts
-        .config_toml_with(&format!(
-            r#"
-            listen = "127.0.0.1:{port}"
-            [cluster]
-            default_database = "postgres"
-            [limits]
-            stats_interval_secs = 1
-            [pool]
-            mode = "{pool_mode}"
-            server_idle_timeout_secs = 5
-            checkout_timeout_secs = 60
-            [[users]]
-            client_user = "*"
-            "#
-        ))
-        .expect("config");
-    let proxy = ProxyProcess::start(
-        Path::new(BIN),
-        &config,
-        Some("warn,redshift_iam_proxy::stats=info"),
-    )
-    .unwrap_or_else(|e| panic!("soak proxy: {e}"));
+    let proxy = parts
+        .start_binary(
+            Path::new(BIN),
+            &format!(
+                "[limits]\nstats_interval_secs = 1\n\
+                 [pool]\nmode = \"{pool_mode}\"\nserver_idle_timeout_secs = 5\ncheckout_timeout_secs = 60\n"
+            ),
+            Some("warn,redshift_iam_proxy::stats=info"),
+        )
+        .unwrap_or_else(|e| panic!("soak proxy: {e}"));
+    let port = proxy.addr.port();
     let pid = proxy.pid();
     // Ready when it accepts a login.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -3,7 +3,7 @@
 //! and no secret in any metric, console row or log line.
 
 use redshift_iam_proxy::testbed::{
-    connect, free_port, BedOptions, Parts, ProxyProcess, ADMIN_BOUND, SECRET_KEY,
+    connect, free_port, wait_for, BedOptions, Parts, ProxyProcess, ADMIN_BOUND, SECRET_KEY,
 };
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -594,22 +594,12 @@ async fn a_cancel_sent_to_another_replica_reaches_the_query() {
     let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
     // Wait until the query runs on the cluster.
     let pg = parts.pg.admin().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let n: i64 = pg
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(60)%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the query never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        &pg,
+        "SELECT count(*) = 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(60)%'",
+        "the query to run",
+    )
+    .await;
     // The cancel goes to replica B, which did not issue the key.
     let to_b = tokio::net::TcpStream::connect(b.addr).await.unwrap();
     token

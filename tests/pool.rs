@@ -2,9 +2,8 @@
 //! clients (tokio-postgres, psql). Each test states one behaviour a user relies on.
 
 use redshift_iam_proxy::config::{Config, PoolMode};
-use redshift_iam_proxy::testbed::{connect, db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{connect, db_error, wait_for, Bed, BedOptions};
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
 
 fn pooled(mode: PoolMode, size: usize, more: impl Fn(&mut Config) + Send + 'static) -> BedOptions {
     BedOptions {
@@ -39,20 +38,6 @@ async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
 
 async fn one_string(c: &tokio_postgres::Client, sql: &str) -> String {
     c.query_one(sql, &[]).await.expect(sql).get(0)
-}
-
-/// Waits (bounded) until `cond` holds on the admin connection.
-async fn wait_for(admin: &tokio_postgres::Client, sql: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ok: bool = admin.query_one(sql, &[]).await.expect(sql).get(0);
-        if ok {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Backends of the proxy's logins (users the emulator provisioned), from the cluster's view.

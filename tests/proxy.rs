@@ -3,7 +3,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use redshift_emulator::Fault;
-use redshift_iam_proxy::testbed::{connect, db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{connect, db_error, wait_for, Bed, BedOptions};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -161,22 +161,12 @@ async fn cancel_request_reaches_the_right_backend() {
         tokio::spawn(async move { c.query_one("SELECT pg_sleep(60)", &[]).await.map(|_| ()) });
     // Wait until the query is running on the cluster.
     let admin = bed.pg.admin().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let running: i64 = admin
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if running == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "query never started"
-        );
-        tokio::task::yield_now().await;
-    }
+    wait_for(
+        &admin,
+        "SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'",
+        "the query to run",
+    )
+    .await;
     token
         .cancel_query(tokio_postgres::NoTls)
         .await

@@ -4,7 +4,7 @@
 use redshift_iam_proxy::config::SslMode;
 use redshift_iam_proxy::stream::Stream;
 use redshift_iam_proxy::testbed::RedshiftFront;
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{db_error, wait_for, Bed, BedOptions};
 use redshift_iam_proxy::upstream::{self, UpstreamTarget};
 use redshift_iam_proxy::wire::{self, AuthRequest, ErrorFields, Message, MessageReader};
 use rustls::pki_types::ServerName;
@@ -355,22 +355,12 @@ async fn cancel_through_the_proxy_reaches_the_query_behind_the_front() {
     let query =
         tokio::spawn(async move { c.query_one("SELECT pg_sleep(60)", &[]).await.map(|_| ()) });
     let admin = bed.pg.admin().await.expect("admin");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let running: i64 = admin
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'", &[])
-            .await
-            .expect("admin query")
-            .get(0);
-        if running == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "query never started"
-        );
-        tokio::task::yield_now().await;
-    }
+    wait_for(
+        &admin,
+        "SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'",
+        "the query to run",
+    )
+    .await;
     token
         .cancel_query(tokio_postgres::NoTls)
         .await

@@ -17,3 +17,23 @@ pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
         None => ("".into(), e.to_string()),
     }
 }
+
+/// Polls the boolean query `sql` (as `admin`) until it is true; panics naming `what` after
+/// 20 s (test helper).
+pub async fn wait_for(admin: &tokio_postgres::Client, sql: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ok: bool = match admin.query_one(sql, &[]).await {
+            Ok(row) => row.get(0),
+            Err(e) => panic!("{sql}: {e}"),
+        };
+        if ok {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -17,7 +17,7 @@ mod process;
 mod redshift_front;
 
 pub use bed::Bed;
-pub use client::{connect, db_error};
+pub use client::{connect, db_error, wait_for};
 pub use config::merge_toml;
 pub use options::{
     BedOptions, ConfigTweak, EmulatorTweak, TEST_PROXY_TOML, TEST_SETUP_SQL, TEST_USERS_TOML,

@@ -109,6 +109,18 @@ impl BedOptions {
     }
 }
 
+impl BedOptions {
+    /// A bare bed whose proxy maps any client user to the database user of that name and
+    /// logs in to `postgres`: for load (benchmarks, soak).
+    pub fn for_load() -> Self {
+        Self {
+            proxy_toml: "[cluster]\ndefault_database = \"postgres\"\n".into(),
+            users_toml: "[[users]]\nclient_user = \"*\"\n".into(),
+            ..Self::bare()
+        }
+    }
+}
+
 impl Default for BedOptions {
     fn default() -> Self {
         Self {

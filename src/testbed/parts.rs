@@ -3,7 +3,9 @@
 //! passwords on it.
 
 use super::config::{base_toml, merge_toml};
-use super::{BedError, BedOptions, PasswordLookup, RedshiftFront, ACCESS_KEY, SECRET_KEY};
+use super::{
+    BedError, BedOptions, PasswordLookup, ProxyProcess, RedshiftFront, ACCESS_KEY, SECRET_KEY,
+};
 use crate::config::Config;
 use crate::credentials::AwsIdentitySource;
 use crate::server::Proxy;
@@ -98,6 +100,10 @@ impl Parts {
     /// [`Parts::config_toml`] with `fragment` merged last (tables merge, values and arrays
     /// replace), e.g. a fixed `listen`, a `[pool]` table or other `[[users]]`.
     pub fn config_toml_with(&self, fragment: &str) -> Result<String, BedError> {
+        Ok(self.config_table_with(fragment)?.to_string())
+    }
+
+    fn config_table_with(&self, fragment: &str) -> Result<toml::Table, BedError> {
         let clusters: Vec<(&str, &std::path::Path)> =
             std::iter::once((self.cluster.as_str(), self.pg.ca_cert_path()))
                 .chain(
@@ -110,7 +116,24 @@ impl Parts {
         for layer in [&self.proxy_toml, &self.users_toml, fragment] {
             merge_toml(&mut toml, layer)?;
         }
-        Ok(toml.to_string())
+        Ok(toml)
+    }
+
+    /// The proxy binary `bin` with [`Parts::config_toml_with`] `fragment`, listening on a
+    /// free loopback port chosen here (so it is ready once that port accepts, whatever
+    /// `rust_log` filters out).
+    pub fn start_binary(
+        &self,
+        bin: &std::path::Path,
+        fragment: &str,
+        rust_log: Option<&str>,
+    ) -> Result<ProxyProcess, BedError> {
+        let mut toml = self.config_table_with(fragment)?;
+        toml.insert(
+            "listen".into(),
+            format!("127.0.0.1:{}", super::free_port()?).into(),
+        );
+        ProxyProcess::start(bin, &toml.to_string(), rust_log)
     }
 
     /// The parsed, validated configuration of [`Parts::config_toml_with`].
