@@ -12,8 +12,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 /// `fragment` is merged over the bed's proxy config.
 async fn binary_on_bed(fragment: &str) -> (Parts, ProxyProcess) {
     let parts = Parts::start(&BedOptions::default()).await.unwrap();
-    let config = parts.config_toml_with(fragment).unwrap();
-    let proxy = ProxyProcess::start(Path::new(BIN), &config, Some("trace")).unwrap();
+    let proxy = parts
+        .start_binary(Path::new(BIN), fragment, Some("trace"))
+        .unwrap();
     (parts, proxy)
 }
 
