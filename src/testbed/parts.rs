@@ -136,7 +136,7 @@ impl Parts {
         ProxyProcess::start(bin, &toml.to_string(), rust_log)
     }
 
-    /// The parsed, validated configuration of [`Parts::config_toml_with`].
+    /// The parsed configuration of [`Parts::config_toml_with`] (validated when bound).
     pub fn config_with(&self, fragment: &str) -> Result<Config, BedError> {
         let config = Config::from_toml(&self.config_toml_with(fragment)?)
             .map_err(|e| BedError::new("parse the bed's proxy config", e))?;

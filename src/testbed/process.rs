@@ -35,7 +35,8 @@ pub struct ProxyProcess {
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
     path: PathBuf,
-    dir: tempfile::TempDir,
+    /// Holds the config file (and names the absent AWS files) while the process runs.
+    _dir: tempfile::TempDir,
 }
 
 impl ProxyProcess {
@@ -82,7 +83,7 @@ impl ProxyProcess {
             addr: ([127, 0, 0, 1], 0).into(),
             log,
             path,
-            dir,
+            _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         proc.addr = loop {
@@ -155,11 +156,6 @@ impl ProxyProcess {
     /// The config file the proxy reads (rewrite it, then SIGHUP, to reload).
     pub fn config_path(&self) -> &Path {
         &self.path
-    }
-
-    /// A scratch directory living as long as the process.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Everything the proxy logged so far, one line each.
