@@ -26,19 +26,16 @@
 //! `BENCH_ONLY` (`relay` or `pooled`: one group only; results in `only-<group>.json`).
 
 use futures_util::StreamExt;
-use local_cluster::{LocalPg, LocalPgOptions};
-use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
+use local_cluster::LocalPg;
+use redshift_iam_proxy::testbed::{free_port, BedOptions, Parts, ProxyProcess};
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
-const ACCESS_KEY: &str = "AKIDBENCH";
-const SECRET_KEY: &str = "bench-secret-key";
-const CLUSTER: &str = "benchcluster";
 /// Password of the `bench` role used by the direct and PgBouncer targets.
 const BENCH_PASSWORD: &str = "bench-password";
 /// Identities of the cold storm.
@@ -171,7 +168,7 @@ impl Pooling {
     }
 }
 
-/// Why: a child process (proxy or PgBouncer) that is killed when the bench ends.
+/// Why: a PgBouncer child process that is killed when the bench ends.
 struct Daemon {
     child: Child,
     log: PathBuf,
@@ -192,28 +189,20 @@ impl Drop for Daemon {
 
 /// Why: everything running, plus how to reach each target.
 struct Bed {
-    pg: LocalPg,
-    emu: Emulator,
+    /// The test bed's cluster and emulator.
+    parts: Parts,
     dir: tempfile::TempDir,
     /// The relay proxy (`mode = "none"`).
-    proxy: Daemon,
+    proxy: ProxyProcess,
     proxy_port: u16,
     /// The pooled proxies (session, transaction); dropped after the pooled scenarios.
-    pooled_proxies: Vec<(Pooling, Daemon, u16)>,
+    pooled_proxies: Vec<(Pooling, ProxyProcess, u16)>,
     /// PgBouncer for the relay scenarios (session mode, pool 200).
     bouncer: Option<(Daemon, u16)>,
     /// PgBouncer for the pooled scenarios (databases `bench_session`, `bench_txn`).
     pooled_bouncer: Option<(Daemon, u16)>,
     /// PgBouncer's `--version` (first line) and path, if one was found.
     bouncer_version: Option<String>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Polls until `port` accepts TCP connections or the deadline passes.
@@ -249,29 +238,30 @@ impl Bed {
         } else {
             400
         };
-        let pg = LocalPg::start(LocalPgOptions {
-            max_connections: max_conn,
-            extra_conf: vec![
-                "shared_buffers = '128MB'".into(),
-                "max_wal_size = '4GB'".into(),
-                // The cluster-logins scenario counts "connection authorized" lines.
-                "log_connections = on".into(),
-            ],
-            ..LocalPgOptions::default()
-        })
-        .await
-        .expect("start PostgreSQL");
-        let admin = pg.admin().await.expect("admin");
-        let mut setup = format!(
+        let mut setup_sql = format!(
             "CREATE ROLE bench LOGIN PASSWORD '{BENCH_PASSWORD}';
              CREATE ROLE {LOGINS_ROLE} LOGIN PASSWORD '{BENCH_PASSWORD}';
              CREATE UNLOGGED TABLE bulk_in (i bigint, t text);
              GRANT ALL ON bulk_in TO PUBLIC;"
         );
         for i in 0..STORM_IDENTITIES {
-            write!(setup, "CREATE ROLE storm{i};").unwrap();
+            write!(setup_sql, "CREATE ROLE storm{i};").unwrap();
         }
-        admin.batch_execute(&setup).await.expect("setup SQL");
+        let parts = Parts::start(&BedOptions {
+            setup_sql,
+            pg_max_connections: max_conn,
+            pg_extra_conf: vec![
+                "shared_buffers = '128MB'".into(),
+                "max_wal_size = '4GB'".into(),
+                // The cluster-logins scenario counts "connection authorized" lines.
+                "log_connections = on".into(),
+            ],
+            ..BedOptions::for_load()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("bench bed: {e}"));
+        let pg = &parts.pg;
+        let admin = pg.admin().await.expect("admin");
         let out = Command::new("pgbench")
             .args(["-i", "-q", "-s", "1", "-h"])
             .arg(pg.socket_dir())
@@ -287,29 +277,17 @@ impl Bed {
             .await
             .expect("grants");
 
-        let emu = Emulator::start(
-            EmulatorConfig {
-                region: "us-east-1".into(),
-                keys: vec![AccessKey::new(ACCESS_KEY, SECRET_KEY)],
-                clusters: vec![EmulatedCluster::local(CLUSTER, &pg)],
-                ..EmulatorConfig::default()
-            },
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .expect("emulator");
-
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(
             dir.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        let (proxy, proxy_port) = start_proxy(&pg, &emu, dir.path(), Pooling::Relay);
+        let (proxy, proxy_port) = start_proxy(&parts, Pooling::Relay);
         let pooled_proxies = Pooling::POOLED
             .into_iter()
             .map(|p| {
-                let (d, port) = start_proxy(&pg, &emu, dir.path(), p);
+                let (d, port) = start_proxy(&parts, p);
                 (p, d, port)
             })
             .collect();
@@ -319,10 +297,10 @@ impl Bed {
             .map(|(bin, v)| format!("{v} ({})", bin.display()));
         let (bouncer, pooled_bouncer) = match &found {
             Some((bin, version)) => (
-                Some(start_pgbouncer(bin, &pg, dir.path(), false)),
+                Some(start_pgbouncer(bin, pg, dir.path(), false)),
                 // Prepared statements in transaction mode came with PgBouncer 1.21.
                 if has_prepared_statements(version) {
-                    Some(start_pgbouncer(bin, &pg, dir.path(), true))
+                    Some(start_pgbouncer(bin, pg, dir.path(), true))
                 } else {
                     println!("{version} predates max_prepared_statements (1.21): pooled PgBouncer columns stay empty");
                     None
@@ -331,8 +309,7 @@ impl Bed {
             None => (None, None),
         };
         Bed {
-            pg,
-            emu,
+            parts,
             dir,
             proxy,
             proxy_port,
@@ -382,8 +359,8 @@ impl Bed {
             Target::Direct => format!(
                 "host=localhost port={} user={user} password={BENCH_PASSWORD} dbname=postgres gssencmode=disable \
                  sslmode=verify-full sslrootcert={}",
-                self.pg.port(),
-                self.pg.ca_cert_path().display()
+                self.parts.pg.port(),
+                self.parts.pg.ca_cert_path().display()
             ),
             Target::Proxy => format!(
                 "host=127.0.0.1 port={} user={user} dbname=postgres sslmode=disable gssencmode=disable",
@@ -399,60 +376,24 @@ impl Bed {
 
     /// Restarts the relay proxy binary (fresh process, empty caches).
     fn restart_proxy(&mut self) {
-        let (p, port) = start_proxy(&self.pg, &self.emu, self.dir.path(), Pooling::Relay);
+        let (p, port) = start_proxy(&self.parts, Pooling::Relay);
         self.proxy = p;
         self.proxy_port = port;
     }
 }
 
 /// The proxy binary with `[pool] mode` set for `pooling` (pools of [`POOL_SIZE`]).
-fn start_proxy(pg: &LocalPg, emu: &Emulator, dir: &Path, pooling: Pooling) -> (Daemon, u16) {
-    let port = free_port();
+fn start_proxy(parts: &Parts, pooling: Pooling) -> (ProxyProcess, u16) {
     let mode = pooling.proxy_mode();
-    let config = format!(
-        r#"
-listen = "127.0.0.1:{port}"
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-[cluster]
-identifier = "{CLUSTER}"
-sslrootcert = "{ca}"
-default_database = "postgres"
-[limits]
-max_client_connections = 20000
-login_timeout_secs = 120
-[client_tls]
-state_dir = "{state}"
-[pool]
-mode = "{mode}"
-size = {POOL_SIZE}
-[[users]]
-client_user = "*"
-"#,
-        endpoint = emu.endpoint_url(),
-        ca = pg.ca_cert_path().display(),
-        state = dir.join(format!("proxy-state-{mode}")).display(),
+    let fragment = format!(
+        "[limits]\nmax_client_connections = 20000\nlogin_timeout_secs = 120\n\
+         [pool]\nmode = \"{mode}\"\nsize = {POOL_SIZE}\n"
     );
-    let path = dir.join(format!("proxy-{mode}.toml"));
-    std::fs::write(&path, config).unwrap();
-    let log = dir.join(format!("proxy-{mode}.log"));
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start the proxy binary");
-    let d = Daemon { child, log };
-    wait_listening(port, "proxy", &d.log);
-    (d, port)
+    let proxy = parts
+        .start_binary(Path::new(BIN), &fragment, Some("warn"))
+        .unwrap_or_else(|e| panic!("start the proxy binary ({mode}): {e}"));
+    let port = proxy.addr.port();
+    (proxy, port)
 }
 
 /// The PgBouncer to compare with: the 1.25.2 build beside the repository, else the
@@ -493,7 +434,7 @@ fn has_prepared_statements(version: &str) -> bool {
 /// `bench_session` and `bench_txn` with pools of [`POOL_SIZE`] and
 /// `max_prepared_statements = 200`.
 fn start_pgbouncer(bin: &Path, pg: &LocalPg, dir: &Path, pooled: bool) -> (Daemon, u16) {
-    let port = free_port();
+    let port = free_port().expect("free port");
     let name = if pooled {
         "pgbouncer-pooled"
     } else {
@@ -827,7 +768,7 @@ async fn cluster_logins(bed: &Bed) -> Row {
         let Some(ci) = bed.conninfo(t, pooling, LOGINS_ROLE) else {
             continue;
         };
-        let before = logins_in_log(&bed.pg, LOGINS_ROLE);
+        let before = logins_in_log(&bed.parts.pg, LOGINS_ROLE);
         let mut cmd = tokio::process::Command::new("pgbench");
         cmd.args(["-n", "-S", "-C", "-c", "10", "-j", "2", "-t"])
             .arg((LOGINS_CLIENTS / 10).to_string())
@@ -841,7 +782,7 @@ async fn cluster_logins(bed: &Bed) -> Row {
         assert_eq!(done, LOGINS_CLIENTS, "pgbench output:\n{out}");
         // The log is written by the backends before they answer; give stragglers a moment.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let n = logins_in_log(&bed.pg, LOGINS_ROLE) - before;
+        let n = logins_in_log(&bed.parts.pg, LOGINS_ROLE) - before;
         values.push((t, n as f64));
     }
     let row = Row {
@@ -915,7 +856,7 @@ async fn copy_out(bed: &Bed, plan: &Plan, file: &Path) -> Row {
 
 async fn copy_in(bed: &Bed, plan: &Plan, file: &Path) -> Row {
     let bytes = std::fs::metadata(file).unwrap().len() as f64;
-    let admin = bed.pg.admin().await.unwrap();
+    let admin = bed.parts.pg.admin().await.unwrap();
     let admin = &admin;
     round_robin(
         bed,
@@ -943,16 +884,11 @@ async fn copy_in(bed: &Bed, plan: &Plan, file: &Path) -> Row {
 
 /// A tokio-postgres session through the proxy (plaintext, no password).
 async fn proxy_session(port: u16, user: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user={user} dbname=postgres connect_timeout=120"),
-        tokio_postgres::NoTls,
-    )
+    redshift_iam_proxy::testbed::connect(&format!(
+        "host=127.0.0.1 port={port} user={user} dbname=postgres connect_timeout=120"
+    ))
     .await
-    .unwrap_or_else(|e| panic!("login as {user} through the proxy: {e}"));
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
+    .unwrap_or_else(|e| panic!("login as {user} through the proxy: {e}"))
 }
 
 /// Why: what the cold storm measured.
@@ -966,7 +902,7 @@ struct Storm {
 
 /// `n` concurrent first logins over `STORM_IDENTITIES` identities, all released at once.
 async fn cold_storm(bed: &Bed, n: usize) -> Storm {
-    let before = bed.emu.call_count("GetClusterCredentials");
+    let before = bed.parts.emu.call_count("GetClusterCredentials");
     let port = bed.proxy_port;
     let gate = Arc::new(tokio::sync::Barrier::new(n + 1));
     let mut tasks = Vec::with_capacity(n);
@@ -994,7 +930,7 @@ async fn cold_storm(bed: &Bed, n: usize) -> Storm {
     times.sort_by(|a, b| a.total_cmp(b));
     Storm {
         logins: n,
-        api_calls: bed.emu.call_count("GetClusterCredentials") - before,
+        api_calls: bed.parts.emu.call_count("GetClusterCredentials") - before,
         p50_ms: percentile(&times, 0.5),
         p99_ms: percentile(&times, 0.99),
         wall_ms,

@@ -9,21 +9,17 @@
 //! after; the run fails if the idle-after figures are not flat against idle-before.
 
 use futures_util::{SinkExt, StreamExt};
-use local_cluster::{LocalPg, LocalPgOptions};
-use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
+use redshift_iam_proxy::testbed::{BedOptions, Parts, ProxyProcess};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
-const KEY: &str = "AKIDSOAK";
-const SECRET: &str = "soak-secret";
 const IDENTITIES: usize = 10;
 
-/// One reading of the proxy process.
+/// Why: one reading of the proxy process, compared idle before and after the load.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     rss_kib: u64,
@@ -32,7 +28,7 @@ struct Sample {
     connections: u64,
 }
 
-/// Counters of what the load did.
+/// Why: counters of what the load did, shared by the workers and printed at the end.
 #[derive(Default)]
 struct Tally {
     sessions: AtomicU64,
@@ -56,13 +52,12 @@ fn status_field(pid: u32, field: &str) -> u64 {
 }
 
 /// The latest "stats" line the proxy logged: (alive_tasks, open_connections).
-fn last_stats(log: &Path) -> (u64, u64) {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let line = text
-        .lines()
+fn last_stats(lines: &[String]) -> (u64, u64) {
+    let line = lines
+        .iter()
         .rev()
         .find(|l| l.contains("alive_tasks="))
-        .unwrap_or("");
+        .map_or("", |l| l.as_str());
     let field = |k: &str| -> u64 {
         line.split(&format!("{k}="))
             .nth(1)
@@ -74,22 +69,22 @@ fn last_stats(log: &Path) -> (u64, u64) {
 }
 
 /// Waits for the next stats line (they come every second) and reads everything.
-async fn sample(pid: u32, log: &Path) -> Sample {
-    let before = std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .matches("alive_tasks=")
-        .count();
+async fn sample(proxy: &ProxyProcess) -> Sample {
+    let stats_lines = || {
+        proxy
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("alive_tasks="))
+            .count()
+    };
+    let before = stats_lines();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .matches("alive_tasks=")
-        .count()
-        == before
-    {
+    while stats_lines() == before {
         assert!(Instant::now() < deadline, "no stats line from the proxy");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (tasks, connections) = last_stats(log);
+    let (tasks, connections) = last_stats(&proxy.log_lines());
+    let pid = proxy.pid();
     Sample {
         rss_kib: status_field(pid, "VmRSS:"),
         fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -101,11 +96,10 @@ async fn sample(pid: u32, log: &Path) -> Sample {
 }
 
 async fn connect(port: u16, user: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let info =
-        format!("host=127.0.0.1 port={port} user={user} dbname=postgres application_name=soak");
-    let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    Ok(c)
+    redshift_iam_proxy::testbed::connect(&format!(
+        "host=127.0.0.1 port={port} user={user} dbname=postgres application_name=soak"
+    ))
+    .await
 }
 
 fn pick(n: u64) -> String {
@@ -224,71 +218,34 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "session".into());
-    let pg = LocalPg::start(LocalPgOptions {
-        max_connections: 300,
-        extra_conf: vec!["client_connection_check_interval = '200ms'".into()],
-        ..LocalPgOptions::default()
+    let setup_sql = (0..IDENTITIES)
+        .map(|i| format!("CREATE ROLE user{i};"))
+        .chain([
+            "CREATE UNLOGGED TABLE soak_copy (id int, t text); GRANT ALL ON soak_copy TO PUBLIC;"
+                .into(),
+        ])
+        .collect();
+    let parts = Parts::start(&BedOptions {
+        setup_sql,
+        pg_max_connections: 300,
+        pg_extra_conf: vec!["client_connection_check_interval = '200ms'".into()],
+        ..BedOptions::for_load()
     })
     .await
-    .expect("PostgreSQL");
-    let admin = pg.admin().await.expect("admin");
-    for i in 0..IDENTITIES {
-        admin
-            .batch_execute(&format!("CREATE ROLE user{i}"))
-            .await
-            .expect("role");
-    }
-    admin
-        .batch_execute(
-            "CREATE UNLOGGED TABLE soak_copy (id int, t text); GRANT ALL ON soak_copy TO PUBLIC;",
+    .unwrap_or_else(|e| panic!("soak bed: {e}"));
+    let admin = parts.pg.admin().await.expect("admin");
+    let proxy = parts
+        .start_binary(
+            Path::new(BIN),
+            &format!(
+                "[limits]\nstats_interval_secs = 1\n\
+                 [pool]\nmode = \"{pool_mode}\"\nserver_idle_timeout_secs = 5\ncheckout_timeout_secs = 60\n"
+            ),
+            Some("warn,redshift_iam_proxy::stats=info"),
         )
-        .await
-        .expect("table");
-    let emu = Emulator::start(
-        EmulatorConfig {
-            keys: vec![AccessKey::new(KEY, SECRET)],
-            clusters: vec![EmulatedCluster::local("soak", &pg)],
-            ..EmulatorConfig::default()
-        },
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let config = dir.path().join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
-             [cluster]\nidentifier = \"soak\"\nsslrootcert = \"{}\"\ndefault_database = \"postgres\"\n\
-             [limits]\nstats_interval_secs = 1\n[client_tls]\nstate_dir = \"{}\"\n\
-             [pool]\nmode = \"{pool_mode}\"\nserver_idle_timeout_secs = 5\ncheckout_timeout_secs = 60\n\
-             [[users]]\nclient_user = \"*\"\n",
-            emu.endpoint_url(),
-            pg.ca_cert_path().display(),
-            dir.path().join("proxy-state").display()
-        ),
-    )
-    .expect("config");
-    let log = dir.path().join("proxy.log");
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .env("AWS_ACCESS_KEY_ID", KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.path().join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
-        .env("RUST_LOG", "warn,redshift_iam_proxy::stats=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("proxy binary");
-    let pid = child.id();
+        .unwrap_or_else(|e| panic!("soak proxy: {e}"));
+    let port = proxy.addr.port();
+    let pid = proxy.pid();
     // Ready when it accepts a login.
     let deadline = Instant::now() + Duration::from_secs(30);
     while connect(port, "user0").await.is_err() {
@@ -310,7 +267,7 @@ async fn main() {
     while servers().await > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let idle_before = sample(pid, &log).await;
+    let idle_before = sample(&proxy).await;
     let servers_before = servers().await;
     println!("soak: {minutes} minutes of mixed load, pool mode {pool_mode}, on 127.0.0.1:{port} (proxy pid {pid})");
     println!(
@@ -349,7 +306,7 @@ async fn main() {
         if Instant::now() >= until {
             break;
         }
-        let s = sample(pid, &log).await;
+        let s = sample(&proxy).await;
         show(&minute.to_string(), &s);
         under_load.push(s);
         minute += 1;
@@ -367,7 +324,7 @@ async fn main() {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let idle_after = loop {
-        let s = sample(pid, &log).await;
+        let s = sample(&proxy).await;
         if s.connections == 0 || Instant::now() > deadline {
             break s;
         }
@@ -388,7 +345,7 @@ async fn main() {
     );
     println!(
         "credential calls: {} GetClusterCredentials for {IDENTITIES} identities (+1 refused user)",
-        emu.call_count("GetClusterCredentials")
+        parts.emu.call_count("GetClusterCredentials")
     );
     let flat = idle_after.fds <= idle_before.fds + 2
         && idle_after.tasks <= idle_before.tasks + 2
@@ -411,8 +368,7 @@ async fn main() {
         under_load.last().map(|s| s.rss_kib),
         if flat && load_flat { "FLAT" } else { "GROWING" }
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(proxy);
     if !(flat && load_flat) {
         std::process::exit(1);
     }

@@ -5,20 +5,16 @@
 //! groups; prints the `psql` lines to try; on Ctrl-C or SIGTERM stops everything
 //! and removes the cluster directory.
 
-use crate::config::Config;
-use crate::credentials::AwsIdentitySource;
-use crate::server::Proxy;
-use local_cluster::{LocalPg, LocalPgOptions};
-use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
+use crate::testbed::{BedOptions, Parts};
+use local_cluster::LocalPg;
+use redshift_emulator::Emulator;
 use std::future::Future;
 
 /// The sample schema, shared with docker-compose.yml.
 pub const SCHEMA_SQL: &str = include_str!("../deploy/demo-schema.sql");
-const DEMO_KEY_ID: &str = "AKIDDEMO";
-const DEMO_SECRET: &str = "demo-secret-not-for-production";
 const CLUSTER: &str = "democluster";
 
-/// Flags of the demo subcommand.
+/// Why: the demo subcommand's flags (clap).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
     /// Port of the proxy on 127.0.0.1 (0 picks a free one).
@@ -30,19 +26,42 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs the demo until `shutdown` completes, then cleans up.
 pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
-    let pg = LocalPg::start(LocalPgOptions::default()).await?;
-    let outcome = run_with(&pg, &args, shutdown).await;
-    let dir = pg.data_dir().to_owned();
-    pg.stop().await;
+    let parts = Parts::start(&BedOptions {
+        cluster: CLUSTER.into(),
+        proxy_toml: PROXY_TOML.into(),
+        ..BedOptions::bare()
+    })
+    .await?;
+    let outcome = run_with(&parts, &args, shutdown).await;
+    let dir = parts.pg.data_dir().to_owned();
+    parts.stop().await;
     println!("demo stopped; removed {}", dir.display());
     outcome
 }
 
+/// The demo's proxy settings over the bed's base: two users mapped to different groups.
+const PROXY_TOML: &str = r#"
+    [cluster]
+    sslmode = "verify-full"
+    [[users]]
+    client_user = "alice"
+    db_groups = ["analysts"]
+    [[users]]
+    client_user = "bob"
+    db_groups = ["engineers"]
+    [limits]
+    drain_timeout_secs = 2
+    [client_tls]
+    # A throwaway demo: nothing is kept, so no local CA in the user's state directory.
+    local_ca = false
+"#;
+
 async fn run_with(
-    pg: &LocalPg,
+    parts: &Parts,
     args: &DemoArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BoxError> {
+    let pg = &parts.pg;
     let admin = pg.admin().await?;
     admin.batch_execute("CREATE DATABASE dev").await?;
     let mut dev = pg.admin_config();
@@ -53,53 +72,13 @@ async fn run_with(
     drop(dev_client);
     let _ = conn_task.await;
 
-    let emulator = Emulator::start(
-        EmulatorConfig {
-            region: "us-east-1".into(),
-            keys: vec![AccessKey::new(DEMO_KEY_ID, DEMO_SECRET)],
-            clusters: vec![EmulatedCluster::local(CLUSTER, pg)],
-            md5_users: vec![],
-            ..Default::default()
-        },
-        "127.0.0.1:0".parse()?,
-    )
-    .await?;
-
-    let config = Config::from_toml(&format!(
-        r#"
-        listen = "127.0.0.1:{port}"
-        [aws]
-        region = "us-east-1"
-        endpoint_url = "{endpoint}"
-        [cluster]
-        identifier = "{CLUSTER}"
-        sslmode = "verify-full"
-        sslrootcert = "{ca}"
-        [[users]]
-        client_user = "alice"
-        db_groups = ["analysts"]
-        [[users]]
-        client_user = "bob"
-        db_groups = ["engineers"]
-        [limits]
-        drain_timeout_secs = 2
-        [client_tls]
-        # A throwaway demo: nothing is kept, so no local CA in the user's state directory.
-        local_ca = false
-        "#,
-        port = args.port,
-        endpoint = emulator.endpoint_url(),
-        ca = pg.ca_cert_path().display(),
-    ))?;
-    let creds =
-        aws_credential_types::Credentials::new(DEMO_KEY_ID, DEMO_SECRET, None, None, "demo");
-    let proxy = Proxy::bind(config, AwsIdentitySource::Static(creds)).await.map_err(|e| {
+    let config = parts.config_with(&format!("listen = \"127.0.0.1:{}\"", args.port))?;
+    let proxy = parts.bind_proxy(config).await.map_err(|e| {
         format!("{e} (is another proxy or Redshift tunnel on that port? pass --port N, or --port 0 for any free port)")
     })?;
     let port = proxy.local_addr()?.port();
-    print_banner(pg, &emulator, port);
+    print_banner(pg, &parts.emu, port);
     proxy.serve(shutdown).await;
-    emulator.shutdown().await;
     Ok(())
 }
 

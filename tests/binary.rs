@@ -1,113 +1,47 @@
 //! The released binary as an operator runs it: CLI, psql over TLS, SIGTERM drain,
 //! and logs at trace level that never contain a secret.
 
-use redshift_iam_proxy::testbed::{
-    db_error, proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY,
-};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use redshift_iam_proxy::testbed::{connect, db_error, BedOptions, Parts, ProxyProcess, SECRET_KEY};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 
-/// The proxy binary running with a config file, its stderr collected.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Running {
-    fn start(config_toml: &str, extra: &str) -> Running {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("proxy.toml");
-        // `extra` goes at the top level, before any table.
-        std::fs::write(&path, format!("{extra}\n{config_toml}")).unwrap();
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", dir.path().join("none"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
-            .env("RUST_LOG", "trace")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("redshift-iam-proxy listening") {
-                    if let Some(a) = line.split("addr=").nth(1) {
-                        let _ = tx.send(a.split_whitespace().next().unwrap_or("").to_owned());
-                    }
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("proxy did not start: {:?}", log.lock().unwrap()))
-            .parse()
-            .unwrap();
-        Running {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn conninfo(&self, user: &str) -> String {
-        format!(
-            "host=127.0.0.1 port={} user={user} dbname=postgres",
-            self.addr.port()
-        )
-    }
-
-    fn sigterm(&self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
+/// The test bed's parts and the proxy binary in front of them, logging at trace level;
+/// `fragment` is merged over the bed's proxy config.
+async fn binary_on_bed(fragment: &str) -> (Parts, ProxyProcess) {
+    let parts = Parts::start(&BedOptions::default()).await.unwrap();
+    let proxy = parts
+        .start_binary(Path::new(BIN), fragment, Some("trace"))
         .unwrap();
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "proxy did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    (parts, proxy)
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn sigterm(proxy: &ProxyProcess) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(proxy.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
 }
 
 #[test]
-fn help_and_version_work() {
+fn help_names_the_config_flag() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+}
+
+#[test]
+fn version_prints_the_package_version() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn no_config_is_a_usage_error() {
     let out = Command::new(BIN).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "no config is a usage error");
 }
@@ -131,11 +65,8 @@ fn invalid_config_is_refused_at_start_naming_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn psql_over_tls_and_no_secret_in_trace_logs() {
-    let opts = BedOptions::default();
-    let (pg, emu) = start_pg_and_emulator(&opts).await;
-    let toml = proxy_config_toml(&pg, &emu, &opts.users_toml);
-    let proxy = Running::start(&toml, "");
+async fn trace_logs_of_psql_logins_over_tls_have_audit_lines_and_no_secret() {
+    let (parts, proxy) = binary_on_bed("").await;
     let port = proxy.addr.port();
     let out = tokio::process::Command::new("psql")
         .arg("-w")
@@ -172,10 +103,10 @@ async fn psql_over_tls_and_no_secret_in_trace_logs() {
     // One audit line per session, with who, as whom, where, and how much. A session's
     // line is written when its task ends, which may be just after the client exits.
     let audit_lines = || -> Vec<String> {
-        let log = proxy.log.lock().unwrap();
-        log.iter()
+        proxy
+            .log_lines()
+            .into_iter()
             .filter(|l| l.contains("redshift_iam_proxy::audit"))
-            .cloned()
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -217,9 +148,9 @@ async fn psql_over_tls_and_no_secret_in_trace_logs() {
         .expect("carol's audit line");
     assert!(carol.contains("outcome=refused 28P01"), "{carol}");
 
-    let passwords = emu.issued_passwords();
+    let passwords = parts.emu.issued_passwords();
     assert!(passwords.len() >= 2);
-    let log = proxy.log.lock().unwrap().join("\n");
+    let log = proxy.log_text();
     assert!(log.contains("session established"), "trace log captured");
     for p in &passwords {
         assert!(
@@ -235,16 +166,10 @@ async fn psql_over_tls_and_no_secret_in_trace_logs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_accepting_and_drains_open_sessions() {
-    let opts = BedOptions::default();
-    let (pg, emu) = start_pg_and_emulator(&opts).await;
-    let toml = proxy_config_toml(&pg, &emu, &opts.users_toml);
-    let mut proxy = Running::start(&toml, "");
-    let (client, conn) = tokio_postgres::connect(&proxy.conninfo("bob"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (_parts, mut proxy) = binary_on_bed("").await;
+    let client = connect(&proxy.conninfo("bob", "postgres")).await.unwrap();
     client.query_one("SELECT 1", &[]).await.unwrap();
-    proxy.sigterm();
+    sigterm(&proxy);
     // The listener closes...
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(proxy.addr).await.is_ok() {
@@ -262,7 +187,7 @@ async fn sigterm_stops_accepting_and_drains_open_sessions() {
         .get(0);
     assert_eq!(n, 1000);
     assert!(
-        proxy.child.try_wait().unwrap().is_none(),
+        proxy.try_wait().is_none(),
         "exited before the session ended"
     );
     // and once it ends, the proxy exits 0.
@@ -273,17 +198,10 @@ async fn sigterm_stops_accepting_and_drains_open_sessions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_outliving_the_drain_timeout_are_closed() {
-    let opts = BedOptions::default();
-    let (pg, emu) = start_pg_and_emulator(&opts).await;
-    let toml = proxy_config_toml(&pg, &emu, &opts.users_toml)
-        .replace("drain_timeout_secs = 5", "drain_timeout_secs = 1");
-    let mut proxy = Running::start(&toml, "");
-    let (client, conn) = tokio_postgres::connect(&proxy.conninfo("bob"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (_parts, mut proxy) = binary_on_bed("[limits]\ndrain_timeout_secs = 1").await;
+    let client = connect(&proxy.conninfo("bob", "postgres")).await.unwrap();
     client.query_one("SELECT 1", &[]).await.unwrap();
-    proxy.sigterm();
+    sigterm(&proxy);
     let status = proxy.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "{status}");
     let err = client.query_one("SELECT 1", &[]).await.unwrap_err();

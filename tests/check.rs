@@ -1,10 +1,8 @@
 //! `redshift-iam-proxy check` on the test bed: passes on a good setup, and fails with a
 //! named fix on each broken one.
 
-use redshift_iam_proxy::testbed::{
-    proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY,
-};
-use std::process::Command;
+use redshift_iam_proxy::testbed::{proxy_command, BedOptions, Parts, SECRET_KEY};
+use std::path::Path;
 
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 
@@ -13,16 +11,12 @@ fn check(config: &str, secret: &str, extra: &[&str]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.toml");
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(BIN)
+    let out = proxy_command(Path::new(BIN), dir.path())
         .arg("check")
         .arg("--config")
         .arg(&path)
         .args(extra)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", secret)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.path().join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -55,10 +49,21 @@ client_user = "bob"
 client_user = "*"
 "#;
 
+/// The test bed's parts with [`USERS`], denying the bed's key `denied` IAM actions.
+async fn bed(denied: &[&str]) -> Parts {
+    Parts::start(&BedOptions {
+        users_toml: USERS.into(),
+        denied_actions: denied.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_passes_on_the_test_bed() {
-    let (pg, emu) = start_pg_and_emulator(&BedOptions::default()).await;
-    let (code, out) = check(&proxy_config_toml(&pg, &emu, USERS), SECRET_KEY, &[]);
+    let parts = bed(&[]).await;
+    let (code, out) = check(&parts.config_toml().unwrap(), SECRET_KEY, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("PASS  AWS identity")
@@ -72,14 +77,9 @@ async fn check_passes_on_the_test_bed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn check_names_the_fix_for_each_broken_setup() {
-    // Missing redshift:JoinGroup for alice's groups.
-    let (pg, emu) = start_pg_and_emulator(&BedOptions {
-        denied_actions: vec!["redshift:JoinGroup".into()],
-        ..Default::default()
-    })
-    .await;
-    let (code, out) = check(&proxy_config_toml(&pg, &emu, USERS), SECRET_KEY, &[]);
+async fn check_names_join_group_as_the_fix_for_a_denied_group() {
+    let parts = bed(&["redshift:JoinGroup"]).await;
+    let (code, out) = check(&parts.config_toml().unwrap(), SECRET_KEY, &[]);
     assert_eq!(code, 1, "{out}");
     let line = fail_line(&out, "credentials for alice");
     assert!(
@@ -90,34 +90,44 @@ async fn check_names_the_fix_for_each_broken_setup() {
         out.contains("PASS") && out.contains("GetClusterCredentials as IAM:bob"),
         "{out}"
     );
-    drop((pg, emu));
+}
 
-    let (pg, emu) = start_pg_and_emulator(&BedOptions::default()).await;
-    let good = proxy_config_toml(&pg, &emu, USERS);
-
-    // Bad AWS secret: the identity check fails and says what to fix.
-    let (code, out) = check(&good, "not-the-secret", &["--first"]);
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_the_credentials_as_the_fix_for_a_bad_aws_secret() {
+    let parts = bed(&[]).await;
+    let (code, out) = check(
+        &parts.config_toml().unwrap(),
+        "not-the-secret",
+        &["--first"],
+    );
     assert_eq!(code, 1);
     assert!(
         fail_line(&out, "AWS identity").contains("fix: the AWS credentials were rejected"),
         "{out}"
     );
+}
 
-    // Unknown cluster.
-    let (code, out) = check(
-        &good.replace("identifier = \"testcluster\"", "identifier = \"nosuch\""),
-        SECRET_KEY,
-        &[],
-    );
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_the_identifier_as_the_fix_for_an_unknown_cluster() {
+    let parts = bed(&[]).await;
+    let unknown = parts
+        .config_toml_with("[cluster]\nidentifier = \"nosuch\"")
+        .unwrap();
+    let (code, out) = check(&unknown, SECRET_KEY, &[]);
     assert_eq!(code, 1);
     let line = fail_line(&out, "endpoint");
     assert!(
         line.contains("ClusterNotFound") && line.contains("fix:") && line.contains("identifier"),
         "{line}"
     );
+}
 
-    // Untrusted certificate (no sslrootcert).
-    let untrusted: String = good
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_sslrootcert_as_the_fix_for_an_untrusted_certificate() {
+    let parts = bed(&[]).await;
+    let untrusted: String = parts
+        .config_toml()
+        .unwrap()
         .lines()
         .filter(|l| !l.contains("sslrootcert"))
         .collect::<Vec<_>>()
@@ -129,25 +139,25 @@ async fn check_names_the_fix_for_each_broken_setup() {
             .contains("fix: the cluster's certificate is not trusted: set sslrootcert"),
         "{out}"
     );
+}
 
-    // A database user that does not exist (no AutoCreate).
-    let (code, out) = check(&good, SECRET_KEY, &["--user", "carol"]);
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_auto_create_as_the_fix_for_a_missing_database_user() {
+    let parts = bed(&[]).await;
+    let (code, out) = check(
+        &parts.config_toml().unwrap(),
+        SECRET_KEY,
+        &["--user", "carol"],
+    );
     assert_eq!(code, 1, "{out}");
     let line = fail_line(&out, "login as IAM:carol");
     assert!(line.contains("auto_create = true"), "{line}");
+}
 
-    // The permission to call GetClusterCredentials itself.
-    drop((pg, emu));
-    let (pg, emu) = start_pg_and_emulator(&BedOptions {
-        denied_actions: vec!["redshift:GetClusterCredentials".into()],
-        ..Default::default()
-    })
-    .await;
-    let (code, out) = check(
-        &proxy_config_toml(&pg, &emu, USERS),
-        SECRET_KEY,
-        &["--first"],
-    );
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_get_cluster_credentials_as_the_fix_when_it_is_denied() {
+    let parts = bed(&["redshift:GetClusterCredentials"]).await;
+    let (code, out) = check(&parts.config_toml().unwrap(), SECRET_KEY, &["--first"]);
     assert_eq!(code, 1);
     assert!(
         fail_line(&out, "credentials for alice")

@@ -4,7 +4,7 @@
 use local_cluster::TestCa;
 use redshift_iam_proxy::clientauth::ScramVerifier;
 use redshift_iam_proxy::config::ClientAuthMethod;
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{connect, db_error, Bed, BedOptions};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
@@ -78,14 +78,13 @@ async fn login(
     if let Some(p) = password {
         info.push_str(&format!(" password={p}"));
     }
-    let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
+    let c = connect(&info).await?;
     Ok(c.query_one("SELECT current_user::text", &[]).await?.get(0))
 }
 
 // Multi-threaded: psql runs as a blocking child process beside the in-process proxy.
 #[tokio::test(flavor = "multi_thread")]
-async fn scram_client_login_and_wrong_password_is_28p01() {
+async fn scram_client_login_needs_the_right_password_else_28p01() {
     let bed = Bed::with(scram_bed_options()).await;
     assert_eq!(
         login(&bed, "alice", Some("alice-pw")).await.unwrap(),
@@ -191,7 +190,7 @@ async fn client_certificates_are_mapped_to_users() {
 }
 
 #[tokio::test]
-async fn per_user_connection_cap() {
+async fn a_users_session_over_its_cap_is_refused_with_53300_until_one_ends() {
     let bed = Bed::with(BedOptions {
         tweak: Box::new(|c| c.limits.max_connections_per_user = Some(1)),
         ..Default::default()

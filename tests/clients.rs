@@ -185,7 +185,8 @@ async fn pgjdbc_logs_in_without_a_password() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_prepared_statement_past_prepare_threshold_works() {
+async fn pgjdbc_prepared_statement_past_prepare_threshold_is_server_prepared_and_returns_its_rows()
+{
     let Some(classes) = pgjdbc() else {
         return;
     };
@@ -195,7 +196,8 @@ async fn pgjdbc_prepared_statement_past_prepare_threshold_works() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_prepared_statement_with_prepare_threshold_1_works() {
+async fn pgjdbc_prepared_statement_with_prepare_threshold_1_is_server_prepared_and_returns_its_rows(
+) {
     let Some(classes) = pgjdbc() else {
         return;
     };
@@ -205,7 +207,8 @@ async fn pgjdbc_prepared_statement_with_prepare_threshold_1_works() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_prepared_statement_past_prepare_threshold_works_in_transaction_mode() {
+async fn pgjdbc_prepared_statement_past_prepare_threshold_is_server_prepared_and_returns_its_rows_in_transaction_mode(
+) {
     let Some(classes) = pgjdbc() else {
         return;
     };
@@ -215,7 +218,8 @@ async fn pgjdbc_prepared_statement_past_prepare_threshold_works_in_transaction_m
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_prepared_statement_with_prepare_threshold_1_works_in_transaction_mode() {
+async fn pgjdbc_prepared_statement_with_prepare_threshold_1_is_server_prepared_and_returns_its_rows_in_transaction_mode(
+) {
     let Some(classes) = pgjdbc() else {
         return;
     };
@@ -231,7 +235,8 @@ const PAIR_RESULTS: [&str; 2] = [
 ];
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_two_connections_same_statement_names_work_in_transaction_mode() {
+async fn pgjdbc_two_connections_with_the_same_statement_names_get_their_own_results_in_transaction_mode(
+) {
     let Some(classes) = pgjdbc() else {
         return;
     };
@@ -241,7 +246,7 @@ async fn pgjdbc_two_connections_same_statement_names_work_in_transaction_mode() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_two_connections_same_statement_names_work_past_prepare_threshold_in_transaction_mode(
+async fn pgjdbc_two_connections_with_the_same_statement_names_get_their_own_results_past_prepare_threshold_in_transaction_mode(
 ) {
     let Some(classes) = pgjdbc() else {
         return;
@@ -509,7 +514,7 @@ async fn copy_check(mode: PoolMode) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn node_pg_named_queries_work_in_transaction_mode() {
+async fn node_pg_named_queries_return_each_clients_values_in_transaction_mode() {
     let Some(dir) = node() else {
         return;
     };
@@ -599,7 +604,8 @@ const PARAMS_RESULTS: &str =
     "results 0:! 2:v! 4:vv! 6:vvv! 8:vvvv! 10:vvvvv! 12:vvvvvv! 14:vvvvvvv! 16:vvvvvvvv! 18:vvvvvvvvv!";
 
 #[tokio::test(flavor = "multi_thread")]
-async fn redshift_connector_parametrised_query_works_through_the_redshift_like_front() {
+async fn redshift_connector_parametrised_query_returns_its_parameters_through_the_redshift_like_front(
+) {
     let Some(py) = python("redshift_connector") else {
         return;
     };
@@ -611,7 +617,7 @@ async fn redshift_connector_parametrised_query_works_through_the_redshift_like_f
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn redshift_connector_parametrised_query_works_in_transaction_mode() {
+async fn redshift_connector_parametrised_query_returns_its_parameters_in_transaction_mode() {
     let Some(py) = python("redshift_connector") else {
         return;
     };
@@ -651,7 +657,7 @@ async fn psycopg2_logs_in_without_a_password() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn psycopg2_parametrised_query_works() {
+async fn psycopg2_parametrised_query_returns_its_parameters() {
     let Some(py) = python("psycopg2") else {
         return;
     };
@@ -671,7 +677,7 @@ async fn asyncpg_with_extra_float_digits_3_logs_in_through_the_redshift_like_fro
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn asyncpg_prepared_statement_works_through_the_redshift_like_front() {
+async fn asyncpg_prepared_statement_returns_its_rows_through_the_redshift_like_front() {
     let Some(py) = python("asyncpg") else {
         return;
     };
@@ -681,7 +687,7 @@ async fn asyncpg_prepared_statement_works_through_the_redshift_like_front() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn asyncpg_prepared_statement_works_in_transaction_mode() {
+async fn asyncpg_prepared_statement_returns_its_rows_in_transaction_mode() {
     let Some(py) = python("asyncpg") else {
         return;
     };

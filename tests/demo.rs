@@ -38,7 +38,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 }
 
 #[test]
-fn demo_runs_end_to_end_and_cleans_up() {
+fn demo_serves_its_printed_psql_lines_and_removes_its_cluster_on_exit() {
     let mut child = Command::new(BIN)
         .args(["demo", "--port", "0"])
         .env("RUST_LOG", "info")

@@ -2,9 +2,9 @@
 //! mixed storm. For each fault the client sees a clear error (or a clean close), the
 //! proxy stays up, and it recovers by itself once the fault is gone.
 
-use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
-use redshift_iam_proxy::testbed::faultline::{Faultline, Mode};
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use redshift_emulator::Emulator;
+use redshift_iam_proxy::testbed::faultline::Mode;
+use redshift_iam_proxy::testbed::{db_error, free_port, Bed, BedOptions};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,13 +38,9 @@ async fn backends_of(bed: &Bed, role: &str) -> i64 {
 }
 
 #[tokio::test]
-async fn aws_endpoint_refusing_connections_then_coming_back() {
+async fn aws_endpoint_refusing_connections_is_08001_until_it_comes_back() {
     // Reserve a port for the emulator, but do not start it yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port().unwrap();
     let bed = Bed::with(BedOptions {
         tweak: Box::new(move |c| {
             c.aws.endpoint_url = Some(format!("http://127.0.0.1:{port}"));
@@ -58,22 +54,9 @@ async fn aws_endpoint_refusing_connections_then_coming_back() {
     assert_eq!(code, "08001");
     assert!(msg.contains("EndpointUnreachable"), "{msg}");
     // The endpoint comes back (the same emulator setup, now on that port).
-    let emu = Emulator::start(
-        EmulatorConfig {
-            keys: vec![AccessKey::new(
-                redshift_iam_proxy::testbed::ACCESS_KEY,
-                redshift_iam_proxy::testbed::SECRET_KEY,
-            )],
-            clusters: vec![EmulatedCluster::local(
-                redshift_iam_proxy::testbed::CLUSTER,
-                &bed.pg,
-            )],
-            ..Default::default()
-        },
-        format!("127.0.0.1:{port}").parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let emu = Emulator::start(bed.emulator_config(), ([127, 0, 0, 1], port).into())
+        .await
+        .unwrap();
     bed.connect("bob")
         .await
         .expect("recovered once AWS answers");
@@ -81,18 +64,13 @@ async fn aws_endpoint_refusing_connections_then_coming_back() {
 }
 
 #[tokio::test]
-async fn cluster_closing_mid_handshake_then_recovering() {
-    let mut bed = Bed::start().await;
-    let line = Faultline::start(format!("127.0.0.1:{}", bed.pg.port()).parse().unwrap()).await;
-    let port = line.addr.port();
-    bed.start_proxy(
-        &BedOptions::default().users_toml,
-        Box::new(move |c| {
-            c.cluster[0].host = Some("127.0.0.1".into());
-            c.cluster[0].port = Some(port);
-        }),
-    )
+async fn cluster_closing_mid_handshake_is_a_connection_error_until_it_recovers() {
+    let bed = Bed::with(BedOptions {
+        faultline: true,
+        ..Default::default()
+    })
     .await;
+    let line = bed.faultline.as_ref().unwrap();
     // Held open, so the next clients need new cluster logins (not a pooled server).
     let _first = bed.connect("bob").await.expect("through the forwarder");
 
@@ -210,7 +188,7 @@ async fn client_vanishing_mid_handshake_or_mid_query_leaks_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_thousand_concurrent_logins_of_mixed_identities() {
+async fn a_thousand_concurrent_logins_of_mixed_identities_all_log_in_as_themselves() {
     const IDENTITIES: usize = 10;
     const LOGINS: usize = 1000;
     let bed = Bed::with(BedOptions {

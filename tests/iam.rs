@@ -4,7 +4,7 @@
 
 use redshift_emulator::{EmulatedRole, EmulatedWorkgroup, Fault};
 use redshift_iam_proxy::config::CredentialMode;
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{connect, db_error, Bed, BedOptions};
 
 const ANALYST: &str = "arn:aws:iam::123456789012:role/analyst";
 const ETL: &str = "arn:aws:iam::123456789012:role/etl";
@@ -18,8 +18,7 @@ async fn whoami(
         "host=127.0.0.1 port={} user={user} dbname={database}",
         bed.proxy_addr.port()
     );
-    let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
+    let c = connect(&info).await?;
     let row = c
         .query_one(
             "SELECT current_user::text, pg_has_role('analysts', 'member')",
@@ -110,7 +109,7 @@ async fn with_iam_logs_in_as_the_caller_identity_and_assumed_roles() {
 }
 
 #[tokio::test]
-async fn serverless_workgroup_found_with_get_workgroup() {
+async fn serverless_workgroup_is_found_with_get_workgroup_and_logged_into() {
     let bed = Bed::with(BedOptions {
         users_toml: iam_users(),
         emulator: Box::new(|cfg, pg| {

@@ -3,12 +3,11 @@
 //! certificate is made afresh at each start.
 
 use local_cluster::TestCa;
-use redshift_iam_proxy::testbed::{Bed, BedOptions, ACCESS_KEY, SECRET_KEY};
-use std::io::{BufRead, BufReader};
+use redshift_iam_proxy::testbed::{proxy_command, Bed, BedOptions, ProxyProcess, LISTENING};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
@@ -83,16 +82,17 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// A config file for the binary with `[client_tls]` lines; no AWS call happens before a login.
+/// A config for the binary with `[client_tls]` lines; no AWS call happens before a login.
+fn config(client_tls: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\n[aws]\nregion = \"us-east-1\"\n[cluster]\nidentifier = \"c\"\n[client_tls]\n{client_tls}\n"
+    )
+}
+
+/// [`config`] written to `dir/proxy.toml`.
 fn write_config(dir: &Path, client_tls: &str) -> PathBuf {
     let path = dir.join("proxy.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:0\"\n[aws]\nregion = \"us-east-1\"\n[cluster]\nidentifier = \"c\"\n[client_tls]\n{client_tls}\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, config(client_tls)).unwrap();
     path
 }
 
@@ -250,12 +250,9 @@ fn a_corrupt_ca_key_is_a_start_error_naming_the_file() {
     )
     .unwrap();
     let config = write_config(dir.path(), &format!("state_dir = \"{}\"", state.display()));
-    let out = Command::new(BIN)
+    let out = proxy_command(Path::new(BIN), dir.path())
         .arg("--config")
         .arg(&config)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -271,12 +268,9 @@ fn a_corrupt_ca_key_is_left_in_place() {
     let key = state.join("ca.key");
     std::fs::write(&key, "garbage").unwrap();
     let config = write_config(dir.path(), &format!("state_dir = \"{}\"", state.display()));
-    let out = Command::new(BIN)
+    let out = proxy_command(Path::new(BIN), dir.path())
         .arg("--config")
         .arg(&config)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -331,14 +325,11 @@ fn ca_path_without_a_config_uses_xdg_state_home() {
 fn no_state_directory_is_a_start_error_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
-    let out = Command::new(BIN)
+    let out = proxy_command(Path::new(BIN), dir.path())
         .arg("--config")
         .arg(&config)
         .env_remove("HOME")
         .env_remove("XDG_STATE_HOME")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -350,29 +341,18 @@ fn no_state_directory_is_a_start_error_naming_the_key() {
 fn the_start_log_names_the_ca_to_trust() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let config = write_config(dir.path(), &format!("state_dir = \"{}\"", state.display()));
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.path().join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let proxy = ProxyProcess::start(
+        Path::new(BIN),
+        &config(&format!("state_dir = \"{}\"", state.display())),
+        Some("info"),
+    )
+    .unwrap();
     // Lines up to "listening": the CA hint is logged while binding, before it.
-    let lines: Vec<String> = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .take_while(|l| !l.contains("redshift-iam-proxy listening"))
+    let lines: Vec<String> = proxy
+        .log_lines()
+        .into_iter()
+        .take_while(|l| !l.contains(LISTENING))
         .collect();
-    let _ = child.kill();
-    let _ = child.wait();
     let hint = format!("sslrootcert={}", state.join("ca.crt").display());
     assert!(lines.iter().any(|l| l.contains(&hint)), "{lines:#?}");
 }

@@ -3,13 +3,11 @@
 //! and no secret in any metric, console row or log line.
 
 use redshift_iam_proxy::testbed::{
-    proxy_config_toml, start_pg_and_emulator, BedOptions, ACCESS_KEY, SECRET_KEY,
+    connect, free_port, wait_for, BedOptions, Parts, ProxyProcess, ADMIN_BOUND, SECRET_KEY,
 };
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::ops::Deref;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -18,14 +16,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 /// The `[admin]` table the tests add (after the bed's `[[users]]`).
 const ADMIN: &str = "\n[admin]\nlisten = \"127.0.0.1:0\"\nusers = [\"ops\"]\n";
 
-/// The proxy binary with its config file, admin address and collected stderr.
+/// Why: the proxy binary on the test bed, plus its admin address and console.
 struct Running {
-    child: Child,
-    addr: SocketAddr,
+    proc: ProxyProcess,
     admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    path: PathBuf,
-    _dir: tempfile::TempDir,
+}
+
+impl Deref for Running {
+    type Target = ProxyProcess;
+    fn deref(&self) -> &ProxyProcess {
+        &self.proc
+    }
 }
 
 impl Running {
@@ -35,109 +36,13 @@ impl Running {
 
     /// `rust_log: None` leaves RUST_LOG unset, so the config's `log_filter` decides.
     fn start_with_rust_log(config: &str, rust_log: Option<&str>) -> Running {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("proxy.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut cmd = Command::new(BIN);
-        match rust_log {
-            Some(l) => cmd.env("RUST_LOG", l),
-            None => cmd.env_remove("RUST_LOG"),
-        };
-        let mut child = cmd
-            .arg("--config")
-            .arg(&path)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", dir.path().join("none"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for (what, marker) in [
-                    ("main", "redshift-iam-proxy listening"),
-                    ("admin", "admin HTTP bound"),
-                ] {
-                    if line.contains(marker) {
-                        // Text lines say addr=…, JSON lines "addr":"…".
-                        let a = match line.split("addr=").nth(1) {
-                            Some(a) => a.split_whitespace().next().unwrap_or(""),
-                            None => line
-                                .split("\"addr\":\"")
-                                .nth(1)
-                                .and_then(|a| a.split('"').next())
-                                .unwrap_or(""),
-                        };
-                        let _ = tx.send((what, a.to_owned()));
-                    }
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let (mut addr, mut admin) = (None, None);
-        while addr.is_none() || admin.is_none() {
-            let (what, a) = rx
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("proxy did not start: {:?}", log.lock().unwrap()));
-            let a: SocketAddr = a.parse().unwrap();
-            if what == "main" {
-                addr = Some(a);
-            } else {
-                admin = Some(a);
-            }
-        }
-        Running {
-            child,
-            addr: addr.unwrap(),
-            admin: admin.unwrap(),
-            log,
-            path,
-            _dir: dir,
-        }
-    }
-
-    fn conninfo(&self, user: &str, db: &str) -> String {
-        format!(
-            "host=127.0.0.1 port={} user={user} dbname={db}",
-            self.addr.port()
-        )
+        let proc = ProxyProcess::start(Path::new(BIN), config, rust_log).unwrap();
+        let admin = proc.wait_logged_addr(ADMIN_BOUND);
+        Running { proc, admin }
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits (bounded) for a log line containing every needle.
-    async fn wait_log(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(l) = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
-                return l.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needles:?}: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
@@ -163,13 +68,6 @@ impl Running {
     /// Runs one console command through psql; unaligned output lines.
     async fn console(&self, sql: &str) -> Result<Vec<String>, String> {
         psql(&self.conninfo("ops", "redshift_iam_proxy"), sql).await
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -214,20 +112,12 @@ async fn psql(conninfo: &str, sql: &str) -> Result<Vec<String>, String> {
     }
 }
 
-/// The bed's cluster and emulator, kept alive for the test.
-struct Parts {
-    _pg: local_cluster::LocalPg,
-    emu: redshift_emulator::Emulator,
-}
-
-async fn bed_config(extra_top: &str, admin: &str) -> (String, Parts) {
-    let opts = BedOptions::default();
-    let (pg, emu) = start_pg_and_emulator(&opts).await;
-    let toml = format!(
-        "{extra_top}\n{}{admin}",
-        proxy_config_toml(&pg, &emu, &opts.users_toml)
-    );
-    (toml, Parts { _pg: pg, emu })
+/// The test bed's parts and their proxy config with `fragment` merged over it (before the
+/// `admin` lines, which are appended).
+async fn bed_config(fragment: &str, admin: &str) -> (String, Parts) {
+    let parts = Parts::start(&BedOptions::default()).await.unwrap();
+    let toml = format!("{}{admin}", parts.config_toml_with(fragment).unwrap());
+    (toml, parts)
 }
 
 fn parse_metrics(body: &str) -> prometheus_parse::Scrape {
@@ -269,22 +159,16 @@ async fn probes_follow_start_pause_and_drain() {
     proxy.wait_status("/readiness", 200).await;
 
     // An open session keeps the drain going, so the probes can be watched during it.
-    let (client, conn) =
-        tokio_postgres::connect(&proxy.conninfo("bob", "postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let client = connect(&proxy.conninfo("bob", "postgres")).await.unwrap();
     client.query_one("SELECT 1", &[]).await.unwrap();
     proxy.signal(nix::sys::signal::Signal::SIGTERM);
     let body = proxy.wait_status("/readiness", 503).await;
     assert!(body.contains("draining"), "{body}");
     assert_eq!(proxy.get("/liveness").await.0, 200, "alive while draining");
     // min_sigterm_delay_secs: new clients are still accepted for a while.
-    let (late, conn) =
-        tokio_postgres::connect(&proxy.conninfo("bob", "postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("a new client during the SIGTERM delay is accepted");
-    tokio::spawn(conn);
+    let late = connect(&proxy.conninfo("bob", "postgres"))
+        .await
+        .expect("a new client during the SIGTERM delay is accepted");
     late.query_one("SELECT 1", &[]).await.unwrap();
 }
 
@@ -421,11 +305,7 @@ async fn every_console_command_answers_through_psql() {
     let proxy = Running::start(&toml);
     proxy.wait_status("/startup", 200).await;
     // A session to look at: alice holds a server (session mode).
-    let (alice, conn) =
-        tokio_postgres::connect(&proxy.conninfo("alice", "postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let alice = connect(&proxy.conninfo("alice", "postgres")).await.unwrap();
     alice.query_one("SELECT 1", &[]).await.unwrap();
     psql(&proxy.conninfo("bob", "postgres"), "SELECT 1")
         .await
@@ -613,15 +493,11 @@ async fn sighup_changes_db_groups_for_the_next_login_and_open_sessions_keep_work
         }
     };
     assert_eq!(member("analysts").await, "t");
-    let (open, conn) =
-        tokio_postgres::connect(&proxy.conninfo("alice", "postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let open = connect(&proxy.conninfo("alice", "postgres")).await.unwrap();
     open.query_one("SELECT 1", &[]).await.unwrap();
 
     std::fs::write(
-        &proxy.path,
+        proxy.config_path(),
         toml.replace("db_groups = [\"analysts\"]", "db_groups = [\"sales\"]"),
     )
     .unwrap();
@@ -646,7 +522,7 @@ async fn sighup_changes_db_groups_for_the_next_login_and_open_sessions_keep_work
 async fn a_broken_file_on_sighup_is_refused_and_the_old_config_stays() {
     let (toml, _parts) = bed_config("", ADMIN).await;
     let proxy = Running::start(&toml);
-    std::fs::write(&proxy.path, format!("bogus_key = 1\n{toml}")).unwrap();
+    std::fs::write(proxy.config_path(), format!("bogus_key = 1\n{toml}")).unwrap();
     proxy.signal(nix::sys::signal::Signal::SIGHUP);
     let line = proxy.wait_log(&["configuration reload refused"]).await;
     assert!(
@@ -688,9 +564,7 @@ async fn no_secret_in_metrics_console_rows_or_logs() {
     seen.push_str(&proxy.log_text());
     // JSON log lines: one object per line.
     let json_lines = proxy
-        .log
-        .lock()
-        .unwrap()
+        .log_lines()
         .iter()
         .filter(|l| l.starts_with('{'))
         .count();
@@ -703,54 +577,29 @@ async fn no_secret_in_metrics_console_rows_or_logs() {
     assert!(!seen.contains(SECRET_KEY), "the AWS secret leaked");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancel_sent_to_another_replica_reaches_the_query() {
-    let (toml, parts) = bed_config("", ADMIN).await;
-    let (port_a, port_b) = (free_port(), free_port());
+    let parts = Parts::start(&BedOptions::default()).await.unwrap();
+    let (port_a, port_b) = (free_port().unwrap(), free_port().unwrap());
     let config = |me: u16, id: u8, other_id: u8, other: u16| {
-        toml.replacen(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{me}\""),
-            1,
-        ) + &format!(
-            "\n[peers]\npeer_id = {id}\naddresses = {{ \"{other_id}\" = \"127.0.0.1:{other}\" }}\n"
-        )
+        let peers = format!(
+            "listen = \"127.0.0.1:{me}\"\n[peers]\npeer_id = {id}\naddresses = {{ \"{other_id}\" = \"127.0.0.1:{other}\" }}\n"
+        );
+        parts.config_toml_with(&peers).unwrap() + ADMIN
     };
     let a = Running::start(&config(port_a, 1, 2, port_b));
     let b = Running::start(&config(port_b, 2, 1, port_a));
-    let (client, conn) =
-        tokio_postgres::connect(&a.conninfo("bob", "postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let client = connect(&a.conninfo("bob", "postgres")).await.unwrap();
     let token = client.cancel_token();
     let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
     // Wait until the query runs on the cluster.
-    let pg = parts._pg.admin().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let n: i64 = pg
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(60)%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the query never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let pg = parts.pg.admin().await.unwrap();
+    wait_for(
+        &pg,
+        "SELECT count(*) = 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(60)%'",
+        "the query to run",
+    )
+    .await;
     // The cancel goes to replica B, which did not issue the key.
     let to_b = tokio::net::TcpStream::connect(b.addr).await.unwrap();
     token
@@ -777,7 +626,7 @@ async fn reloaded_pool_size_applies_to_pools_created_after_the_reload() {
     psql(&proxy.conninfo("alice", "postgres"), "SELECT 1")
         .await
         .unwrap();
-    std::fs::write(&proxy.path, format!("{toml}\n[pool]\nsize = 3\n")).unwrap();
+    std::fs::write(proxy.config_path(), format!("{toml}\n[pool]\nsize = 3\n")).unwrap();
     proxy.console("RELOAD").await.unwrap();
     psql(&proxy.conninfo("bob", "postgres"), "SELECT 1")
         .await
@@ -804,17 +653,10 @@ async fn reloaded_pool_size_applies_to_pools_created_after_the_reload() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_fails_at_max_client_connections() {
-    let (toml, _parts) = bed_config("", ADMIN).await;
-    let proxy = Running::start(&toml.replace(
-        "[limits]\n",
-        "[limits]\n        max_client_connections = 1\n",
-    ));
+    let (toml, _parts) = bed_config("[limits]\nmax_client_connections = 1", ADMIN).await;
+    let proxy = Running::start(&toml);
     proxy.wait_status("/readiness", 200).await;
-    let (client, conn) =
-        tokio_postgres::connect(&proxy.conninfo("bob", "postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let client = connect(&proxy.conninfo("bob", "postgres")).await.unwrap();
     client.query_one("SELECT 1", &[]).await.unwrap();
     let body = proxy.wait_status("/readiness", 503).await;
     assert!(body.contains("max_client_connections"), "{body}");
@@ -851,13 +693,10 @@ async fn throttled_credential_calls_are_counted_by_api_and_outcome() {
 #[tokio::test(flavor = "multi_thread")]
 async fn startup_and_readiness_wait_for_prewarm() {
     use redshift_emulator::Fault;
-    let (toml, parts) = bed_config("", ADMIN).await;
+    let (toml, parts) = bed_config("[aws]\ntimeout_secs = 2\n[pool]\nmin_size = 1", ADMIN).await;
     // The first AWS call hangs for one attempt (2 s), so prewarm takes a while.
     parts.emu.fail_next(1, Fault::Hang);
-    let proxy = Running::start(&format!(
-        "{}\n[pool]\nmin_size = 1\n",
-        toml.replace("timeout_secs = 15", "timeout_secs = 2")
-    ));
+    let proxy = Running::start(&toml);
     let (status, body) = proxy.get("/startup").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("starting"), "{body}");
@@ -879,7 +718,7 @@ async fn reload_changes_the_log_filter() {
     let proxy = Running::start_with_rust_log(&toml, None);
     proxy.console("SHOW VERSION").await.unwrap();
     std::fs::write(
-        &proxy.path,
+        proxy.config_path(),
         toml.replace("admin::console=warn", "admin::console=info"),
     )
     .unwrap();
@@ -903,7 +742,7 @@ async fn a_reload_that_would_expose_trust_on_the_running_listener_is_refused() {
         redshift_iam_proxy::clientauth::ScramVerifier::hash("pw")
     ));
     // The new file is valid alone (loopback + trust), but the listener stays 0.0.0.0.
-    std::fs::write(&proxy.path, &toml).unwrap();
+    std::fs::write(proxy.config_path(), &toml).unwrap();
     proxy.signal(nix::sys::signal::Signal::SIGHUP);
     let line = proxy.wait_log(&["configuration reload refused"]).await;
     assert!(line.contains("not a loopback address"), "{line}");

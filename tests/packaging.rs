@@ -22,7 +22,7 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Parses emulator flags exactly as the binary does.
+/// Why: parses emulator flags exactly as the binary does, to check compose files against it.
 #[derive(Parser)]
 struct EmulatorCli {
     #[command(flatten)]

@@ -2,9 +2,8 @@
 //! clients (tokio-postgres, psql). Each test states one behaviour a user relies on.
 
 use redshift_iam_proxy::config::{Config, PoolMode};
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{connect, db_error, wait_for, Bed, BedOptions};
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
 
 fn pooled(mode: PoolMode, size: usize, more: impl Fn(&mut Config) + Send + 'static) -> BedOptions {
     BedOptions {
@@ -39,20 +38,6 @@ async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
 
 async fn one_string(c: &tokio_postgres::Client, sql: &str) -> String {
     c.query_one(sql, &[]).await.expect(sql).get(0)
-}
-
-/// Waits (bounded) until `cond` holds on the admin connection.
-async fn wait_for(admin: &tokio_postgres::Client, sql: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ok: bool = admin.query_one(sql, &[]).await.expect(sql).get(0);
-        if ok {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Backends of the proxy's logins (users the emulator provisioned), from the cluster's view.
@@ -173,8 +158,7 @@ async fn transaction_mode_never_mixes_identities_and_caps_servers_per_pool() {
         let user = if n % 2 == 0 { "alice" } else { "bob" };
         let info = bed.conninfo(user);
         tasks.push(tokio::spawn(async move {
-            let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
+            let c = connect(&info).await?;
             let mut seen = Vec::new();
             for _ in 0..10 {
                 let row = c
@@ -203,8 +187,7 @@ async fn protocol_prepared_statements_work_for_16_clients_on_a_pool_of_2() {
     for n in 0..16i32 {
         let info = bed.conninfo("bob");
         tasks.push(tokio::spawn(async move {
-            let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
+            let c = connect(&info).await?;
             // Same statement names (s0, s1…) in every client, different texts.
             let add = c.prepare(&format!("SELECT $1::int + {n}")).await?;
             let mul = c.prepare("SELECT $1::int * 2").await?;
@@ -427,7 +410,7 @@ async fn prewarmed_pool_serves_the_first_client_without_aws_or_login() {
 }
 
 #[tokio::test]
-async fn psql_works_in_transaction_mode() {
+async fn psql_keeps_its_session_settings_across_commands_in_transaction_mode() {
     let bed = Bed::with(pooled(PoolMode::Transaction, 1, |_| {})).await;
     let out = tokio::process::Command::new("psql")
         .arg(bed.conninfo("alice"))

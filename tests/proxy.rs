@@ -3,7 +3,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use redshift_emulator::Fault;
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{connect, db_error, wait_for, Bed, BedOptions};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -79,8 +79,7 @@ async fn storm_of_cold_logins_makes_one_api_call() {
     for _ in 0..40 {
         let info = bed.conninfo("alice");
         tasks.push(tokio::spawn(async move {
-            let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
+            let c = connect(&info).await?;
             let u: String = c.query_one("SELECT current_user::text", &[]).await?.get(0);
             Ok::<_, tokio_postgres::Error>(u)
         }));
@@ -92,7 +91,7 @@ async fn storm_of_cold_logins_makes_one_api_call() {
 }
 
 #[tokio::test]
-async fn extended_protocol_and_prepared_statements_work() {
+async fn extended_protocol_results_and_errors_are_relayed_and_the_session_goes_on() {
     let bed = Bed::start().await;
     let c = bed.connect("bob").await.unwrap();
     let stmt = c
@@ -162,22 +161,12 @@ async fn cancel_request_reaches_the_right_backend() {
         tokio::spawn(async move { c.query_one("SELECT pg_sleep(60)", &[]).await.map(|_| ()) });
     // Wait until the query is running on the cluster.
     let admin = bed.pg.admin().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let running: i64 = admin
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if running == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "query never started"
-        );
-        tokio::task::yield_now().await;
-    }
+    wait_for(
+        &admin,
+        "SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'",
+        "the query to run",
+    )
+    .await;
     token
         .cancel_query(tokio_postgres::NoTls)
         .await
@@ -226,7 +215,7 @@ async fn cached_password_refused_by_cluster_is_minted_again_once() {
 }
 
 #[tokio::test]
-async fn md5_and_cleartext_upstream_auth_work() {
+async fn md5_and_cleartext_upstream_auth_log_in_as_the_iam_user() {
     let bed = Bed::start().await;
     for (user, expected) in [("md5user", "IAM:md5user"), ("plainuser", "IAM:plainuser")] {
         let c = bed

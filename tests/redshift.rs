@@ -4,7 +4,7 @@
 use redshift_iam_proxy::config::SslMode;
 use redshift_iam_proxy::stream::Stream;
 use redshift_iam_proxy::testbed::RedshiftFront;
-use redshift_iam_proxy::testbed::{db_error, Bed, BedOptions};
+use redshift_iam_proxy::testbed::{db_error, wait_for, Bed, BedOptions};
 use redshift_iam_proxy::upstream::{self, UpstreamTarget};
 use redshift_iam_proxy::wire::{self, AuthRequest, ErrorFields, Message, MessageReader};
 use rustls::pki_types::ServerName;
@@ -324,7 +324,7 @@ async fn multi_statement_query_with_a_refused_statement_runs_none_of_it() {
 }
 
 #[tokio::test]
-async fn reset_all_works() {
+async fn reset_all_is_relayed_and_restores_the_defaults() {
     let bed = front_bed().await;
     let c = bed.connect("alice").await.expect("alice logs in");
     c.batch_execute("SET statement_timeout = '5min'; RESET ALL")
@@ -339,7 +339,7 @@ async fn reset_all_works() {
 }
 
 #[tokio::test]
-async fn deallocate_name_works() {
+async fn deallocate_of_a_named_statement_is_not_refused() {
     let bed = front_bed().await;
     let c = bed.connect("alice").await.expect("alice logs in");
     c.batch_execute("PREPARE p AS SELECT 1; DEALLOCATE p")
@@ -355,22 +355,12 @@ async fn cancel_through_the_proxy_reaches_the_query_behind_the_front() {
     let query =
         tokio::spawn(async move { c.query_one("SELECT pg_sleep(60)", &[]).await.map(|_| ()) });
     let admin = bed.pg.admin().await.expect("admin");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let running: i64 = admin
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'", &[])
-            .await
-            .expect("admin query")
-            .get(0);
-        if running == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "query never started"
-        );
-        tokio::task::yield_now().await;
-    }
+    wait_for(
+        &admin,
+        "SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'",
+        "the query to run",
+    )
+    .await;
     token
         .cancel_query(tokio_postgres::NoTls)
         .await

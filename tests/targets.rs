@@ -1,19 +1,6 @@
 //! Several targets in one proxy: two real clusters, picked by database name or by listener.
 
-use local_cluster::{LocalPg, LocalPgOptions};
-use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
-use redshift_iam_proxy::config::Config;
-use redshift_iam_proxy::credentials::AwsIdentitySource;
-use redshift_iam_proxy::server::Proxy;
-use redshift_iam_proxy::testbed::{db_error, init_tracing, ACCESS_KEY, SECRET_KEY};
-
-async fn cluster_with_bob() -> LocalPg {
-    let pg = LocalPg::start(LocalPgOptions::default()).await.unwrap();
-    let admin = pg.admin().await.unwrap();
-    admin.batch_execute("CREATE ROLE bob").await.unwrap();
-    admin.batch_execute("CREATE DATABASE dev").await.unwrap();
-    pg
-}
+use redshift_iam_proxy::testbed::{connect, db_error, Bed, BedOptions};
 
 async fn server_port(
     addr: std::net::SocketAddr,
@@ -23,8 +10,7 @@ async fn server_port(
         "host=127.0.0.1 port={} user=bob dbname={database}",
         addr.port()
     );
-    let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
+    let c = connect(&info).await?;
     let row = c
         .query_one("SELECT inet_server_port(), current_database()::text", &[])
         .await?;
@@ -32,59 +18,34 @@ async fn server_port(
 }
 
 #[tokio::test]
-async fn two_targets_in_one_proxy_by_database_name_and_by_listener() {
-    init_tracing();
-    let (east, west) = (cluster_with_bob().await, cluster_with_bob().await);
-    let cluster = EmulatedCluster::local;
-    let emu = Emulator::start(
-        EmulatorConfig {
-            keys: vec![AccessKey::new(ACCESS_KEY, SECRET_KEY)],
-            clusters: vec![cluster("east", &east), cluster("west", &west)],
-            ..EmulatorConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let config = Config::from_toml(&format!(
-        r#"
-        listen = "127.0.0.1:0"
-        [aws]
-        region = "us-east-1"
-        endpoint_url = "{url}"
-        [[cluster]]
-        name = "east"
-        identifier = "east"
-        sslrootcert = "{east_ca}"
-        [[cluster]]
-        name = "west"
-        identifier = "west"
-        sslrootcert = "{west_ca}"
-        default_database = "postgres"
-        listen = "127.0.0.1:0"
-        [client_tls]
-        state_dir = "{state}"
-        [[users]]
-        client_user = "*"
-        "#,
-        url = emu.endpoint_url(),
-        state = east.ca_cert_path().with_file_name("proxy-state").display(),
-        east_ca = east.ca_cert_path().display(),
-        west_ca = west.ca_cert_path().display(),
-    ))
-    .unwrap();
-    let creds = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
-    let proxy = Proxy::bind(config, AwsIdentitySource::Static(creds))
-        .await
-        .unwrap();
-    let addrs = proxy.listener_addrs();
-    let main = addrs.iter().find(|(t, _)| t.is_none()).unwrap().1;
-    let west_only = addrs
+async fn a_login_reaches_the_target_named_by_its_database_or_by_its_listener() {
+    // Two clusters, east and west, each with bob and a `dev` database; west has its own
+    // listener and `postgres` as its default database.
+    let bed = Bed::with(BedOptions {
+        cluster: "east".into(),
+        more_clusters: vec!["west".into()],
+        setup_sql: "CREATE ROLE bob".into(),
+        users_toml: "[[users]]\nclient_user = \"*\"".into(),
+        tweak: Box::new(|c| {
+            c.cluster[1].default_database = Some("postgres".into());
+            c.cluster[1].listen = Some("127.0.0.1:0".into());
+        }),
+        ..BedOptions::bare()
+    })
+    .await;
+    let (east, west) = (&bed.pg, &bed.more_clusters[0].1);
+    for pg in [east, west] {
+        let admin = pg.admin().await.unwrap();
+        admin.batch_execute("CREATE DATABASE dev").await.unwrap();
+    }
+    let emu = &bed.emu;
+    let main = bed.proxy_addr;
+    let west_only = bed
+        .listener_addrs
         .iter()
         .find(|(t, _)| t.as_deref() == Some("west"))
         .unwrap()
         .1;
-    tokio::spawn(proxy.serve(std::future::pending()));
 
     // "target/dbname"; a repeated login is served from the cache.
     assert_eq!(

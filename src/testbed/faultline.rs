@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-/// What the forwarder does with the next connections.
+/// Why: a test switches how the "network" to the cluster behaves for the next connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Forward = 0,
@@ -17,7 +17,7 @@ pub enum Mode {
     CloseImmediately = 2,
 }
 
-/// A running forwarder to one upstream address.
+/// Why: faults between the proxy and the cluster need a hop the test controls; this is it.
 pub struct Faultline {
     pub addr: SocketAddr,
     mode: Arc<AtomicU8>,
@@ -25,11 +25,10 @@ pub struct Faultline {
 }
 
 impl Faultline {
-    pub async fn start(upstream: SocketAddr) -> Faultline {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind faultline");
-        let addr = listener.local_addr().expect("addr");
+    /// A forwarder on a random loopback port to `upstream`, forwarding until told otherwise.
+    pub async fn start(upstream: SocketAddr) -> std::io::Result<Faultline> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let mode = Arc::new(AtomicU8::new(Mode::Forward as u8));
         let m = mode.clone();
         let task = tokio::spawn(async move {
@@ -50,7 +49,7 @@ impl Faultline {
                 });
             }
         });
-        Faultline { addr, mode, task }
+        Ok(Faultline { addr, mode, task })
     }
 
     pub fn set(&self, mode: Mode) {
