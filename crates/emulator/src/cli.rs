@@ -244,31 +244,13 @@ mod tests {
         args: EmulatorArgs,
     }
 
-    #[test]
-    fn defaults() {
-        let cli = Cli::try_parse_from(["x"]).unwrap();
-        let a = cli.args;
-        assert_eq!(a.bind.to_string(), "127.0.0.1");
-        assert_eq!(a.port, 8080);
-        assert_eq!(a.region, "us-east-1");
-        assert_eq!(
-            a.access_keys,
-            vec![AccessKey::new(
-                DEFAULT_ACCESS_KEY_ID,
-                DEFAULT_SECRET_ACCESS_KEY
-            )]
-        );
-        assert!(a.clusters.is_empty());
-        assert_eq!(
-            a.to_config().keys[0].arn,
-            "arn:aws:iam::123456789012:user/emulator"
-        );
+    fn parse(args: &[&str]) -> Result<EmulatorArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).map(|c| c.args)
     }
 
-    #[test]
-    fn full() {
-        let cli = Cli::try_parse_from([
-            "x",
+    /// The configuration of a command line using every option.
+    fn full_config() -> EmulatorConfig {
+        parse(&[
             "--port",
             "0",
             "--access-key",
@@ -298,20 +280,68 @@ mod tests {
             "--custom-domain",
             "db.example.com=c1",
         ])
-        .unwrap();
-        let cfg = cli.args.to_config();
+        .unwrap()
+        .to_config()
+    }
+
+    #[test]
+    fn defaults_serve_127_0_0_1_8080_in_us_east_1_for_the_default_key() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.bind.to_string(), "127.0.0.1");
+        assert_eq!(a.port, 8080);
+        assert_eq!(a.region, "us-east-1");
+        assert_eq!(
+            a.access_keys,
+            vec![AccessKey::new(
+                DEFAULT_ACCESS_KEY_ID,
+                DEFAULT_SECRET_ACCESS_KEY
+            )]
+        );
+        assert!(a.clusters.is_empty());
+        assert_eq!(
+            a.to_config().keys[0].arn,
+            "arn:aws:iam::123456789012:user/emulator"
+        );
+    }
+
+    #[test]
+    fn access_keys_are_repeatable_and_may_carry_a_session_token() {
+        let cfg = full_config();
         assert_eq!(cfg.keys.len(), 2);
         assert_eq!(cfg.keys[1].session_token.as_deref(), Some("tok"));
-        assert_eq!(cfg.clusters[1].host, "::1");
-        assert_eq!(cfg.clusters[1].port, 5433);
-        assert_eq!(cfg.clusters[0].admin.get_user(), Some("postgres"));
-        assert_eq!(cfg.md5_users, vec!["IAM:bob"]);
-        assert!(cfg
+    }
+
+    #[test]
+    fn key_arn_is_the_identity_of_every_access_key() {
+        assert!(full_config()
             .keys
             .iter()
             .all(|k| k.arn == "arn:aws:iam::123456789012:user/ci"));
+    }
+
+    #[test]
+    fn cluster_endpoints_may_be_bracketed_ipv6() {
+        let cfg = full_config();
+        assert_eq!(cfg.clusters[1].host, "::1");
+        assert_eq!(cfg.clusters[1].port, 5433);
+    }
+
+    #[test]
+    fn admin_conninfo_provisions_clusters_and_workgroups() {
+        let cfg = full_config();
+        assert_eq!(cfg.clusters[0].admin.get_user(), Some("postgres"));
+        assert_eq!(cfg.workgroups[0].admin.get_user(), Some("postgres"));
+    }
+
+    #[test]
+    fn md5_users_are_passed_through() {
+        assert_eq!(full_config().md5_users, vec!["IAM:bob"]);
+    }
+
+    #[test]
+    fn roles_carry_an_optional_external_id_and_groups() {
         assert_eq!(
-            cfg.roles,
+            full_config().roles,
             vec![
                 EmulatedRole {
                     arn: "arn:aws:iam::123456789012:role/analyst".into(),
@@ -325,29 +355,46 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn workgroups_and_custom_domains_are_configured() {
+        let cfg = full_config();
         assert_eq!(cfg.workgroups[0].name, "wg1");
         assert_eq!(cfg.workgroups[0].port, 5440);
-        assert_eq!(cfg.workgroups[0].admin.get_user(), Some("postgres"));
         assert_eq!(
             cfg.custom_domains,
             vec![("db.example.com".to_string(), "c1".to_string())]
         );
-        for bad in [
-            "analyst",
-            "arn:aws:iam::123456789012:user/x",
-            "arn:aws:iam::123456789012:role/a:",
+    }
+
+    #[test]
+    fn malformed_options_are_rejected() {
+        for (case, option, value) in [
+            ("role that is not an ARN", "--role", "analyst"),
+            (
+                "user ARN as a role",
+                "--role",
+                "arn:aws:iam::123456789012:user/x",
+            ),
+            (
+                "empty external id",
+                "--role",
+                "arn:aws:iam::123456789012:role/a:",
+            ),
+            ("custom domain without id", "--custom-domain", "nodomain"),
+            ("cluster without endpoint", "--cluster", "c1"),
+            ("access key without secret", "--access-key", "nosecret"),
+            ("unterminated conninfo", "--admin", "host='unterminated"),
         ] {
-            assert!(Cli::try_parse_from(["x", "--role", bad]).is_err(), "{bad}");
+            assert!(parse(&[option, value]).is_err(), "{case}");
         }
-        assert!(Cli::try_parse_from(["x", "--custom-domain", "nodomain"]).is_err());
-        assert!(Cli::try_parse_from(["x", "--cluster", "c1"]).is_err());
-        assert!(Cli::try_parse_from(["x", "--access-key", "nosecret"]).is_err());
-        assert!(Cli::try_parse_from(["x", "--admin", "host='unterminated"]).is_err());
     }
 
     #[tokio::test]
-    async fn run_until_shutdown() {
-        let cli = Cli::try_parse_from(["x", "--port", "0"]).unwrap();
-        run(cli.args, async {}).await.unwrap();
+    async fn run_serves_until_the_shutdown_future_completes() {
+        run(parse(&["--port", "0"]).unwrap(), async {})
+            .await
+            .unwrap();
     }
 }

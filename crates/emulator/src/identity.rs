@@ -133,35 +133,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn principals_and_db_users() {
-        let k = |arn: &str| {
-            let mut k = AccessKey::new("a", "b");
-            k.arn = arn.to_owned();
-            k
-        };
-        let db = |arn: &str| iam_db_user(&k(arn), "X");
-        assert_eq!(
-            db("arn:aws:iam::123456789012:user/emulator").unwrap(),
-            "IAM:emulator"
-        );
-        assert_eq!(
-            db("arn:aws:iam::123456789012:user/division/team/alice").unwrap(),
-            "IAM:alice"
-        );
-        assert_eq!(
-            db("arn:aws:sts::123456789012:assumed-role/analyst/sess-1").unwrap(),
-            "IAMR:analyst"
-        );
-        assert_eq!(
-            db("arn:aws:iam::123456789012:root").unwrap_err().code,
-            "UnsupportedOperation"
-        );
-        assert_eq!(db("nonsense").unwrap_err().code, "UnsupportedOperation");
+    fn iam_db_user_maps_users_to_iam_and_assumed_roles_to_iamr() {
+        for (case, arn, db_user) in [
+            (
+                "user",
+                "arn:aws:iam::123456789012:user/emulator",
+                Ok("IAM:emulator"),
+            ),
+            (
+                "user with a path",
+                "arn:aws:iam::123456789012:user/division/team/alice",
+                Ok("IAM:alice"),
+            ),
+            (
+                "assumed role",
+                "arn:aws:sts::123456789012:assumed-role/analyst/sess-1",
+                Ok("IAMR:analyst"),
+            ),
+            (
+                "account root",
+                "arn:aws:iam::123456789012:root",
+                Err("UnsupportedOperation"),
+            ),
+            ("not an ARN", "nonsense", Err("UnsupportedOperation")),
+        ] {
+            let mut key = AccessKey::new("a", "b");
+            key.arn = arn.to_owned();
+            let got = iam_db_user(&key, "X");
+            assert_eq!(
+                got.as_deref().map_err(|e| e.code.as_str()),
+                db_user,
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn role_name_is_the_last_segment_of_a_role_arn_only() {
         assert_eq!(
             role_name("arn:aws:iam::123456789012:role/path/analyst"),
             Some("analyst")
         );
         assert_eq!(role_name("arn:aws:iam::123456789012:user/x"), None);
+    }
+
+    #[test]
+    fn account_of_reads_the_account_field() {
         assert_eq!(
             account_of("arn:aws:iam::210987654321:role/x"),
             Some("210987654321")
@@ -169,16 +186,53 @@ mod tests {
     }
 
     #[test]
-    fn deny_patterns() {
-        let mut k = AccessKey::new("a", "b");
-        k.denied_actions = vec!["sts:*".into(), "redshift:JoinGroup".into()];
-        assert!(authorize(&k, "sts:AssumeRole", "r").is_err());
-        assert!(authorize(&k, "redshift:JoinGroup", "r").is_err());
-        assert!(authorize(&k, "redshift:GetClusterCredentials", "r").is_ok());
-        assert!(authorize(&k, "redshift-serverless:GetCredentials", "r").is_ok());
-        k.denied_actions = vec!["redshift:*".into()];
-        assert!(authorize(&k, "redshift-serverless:GetCredentials", "r").is_ok());
-        assert!(authorize(&k, "redshift:DescribeClusters", "r").is_err());
+    fn denied_actions_match_exactly_or_by_service_wildcard() {
+        for (case, denied, action, allowed) in [
+            (
+                "service wildcard",
+                &["sts:*", "redshift:JoinGroup"][..],
+                "sts:AssumeRole",
+                false,
+            ),
+            (
+                "exact action",
+                &["sts:*", "redshift:JoinGroup"],
+                "redshift:JoinGroup",
+                false,
+            ),
+            (
+                "other action",
+                &["sts:*", "redshift:JoinGroup"],
+                "redshift:GetClusterCredentials",
+                true,
+            ),
+            (
+                "other service",
+                &["sts:*", "redshift:JoinGroup"],
+                "redshift-serverless:GetCredentials",
+                true,
+            ),
+            (
+                "wildcard is not a prefix match",
+                &["redshift:*"],
+                "redshift-serverless:GetCredentials",
+                true,
+            ),
+            (
+                "wildcard of the service",
+                &["redshift:*"],
+                "redshift:DescribeClusters",
+                false,
+            ),
+        ] {
+            let mut key = AccessKey::new("a", "b");
+            key.denied_actions = denied.iter().map(|d| d.to_string()).collect();
+            assert_eq!(authorize(&key, action, "r").is_ok(), allowed, "{case}");
+        }
+    }
+
+    #[test]
+    fn unique_id_is_21_characters_and_stable_per_seed() {
         let id = unique_id("AROA", "x");
         assert_eq!(id.len(), 21);
         assert_eq!(id, unique_id("AROA", "x"));

@@ -23,9 +23,7 @@ mod validate;
 mod xml;
 
 #[cfg(test)]
-mod e2e_iam_tests;
-#[cfg(test)]
-mod e2e_tests;
+mod e2e;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -37,11 +35,11 @@ use tokio_util::task::TaskTracker;
 
 pub use cli::{run, ClusterSpec, EmulatorArgs, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY};
 
-/// Account id used in every emulated ARN.
-/// The newest password minted for a login role, or `None`: how a server standing in for
+/// Why: the newest password minted for a login role, or `None`: how a server standing in for
 /// Redshift checks the passwords the emulator hands out.
 pub type PasswordLookup = Arc<dyn Fn(&str) -> Option<secrecy::SecretString> + Send + Sync>;
 
+/// Account id used in every emulated ARN.
 pub const ACCOUNT_ID: &str = "123456789012";
 /// Identity of keys built with [`AccessKey::new`].
 pub const DEFAULT_KEY_ARN: &str = "arn:aws:iam::123456789012:user/emulator";

@@ -491,12 +491,24 @@ mod tests {
         }
     }
 
+    /// The request for the `IAMR:analyst` login of an assumed role in `groups`.
+    fn iam_mapped(groups: &[&str]) -> ProvisionRequest {
+        ProvisionRequest {
+            base_role: None,
+            login_role: "IAMR:analyst".into(),
+            auto_create: false,
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+            md5: false,
+            valid_until: "2030-01-01 00:00:00.000+00".into(),
+        }
+    }
+
     fn sql(p: &Plan) -> Vec<String> {
         p.steps.iter().map(render).collect()
     }
 
     #[test]
-    fn existing_base_role() {
+    fn an_existing_base_role_gets_a_login_that_is_granted_it_with_a_password() {
         let p = plan(&req(false, &[]), &state(&["alice"], &[]), "V".into());
         assert_eq!(p.outcome, Outcome::Provisioned);
         assert_eq!(
@@ -507,7 +519,10 @@ mod tests {
                 "ALTER ROLE \"IAM:alice\" WITH LOGIN PASSWORD 'V' VALID UNTIL '2030-01-01 00:00:00.000+00'",
             ]
         );
-        // Second credential: role and grant already there.
+    }
+
+    #[test]
+    fn a_later_credential_only_sets_the_password() {
         let p = plan(
             &req(false, &[]),
             &state(&["alice", "IAM:alice"], &["alice"]),
@@ -517,11 +532,14 @@ mod tests {
     }
 
     #[test]
-    fn missing_base_role() {
+    fn a_missing_base_role_without_auto_create_provisions_nothing() {
         let p = plan(&req(false, &["g"]), &state(&["g"], &[]), "V".into());
         assert_eq!(p.outcome, Outcome::NoBaseRole);
         assert!(p.steps.is_empty());
+    }
 
+    #[test]
+    fn auto_create_creates_a_nologin_base_role_and_its_iama_login() {
         let p = plan(&req(true, &[]), &state(&[], &[]), "V".into());
         assert_eq!(
             sql(&p)[..3],
@@ -534,7 +552,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_follow_latest_credential() {
+    fn groups_follow_the_latest_credential_and_missing_groups_are_skipped() {
         let p = plan(
             &req(false, &["sales", "nogroup", "alice"]),
             &state(&["alice", "IAM:alice", "sales"], &["alice", "finance"]),
@@ -551,16 +569,12 @@ mod tests {
     }
 
     #[test]
-    fn iam_mapped_login_without_base_role() {
-        let r = ProvisionRequest {
-            base_role: None,
-            login_role: "IAMR:analyst".into(),
-            auto_create: false,
-            groups: vec!["analysts".into(), "nogroup".into()],
-            md5: false,
-            valid_until: "2030-01-01 00:00:00.000+00".into(),
-        };
-        let p = plan(&r, &state(&["analysts"], &[]), "V".into());
+    fn an_iam_mapped_login_needs_no_base_role() {
+        let p = plan(
+            &iam_mapped(&["analysts", "nogroup"]),
+            &state(&["analysts"], &[]),
+            "V".into(),
+        );
         assert_eq!(p.outcome, Outcome::Provisioned);
         assert_eq!(p.skipped_groups, vec!["nogroup"]);
         assert_eq!(
@@ -571,35 +585,53 @@ mod tests {
                 "ALTER ROLE \"IAMR:analyst\" WITH LOGIN PASSWORD 'V' VALID UNTIL '2030-01-01 00:00:00.000+00'",
             ]
         );
-        // Existing login whose role lost a group: revoke it, keep the login.
-        let r = ProvisionRequest {
-            groups: vec![],
-            ..r
-        };
-        let p = plan(&r, &state(&["IAMR:analyst"], &["analysts"]), "V".into());
+    }
+
+    #[test]
+    fn an_existing_iam_mapped_login_loses_groups_its_role_no_longer_has() {
+        let p = plan(
+            &iam_mapped(&[]),
+            &state(&["IAMR:analyst"], &["analysts"]),
+            "V".into(),
+        );
         assert_eq!(sql(&p)[..1], ["REVOKE \"analysts\" FROM \"IAMR:analyst\""]);
         assert_eq!(p.steps.len(), 2);
     }
 
     #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
+    fn identifiers_and_literals_are_quoted() {
+        for (case, quoted, expected) in [
+            ("identifier with a quote", quote_ident("a\"b"), "\"a\"\"b\""),
+            ("literal with a quote", quote_literal("it's"), "'it''s'"),
+            (
+                "literal with a backslash",
+                quote_literal("a\\b'"),
+                "E'a\\\\b'''",
+            ),
+        ] {
+            assert_eq!(quoted, expected, "{case}");
+        }
     }
 
     #[test]
-    fn passwords_and_verifiers() {
+    fn generated_passwords_are_random_and_need_no_quoting() {
         let a = generate_password();
         let b = generate_password();
         assert_eq!(a.len(), PASSWORD_LEN);
         assert_ne!(a, b);
         assert!(a.bytes().all(|c| PASSWORD_ALPHABET.contains(&c)));
         assert_eq!(quote_literal(&a), format!("'{a}'"));
+    }
+
+    #[test]
+    fn verifiers_are_md5_or_scram_sha_256() {
         let md5 = password_verifier("pw", "IAM:alice", true);
         assert!(md5.starts_with("md5") && md5.len() == 35);
         assert!(password_verifier("pw", "IAM:alice", false).starts_with("SCRAM-SHA-256$"));
-        // Step's Debug never shows the verifier.
+    }
+
+    #[test]
+    fn a_steps_debug_never_shows_the_verifier() {
         let s = Step::SetPassword {
             role: "r".into(),
             verifier: "SECRETHASH".into(),

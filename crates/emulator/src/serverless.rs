@@ -259,25 +259,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_ids_and_errors() {
+    fn workgroup_names_are_3_to_64_lowercase_letters_digits_and_hyphens() {
         assert!(check_workgroup_name("wg-1").is_ok());
-        for bad in ["ab", "WG1", "wg_1", &"a".repeat(65)] {
-            assert_eq!(
-                check_workgroup_name(bad).unwrap_err().code,
-                "ValidationException"
-            );
+        let too_long = "a".repeat(65);
+        for (case, name) in [
+            ("too short", "ab"),
+            ("capitals", "WG1"),
+            ("underscore", "wg_1"),
+            ("65 characters", too_long.as_str()),
+        ] {
+            let code = check_workgroup_name(name).map_err(|e| e.code);
+            assert_eq!(code, Err("ValidationException".into()), "{case}");
         }
+    }
+
+    #[test]
+    fn workgroup_ids_are_uuid_shaped() {
         let id = workgroup_id("wg1");
         assert_eq!(
             id.split('-').map(str::len).collect::<Vec<_>>(),
             vec![8, 4, 4, 4, 12]
         );
+    }
+
+    #[test]
+    fn error_bodies_carry_the_json_exception_type() {
         assert_eq!(
             error_body(&ApiError::new(403, "AccessDenied", "no")),
             r#"{"__type":"AccessDeniedException","message":"no"}"#
         );
+    }
+
+    #[test]
+    fn an_empty_body_is_an_empty_object() {
         assert_eq!(parse(b"").unwrap().len(), 0);
-        assert_eq!(parse(b"[1]").unwrap_err().code, "SerializationException");
-        assert_eq!(parse(b"{").unwrap_err().code, "SerializationException");
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_json_object_is_a_serialization_error() {
+        for (case, body) in [("array", &b"[1]"[..]), ("truncated", b"{")] {
+            let code = parse(body).map_err(|e| e.code);
+            assert_eq!(
+                code.err().as_deref(),
+                Some("SerializationException"),
+                "{case}"
+            );
+        }
     }
 }

@@ -408,6 +408,8 @@ mod tests {
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
     const SUITE_NOW: OffsetDateTime = datetime!(2015-08-30 12:36:00 UTC);
+    const SUITE_TOKEN: &str = "6e86291e8372ff2a2260956d9b8aae1d763fbf315fa00fa31553b73ebf194267";
+    const BODY: &[u8] = b"Action=DescribeClusters&Version=2012-12-01";
 
     fn key(token: Option<&str>) -> AccessKey {
         AccessKey {
@@ -430,23 +432,23 @@ mod tests {
         h
     }
 
-    fn check(
-        method: &str,
-        path: &str,
-        query: Option<&str>,
+    /// Verifies a request for service `service` in us-east-1 at the suite's clock.
+    fn verify_at(
+        service: &str,
+        (method, query): (&str, Option<&str>),
         h: &HeaderMap,
         body: &[u8],
         keys: &[AccessKey],
     ) -> Result<(), ApiError> {
         let req = SignedParts {
             method,
-            path,
+            path: "/",
             query,
             headers: h,
             body,
         };
         let exp = Expected {
-            service: "service",
+            service,
             region: "us-east-1",
             now: SUITE_NOW,
             keys,
@@ -461,80 +463,13 @@ mod tests {
         )
     }
 
-    // Vectors from the official AWS SigV4 test suite (aws-signing-test-suite/v4).
-    #[test]
-    fn suite_get_vanilla() {
-        let a = auth(
-            "host;x-amz-date",
-            "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
-        );
-        let h = headers(&[
-            ("host", "example.amazonaws.com"),
-            ("x-amz-date", "20150830T123600Z"),
-            ("authorization", &a),
-        ]);
-        check("GET", "/", None, &h, b"", &[key(None)]).unwrap();
-    }
-
-    #[test]
-    fn suite_query_order_key_case() {
-        let a = auth(
-            "host;x-amz-date",
-            "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
-        );
-        let h = headers(&[
-            ("host", "example.amazonaws.com"),
-            ("x-amz-date", "20150830T123600Z"),
-            ("authorization", &a),
-        ]);
-        check(
-            "GET",
-            "/",
-            Some("Param2=value2&Param1=value1"),
-            &h,
-            b"",
-            &[key(None)],
-        )
-        .unwrap();
-    }
-
-    #[test]
-    fn suite_header_value_trim_and_duplicates() {
-        let a = auth(
-            "host;my-header1;my-header2;x-amz-date",
-            "acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736",
-        );
-        let h = headers(&[
-            ("host", "example.amazonaws.com"),
-            ("my-header1", " value1"),
-            ("my-header2", " \"a   b   c\""),
-            ("x-amz-date", "20150830T123600Z"),
-            ("authorization", &a),
-        ]);
-        check("GET", "/", None, &h, b"", &[key(None)]).unwrap();
-
-        let a = auth(
-            "host;my-header1;x-amz-date",
-            "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea",
-        );
-        let h = headers(&[
-            ("host", "example.amazonaws.com"),
-            ("my-header1", "value2"),
-            ("my-header1", "value2"),
-            ("my-header1", "value1"),
-            ("x-amz-date", "20150830T123600Z"),
-            ("authorization", &a),
-        ]);
-        check("GET", "/", None, &h, b"", &[key(None)]).unwrap();
-    }
-
-    #[test]
-    fn suite_post_form_urlencoded() {
+    /// The suite's `post-x-www-form-urlencoded` vector (body `Param1=value1`).
+    fn suite_post() -> HeaderMap {
         let a = auth(
             "content-length;content-type;host;x-amz-content-sha256;x-amz-date",
             "d3875051da38690788ef43de4db0d8f280229d82040bfac253562e56c3f20e0b",
         );
-        let mut h = headers(&[
+        headers(&[
             ("content-type", "application/x-www-form-urlencoded"),
             ("host", "example.amazonaws.com"),
             ("content-length", "13"),
@@ -544,74 +479,189 @@ mod tests {
             ),
             ("x-amz-date", "20150830T123600Z"),
             ("authorization", &a),
-        ]);
-        check("POST", "/", None, &h, b"Param1=value1", &[key(None)]).unwrap();
-
-        // Altered body: the declared payload hash no longer matches.
-        let err = check("POST", "/", None, &h, b"Param1=value2", &[key(None)]).unwrap_err();
-        assert_eq!(err.code, "SignatureDoesNotMatch");
-
-        // Altered signed header.
-        h.insert("content-type", HeaderValue::from_static("text/plain"));
-        let err = check("POST", "/", None, &h, b"Param1=value1", &[key(None)]).unwrap_err();
-        assert_eq!(err.code, "SignatureDoesNotMatch");
+        ])
     }
 
-    #[test]
-    fn suite_session_token() {
-        let token = "6e86291e8372ff2a2260956d9b8aae1d763fbf315fa00fa31553b73ebf194267";
+    /// The suite's `get-security-token` vector headers, with or without the token header.
+    fn suite_token(with_token: bool) -> HeaderMap {
         let a = auth(
             "host;x-amz-date;x-amz-security-token",
             "07ec1639c89043aa0e3e2de82b96708f198cceab042d4a97044c66dd9f74e7f8",
         );
-        let h = headers(&[
+        let mut pairs = vec![
             ("host", "example.amazonaws.com"),
             ("x-amz-date", "20150830T123600Z"),
-            ("x-amz-security-token", token),
-            ("authorization", &a),
-        ]);
-        check("GET", "/", None, &h, b"", &[key(Some(token))]).unwrap();
-        // Wrong token for the key, and a token on a key that has none.
-        let err = check("GET", "/", None, &h, b"", &[key(Some("other"))]).unwrap_err();
-        assert_eq!(err.code, "InvalidClientTokenId");
-        let err = check("GET", "/", None, &h, b"", &[key(None)]).unwrap_err();
-        assert_eq!(err.code, "InvalidClientTokenId");
-        // Key requires a token but none was sent.
-        let h = headers(&[
-            ("host", "example.amazonaws.com"),
-            ("x-amz-date", "20150830T123600Z"),
-            ("authorization", &a),
-        ]);
-        let err = check("GET", "/", None, &h, b"", &[key(Some(token))]).unwrap_err();
-        assert_eq!(err.code, "InvalidClientTokenId");
+            ("authorization", a.as_str()),
+        ];
+        if with_token {
+            pairs.push(("x-amz-security-token", SUITE_TOKEN));
+        }
+        headers(&pairs)
+    }
+
+    // Vectors from the official AWS SigV4 test suite (aws-signing-test-suite/v4).
+    #[test]
+    fn aws_signing_suite_vectors_verify() {
+        let plain = |signed: &str, sig: &str, extra: &[(&str, &str)]| {
+            let a = auth(signed, sig);
+            let mut pairs = vec![("host", "example.amazonaws.com")];
+            pairs.extend_from_slice(extra);
+            pairs.push(("x-amz-date", "20150830T123600Z"));
+            pairs.push(("authorization", &a));
+            headers(&pairs)
+        };
+        /// Why: one suite vector: name, method, query, headers, body and the key it verifies with.
+        type Vector = (
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+            HeaderMap,
+            &'static [u8],
+            AccessKey,
+        );
+        let table: [Vector; 6] = [
+            (
+                "get-vanilla",
+                "GET",
+                None,
+                plain(
+                    "host;x-amz-date",
+                    "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+                    &[],
+                ),
+                b"",
+                key(None),
+            ),
+            (
+                "get-vanilla-query-order-key-case",
+                "GET",
+                Some("Param2=value2&Param1=value1"),
+                plain(
+                    "host;x-amz-date",
+                    "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
+                    &[],
+                ),
+                b"",
+                key(None),
+            ),
+            (
+                "get-header-value-trim",
+                "GET",
+                None,
+                plain(
+                    "host;my-header1;my-header2;x-amz-date",
+                    "acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736",
+                    &[("my-header1", " value1"), ("my-header2", " \"a   b   c\"")],
+                ),
+                b"",
+                key(None),
+            ),
+            (
+                "get-header-key-duplicate",
+                "GET",
+                None,
+                plain(
+                    "host;my-header1;x-amz-date",
+                    "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea",
+                    &[
+                        ("my-header1", "value2"),
+                        ("my-header1", "value2"),
+                        ("my-header1", "value1"),
+                    ],
+                ),
+                b"",
+                key(None),
+            ),
+            (
+                "post-x-www-form-urlencoded",
+                "POST",
+                None,
+                suite_post(),
+                b"Param1=value1",
+                key(None),
+            ),
+            (
+                "get-security-token",
+                "GET",
+                None,
+                suite_token(true),
+                b"",
+                key(Some(SUITE_TOKEN)),
+            ),
+        ];
+        for (case, method, query, h, body, k) in table {
+            let r = verify_at("service", (method, query), &h, body, &[k]);
+            assert!(r.is_ok(), "{case}: {r:?}");
+        }
     }
 
     #[test]
-    fn canonical_uri_double_encodes() {
+    fn altering_a_signed_suite_request_breaks_its_signature() {
+        let mut content_type = suite_post();
+        content_type.insert("content-type", HeaderValue::from_static("text/plain"));
+        for (case, h, body) in [
+            // The declared payload hash no longer matches.
+            ("body", suite_post(), &b"Param1=value2"[..]),
+            ("signed header", content_type, b"Param1=value1"),
+        ] {
+            let e = verify_at("service", ("POST", None), &h, body, &[key(None)]).unwrap_err();
+            assert_eq!(e.code, "SignatureDoesNotMatch", "{case}");
+        }
+    }
+
+    #[test]
+    fn a_session_token_that_does_not_match_the_key_is_an_invalid_client_token() {
+        for (case, with_token, k) in [
+            ("wrong token for the key", true, key(Some("other"))),
+            ("token on a key that has none", true, key(None)),
+            (
+                "no token for a key that needs one",
+                false,
+                key(Some(SUITE_TOKEN)),
+            ),
+        ] {
+            let e = verify_at(
+                "service",
+                ("GET", None),
+                &suite_token(with_token),
+                b"",
+                &[k],
+            )
+            .unwrap_err();
+            assert_eq!(e.code, "InvalidClientTokenId", "{case}");
+        }
+    }
+
+    #[test]
+    fn canonical_uri_double_encodes_the_path() {
         assert_eq!(
             canonical_uri("/test/@connections/JBDvjfGEIAMCERw%3D"),
             "/test/%40connections/JBDvjfGEIAMCERw%253D"
         );
         assert_eq!(canonical_uri(""), "/");
+    }
+
+    #[test]
+    fn canonical_query_sorts_and_reencodes_parameters() {
         assert_eq!(
             canonical_query(Some("b=2&a=x%20y&a=1&c")),
             "a=1&a=x%20y&b=2&c="
         );
     }
 
+    /// A DescribeClusters request signed at `date` for `service`/`region` by `k`.
     fn signed_request(date: &str, service: &str, region: &str, k: &AccessKey) -> HeaderMap {
         let mut h = headers(&[
             ("host", "127.0.0.1:8080"),
             ("content-type", "application/x-www-form-urlencoded"),
             ("x-amz-date", date),
         ]);
-        let body = b"Action=DescribeClusters&Version=2012-12-01";
         let parts = SignedParts {
             method: "POST",
             path: "/",
             query: None,
             headers: &h,
-            body,
+            body: BODY,
         };
         let a = sign_for_test(
             &parts,
@@ -625,109 +675,168 @@ mod tests {
     }
 
     fn verify_redshift(h: &HeaderMap, body: &[u8], keys: &[AccessKey]) -> Result<(), ApiError> {
-        let req = SignedParts {
-            method: "POST",
-            path: "/",
-            query: None,
-            headers: h,
-            body,
-        };
-        let exp = Expected {
-            service: "redshift",
-            region: "us-east-1",
-            now: SUITE_NOW,
-            keys,
-        };
-        verify(&req, &exp).map(|_| ())
+        verify_at("redshift", ("POST", None), h, body, keys)
+    }
+
+    fn good() -> HeaderMap {
+        signed_request("20150830T123600Z", "redshift", "us-east-1", &key(None))
+    }
+
+    fn with(h: HeaderMap, name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = h;
+        h.insert(name, HeaderValue::from_static(value));
+        h
     }
 
     #[test]
-    fn tampering_is_detected() {
-        let body: &[u8] = b"Action=DescribeClusters&Version=2012-12-01";
-        let k = key(None);
-        let good = signed_request("20150830T123600Z", "redshift", "us-east-1", &k);
-        verify_redshift(&good, body, std::slice::from_ref(&k)).unwrap();
+    fn a_request_signed_within_15_minutes_of_the_clock_verifies() {
+        for (case, date) in [
+            ("same second", "20150830T123600Z"),
+            ("14 minutes early", "20150830T122200Z"),
+        ] {
+            let h = signed_request(date, "redshift", "us-east-1", &key(None));
+            assert!(verify_redshift(&h, BODY, &[key(None)]).is_ok(), "{case}");
+        }
+    }
 
-        let code = |h: &HeaderMap, b: &[u8], keys: &[AccessKey]| {
-            verify_redshift(h, b, keys).unwrap_err().code
-        };
-        // Body changed.
-        assert_eq!(
-            code(
-                &good,
+    #[test]
+    fn tampered_misdirected_or_stale_requests_are_refused() {
+        let k = key(None);
+        let mut wrong_secret = k.clone();
+        wrong_secret.secret_access_key = "other".into();
+        let mut other_id = k.clone();
+        other_id.access_key_id = "AKIDOTHER".into();
+        let sign = |date, service, region| signed_request(date, service, region, &k);
+        /// Why: one refused request: name, headers, body, the server's key, code and message part.
+        type Refused = (
+            &'static str,
+            HeaderMap,
+            &'static [u8],
+            AccessKey,
+            &'static str,
+            &'static str,
+        );
+        let table: [Refused; 9] = [
+            (
+                "body changed",
+                good(),
                 b"Action=DescribeClusters&Version=2012-12-02",
-                std::slice::from_ref(&k)
+                k.clone(),
+                "SignatureDoesNotMatch",
+                "",
             ),
-            "SignatureDoesNotMatch"
-        );
-        // Signed header changed.
-        let mut h = good.clone();
-        h.insert("host", HeaderValue::from_static("127.0.0.1:8081"));
-        assert_eq!(
-            code(&h, body, std::slice::from_ref(&k)),
-            "SignatureDoesNotMatch"
-        );
-        // Date changed after signing.
-        let mut h = good.clone();
-        h.insert("x-amz-date", HeaderValue::from_static("20150830T123601Z"));
-        assert_eq!(
-            code(&h, body, std::slice::from_ref(&k)),
-            "SignatureDoesNotMatch"
-        );
-        // Wrong secret.
-        let mut wrong = k.clone();
-        wrong.secret_access_key = "other".into();
-        assert_eq!(code(&good, body, &[wrong]), "SignatureDoesNotMatch");
-        // Unknown key id.
-        let mut other = k.clone();
-        other.access_key_id = "AKIDOTHER".into();
-        assert_eq!(code(&good, body, &[other]), "InvalidClientTokenId");
-        // Wrong service and region in the scope.
-        let h = signed_request("20150830T123600Z", "s3", "us-east-1", &k);
-        let e = verify_redshift(&h, body, std::slice::from_ref(&k)).unwrap_err();
-        assert_eq!(e.code, "SignatureDoesNotMatch");
-        assert!(e.message.contains("'redshift'"), "{}", e.message);
-        let h = signed_request("20150830T123600Z", "redshift", "eu-west-1", &k);
-        let e = verify_redshift(&h, body, std::slice::from_ref(&k)).unwrap_err();
-        assert_eq!(e.code, "SignatureDoesNotMatch");
-        assert!(e.message.contains("'us-east-1'"), "{}", e.message);
-        // Clock skew beyond 15 minutes either way.
-        let h = signed_request("20150830T122000Z", "redshift", "us-east-1", &k);
-        let e = verify_redshift(&h, body, std::slice::from_ref(&k)).unwrap_err();
-        assert_eq!(e.code, "SignatureDoesNotMatch");
-        assert!(e.message.starts_with("Signature expired"), "{}", e.message);
-        let h = signed_request("20150830T125200Z", "redshift", "us-east-1", &k);
-        let e = verify_redshift(&h, body, std::slice::from_ref(&k)).unwrap_err();
-        assert!(e.message.starts_with("Signature not yet current"));
-        // Within the window is fine.
-        let h = signed_request("20150830T122200Z", "redshift", "us-east-1", &k);
-        verify_redshift(&h, body, std::slice::from_ref(&k)).unwrap();
+            (
+                "signed header changed",
+                with(good(), "host", "127.0.0.1:8081"),
+                BODY,
+                k.clone(),
+                "SignatureDoesNotMatch",
+                "",
+            ),
+            (
+                "date changed after signing",
+                with(good(), "x-amz-date", "20150830T123601Z"),
+                BODY,
+                k.clone(),
+                "SignatureDoesNotMatch",
+                "",
+            ),
+            (
+                "wrong secret",
+                good(),
+                BODY,
+                wrong_secret,
+                "SignatureDoesNotMatch",
+                "",
+            ),
+            (
+                "unknown key id",
+                good(),
+                BODY,
+                other_id,
+                "InvalidClientTokenId",
+                "",
+            ),
+            (
+                "signed for another service",
+                sign("20150830T123600Z", "s3", "us-east-1"),
+                BODY,
+                k.clone(),
+                "SignatureDoesNotMatch",
+                "'redshift'",
+            ),
+            (
+                "signed for another region",
+                sign("20150830T123600Z", "redshift", "eu-west-1"),
+                BODY,
+                k.clone(),
+                "SignatureDoesNotMatch",
+                "'us-east-1'",
+            ),
+            (
+                "signed 16 minutes ago",
+                sign("20150830T122000Z", "redshift", "us-east-1"),
+                BODY,
+                k.clone(),
+                "SignatureDoesNotMatch",
+                "Signature expired",
+            ),
+            (
+                "signed 16 minutes ahead",
+                sign("20150830T125200Z", "redshift", "us-east-1"),
+                BODY,
+                k.clone(),
+                "SignatureDoesNotMatch",
+                "Signature not yet current",
+            ),
+        ];
+        for (case, h, body, key, code, fragment) in table {
+            let e = verify_redshift(&h, body, &[key]).unwrap_err();
+            assert_eq!(e.code, code, "{case}");
+            assert!(e.message.contains(fragment), "{case}: {}", e.message);
+        }
     }
 
     #[test]
-    fn malformed_authorization() {
-        let k = key(None);
+    fn a_request_without_authorization_is_missing_an_authentication_token() {
         let h = headers(&[("host", "h"), ("x-amz-date", "20150830T123600Z")]);
-        let e = verify_redshift(&h, b"", std::slice::from_ref(&k)).unwrap_err();
+        let e = verify_redshift(&h, b"", &[key(None)]).unwrap_err();
         assert_eq!(
             (e.status, e.code.as_str()),
             (403, "MissingAuthenticationToken")
         );
+    }
 
-        for bad in [
-            "AWS4-HMAC-SHA1 Credential=a/b/c/d/aws4_request, SignedHeaders=host, Signature=00",
-            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/redshift/aws4_request",
-            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE, SignedHeaders=host, Signature=00",
-            "AWS4-HMAC-SHA256",
-            "",
+    #[test]
+    fn a_malformed_authorization_header_is_an_incomplete_signature() {
+        for (case, bad) in [
+            (
+                "other algorithm",
+                "AWS4-HMAC-SHA1 Credential=a/b/c/d/aws4_request, SignedHeaders=host, Signature=00",
+            ),
+            (
+                "no SignedHeaders or Signature",
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/redshift/aws4_request",
+            ),
+            (
+                "credential without scope",
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE, SignedHeaders=host, Signature=00",
+            ),
+            ("algorithm only", "AWS4-HMAC-SHA256"),
+            ("empty", ""),
         ] {
-            let mut h = h.clone();
-            h.insert("authorization", HeaderValue::from_str(bad).unwrap());
-            let e = verify_redshift(&h, b"", std::slice::from_ref(&k)).unwrap_err();
-            assert_eq!(e.code, "IncompleteSignature", "{bad}");
+            let h = headers(&[
+                ("host", "h"),
+                ("x-amz-date", "20150830T123600Z"),
+                ("authorization", bad),
+            ]);
+            let e = verify_redshift(&h, b"", &[key(None)]).unwrap_err();
+            assert_eq!(e.code, "IncompleteSignature", "{case}");
         }
+    }
 
-        // Host not signed.
+    /// Headers of a request whose signature covers `x-amz-date` only (not `host`).
+    fn host_unsigned() -> (HeaderMap, String) {
         let mut h = headers(&[("host", "h"), ("x-amz-date", "20150830T123600Z")]);
         let parts = SignedParts {
             method: "POST",
@@ -736,17 +845,25 @@ mod tests {
             headers: &h,
             body: b"",
         };
-        let a = sign_for_test(&parts, &k, "us-east-1", "redshift", &["x-amz-date"]);
+        let a = sign_for_test(&parts, &key(None), "us-east-1", "redshift", &["x-amz-date"]);
         h.insert("authorization", HeaderValue::from_str(&a).unwrap());
-        let e = verify_redshift(&h, b"", std::slice::from_ref(&k)).unwrap_err();
-        assert!(e.message.contains("'Host'"));
+        (h, a)
+    }
 
-        // Non-hex signature.
-        let mut h2 = h.clone();
+    #[test]
+    fn a_signature_must_cover_the_host_header() {
+        let (h, _) = host_unsigned();
+        let e = verify_redshift(&h, b"", &[key(None)]).unwrap_err();
+        assert!(e.message.contains("'Host'"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_signature_that_is_not_hex_does_not_match() {
+        let (mut h, a) = host_unsigned();
         let a = a.replace("SignedHeaders=x-amz-date", "SignedHeaders=host;x-amz-date");
         let a = format!("{}zz", &a[..a.len() - 2]);
-        h2.insert("authorization", HeaderValue::from_str(&a).unwrap());
-        let e = verify_redshift(&h2, b"", &[k]).unwrap_err();
+        h.insert("authorization", HeaderValue::from_str(&a).unwrap());
+        let e = verify_redshift(&h, b"", &[key(None)]).unwrap_err();
         assert_eq!(e.code, "SignatureDoesNotMatch");
     }
 }

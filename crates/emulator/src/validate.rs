@@ -389,20 +389,37 @@ mod tests {
         Params::parse(None, Some(s.as_bytes()))
     }
 
-    fn err_code(s: &str) -> String {
-        get_cluster_credentials(&params(s)).unwrap_err().code
+    /// Checks every `(case, form body, code, message fragment)` row against `parse`.
+    fn expect_errors<T: std::fmt::Debug>(
+        parse: fn(&Params) -> Result<T, ApiError>,
+        table: &[(&str, &str, &str, &str)],
+    ) {
+        let mut wrong = Vec::new();
+        for (case, body, code, fragment) in table {
+            match parse(&params(body)) {
+                Err(e) if e.code == *code && e.message.contains(fragment) => {}
+                other => wrong.push(format!(
+                    "{case} ({body}): expected {code} '{fragment}', got {other:?}"
+                )),
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]
-    fn reserved_words_sorted() {
+    fn reserved_words_are_sorted_for_binary_search() {
         assert!(RESERVED_WORDS.windows(2).all(|w| w[0] < w[1]));
-        assert!(is_reserved_word("select"));
-        assert!(is_reserved_word("Current_User"));
-        assert!(!is_reserved_word("alice"));
     }
 
     #[test]
-    fn parses_full_request() {
+    fn reserved_words_match_case_insensitively() {
+        for (word, reserved) in [("select", true), ("Current_User", true), ("alice", false)] {
+            assert_eq!(is_reserved_word(word), reserved, "{word}");
+        }
+    }
+
+    #[test]
+    fn get_cluster_credentials_parses_every_parameter_and_sorts_and_dedups_groups() {
         let r = get_cluster_credentials(&params(
             "DbUser=alice&DbName=dev&ClusterIdentifier=c1&DurationSeconds=3600&AutoCreate=true\
              &DbGroups.DbGroup.2=beta&DbGroups.DbGroup.1=alpha&DbGroups.DbGroup.3=alpha",
@@ -419,6 +436,10 @@ mod tests {
                 db_groups: vec!["alpha".into(), "beta".into()],
             }
         );
+    }
+
+    #[test]
+    fn get_cluster_credentials_decodes_the_query_string_and_applies_defaults() {
         let r = get_cluster_credentials(&Params::parse(
             Some("DbUser=Bob.x%40corp&ClusterIdentifier=c1&DbGroups="),
             None,
@@ -431,50 +452,163 @@ mod tests {
     }
 
     #[test]
-    fn parameter_errors() {
-        assert_eq!(err_code("ClusterIdentifier=c1"), "MissingParameter");
-        assert_eq!(err_code("DbUser=alice"), "InvalidParameterValue");
-        let bad = [
-            "DbUser=&ClusterIdentifier=c",
-            "DbUser=1alice&ClusterIdentifier=c",
-            "DbUser=a:b&ClusterIdentifier=c",
-            "DbUser=a/b&ClusterIdentifier=c",
-            "DbUser=a%20b&ClusterIdentifier=c",
-            "DbUser=public&ClusterIdentifier=c",
-            "DbUser=PUBLIC&ClusterIdentifier=c",
-            "DbUser=select&ClusterIdentifier=c",
-            "DbUser=alice&DbName=user&ClusterIdentifier=c",
-            "DbUser=alice&DbName=9db&ClusterIdentifier=c",
-            "DbUser=alice&ClusterIdentifier=c&DurationSeconds=899",
-            "DbUser=alice&ClusterIdentifier=c&DurationSeconds=3601",
-            "DbUser=alice&ClusterIdentifier=c&DurationSeconds=abc",
-            "DbUser=alice&ClusterIdentifier=c&AutoCreate=yes",
-            "DbUser=alice&ClusterIdentifier=c&DbGroups.DbGroup.1=Admins",
-            "DbUser=alice&ClusterIdentifier=c&DbGroups.DbGroup.1=group",
-            "DbUser=alice&ClusterIdentifier=c&DbGroups.DbGroup.0=a",
-            "DbUser=alice&ClusterIdentifier=c&DbGroups.DbGroup.x=a",
-            "DbUser=alice&ClusterIdentifier=c&DbGroups=a",
-        ];
-        for b in bad {
-            assert_eq!(err_code(b), "InvalidParameterValue", "{b}");
-        }
-        let long = format!("DbUser=a{}&ClusterIdentifier=c", "b".repeat(64));
-        assert_eq!(err_code(&long), "InvalidParameterValue");
-        let ok = format!("DbUser=a{}&ClusterIdentifier=c", "b".repeat(63));
-        assert!(get_cluster_credentials(&params(&ok)).is_ok());
+    fn get_cluster_credentials_targets_a_custom_domain_name() {
+        let r = get_cluster_credentials(&params("DbUser=alice&CustomDomainName=db.example.com"))
+            .unwrap();
+        assert_eq!(r.target, Target::CustomDomain("db.example.com".into()));
     }
 
     #[test]
-    fn messages_are_clear() {
-        let e = get_cluster_credentials(&params("DbUser=a:b&ClusterIdentifier=c")).unwrap_err();
-        assert_eq!(
-            e.message,
-            "DbUser 'a:b' is not valid: must not contain a colon (:) or slash (/)."
+    fn get_cluster_credentials_accepts_a_64_character_db_user() {
+        let body = format!("DbUser=a{}&ClusterIdentifier=c", "b".repeat(63));
+        assert!(get_cluster_credentials(&params(&body)).is_ok());
+    }
+
+    #[test]
+    fn get_cluster_credentials_rejects_invalid_parameters() {
+        let long_user = format!("DbUser=a{}&ClusterIdentifier=c", "b".repeat(64));
+        const INVALID: &str = "InvalidParameterValue";
+        expect_errors(
+            get_cluster_credentials,
+            &[
+                (
+                    "missing DbUser",
+                    "ClusterIdentifier=c1",
+                    "MissingParameter",
+                    "DbUser",
+                ),
+                (
+                    "no cluster or custom domain",
+                    "DbUser=alice",
+                    INVALID,
+                    "Either ClusterIdentifier or CustomDomainName",
+                ),
+                (
+                    "empty DbUser",
+                    "DbUser=&ClusterIdentifier=c",
+                    INVALID,
+                    "1 to 64 characters",
+                ),
+                (
+                    "DbUser of 65 characters",
+                    &long_user,
+                    INVALID,
+                    "1 to 64 characters",
+                ),
+                (
+                    "DbUser starting with a digit",
+                    "DbUser=1alice&ClusterIdentifier=c",
+                    INVALID,
+                    "first character must be a letter",
+                ),
+                (
+                    "DbUser with a colon",
+                    "DbUser=a:b&ClusterIdentifier=c",
+                    INVALID,
+                    "DbUser 'a:b' is not valid: must not contain a colon (:) or slash (/).",
+                ),
+                (
+                    "DbUser with a slash",
+                    "DbUser=a/b&ClusterIdentifier=c",
+                    INVALID,
+                    "colon (:) or slash (/)",
+                ),
+                (
+                    "DbUser with a space",
+                    "DbUser=a%20b&ClusterIdentifier=c",
+                    INVALID,
+                    "must contain only letters",
+                ),
+                (
+                    "DbUser public",
+                    "DbUser=public&ClusterIdentifier=c",
+                    INVALID,
+                    "PUBLIC is reserved",
+                ),
+                (
+                    "DbUser PUBLIC",
+                    "DbUser=PUBLIC&ClusterIdentifier=c",
+                    INVALID,
+                    "PUBLIC is reserved",
+                ),
+                (
+                    "DbUser reserved word",
+                    "DbUser=select&ClusterIdentifier=c",
+                    INVALID,
+                    "reserved word",
+                ),
+                (
+                    "DbName reserved word",
+                    "DbUser=alice&DbName=user&ClusterIdentifier=c",
+                    INVALID,
+                    "DbName 'user'",
+                ),
+                (
+                    "DbName starting with a digit",
+                    "DbUser=alice&DbName=9db&ClusterIdentifier=c",
+                    INVALID,
+                    "DbName '9db'",
+                ),
+                (
+                    "DurationSeconds 899",
+                    "DbUser=alice&ClusterIdentifier=c&DurationSeconds=899",
+                    INVALID,
+                    "between 900 and 3600",
+                ),
+                (
+                    "DurationSeconds 3601",
+                    "DbUser=alice&ClusterIdentifier=c&DurationSeconds=3601",
+                    INVALID,
+                    "between 900 and 3600",
+                ),
+                (
+                    "DurationSeconds not a number",
+                    "DbUser=alice&ClusterIdentifier=c&DurationSeconds=abc",
+                    INVALID,
+                    "must be an integer",
+                ),
+                (
+                    "AutoCreate not a boolean",
+                    "DbUser=alice&ClusterIdentifier=c&AutoCreate=yes",
+                    INVALID,
+                    "AutoCreate must be true or false",
+                ),
+                (
+                    "DbGroup with capitals",
+                    "DbUser=alice&ClusterIdentifier=c&DbGroups.DbGroup.1=Admins",
+                    INVALID,
+                    "only lowercase",
+                ),
+                (
+                    "DbGroup reserved word",
+                    "DbUser=alice&ClusterIdentifier=c&DbGroups.DbGroup.1=group",
+                    INVALID,
+                    "reserved word",
+                ),
+                (
+                    "DbGroup index 0",
+                    "DbUser=alice&ClusterIdentifier=c&DbGroups.DbGroup.0=a",
+                    INVALID,
+                    "indexes start at 1",
+                ),
+                (
+                    "DbGroup index not a number",
+                    "DbUser=alice&ClusterIdentifier=c&DbGroups.DbGroup.x=a",
+                    INVALID,
+                    "DbGroups.DbGroup.x",
+                ),
+                (
+                    "DbGroups without an index",
+                    "DbUser=alice&ClusterIdentifier=c&DbGroups=a",
+                    INVALID,
+                    "DbGroups.DbGroup.N",
+                ),
+            ],
         );
     }
 
     #[test]
-    fn with_iam_request() {
+    fn get_cluster_credentials_with_iam_defaults_to_900_seconds() {
         let r =
             get_cluster_credentials_with_iam(&params("ClusterIdentifier=c1&DbName=dev")).unwrap();
         assert_eq!(
@@ -485,25 +619,33 @@ mod tests {
                 duration_seconds: 900,
             }
         );
-        for bad in [
-            "DbName=dev",
-            "ClusterIdentifier=c1&DurationSeconds=3601",
-            "ClusterIdentifier=c1&DbName=select",
-        ] {
-            assert_eq!(
-                get_cluster_credentials_with_iam(&params(bad))
-                    .unwrap_err()
-                    .code,
-                "InvalidParameterValue",
-                "{bad}"
-            );
-        }
     }
 
     #[test]
-    fn custom_domain_target() {
-        let r = get_cluster_credentials(&params("DbUser=alice&CustomDomainName=db.example.com"))
-            .unwrap();
-        assert_eq!(r.target, Target::CustomDomain("db.example.com".into()));
+    fn get_cluster_credentials_with_iam_rejects_invalid_parameters() {
+        const INVALID: &str = "InvalidParameterValue";
+        expect_errors(
+            get_cluster_credentials_with_iam,
+            &[
+                (
+                    "no cluster or custom domain",
+                    "DbName=dev",
+                    INVALID,
+                    "Either ClusterIdentifier",
+                ),
+                (
+                    "DurationSeconds 3601",
+                    "ClusterIdentifier=c1&DurationSeconds=3601",
+                    INVALID,
+                    "between 900 and 3600",
+                ),
+                (
+                    "DbName reserved word",
+                    "ClusterIdentifier=c1&DbName=select",
+                    INVALID,
+                    "reserved word",
+                ),
+            ],
+        );
     }
 }

@@ -80,31 +80,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            escape("a<b>&\"c\"'d'"),
-            "a&lt;b&gt;&amp;&quot;c&quot;&apos;d&apos;"
-        );
-        assert_eq!(escape("plain/+="), "plain/+=");
-        assert_eq!(escape("x\u{1}y"), "x\u{FFFD}y");
+    fn escape_replaces_markup_and_control_characters() {
+        for (case, input, escaped) in [
+            (
+                "markup",
+                "a<b>&\"c\"'d'",
+                "a&lt;b&gt;&amp;&quot;c&quot;&apos;d&apos;",
+            ),
+            ("plain", "plain/+=", "plain/+="),
+            ("control character", "x\u{1}y", "x\u{FFFD}y"),
+        ] {
+            assert_eq!(escape(input), escaped, "{case}");
+        }
     }
 
     #[test]
-    fn error_document() {
-        let e = ApiError::cluster_not_found("a<b");
-        let doc = error(&e, "rid");
+    fn a_client_error_is_a_sender_error_document_with_an_escaped_message() {
+        let doc = error(&ApiError::cluster_not_found("a<b"), "rid");
         assert_eq!(
             doc,
             "<ErrorResponse xmlns=\"http://redshift.amazonaws.com/doc/2012-12-01/\"><Error>\
              <Type>Sender</Type><Code>ClusterNotFound</Code><Message>Cluster a&lt;b not found.\
              </Message></Error><RequestId>rid</RequestId></ErrorResponse>"
         );
-        let e = ApiError::internal("boom");
-        assert!(error(&e, "r").contains("<Type>Receiver</Type>"));
     }
 
     #[test]
-    fn success_envelope() {
+    fn an_internal_error_is_a_receiver_error() {
+        let doc = error(&ApiError::internal("boom"), "r");
+        assert!(doc.contains("<Type>Receiver</Type>"), "{doc}");
+    }
+
+    #[test]
+    fn success_wraps_the_result_in_the_action_response_with_the_request_id() {
         let doc = success("DescribeClusters", &element("X", "&"), "id");
         assert!(doc.starts_with(
             "<DescribeClustersResponse xmlns=\"http://redshift.amazonaws.com/doc/2012-12-01/\">\
@@ -116,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn request_id_shape() {
+    fn request_ids_are_uuid_shaped() {
         let id = request_id();
         let parts: Vec<_> = id.split('-').map(str::len).collect();
         assert_eq!(parts, vec![8, 4, 4, 4, 12]);
