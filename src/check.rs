@@ -6,10 +6,9 @@
 //! with the fix for each failure.
 
 use crate::config::{Config, CredentialMode};
-use crate::credentials::{
-    AwsIdentitySource, CredentialError, CredentialRequest, FailureKind, RedshiftApi,
-};
+use crate::credentials::{AwsIdentitySource, CredentialError, FailureKind, RedshiftApi};
 use crate::endpoint::{EndpointError, EndpointResolver};
+use crate::login;
 use crate::mapping::UserMap;
 use crate::tls;
 use crate::upstream::{self, UpstreamError};
@@ -172,8 +171,7 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
                 None => caller.clone(),
             };
             let by_rules = c.credentials == CredentialMode::GetClusterCredentials;
-            let req =
-                CredentialRequest::for_identity(c, identity, cluster_identifier.clone(), &db_name);
+            let req = login::credential_request(c, identity, cluster_identifier.clone(), &db_name);
             let cred = match api.mint(&req).await {
                 Ok(cred) => {
                     lines.push(CheckLine::pass(

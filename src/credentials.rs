@@ -57,34 +57,6 @@ pub struct CredentialRequest {
 }
 
 impl CredentialRequest {
-    /// What to ask AWS for `identity` on a target. DbUser, DbGroups and AutoCreate only exist
-    /// for GetClusterCredentials; the IAM-mapped APIs take the user from the (possibly
-    /// assumed) IAM identity.
-    pub fn for_identity(
-        cluster: &crate::config::ClusterConfig,
-        identity: crate::mapping::Identity,
-        cluster_identifier: Option<String>,
-        db_name: &str,
-    ) -> Self {
-        let by_rules = cluster.credentials == CredentialMode::GetClusterCredentials;
-        Self {
-            mode: cluster.credentials,
-            cluster_identifier,
-            workgroup: cluster.workgroup.clone(),
-            custom_domain: cluster.custom_domain_name.clone(),
-            role: identity.role,
-            db_user: by_rules.then_some(identity.db_user),
-            db_name: db_name.to_owned(),
-            db_groups: if by_rules {
-                identity.db_groups
-            } else {
-                Vec::new()
-            },
-            auto_create: by_rules && identity.auto_create,
-            duration_seconds: cluster.duration_seconds,
-        }
-    }
-
     /// The API this request goes to, for messages.
     pub fn operation(&self) -> &'static str {
         match self.mode {

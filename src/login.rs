@@ -2,11 +2,12 @@
 //!
 //! Pure decisions, no I/O: which target (routing by database name or listener), which
 //! Redshift identity (the user map), which database (the default-database rule), which
-//! startup parameters go to the cluster and which protocol options are declined.
+//! startup parameters go to the cluster and which protocol options are declined, and
+//! what a login asks AWS for (`credential_request`: DbUser, DbGroups, role per API).
 //! `pooled` adds what pooling needs: the credential request (the pool key) and the
 //! split of startup parameters into session settings and fixed login parameters.
 
-use crate::config::Config;
+use crate::config::{ClusterConfig, Config, CredentialMode};
 use crate::connector::LoginSpec;
 use crate::credentials::CredentialRequest;
 use crate::mapping::{Identity, UserMap};
@@ -45,6 +46,34 @@ pub fn default_database(
         Some(d) => d.to_owned(),
         None if named_target_only => "dev".to_owned(),
         None => client_user.to_owned(),
+    }
+}
+
+/// What to ask AWS for `identity` on a target. DbUser, DbGroups and AutoCreate only exist
+/// for GetClusterCredentials; the IAM-mapped APIs take the user from the (possibly
+/// assumed) IAM identity.
+pub fn credential_request(
+    cluster: &ClusterConfig,
+    identity: Identity,
+    cluster_identifier: Option<String>,
+    db_name: &str,
+) -> CredentialRequest {
+    let by_rules = cluster.credentials == CredentialMode::GetClusterCredentials;
+    CredentialRequest {
+        mode: cluster.credentials,
+        cluster_identifier,
+        workgroup: cluster.workgroup.clone(),
+        custom_domain: cluster.custom_domain_name.clone(),
+        role: identity.role,
+        db_user: by_rules.then_some(identity.db_user),
+        db_name: db_name.to_owned(),
+        db_groups: if by_rules {
+            identity.db_groups
+        } else {
+            Vec::new()
+        },
+        auto_create: by_rules && identity.auto_create,
+        duration_seconds: cluster.duration_seconds,
     }
 }
 
@@ -124,7 +153,7 @@ pub struct PooledLogin {
 /// Resolves the credential request and splits the startup parameters.
 pub async fn pooled(shared: &Shared, plan: &LoginPlan) -> Result<PooledLogin, Refusal> {
     let target = &shared.targets[plan.target];
-    let request = CredentialRequest::for_identity(
+    let request = credential_request(
         &target.config,
         plan.identity.clone(),
         target.endpoint.cluster_identifier().await?,
