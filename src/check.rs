@@ -5,8 +5,9 @@
 //! the cache), opens one upstream login over TLS per target, and prints one line per step
 //! with the fix for each failure.
 
+use crate::aws_error::{CredentialError, FailureKind};
 use crate::config::{Config, CredentialMode};
-use crate::credentials::{AwsIdentitySource, CredentialError, FailureKind, RedshiftApi};
+use crate::credentials::{AwsIdentitySource, RedshiftApi};
 use crate::endpoint::{EndpointError, EndpointResolver};
 use crate::login;
 use crate::mapping::UserMap;

@@ -5,8 +5,9 @@
 //! so a cluster that moved (resize, relocation) is found again by the next login.
 //! With a custom domain, the proxy connects to that name and checks it in TLS.
 
+use crate::aws_error::CredentialError;
 use crate::config::{ClusterConfig, CredentialMode};
-use crate::credentials::{CredentialError, SharedApi};
+use crate::credentials::SharedApi;
 use crate::tls;
 use crate::upstream::UpstreamTarget;
 use std::sync::Arc;
