@@ -10,7 +10,9 @@
 //! a time limit per attempt, jittered back-off for throttling and transient
 //! failures (classified in `aws_error`), and the translation of SDK errors into
 //! [`CredentialError`], which carries the AWS error code all the way to the client's ErrorResponse.
-//! Caching lives in `cache.rs`; this file only talks to AWS.
+//! Caching lives in `cache.rs` and endpoint discovery (DescribeClusters, GetWorkgroup,
+//! DescribeCustomDomainAssociations) in `endpoint.rs`, through the same call discipline;
+//! this file only mints credentials (and asks STS who the proxy is, for `check`).
 
 use crate::aws_error::{backoff, classify, CredentialError, FailureKind};
 use crate::config::{AwsConfig, CredentialMode};
@@ -319,92 +321,22 @@ impl RedshiftApi {
         })
     }
 
-    /// DescribeCustomDomainAssociations: the cluster behind a custom domain name.
-    pub async fn cluster_for_domain(&self, domain: &str) -> Result<String, CredentialError> {
-        const OP: &str = "DescribeCustomDomainAssociations";
-        let out = self
-            .call(OP, || {
-                self.own
-                    .redshift
-                    .describe_custom_domain_associations()
-                    .custom_domain_name(domain)
-                    .send()
-            })
-            .await?;
-        out.associations()
-            .iter()
-            .flat_map(|a| a.certificate_associations())
-            .find_map(|ca| ca.cluster_identifier())
-            .map(str::to_owned)
-            .ok_or_else(|| CredentialError {
-                kind: FailureKind::NotFound,
-                operation: OP,
-                code: "CustomDomainAssociationNotFoundFault".into(),
-                message: format!("no cluster is associated with {domain:?}"),
-            })
+    /// The Redshift client acting as the proxy itself (endpoint discovery).
+    pub(crate) fn redshift(&self) -> &aws_sdk_redshift::Client {
+        &self.own.redshift
     }
 
-    /// Serverless GetWorkgroup: the endpoint of a workgroup.
-    pub async fn workgroup_endpoint(
-        &self,
-        workgroup: &str,
-    ) -> Result<(String, u16), CredentialError> {
-        const OP: &str = "GetWorkgroup";
-        let out = self
-            .call(OP, || {
-                self.own
-                    .serverless
-                    .get_workgroup()
-                    .workgroup_name(workgroup)
-                    .send()
-            })
-            .await?;
-        let endpoint =
-            out.workgroup()
-                .and_then(|w| w.endpoint())
-                .ok_or_else(|| CredentialError {
-                    kind: FailureKind::Unavailable,
-                    operation: OP,
-                    code: "NoEndpoint".into(),
-                    message: format!("workgroup {workgroup:?} has no endpoint yet"),
-                })?;
-        endpoint_pair(OP, endpoint.address(), endpoint.port())
-    }
-
-    /// DescribeClusters: the endpoint host and port of one cluster.
-    pub async fn describe_cluster_endpoint(
-        &self,
-        identifier: &str,
-    ) -> Result<(String, u16), CredentialError> {
-        const OP: &str = "DescribeClusters";
-        let out = self
-            .call(OP, || {
-                self.own
-                    .redshift
-                    .describe_clusters()
-                    .cluster_identifier(identifier)
-                    .send()
-            })
-            .await?;
-        let cluster = out.clusters().first().ok_or_else(|| {
-            CredentialError::other(
-                OP,
-                "ClusterNotFound",
-                format!("no cluster {identifier:?} in the response"),
-            )
-        })?;
-        let status = cluster.cluster_status().unwrap_or("unknown");
-        let endpoint = cluster.endpoint().ok_or_else(|| CredentialError {
-            kind: FailureKind::Unavailable,
-            operation: OP,
-            code: "NoEndpoint".into(),
-            message: format!("cluster {identifier:?} has no endpoint yet (status {status})"),
-        })?;
-        endpoint_pair(OP, endpoint.address(), endpoint.port())
+    /// The Redshift Serverless client acting as the proxy itself (endpoint discovery).
+    pub(crate) fn serverless(&self) -> &aws_sdk_redshiftserverless::Client {
+        &self.own.serverless
     }
 
     /// Runs one SDK operation with a per-attempt deadline and jittered retries.
-    async fn call<T, E, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, CredentialError>
+    pub(crate) async fn call<T, E, F, Fut>(
+        &self,
+        op: &'static str,
+        mut f: F,
+    ) -> Result<T, CredentialError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
@@ -434,26 +366,6 @@ impl RedshiftApi {
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
-    }
-}
-
-fn endpoint_pair(
-    op: &'static str,
-    host: Option<&str>,
-    port: Option<i32>,
-) -> Result<(String, u16), CredentialError> {
-    match (host, port) {
-        (Some(host), Some(port)) => {
-            let port = u16::try_from(port).map_err(|_| {
-                CredentialError::other(op, "MalformedResponse", format!("port {port} out of range"))
-            })?;
-            Ok((host.to_owned(), port))
-        }
-        _ => Err(CredentialError::other(
-            op,
-            "MalformedResponse",
-            "endpoint without address or port",
-        )),
     }
 }
 
