@@ -34,18 +34,15 @@ fn forwardable(key: &str) -> bool {
     !matches!(key, "user" | "database") && !key.starts_with("_pq_.")
 }
 
-/// The database when the client names none (or only a target): the target's
-/// `default_database`, else "dev" when the name only chose a target, else the client
-/// user name (PostgreSQL's rule).
-pub fn default_database(
-    config_default: Option<&str>,
-    named_target_only: bool,
-    client_user: &str,
-) -> String {
-    match config_default {
-        Some(d) => d.to_owned(),
-        None if named_target_only => "dev".to_owned(),
-        None => client_user.to_owned(),
+/// The database when a login names none: the target's `default_database`, else the
+/// client user name (PostgreSQL's rule), else "dev" when there is no user name to go by
+/// (`client_user` is `None`: the client's database name only chose a target, or the login
+/// is `check`'s, which stands for such a client). Sessions, prewarm and `check` all ask here.
+pub fn default_database(config_default: Option<&str>, client_user: Option<&str>) -> String {
+    match (config_default, client_user) {
+        (Some(d), _) => d.to_owned(),
+        (None, Some(user)) => user.to_owned(),
+        (None, None) => "dev".to_owned(),
     }
 }
 
@@ -108,8 +105,7 @@ pub fn plan(
         Some(d) => d.to_owned(),
         None => default_database(
             config.cluster[target].default_database.as_deref(),
-            named_target_only,
-            client_user,
+            (!named_target_only).then_some(client_user),
         ),
     };
     let mut forwarded: Vec<(String, String)> = params
@@ -198,10 +194,10 @@ pub async fn plan_for_prewarm(
         &[],
     )
     .ok()?;
+    // With several targets, clients name theirs, so they get the target's database.
     plan.database = default_database(
         shared.targets[target].config.default_database.as_deref(),
-        several,
-        client_user,
+        (!several).then_some(client_user),
     );
     pooled(shared, &plan).await.ok()
 }
@@ -225,6 +221,24 @@ mod tests {
 
     fn users(c: &Config) -> UserMap {
         UserMap::new(c.users.clone())
+    }
+
+    #[test]
+    fn default_database_is_the_configured_one_else_the_user_name_else_dev() {
+        // (target's default_database, client user to go by) -> database
+        let cases = [
+            (Some("sales"), Some("alice"), "sales"),
+            (Some("sales"), None, "sales"),
+            (None, Some("alice"), "alice"),
+            (None, None, "dev"),
+        ];
+        for (configured, user, want) in cases {
+            assert_eq!(
+                default_database(configured, user),
+                want,
+                "{configured:?} {user:?}"
+            );
+        }
     }
 
     #[test]
