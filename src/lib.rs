@@ -8,7 +8,7 @@
 //! - `config`: the configuration file; `mapping`: who maps to whom;
 //! - `server`: listener, connection cap and shutdown; `session`: one connection end to end
 //!   (orchestrates; `session/direct` unpooled, `session/pooled` pooled); `login`: the login
-//!   policy (route, map, default database, startup parameters); `refusal`: errors as clients hear them;
+//!   policy (route, map, default database, credential request, startup parameters); `refusal`: errors as clients hear them;
 //! - `connector`: opens one logged-in server (credential, TLS, login, re-mint once);
 //! - `pool`: pools per identity (`checkout`, `server`, `guard`, `reset`, `params`,
 //!   `prepared`, `txn`, `classify`, `stats`);
