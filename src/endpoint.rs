@@ -169,12 +169,7 @@ async fn workgroup_endpoint(
     let endpoint = out
         .workgroup()
         .and_then(|w| w.endpoint())
-        .ok_or_else(|| CredentialError {
-            kind: FailureKind::Unavailable,
-            operation: OP,
-            code: "NoEndpoint".into(),
-            message: format!("workgroup {workgroup:?} has no endpoint yet"),
-        })?;
+        .ok_or_else(|| no_endpoint(OP, format!("workgroup {workgroup:?} has no endpoint yet")))?;
     endpoint_pair(OP, endpoint.address(), endpoint.port())
 }
 
@@ -200,13 +195,23 @@ async fn describe_cluster_endpoint(
         )
     })?;
     let status = cluster.cluster_status().unwrap_or("unknown");
-    let endpoint = cluster.endpoint().ok_or_else(|| CredentialError {
-        kind: FailureKind::Unavailable,
-        operation: OP,
-        code: "NoEndpoint".into(),
-        message: format!("cluster {identifier:?} has no endpoint yet (status {status})"),
+    let endpoint = cluster.endpoint().ok_or_else(|| {
+        no_endpoint(
+            OP,
+            format!("cluster {identifier:?} has no endpoint yet (status {status})"),
+        )
     })?;
     endpoint_pair(OP, endpoint.address(), endpoint.port())
+}
+
+/// A cluster or workgroup without an endpoint yet (still being created): worth retrying later.
+fn no_endpoint(op: &'static str, message: String) -> CredentialError {
+    CredentialError {
+        kind: FailureKind::Unavailable,
+        operation: op,
+        code: "NoEndpoint".into(),
+        message,
+    }
 }
 
 /// The (host, port) of an endpoint in a `op` response.
