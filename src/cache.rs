@@ -9,7 +9,8 @@
 //!   and the call runs in its own task so a client that hangs up does not cancel it;
 //! - `invalidate` drops a credential the cluster refused, so the next login mints anew.
 
-use crate::credentials::{CredentialError, CredentialRequest, DbCredential, SharedApi};
+use crate::aws_error::{CredentialError, FailureKind};
+use crate::credentials::{CredentialRequest, DbCredential, SharedApi};
 use crate::sync::lock;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
@@ -264,7 +265,7 @@ impl CredentialCache {
         async move {
             task.await.unwrap_or_else(|e| {
                 Err(CredentialError {
-                    kind: crate::credentials::FailureKind::Other,
+                    kind: FailureKind::Other,
                     operation: "credential call",
                     code: "InternalError".into(),
                     message: format!("credential task failed: {e}"),

@@ -13,6 +13,7 @@ use crate::upstream::{self, UpstreamTarget};
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use subtle::ConstantTimeEq;
 use tokio::sync::RwLock;
 
 /// The server a client key currently stands for.
@@ -123,7 +124,8 @@ impl CancelRegistry {
             let entries = lock(&self.entries);
             entries
                 .get(&pid)
-                .filter(|e| e.secret.as_slice() == secret)
+                // Constant time: the secret is what makes a cancel legitimate.
+                .filter(|e| bool::from(e.secret.as_slice().ct_eq(secret)))
                 .and_then(|e| e.attached.clone())
                 .and_then(|a| {
                     // Taken while the registry lock is held: a server being checked in

@@ -5,11 +5,11 @@
 //! the cache), opens one upstream login over TLS per target, and prints one line per step
 //! with the fix for each failure.
 
-use crate::config::{Config, CredentialMode};
-use crate::credentials::{
-    AwsIdentitySource, CredentialError, CredentialRequest, FailureKind, RedshiftApi,
-};
+use crate::aws_error::{CredentialError, FailureKind};
+use crate::config::{ClusterConfig, Config, CredentialMode};
+use crate::credentials::{AwsIdentitySource, RedshiftApi};
 use crate::endpoint::{EndpointError, EndpointResolver};
+use crate::login;
 use crate::mapping::UserMap;
 use crate::tls;
 use crate::upstream::{self, UpstreamError};
@@ -122,10 +122,7 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
                 continue;
             }
         };
-        let db_name = c
-            .default_database
-            .clone()
-            .unwrap_or_else(|| "dev".to_owned());
+        let db_name = login_database(c);
         let mut login_done = false;
         let mut checked = names.clone();
         if args.first {
@@ -172,8 +169,7 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
                 None => caller.clone(),
             };
             let by_rules = c.credentials == CredentialMode::GetClusterCredentials;
-            let req =
-                CredentialRequest::for_identity(c, identity, cluster_identifier.clone(), &db_name);
+            let req = login::credential_request(c, identity, cluster_identifier.clone(), &db_name);
             let cred = match api.mint(&req).await {
                 Ok(cred) => {
                     lines.push(CheckLine::pass(
@@ -215,6 +211,11 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
         }
     }
     lines
+}
+
+/// The database `check` logs in to: the one a client naming only this target gets.
+fn login_database(cluster: &ClusterConfig) -> String {
+    login::default_database(cluster.default_database.as_deref(), None)
 }
 
 /// Prints the report; true when every line passed.
@@ -320,5 +321,27 @@ fn upstream_fix(e: &UpstreamError, db_user: &str, by_rules: bool) -> String {
         UpstreamError::AuthFailed(_) => format!("the database refused {db_user}: check that IAM identity's access to the database"),
         UpstreamError::Server(f) if f.code == "3D000" => "the database does not exist: set default_database".into(),
         _ => "see the message".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::UserMap;
+
+    #[test]
+    fn check_logs_in_where_a_client_naming_only_the_target_lands() {
+        for default in ["", "default_database = \"sales\"\n"] {
+            let c = Config::from_toml(&format!(
+                "[[cluster]]\nname = \"a\"\nidentifier = \"c\"\n{default}\
+                 [[cluster]]\nname = \"b\"\nidentifier = \"d\"\n{default}\
+                 [[users]]\nclient_user = \"alice\"\n"
+            ))
+            .unwrap();
+            let params = [("database".to_owned(), "b".to_owned())];
+            let plan =
+                login::plan(&c, &UserMap::new(c.users.clone()), None, "alice", &params).unwrap();
+            assert_eq!(login_database(&c.cluster[1]), plan.database, "{default:?}");
+        }
     }
 }

@@ -19,6 +19,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::str::FromStr;
+use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
 
 /// A SCRAM-SHA-256 verifier as PostgreSQL stores it:
@@ -207,11 +208,8 @@ pub async fn scram(
     }
     let computed: [u8; 32] = Sha256::digest(client_key).into();
     // Constant-time comparison of the stored key.
-    let diff = computed
-        .iter()
-        .zip(v.stored_key.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if diff != 0 || verifier.is_none() {
+    let matches = bool::from(computed.as_slice().ct_eq(v.stored_key.as_slice()));
+    if !matches || verifier.is_none() {
         return Err(ClientAuthError::BadPassword(user.to_owned()));
     }
     let server_signature = hmac(&v.server_key, auth_message.as_bytes());

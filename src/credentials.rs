@@ -8,21 +8,22 @@
 //!
 //! One `RedshiftApi` owns the SDK clients and the call discipline every call shares:
 //! a time limit per attempt, jittered back-off for throttling and transient
-//! failures, and the translation of SDK errors into [`CredentialError`], which
-//! carries the AWS error code all the way to the client's ErrorResponse.
-//! Caching lives in `cache.rs`; this file only talks to AWS.
+//! failures (classified in `aws_error`), and the translation of SDK errors into
+//! [`CredentialError`], which carries the AWS error code all the way to the client's ErrorResponse.
+//! Caching lives in `cache.rs` and endpoint discovery (DescribeClusters, GetWorkgroup,
+//! DescribeCustomDomainAssociations) in `endpoint.rs`, through the same call discipline;
+//! this file only mints credentials (and asks STS who the proxy is, for `check`).
 
+use crate::aws_error::{backoff, classify, CredentialError, FailureKind};
 use crate::config::{AwsConfig, CredentialMode};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_config::SdkConfig;
 use aws_sdk_redshift::config::http::HttpResponse;
-use aws_sdk_redshift::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use rand::Rng;
+use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
 use secrecy::SecretString;
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -57,34 +58,6 @@ pub struct CredentialRequest {
 }
 
 impl CredentialRequest {
-    /// What to ask AWS for `identity` on a target. DbUser, DbGroups and AutoCreate only exist
-    /// for GetClusterCredentials; the IAM-mapped APIs take the user from the (possibly
-    /// assumed) IAM identity.
-    pub fn for_identity(
-        cluster: &crate::config::ClusterConfig,
-        identity: crate::mapping::Identity,
-        cluster_identifier: Option<String>,
-        db_name: &str,
-    ) -> Self {
-        let by_rules = cluster.credentials == CredentialMode::GetClusterCredentials;
-        Self {
-            mode: cluster.credentials,
-            cluster_identifier,
-            workgroup: cluster.workgroup.clone(),
-            custom_domain: cluster.custom_domain_name.clone(),
-            role: identity.role,
-            db_user: by_rules.then_some(identity.db_user),
-            db_name: db_name.to_owned(),
-            db_groups: if by_rules {
-                identity.db_groups
-            } else {
-                Vec::new()
-            },
-            auto_create: by_rules && identity.auto_create,
-            duration_seconds: cluster.duration_seconds,
-        }
-    }
-
     /// The API this request goes to, for messages.
     pub fn operation(&self) -> &'static str {
         match self.mode {
@@ -105,100 +78,6 @@ pub struct DbCredential {
     pub expiration: SystemTime,
     /// NextRefreshTime, when AWS gives one: do not use the credential past it.
     pub next_refresh: Option<SystemTime>,
-}
-
-/// What kind of failure a credential API call met; decides SQLSTATE and retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// "Rate exceeded" / Throttling after every retry.
-    Throttled,
-    /// The caller lacks permission or its AWS credentials are bad.
-    Denied,
-    /// The cluster does not exist.
-    NotFound,
-    /// A parameter AWS refused (bad DbUser, DbName, …).
-    Invalid,
-    /// The endpoint did not answer in time.
-    Timeout,
-    /// The endpoint could not be reached or answered 5xx.
-    Unavailable,
-    /// Anything else, e.g. a response without the expected fields.
-    Other,
-}
-
-impl FailureKind {
-    /// Short name for metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Throttled => "throttled",
-            FailureKind::Denied => "denied",
-            FailureKind::NotFound => "not_found",
-            FailureKind::Invalid => "invalid",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Unavailable => "unavailable",
-            FailureKind::Other => "other",
-        }
-    }
-}
-
-/// A failed AWS call, with the AWS error code when there is one.
-#[derive(Debug, Clone)]
-pub struct CredentialError {
-    pub kind: FailureKind,
-    pub operation: &'static str,
-    /// AWS error code (`AccessDenied`, `ClusterNotFound`, …) or a short tag of ours.
-    pub code: String,
-    pub message: String,
-}
-
-impl fmt::Display for CredentialError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} failed: {}: {}",
-            self.operation, self.code, self.message
-        )
-    }
-}
-
-impl std::error::Error for CredentialError {}
-
-impl CredentialError {
-    /// The SQLSTATE a client sees for this failure.
-    pub fn sqlstate(&self) -> &'static str {
-        match self.kind {
-            FailureKind::Denied | FailureKind::Invalid => "28000",
-            FailureKind::Throttled => "53300",
-            FailureKind::NotFound
-            | FailureKind::Timeout
-            | FailureKind::Unavailable
-            | FailureKind::Other => "08001",
-        }
-    }
-
-    /// A hint the user can act on.
-    pub fn hint(&self) -> Option<&'static str> {
-        Some(match self.kind {
-            FailureKind::Denied => "check the IAM policy of the proxy's AWS identity (or of the user's role_arn): redshift:GetClusterCredentials, redshift:JoinGroup for db_groups, redshift:CreateClusterUser for auto_create, redshift:GetClusterCredentialsWithIAM, redshift-serverless:GetCredentials, sts:AssumeRole",
-            FailureKind::NotFound => "check cluster.identifier / workgroup / custom_domain_name and aws.region in the proxy configuration",
-            FailureKind::Throttled => "AWS is throttling credential calls; retry shortly",
-            FailureKind::Timeout | FailureKind::Unavailable => "the AWS endpoint did not answer; check network access to it (or aws.endpoint_url)",
-            FailureKind::Invalid | FailureKind::Other => return None,
-        })
-    }
-
-    fn retryable(&self) -> bool {
-        matches!(self.kind, FailureKind::Throttled | FailureKind::Unavailable)
-    }
-
-    fn other(operation: &'static str, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            kind: FailureKind::Other,
-            operation,
-            code: code.into(),
-            message: message.into(),
-        }
-    }
 }
 
 /// The SDK clients of one IAM identity.
@@ -442,92 +321,22 @@ impl RedshiftApi {
         })
     }
 
-    /// DescribeCustomDomainAssociations: the cluster behind a custom domain name.
-    pub async fn cluster_for_domain(&self, domain: &str) -> Result<String, CredentialError> {
-        const OP: &str = "DescribeCustomDomainAssociations";
-        let out = self
-            .call(OP, || {
-                self.own
-                    .redshift
-                    .describe_custom_domain_associations()
-                    .custom_domain_name(domain)
-                    .send()
-            })
-            .await?;
-        out.associations()
-            .iter()
-            .flat_map(|a| a.certificate_associations())
-            .find_map(|ca| ca.cluster_identifier())
-            .map(str::to_owned)
-            .ok_or_else(|| CredentialError {
-                kind: FailureKind::NotFound,
-                operation: OP,
-                code: "CustomDomainAssociationNotFoundFault".into(),
-                message: format!("no cluster is associated with {domain:?}"),
-            })
+    /// The Redshift client acting as the proxy itself (endpoint discovery).
+    pub(crate) fn redshift(&self) -> &aws_sdk_redshift::Client {
+        &self.own.redshift
     }
 
-    /// Serverless GetWorkgroup: the endpoint of a workgroup.
-    pub async fn workgroup_endpoint(
-        &self,
-        workgroup: &str,
-    ) -> Result<(String, u16), CredentialError> {
-        const OP: &str = "GetWorkgroup";
-        let out = self
-            .call(OP, || {
-                self.own
-                    .serverless
-                    .get_workgroup()
-                    .workgroup_name(workgroup)
-                    .send()
-            })
-            .await?;
-        let endpoint =
-            out.workgroup()
-                .and_then(|w| w.endpoint())
-                .ok_or_else(|| CredentialError {
-                    kind: FailureKind::Unavailable,
-                    operation: OP,
-                    code: "NoEndpoint".into(),
-                    message: format!("workgroup {workgroup:?} has no endpoint yet"),
-                })?;
-        endpoint_pair(OP, endpoint.address(), endpoint.port())
-    }
-
-    /// DescribeClusters: the endpoint host and port of one cluster.
-    pub async fn describe_cluster_endpoint(
-        &self,
-        identifier: &str,
-    ) -> Result<(String, u16), CredentialError> {
-        const OP: &str = "DescribeClusters";
-        let out = self
-            .call(OP, || {
-                self.own
-                    .redshift
-                    .describe_clusters()
-                    .cluster_identifier(identifier)
-                    .send()
-            })
-            .await?;
-        let cluster = out.clusters().first().ok_or_else(|| {
-            CredentialError::other(
-                OP,
-                "ClusterNotFound",
-                format!("no cluster {identifier:?} in the response"),
-            )
-        })?;
-        let status = cluster.cluster_status().unwrap_or("unknown");
-        let endpoint = cluster.endpoint().ok_or_else(|| CredentialError {
-            kind: FailureKind::Unavailable,
-            operation: OP,
-            code: "NoEndpoint".into(),
-            message: format!("cluster {identifier:?} has no endpoint yet (status {status})"),
-        })?;
-        endpoint_pair(OP, endpoint.address(), endpoint.port())
+    /// The Redshift Serverless client acting as the proxy itself (endpoint discovery).
+    pub(crate) fn serverless(&self) -> &aws_sdk_redshiftserverless::Client {
+        &self.own.serverless
     }
 
     /// Runs one SDK operation with a per-attempt deadline and jittered retries.
-    async fn call<T, E, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, CredentialError>
+    pub(crate) async fn call<T, E, F, Fut>(
+        &self,
+        op: &'static str,
+        mut f: F,
+    ) -> Result<T, CredentialError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
@@ -560,151 +369,5 @@ impl RedshiftApi {
     }
 }
 
-/// Exponential back-off with "equal jitter": half fixed, half random, capped at 5 s.
-fn backoff(attempt: u32) -> Duration {
-    let base_ms: u64 = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
-    let half = base_ms / 2;
-    Duration::from_millis(half + rand::thread_rng().gen_range(0..=half))
-}
-
-fn endpoint_pair(
-    op: &'static str,
-    host: Option<&str>,
-    port: Option<i32>,
-) -> Result<(String, u16), CredentialError> {
-    match (host, port) {
-        (Some(host), Some(port)) => {
-            let port = u16::try_from(port).map_err(|_| {
-                CredentialError::other(op, "MalformedResponse", format!("port {port} out of range"))
-            })?;
-            Ok((host.to_owned(), port))
-        }
-        _ => Err(CredentialError::other(
-            op,
-            "MalformedResponse",
-            "endpoint without address or port",
-        )),
-    }
-}
-
-fn classify<E>(op: &'static str, err: SdkError<E, HttpResponse>) -> CredentialError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    match &err {
-        SdkError::TimeoutError(_) => CredentialError {
-            kind: FailureKind::Timeout,
-            operation: op,
-            code: "Timeout".into(),
-            message: DisplayErrorContext(&err).to_string(),
-        },
-        SdkError::DispatchFailure(d) => {
-            let message = DisplayErrorContext(&err).to_string();
-            // A role that cannot be assumed surfaces here, as a failure to get credentials.
-            if !d.is_io() && !d.is_timeout() && message.contains("AccessDenied") {
-                return CredentialError {
-                    kind: FailureKind::Denied,
-                    operation: op,
-                    code: "AccessDenied".into(),
-                    message,
-                };
-            }
-            CredentialError {
-                kind: if d.is_timeout() {
-                    FailureKind::Timeout
-                } else {
-                    FailureKind::Unavailable
-                },
-                operation: op,
-                code: if d.is_io() {
-                    "EndpointUnreachable".into()
-                } else {
-                    "DispatchFailure".into()
-                },
-                message,
-            }
-        }
-        SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("Unknown").to_owned();
-            let message = se.err().message().unwrap_or("").to_owned();
-            let server_error = se.raw().status().as_u16() >= 500;
-            CredentialError {
-                kind: kind_of(&code, &message, server_error),
-                operation: op,
-                code,
-                message,
-            }
-        }
-        _ => CredentialError::other(op, "SdkError", DisplayErrorContext(&err).to_string()),
-    }
-}
-
-fn kind_of(code: &str, message: &str, server_error: bool) -> FailureKind {
-    match code {
-        "Throttling"
-        | "ThrottlingException"
-        | "RequestLimitExceeded"
-        | "TooManyRequestsException" => FailureKind::Throttled,
-        _ if message.contains("Rate exceeded") => FailureKind::Throttled,
-        "AccessDenied"
-        | "AccessDeniedException"
-        | "UnauthorizedOperation"
-        | "InvalidClientTokenId"
-        | "SignatureDoesNotMatch"
-        | "ExpiredToken"
-        | "ExpiredTokenException"
-        | "MissingAuthenticationToken"
-        | "UnrecognizedClientException" => FailureKind::Denied,
-        "ClusterNotFound" | "ClusterNotFoundFault" | "ResourceNotFoundException" => {
-            FailureKind::NotFound
-        }
-        "InvalidParameterValue"
-        | "InvalidParameterCombination"
-        | "MissingParameter"
-        | "UnsupportedOperation"
-        | "ValidationException" => FailureKind::Invalid,
-        "InternalFailure" | "ServiceUnavailable" | "InternalServerException" => {
-            FailureKind::Unavailable
-        }
-        _ if server_error => FailureKind::Unavailable,
-        _ => FailureKind::Other,
-    }
-}
-
 /// Shared handle, as the cache and the sessions hold it.
 pub type SharedApi = Arc<RedshiftApi>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classifies_aws_codes() {
-        assert_eq!(
-            kind_of("Throttling", "Rate exceeded", false),
-            FailureKind::Throttled
-        );
-        assert_eq!(
-            kind_of("Whatever", "Rate exceeded", false),
-            FailureKind::Throttled
-        );
-        assert_eq!(kind_of("AccessDenied", "", false), FailureKind::Denied);
-        assert_eq!(kind_of("ClusterNotFound", "", false), FailureKind::NotFound);
-        assert_eq!(
-            kind_of("InvalidParameterValue", "", false),
-            FailureKind::Invalid
-        );
-        assert_eq!(kind_of("Weird", "", true), FailureKind::Unavailable);
-        assert_eq!(kind_of("Weird", "", false), FailureKind::Other);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 1..20 {
-            let d = backoff(attempt);
-            assert!(d <= Duration::from_secs(5));
-            assert!(d >= Duration::from_millis(50));
-        }
-        assert!(backoff(6) >= Duration::from_millis(2_500));
-    }
-}

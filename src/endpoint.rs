@@ -1,12 +1,14 @@
 //! Where a target lives: from the configuration, or found with DescribeClusters /
-//! GetWorkgroup, and which cluster a custom domain stands for.
+//! GetWorkgroup, and which cluster a custom domain stands for (DescribeCustomDomainAssociations).
+//! The lookups go through `RedshiftApi::call` (timeouts, retries, error classification).
 //!
 //! Looked-up endpoints are cached; after a failed TCP connect they are forgotten,
 //! so a cluster that moved (resize, relocation) is found again by the next login.
 //! With a custom domain, the proxy connects to that name and checks it in TLS.
 
+use crate::aws_error::{CredentialError, FailureKind};
 use crate::config::{ClusterConfig, CredentialMode};
-use crate::credentials::{CredentialError, SharedApi};
+use crate::credentials::{RedshiftApi, SharedApi};
 use crate::tls;
 use crate::upstream::UpstreamTarget;
 use std::sync::Arc;
@@ -66,7 +68,7 @@ impl EndpointResolver {
         if let Some(id) = cached.as_ref() {
             return Ok(Some(id.clone()));
         }
-        let id = self.api.cluster_for_domain(domain).await?;
+        let id = cluster_for_domain(&self.api, domain).await?;
         tracing::info!(domain = %domain, cluster = %id, "resolved custom domain with DescribeCustomDomainAssociations");
         *cached = Some(id.clone());
         Ok(Some(id))
@@ -85,12 +87,12 @@ impl EndpointResolver {
             (None, Some(domain)) => (domain.clone(), c.port.unwrap_or(5439)),
             (None, None) => match (c.credentials, &c.workgroup, &c.identifier) {
                 (CredentialMode::Serverless, Some(wg), _) => {
-                    let hp = self.api.workgroup_endpoint(wg).await?;
+                    let hp = workgroup_endpoint(&self.api, wg).await?;
                     tracing::info!(workgroup = %wg, host = %hp.0, port = hp.1, "resolved workgroup endpoint with GetWorkgroup");
                     hp
                 }
                 (_, _, Some(id)) => {
-                    let hp = self.api.describe_cluster_endpoint(id).await?;
+                    let hp = describe_cluster_endpoint(&self.api, id).await?;
                     tracing::info!(cluster = %id, host = %hp.0, port = hp.1, "resolved cluster endpoint with DescribeClusters");
                     hp
                 }
@@ -122,6 +124,137 @@ impl EndpointResolver {
         let mut cached = self.cached.lock().await;
         if cached.as_ref().is_some_and(|c| Arc::ptr_eq(c, failed)) {
             *cached = None;
+        }
+    }
+}
+
+/// DescribeCustomDomainAssociations: the cluster behind a custom domain name.
+async fn cluster_for_domain(api: &RedshiftApi, domain: &str) -> Result<String, CredentialError> {
+    const OP: &str = "DescribeCustomDomainAssociations";
+    let out = api
+        .call(OP, || {
+            api.redshift()
+                .describe_custom_domain_associations()
+                .custom_domain_name(domain)
+                .send()
+        })
+        .await?;
+    out.associations()
+        .iter()
+        .flat_map(|a| a.certificate_associations())
+        .find_map(|ca| ca.cluster_identifier())
+        .map(str::to_owned)
+        .ok_or_else(|| CredentialError {
+            kind: FailureKind::NotFound,
+            operation: OP,
+            code: "CustomDomainAssociationNotFoundFault".into(),
+            message: format!("no cluster is associated with {domain:?}"),
+        })
+}
+
+/// Serverless GetWorkgroup: the endpoint of a workgroup.
+async fn workgroup_endpoint(
+    api: &RedshiftApi,
+    workgroup: &str,
+) -> Result<(String, u16), CredentialError> {
+    const OP: &str = "GetWorkgroup";
+    let out = api
+        .call(OP, || {
+            api.serverless()
+                .get_workgroup()
+                .workgroup_name(workgroup)
+                .send()
+        })
+        .await?;
+    let endpoint = out
+        .workgroup()
+        .and_then(|w| w.endpoint())
+        .ok_or_else(|| no_endpoint(OP, format!("workgroup {workgroup:?} has no endpoint yet")))?;
+    endpoint_pair(OP, endpoint.address(), endpoint.port())
+}
+
+/// DescribeClusters: the endpoint host and port of one cluster.
+async fn describe_cluster_endpoint(
+    api: &RedshiftApi,
+    identifier: &str,
+) -> Result<(String, u16), CredentialError> {
+    const OP: &str = "DescribeClusters";
+    let out = api
+        .call(OP, || {
+            api.redshift()
+                .describe_clusters()
+                .cluster_identifier(identifier)
+                .send()
+        })
+        .await?;
+    let cluster = out.clusters().first().ok_or_else(|| {
+        CredentialError::other(
+            OP,
+            "ClusterNotFound",
+            format!("no cluster {identifier:?} in the response"),
+        )
+    })?;
+    let status = cluster.cluster_status().unwrap_or("unknown");
+    let endpoint = cluster.endpoint().ok_or_else(|| {
+        no_endpoint(
+            OP,
+            format!("cluster {identifier:?} has no endpoint yet (status {status})"),
+        )
+    })?;
+    endpoint_pair(OP, endpoint.address(), endpoint.port())
+}
+
+/// A cluster or workgroup without an endpoint yet (still being created): worth retrying later.
+fn no_endpoint(op: &'static str, message: String) -> CredentialError {
+    CredentialError {
+        kind: FailureKind::Unavailable,
+        operation: op,
+        code: "NoEndpoint".into(),
+        message,
+    }
+}
+
+/// The (host, port) of an endpoint in a `op` response.
+fn endpoint_pair(
+    op: &'static str,
+    host: Option<&str>,
+    port: Option<i32>,
+) -> Result<(String, u16), CredentialError> {
+    match (host, port) {
+        (Some(host), Some(port)) => {
+            let port = u16::try_from(port).map_err(|_| {
+                CredentialError::other(op, "MalformedResponse", format!("port {port} out of range"))
+            })?;
+            Ok((host.to_owned(), port))
+        }
+        _ => Err(CredentialError::other(
+            op,
+            "MalformedResponse",
+            "endpoint without address or port",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_needs_a_host_and_a_port_in_range() {
+        let ok = |h: &str, p: u16| Some((h.to_owned(), p));
+        let cases = [
+            (Some("h"), Some(5439), ok("h", 5439)),
+            (Some("h"), Some(70_000), None),
+            (Some("h"), Some(-1), None),
+            (None, Some(5439), None),
+            (Some("h"), None, None),
+        ];
+        for (host, port, want) in cases {
+            assert_eq!(
+                endpoint_pair("Op", host, port).ok(),
+                want,
+                "{host:?}:{port:?}"
+            );
         }
     }
 }

@@ -8,13 +8,13 @@
 //! - `config`: the configuration file; `mapping`: who maps to whom;
 //! - `server`: listener, connection cap and shutdown; `session`: one connection end to end
 //!   (orchestrates; `session/direct` unpooled, `session/pooled` pooled); `login`: the login
-//!   policy (route, map, default database, startup parameters); `refusal`: errors as clients hear them;
+//!   policy (route, map, default database, credential request, startup parameters); `refusal`: errors as clients hear them;
 //! - `connector`: opens one logged-in server (credential, TLS, login, re-mint once);
 //! - `pool`: pools per identity (`checkout`, `server`, `guard`, `reset`, `params`,
 //!   `prepared`, `txn`, `classify`, `stats`);
 //! - `client`: the client handshake; `clientauth`: client authentication (SCRAM, certificates); `userlimit`: per-user caps; `wire`: every byte of the protocol the proxy reads or writes;
-//! - `credentials`: the AWS API calls; `cache`: credential cache and single flight;
-//! - `endpoint`: where the cluster is; `upstream`: TLS + login to the cluster; `tls`: TLS settings;
+//! - `credentials`: credential minting (the AWS API calls and their discipline); `aws_error`: AWS errors classified (SQLSTATE, retry, back-off); `cache`: credential cache and single flight;
+//! - `endpoint`: where the cluster is (config, DescribeClusters, GetWorkgroup, custom domain); `upstream`: TLS + login to the cluster; `tls`: TLS settings;
 //! - `relay`: `relay/bytes` the byte pipe (mode none), `relay/framed` the pooled relay; `audit`: one log line per session; `sync`: the mutex helper; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
 //! - `compat`: startup parameters stock drivers send that Redshift refuses; `localca`: the local CA that signs the client-side certificate;
 //! - `admin`: probes, Prometheus metrics, the admin console, reload (`[admin]`);
@@ -27,6 +27,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod aws_error;
 pub mod cache;
 pub mod cancel;
 pub mod check;

@@ -2,11 +2,12 @@
 //!
 //! Pure decisions, no I/O: which target (routing by database name or listener), which
 //! Redshift identity (the user map), which database (the default-database rule), which
-//! startup parameters go to the cluster and which protocol options are declined.
+//! startup parameters go to the cluster and which protocol options are declined, and
+//! what a login asks AWS for (`credential_request`: DbUser, DbGroups, role per API).
 //! `pooled` adds what pooling needs: the credential request (the pool key) and the
 //! split of startup parameters into session settings and fixed login parameters.
 
-use crate::config::Config;
+use crate::config::{ClusterConfig, Config, CredentialMode};
 use crate::connector::LoginSpec;
 use crate::credentials::CredentialRequest;
 use crate::mapping::{Identity, UserMap};
@@ -33,18 +34,43 @@ fn forwardable(key: &str) -> bool {
     !matches!(key, "user" | "database") && !key.starts_with("_pq_.")
 }
 
-/// The database when the client names none (or only a target): the target's
-/// `default_database`, else "dev" when the name only chose a target, else the client
-/// user name (PostgreSQL's rule).
-pub fn default_database(
-    config_default: Option<&str>,
-    named_target_only: bool,
-    client_user: &str,
-) -> String {
-    match config_default {
-        Some(d) => d.to_owned(),
-        None if named_target_only => "dev".to_owned(),
-        None => client_user.to_owned(),
+/// The database when a login names none: the target's `default_database`, else the
+/// client user name (PostgreSQL's rule), else "dev" when there is no user name to go by
+/// (`client_user` is `None`: the client's database name only chose a target, or the login
+/// is `check`'s, which stands for such a client). Sessions, prewarm and `check` all ask here.
+pub fn default_database(config_default: Option<&str>, client_user: Option<&str>) -> String {
+    match (config_default, client_user) {
+        (Some(d), _) => d.to_owned(),
+        (None, Some(user)) => user.to_owned(),
+        (None, None) => "dev".to_owned(),
+    }
+}
+
+/// What to ask AWS for `identity` on a target. DbUser, DbGroups and AutoCreate only exist
+/// for GetClusterCredentials; the IAM-mapped APIs take the user from the (possibly
+/// assumed) IAM identity.
+pub fn credential_request(
+    cluster: &ClusterConfig,
+    identity: Identity,
+    cluster_identifier: Option<String>,
+    db_name: &str,
+) -> CredentialRequest {
+    let by_rules = cluster.credentials == CredentialMode::GetClusterCredentials;
+    CredentialRequest {
+        mode: cluster.credentials,
+        cluster_identifier,
+        workgroup: cluster.workgroup.clone(),
+        custom_domain: cluster.custom_domain_name.clone(),
+        role: identity.role,
+        db_user: by_rules.then_some(identity.db_user),
+        db_name: db_name.to_owned(),
+        db_groups: if by_rules {
+            identity.db_groups
+        } else {
+            Vec::new()
+        },
+        auto_create: by_rules && identity.auto_create,
+        duration_seconds: cluster.duration_seconds,
     }
 }
 
@@ -79,8 +105,7 @@ pub fn plan(
         Some(d) => d.to_owned(),
         None => default_database(
             config.cluster[target].default_database.as_deref(),
-            named_target_only,
-            client_user,
+            (!named_target_only).then_some(client_user),
         ),
     };
     let mut forwarded: Vec<(String, String)> = params
@@ -124,10 +149,20 @@ pub struct PooledLogin {
 /// Resolves the credential request and splits the startup parameters.
 pub async fn pooled(shared: &Shared, plan: &LoginPlan) -> Result<PooledLogin, Refusal> {
     let target = &shared.targets[plan.target];
-    let request = CredentialRequest::for_identity(
-        &target.config,
+    let cluster_identifier = target.endpoint.cluster_identifier().await?;
+    Ok(pooled_login(&target.config, plan, cluster_identifier))
+}
+
+/// `pooled` once the ClusterIdentifier is known: the pool key's parts and the settings.
+pub fn pooled_login(
+    cluster: &ClusterConfig,
+    plan: &LoginPlan,
+    cluster_identifier: Option<String>,
+) -> PooledLogin {
+    let request = credential_request(
+        cluster,
         plan.identity.clone(),
-        target.endpoint.cluster_identifier().await?,
+        cluster_identifier,
         &plan.database,
     );
     let (settings, fixed) = params::split_startup(&plan.forwarded);
@@ -141,16 +176,16 @@ pub async fn pooled(shared: &Shared, plan: &LoginPlan) -> Result<PooledLogin, Re
                 .map(|r| r.arn.rsplit('/').next().unwrap_or("role").to_owned())
         })
         .unwrap_or_else(|| "iam".to_owned());
-    Ok(PooledLogin {
+    PooledLogin {
         target: plan.target,
-        label: format!("{who}/{}@{}", plan.database, target.config.label()),
+        label: format!("{who}/{}@{}", plan.database, cluster.label()),
         spec: LoginSpec {
             request,
             database: plan.database.clone(),
             params: fixed,
         },
         settings,
-    })
+    }
 }
 
 /// The pooled login a `[[users]]` rule's client would make with no startup options
@@ -160,21 +195,26 @@ pub async fn plan_for_prewarm(
     target: usize,
     client_user: &str,
 ) -> Option<PooledLogin> {
-    let several = shared.targets.len() > 1;
-    let mut plan = plan(
-        &shared.config,
-        &shared.users,
-        Some(target),
-        client_user,
-        &[],
-    )
-    .ok()?;
-    plan.database = default_database(
-        shared.targets[target].config.default_database.as_deref(),
-        several,
-        client_user,
-    );
+    let plan = prewarm_plan(&shared.config, &shared.users, target, client_user)?;
     pooled(shared, &plan).await.ok()
+}
+
+/// The login plan of `plan_for_prewarm`: no startup parameters, and the database a client
+/// of this target gets without naming one; `None` if the rule does not map.
+pub fn prewarm_plan(
+    config: &Config,
+    users: &UserMap,
+    target: usize,
+    client_user: &str,
+) -> Option<LoginPlan> {
+    let mut plan = plan(config, users, Some(target), client_user, &[]).ok()?;
+    // With several targets, clients name theirs, so they get the target's database.
+    let several = config.cluster.len() > 1;
+    plan.database = default_database(
+        config.cluster[target].default_database.as_deref(),
+        (!several).then_some(client_user),
+    );
+    Some(plan)
 }
 
 #[cfg(test)]
@@ -196,6 +236,24 @@ mod tests {
 
     fn users(c: &Config) -> UserMap {
         UserMap::new(c.users.clone())
+    }
+
+    #[test]
+    fn default_database_is_the_configured_one_else_the_user_name_else_dev() {
+        // (target's default_database, client user to go by) -> database
+        let cases = [
+            (Some("sales"), Some("alice"), "sales"),
+            (Some("sales"), None, "sales"),
+            (None, Some("alice"), "alice"),
+            (None, None, "dev"),
+        ];
+        for (configured, user, want) in cases {
+            assert_eq!(
+                default_database(configured, user),
+                want,
+                "{configured:?} {user:?}"
+            );
+        }
     }
 
     #[test]
@@ -224,22 +282,6 @@ mod tests {
         let c = cfg("[cluster]\nidentifier = \"c\"\ndefault_database = \"dev\"");
         let p = plan(&c, &users(&c), None, "alice", &[]).unwrap();
         assert_eq!(p.database, "dev");
-    }
-
-    #[test]
-    fn a_target_name_alone_means_its_default_database() {
-        let c = cfg("[[cluster]]\nname = \"a\"\nidentifier = \"c\"\n[[cluster]]\nname = \"b\"\nidentifier = \"d\"");
-        let p = plan(&c, &users(&c), None, "alice", &params(&[("database", "b")])).unwrap();
-        assert_eq!((p.target, p.database.as_str()), (1, "dev"));
-        let p = plan(
-            &c,
-            &users(&c),
-            None,
-            "alice",
-            &params(&[("database", "a/x")]),
-        )
-        .unwrap();
-        assert_eq!((p.target, p.database.as_str()), (0, "x"));
     }
 
     #[test]
@@ -298,5 +340,291 @@ mod tests {
         .unwrap();
         assert_eq!(p.forwarded, params(&[("extra_float_digits", "2")]));
         assert_eq!(p.adapted.len(), 1);
+    }
+
+    const TWO_TARGETS: &str = "[[cluster]]\nname = \"a\"\nidentifier = \"c\"\n\
+         [[cluster]]\nname = \"b\"\nidentifier = \"d\"\ndefault_database = \"sales\"";
+
+    /// Alice's rule with every mapping field set.
+    const ALICE_FULL: &str = "[cluster]\nidentifier = \"c\"\n[[users]]\nclient_user = \"alice\"\n\
+         db_user = \"alice_db\"\ndb_groups = [\"b\", \"a\", \"b\"]\nauto_create = true\n\
+         role_arn = \"arn:aws:iam::1:role/Analyst\"\n";
+
+    fn plan_with(c: &Config, fixed: Option<usize>, p: &[(&str, &str)]) -> LoginPlan {
+        plan(c, &users(c), fixed, "alice", &params(p)).unwrap()
+    }
+
+    #[test]
+    fn a_database_name_routes_to_a_target_and_a_dbname() {
+        let c = cfg(TWO_TARGETS);
+        // database parameter -> (target, database)
+        let cases = [
+            ("a/x", (0, "x")),
+            ("b/x/y", (1, "x/y")),
+            ("a", (0, "dev")),
+            ("a/", (0, "dev")),
+            ("b", (1, "sales")),
+            ("b/", (1, "sales")),
+        ];
+        for (database, (target, dbname)) in cases {
+            let p = plan_with(&c, None, &[("database", database)]);
+            assert_eq!(
+                (p.target, p.database.as_str()),
+                (target, dbname),
+                "{database}"
+            );
+        }
+    }
+
+    #[test]
+    fn several_targets_refuse_a_login_without_a_database_with_3d000() {
+        let c = cfg(TWO_TARGETS);
+        let e = plan(&c, &users(&c), None, "alice", &[]).unwrap_err();
+        assert_eq!(e.code, "3D000");
+    }
+
+    #[test]
+    fn a_targets_own_listener_takes_the_database_name_as_given() {
+        let c = cfg(TWO_TARGETS);
+        let p = plan_with(&c, Some(1), &[("database", "a/x")]);
+        assert_eq!((p.target, p.database.as_str()), (1, "a/x"));
+    }
+
+    #[test]
+    fn a_targets_own_listener_without_a_database_uses_its_default_database() {
+        let c = cfg(TWO_TARGETS);
+        assert_eq!(plan_with(&c, Some(1), &[]).database, "sales");
+        assert_eq!(plan_with(&c, Some(0), &[]).database, "alice");
+    }
+
+    #[test]
+    fn an_empty_database_name_is_no_database_name() {
+        let c = cfg("[cluster]\nidentifier = \"c\"");
+        assert_eq!(plan_with(&c, None, &[("database", "")]).database, "alice");
+    }
+
+    #[test]
+    fn the_plan_carries_the_matching_rules_identity() {
+        let c = Config::from_toml(ALICE_FULL).unwrap();
+        let id = plan_with(&c, None, &[]).identity;
+        assert_eq!(
+            (id.db_user.as_str(), id.db_groups, id.auto_create),
+            ("alice_db", vec!["a".to_owned(), "b".to_owned()], true)
+        );
+        assert_eq!(
+            id.role.map(|r| r.arn),
+            Some("arn:aws:iam::1:role/Analyst".to_owned())
+        );
+    }
+
+    #[test]
+    fn only_get_cluster_credentials_asks_for_db_user_groups_and_auto_create() {
+        let c = Config::from_toml(ALICE_FULL).unwrap();
+        let identity = plan_with(&c, None, &[]).identity;
+        // mode -> (DbUser, DbGroups, AutoCreate) in the request
+        let cases = [
+            (
+                CredentialMode::GetClusterCredentials,
+                (Some("alice_db"), vec!["a", "b"], true),
+            ),
+            (
+                CredentialMode::GetClusterCredentialsWithIam,
+                (None, vec![], false),
+            ),
+            (CredentialMode::Serverless, (None, vec![], false)),
+        ];
+        for (mode, (db_user, groups, auto_create)) in cases {
+            let mut cluster = c.cluster[0].clone();
+            cluster.credentials = mode;
+            let r = credential_request(&cluster, identity.clone(), None, "dev");
+            assert_eq!(
+                (r.db_user.as_deref(), r.db_groups, r.auto_create),
+                (
+                    db_user,
+                    groups.iter().map(|g| g.to_string()).collect(),
+                    auto_create
+                ),
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_credential_mode_acts_as_the_rules_role() {
+        let c = Config::from_toml(ALICE_FULL).unwrap();
+        let identity = plan_with(&c, None, &[]).identity;
+        for mode in [
+            CredentialMode::GetClusterCredentials,
+            CredentialMode::GetClusterCredentialsWithIam,
+            CredentialMode::Serverless,
+        ] {
+            let mut cluster = c.cluster[0].clone();
+            cluster.credentials = mode;
+            let r = credential_request(&cluster, identity.clone(), None, "dev");
+            assert_eq!(r.role, identity.role, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn the_credential_request_names_the_target_and_the_planned_database() {
+        let c = cfg("[cluster]\nidentifier = \"c\"\ncustom_domain_name = \"db.example.com\"\nduration_seconds = 1800");
+        let p = plan_with(&c, None, &[("database", "sales")]);
+        let r = pooled_login(&c.cluster[0], &p, Some("c".into()))
+            .spec
+            .request;
+        assert_eq!(
+            (
+                r.cluster_identifier.as_deref(),
+                r.custom_domain.as_deref(),
+                r.db_name.as_str(),
+                r.duration_seconds
+            ),
+            (Some("c"), Some("db.example.com"), "sales", 1800)
+        );
+    }
+
+    /// Where one startup parameter ends up in a pooled login.
+    #[derive(Debug, PartialEq)]
+    enum Lands {
+        /// Applied per client with SET (not in the pool key), with this value.
+        Setting(String),
+        /// Sent at server login: part of the pool key.
+        PoolKey,
+        /// Neither sent nor declined.
+        Dropped,
+        /// Declined with NegotiateProtocolVersion.
+        Declined,
+    }
+
+    fn lands(key: &str, value: &str) -> Lands {
+        let c = cfg("[cluster]\nidentifier = \"c\"");
+        let p = plan_with(&c, None, &[(key, value)]);
+        if p.declined.iter().any(|d| d == key) {
+            return Lands::Declined;
+        }
+        let login = pooled_login(&c.cluster[0], &p, None);
+        if let Some(v) = login.settings.get(&key.to_ascii_lowercase()) {
+            return Lands::Setting(match v {
+                params::Value::Literal(s) | params::Value::Sql(s) => s.clone(),
+            });
+        }
+        if login.spec.params.iter().any(|(k, _)| k == key) {
+            return Lands::PoolKey;
+        }
+        Lands::Dropped
+    }
+
+    #[test]
+    fn each_startup_parameter_is_a_setting_a_pool_key_part_or_not_forwarded() {
+        let setting = |v: &str| Lands::Setting(v.to_owned());
+        let cases = [
+            ("application_name", "bi", setting("bi")),
+            ("DateStyle", "ISO", setting("ISO")),
+            ("search_path", "s", setting("s")),
+            ("extra_float_digits", "3", setting("2")),
+            ("options", "-c work_mem=1MB", Lands::PoolKey),
+            ("client_protocol_version", "2", Lands::PoolKey),
+            ("driver_version", "2.1.0", Lands::PoolKey),
+            ("plugin_name", "x", Lands::PoolKey),
+            ("some_unknown_parameter", "1", Lands::PoolKey),
+            ("replication", "false", Lands::Dropped),
+            ("user", "alice", Lands::Dropped),
+            ("database", "dev", Lands::Dropped),
+            ("_pq_.compression", "on", Lands::Dropped),
+            ("_pq_.other", "1", Lands::Declined),
+        ];
+        for (key, value, want) in cases {
+            assert_eq!(lands(key, value), want, "{key} = {value}");
+        }
+    }
+
+    #[test]
+    fn clients_differing_only_in_settings_share_a_pool_key() {
+        let c = cfg("[cluster]\nidentifier = \"c\"");
+        let key = |p: &[(&str, &str)]| {
+            let login = pooled_login(&c.cluster[0], &plan_with(&c, None, p), None);
+            (login.spec.request, login.spec.database, login.spec.params)
+        };
+        assert_eq!(
+            key(&[("application_name", "a"), ("options", "-c x=1")]),
+            key(&[
+                ("application_name", "b"),
+                ("TimeZone", "UTC"),
+                ("options", "-c x=1")
+            ])
+        );
+    }
+
+    #[test]
+    fn pool_key_parameters_do_not_depend_on_their_order() {
+        let c = cfg("[cluster]\nidentifier = \"c\"");
+        let fixed = |p: &[(&str, &str)]| {
+            pooled_login(&c.cluster[0], &plan_with(&c, None, p), None)
+                .spec
+                .params
+        };
+        assert_eq!(
+            fixed(&[("options", "o"), ("driver_version", "1")]),
+            fixed(&[("driver_version", "1"), ("options", "o")])
+        );
+    }
+
+    #[test]
+    fn the_pool_label_names_who_the_database_and_the_target() {
+        let c = Config::from_toml(ALICE_FULL).unwrap();
+        let p = plan_with(&c, None, &[("database", "dev")]);
+        let no_role = LoginPlan {
+            identity: Identity {
+                role: None,
+                ..p.identity.clone()
+            },
+            ..p.clone()
+        };
+        let iam = |mut cluster: ClusterConfig| {
+            cluster.credentials = CredentialMode::GetClusterCredentialsWithIam;
+            cluster
+        };
+        // (cluster, plan) -> label
+        let cases = [
+            (c.cluster[0].clone(), &p, "alice_db/dev@c"),
+            (iam(c.cluster[0].clone()), &p, "Analyst/dev@c"),
+            (iam(c.cluster[0].clone()), &no_role, "iam/dev@c"),
+        ];
+        for (cluster, plan, want) in cases {
+            assert_eq!(pooled_login(&cluster, plan, None).label, want);
+        }
+    }
+
+    #[test]
+    fn prewarm_logs_in_to_the_database_a_client_without_one_gets() {
+        // (configuration, target) -> database
+        let cases = [
+            ("[cluster]\nidentifier = \"c\"", 0, "alice"),
+            (
+                "[cluster]\nidentifier = \"c\"\ndefault_database = \"sales\"",
+                0,
+                "sales",
+            ),
+            (TWO_TARGETS, 0, "dev"),
+            (TWO_TARGETS, 1, "sales"),
+        ];
+        for (toml, target, want) in cases {
+            let c = cfg(toml);
+            let p = prewarm_plan(&c, &users(&c), target, "alice").unwrap();
+            assert_eq!((p.target, p.database.as_str()), (target, want), "{toml}");
+        }
+    }
+
+    #[test]
+    fn prewarm_sends_no_startup_parameters() {
+        let c = cfg("[cluster]\nidentifier = \"c\"");
+        let p = prewarm_plan(&c, &users(&c), 0, "alice").unwrap();
+        assert!(p.forwarded.is_empty() && p.declined.is_empty());
+    }
+
+    #[test]
+    fn prewarm_of_an_unmapped_user_is_none() {
+        let c = cfg("[cluster]\nidentifier = \"c\"");
+        assert!(prewarm_plan(&c, &users(&c), 0, "mallory").is_none());
     }
 }

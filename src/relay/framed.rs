@@ -597,11 +597,8 @@ impl Relay {
                 match known {
                     Some(st) => {
                         self.ensure_prepared(&st)?;
-                        self.to_server.extend_from_slice(&wire::target_message(
-                            b'D',
-                            b'S',
-                            &st.server_name,
-                        ));
+                        self.to_server
+                            .extend_from_slice(&wire::describe(b'S', &st.server_name));
                     }
                     None => self.to_server.extend_from_slice(&raw),
                 }
@@ -674,8 +671,7 @@ impl Relay {
     fn prepare_on_server(&mut self, st: &Arc<Statement>, forward: bool) -> Result<(), End> {
         let evicted = self.server()?.statements.insert(&st.server_name);
         if let Some(old) = evicted {
-            self.to_server
-                .extend_from_slice(&wire::target_message(b'C', b'S', &old));
+            self.to_server.extend_from_slice(&wire::close(b'S', &old));
             self.tracker.sent(Kind::Close, false, None);
         }
         self.to_server

@@ -3,7 +3,6 @@
 
 use super::{credential_words, login_timeout_refusal, Login, Shared};
 use crate::connector::{self, LoginSpec};
-use crate::credentials::CredentialRequest;
 use crate::relay::{self, RelayEnd};
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
@@ -14,7 +13,7 @@ pub async fn run(shared: &Shared, mut login: Login) {
     let started = Instant::now();
     let limits = shared.admin.live().config.limits.clone();
     let opened = tokio::time::timeout(limits.login_timeout(), async {
-        let request = CredentialRequest::for_identity(
+        let request = crate::login::credential_request(
             &target.config,
             login.plan.identity.clone(),
             target.endpoint.cluster_identifier().await?,

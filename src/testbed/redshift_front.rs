@@ -553,7 +553,7 @@ fn nonce_is_current(nonce: &[u8], now_ms: u128) -> bool {
 
 /// Compares two byte strings without stopping at the first difference.
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// Why: a refusal waiting for the ReadyForQuery it precedes (the n-th after startup).

@@ -11,8 +11,9 @@
 
 #[cfg(test)]
 use super::sync;
-use super::{frame, put_cstr, take_cstr, WireError};
+use super::{frame, no_nul, put_cstr, take_cstr, written, WireError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use postgres_protocol::message::frontend;
 
 /// Messages at least this large, of a kind nobody inspects, are streamed in pieces.
 const STREAM_ABOVE: usize = 64 * 1024;
@@ -180,6 +181,8 @@ impl Parse {
     }
 
     /// The same statement under another name.
+    ///
+    /// Hand-written: `frontend::parse` takes typed OIDs; the type list passes through as sent.
     pub fn encode_as(&self, name: &str) -> BytesMut {
         let mut body = BytesMut::with_capacity(name.len() + self.query.len() + 8);
         put_cstr(&mut body, name);
@@ -246,12 +249,14 @@ impl NamedTarget {
     }
 }
 
-/// Describe (`D`) or Close (`C`) message for `kind` and `name`.
-pub fn target_message(tag: u8, kind: u8, name: &str) -> BytesMut {
-    let mut body = BytesMut::with_capacity(name.len() + 2);
-    body.put_u8(kind);
-    put_cstr(&mut body, name);
-    frame(tag, &body)
+/// A Describe (`D`) of statement (`kind` `S`) or portal (`P`) `name`.
+pub fn describe(kind: u8, name: &str) -> BytesMut {
+    written(|out| frontend::describe(kind, &no_nul(name), out))
+}
+
+/// A Close (`C`) of statement (`kind` `S`) or portal (`P`) `name`.
+pub fn close(kind: u8, name: &str) -> BytesMut {
+    written(|out| frontend::close(kind, &no_nul(name), out))
 }
 
 /// The text of a simple Query body, borrowed when it is valid UTF-8 (the hot path).
@@ -263,16 +268,16 @@ pub fn query_str(body: &[u8]) -> Result<std::borrow::Cow<'_, str>, WireError> {
     Ok(String::from_utf8_lossy(&body[..end]))
 }
 
-/// A simple Query message.
+/// A simple Query message (NULs inside `text` dropped).
 pub fn query(text: &str) -> BytesMut {
-    let mut body = BytesMut::with_capacity(text.len() + 1);
-    put_cstr(&mut body, text);
-    frame(b'Q', &body)
+    written(|out| frontend::query(&no_nul(text), out))
 }
 
 /// Terminate.
 pub fn terminate() -> BytesMut {
-    frame(b'X', &[])
+    let mut out = BytesMut::with_capacity(5);
+    frontend::terminate(&mut out);
+    out
 }
 
 /// ParseComplete, which the proxy sends when the server already has the statement.

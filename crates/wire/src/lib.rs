@@ -5,6 +5,11 @@
 //! few messages the proxy itself composes. No policy lives here: nothing in this
 //! file decides who may log in or which credential to use.
 //!
+//! Frontend messages come from `postgres_protocol::message::frontend` where it has them
+//! (see `written`); what it lacks (3.2 cancel keys, Redshift's digest answer, Bind and
+//! Parse with pass-through bytes) and every backend message (it only parses those) are
+//! framed here by hand.
+//!
 //! After authentication the proxy never decodes messages again; the relay moves
 //! opaque bytes (Redshift extends RowDescription, so re-encoding would corrupt it).
 
@@ -13,6 +18,8 @@ pub mod sql;
 pub use frames::*;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use postgres_protocol::message::frontend;
+use std::borrow::Cow;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Request code of an SSLRequest packet.
@@ -373,6 +380,28 @@ fn put_cstr(out: &mut BytesMut, s: &str) {
     out.put_u8(0);
 }
 
+/// `s` without NULs, as `put_cstr` writes it (postgres-protocol refuses a NUL instead).
+fn no_nul(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', ""))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// One message from a `postgres_protocol::message::frontend` writer, in a fresh buffer.
+///
+/// The writers fail only on a NUL inside a C string (callers pass strings through
+/// `no_nul`) or on a message over 2 GiB, far beyond anything the proxy writes; such a
+/// message comes back empty rather than half-written.
+fn written(write: impl FnOnce(&mut BytesMut) -> std::io::Result<()>) -> BytesMut {
+    let mut out = BytesMut::new();
+    match write(&mut out) {
+        Ok(()) => out,
+        Err(_) => BytesMut::new(),
+    }
+}
+
 /// An ErrorResponse composed by the proxy.
 pub fn error_response(severity: &str, code: &str, message: &str, hint: Option<&str>) -> BytesMut {
     let mut body = BytesMut::new();
@@ -393,30 +422,23 @@ pub fn error_response(severity: &str, code: &str, message: &str, hint: Option<&s
     frame(b'E', &body)
 }
 
-/// A StartupMessage (protocol 3.0) with the given parameters.
+/// A StartupMessage (protocol 3.0) with the given parameters (NULs inside them dropped).
 pub fn startup_message(params: &[(&str, &str)]) -> BytesMut {
-    let mut body = BytesMut::new();
-    body.put_i32(PROTOCOL_3_0);
-    for (k, v) in params {
-        put_cstr(&mut body, k);
-        put_cstr(&mut body, v);
-    }
-    body.put_u8(0);
-    let mut out = BytesMut::with_capacity(body.len() + 4);
-    out.put_i32((body.len() + 4) as i32);
-    out.put_slice(&body);
-    out
+    let params: Vec<(Cow<str>, Cow<str>)> =
+        params.iter().map(|(k, v)| (no_nul(k), no_nul(v))).collect();
+    written(|out| frontend::startup_message(params.iter().map(|(k, v)| (&**k, &**v)), out))
 }
 
 /// The 8-byte SSLRequest.
-pub fn ssl_request() -> [u8; 8] {
-    let mut out = [0u8; 8];
-    out[..4].copy_from_slice(&8i32.to_be_bytes());
-    out[4..].copy_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
+pub fn ssl_request() -> BytesMut {
+    let mut out = BytesMut::with_capacity(8);
+    frontend::ssl_request(&mut out);
     out
 }
 
 /// A CancelRequest packet for the given key.
+///
+/// Hand-written: `frontend::cancel_request` takes an i32 secret, protocol 3.2 keys are longer.
 pub fn cancel_request(pid: i32, secret: &[u8]) -> BytesMut {
     let mut out = BytesMut::with_capacity(12 + secret.len());
     out.put_i32((12 + secret.len()) as i32);
@@ -435,28 +457,30 @@ pub fn backend_key_data(pid: i32, secret: &[u8]) -> BytesMut {
 }
 
 /// A PasswordMessage (`p`) carrying `payload` followed by NUL (cleartext and MD5).
+///
+/// A NUL inside `payload` (never in an IAM password or an MD5 hash) is dropped.
 pub fn password_message(payload: &[u8]) -> BytesMut {
-    let mut body = BytesMut::with_capacity(payload.len() + 1);
-    body.put_slice(payload);
-    body.put_u8(0);
-    frame(b'p', &body)
+    let payload: Cow<[u8]> = if payload.contains(&0) {
+        Cow::Owned(payload.iter().copied().filter(|&c| c != 0).collect())
+    } else {
+        Cow::Borrowed(payload)
+    };
+    written(|out| frontend::password_message(&payload, out))
 }
 
 /// SASLInitialResponse (`p`): mechanism name and the client-first message.
 pub fn sasl_initial_response(mechanism: &str, data: &[u8]) -> BytesMut {
-    let mut body = BytesMut::new();
-    put_cstr(&mut body, mechanism);
-    body.put_i32(data.len() as i32);
-    body.put_slice(data);
-    frame(b'p', &body)
+    written(|out| frontend::sasl_initial_response(&no_nul(mechanism), data, out))
 }
 
 /// SASLResponse (`p`): the raw client-final message.
 pub fn sasl_response(data: &[u8]) -> BytesMut {
-    frame(b'p', data)
+    written(|out| frontend::sasl_response(data, out))
 }
 
 /// Redshift's digest answer (`d`) to authentication code 13.
+///
+/// Hand-written: a Redshift extension that postgres-protocol does not know.
 pub fn redshift_digest_response(digest: &[u8], client_nonce: &[u8]) -> BytesMut {
     let mut body = BytesMut::new();
     body.put_i32(digest.len() as i32);
@@ -536,7 +560,9 @@ pub fn empty_query_response() -> BytesMut {
 
 /// A Sync (`S`) message from the frontend.
 pub fn sync() -> BytesMut {
-    frame(b'S', &[])
+    let mut out = BytesMut::with_capacity(5);
+    frontend::sync(&mut out);
+    out
 }
 
 /// The SQL text of a simple Query (`Q`) body.
@@ -775,6 +801,71 @@ mod tests {
             parse_parameter_status(&msg[5..]).unwrap(),
             ("server_version".to_owned(), "8.0.2".to_owned())
         );
+    }
+
+    #[test]
+    fn frontend_messages_are_the_exact_protocol_bytes() {
+        let cases: Vec<(&str, BytesMut, &[u8])> = vec![
+            (
+                "startup",
+                startup_message(&[("user", "alice"), ("database", "dev")]),
+                b"\0\0\0\x21\0\x03\0\0user\0alice\0database\0dev\0\0",
+            ),
+            (
+                "startup, NUL dropped",
+                startup_message(&[("user", "al\0ice")]),
+                b"\0\0\0\x14\0\x03\0\0user\0alice\0\0",
+            ),
+            ("ssl request", ssl_request(), b"\0\0\0\x08\x04\xd2\x16\x2f"),
+            (
+                "cancel, 4-byte key",
+                cancel_request(42, &[1, 2, 3, 4]),
+                b"\0\0\0\x10\x04\xd2\x16\x2e\0\0\0\x2a\x01\x02\x03\x04",
+            ),
+            (
+                "cancel, 3.2 long key",
+                cancel_request(1, &[9; 8]),
+                b"\0\0\0\x14\x04\xd2\x16\x2e\0\0\0\x01\x09\x09\x09\x09\x09\x09\x09\x09",
+            ),
+            (
+                "password",
+                password_message(b"md5abc"),
+                b"p\0\0\0\x0bmd5abc\0",
+            ),
+            (
+                "password, NUL dropped",
+                password_message(b"md5\0abc"),
+                b"p\0\0\0\x0bmd5abc\0",
+            ),
+            (
+                "SASL initial response",
+                sasl_initial_response("SCRAM-SHA-256", b"n,,n=,r=abc"),
+                b"p\0\0\0\x21SCRAM-SHA-256\0\0\0\0\x0bn,,n=,r=abc",
+            ),
+            (
+                "SASL response",
+                sasl_response(b"c=biws"),
+                b"p\0\0\0\x0ac=biws",
+            ),
+            (
+                "Redshift digest",
+                redshift_digest_response(b"dg", b"123"),
+                b"d\0\0\0\x11\0\0\0\x02dg\0\0\0\x03123",
+            ),
+            ("query", query("SELECT 1"), b"Q\0\0\0\x0dSELECT 1\0"),
+            (
+                "query, NUL dropped",
+                query("SEL\0ECT 1"),
+                b"Q\0\0\0\x0dSELECT 1\0",
+            ),
+            ("describe", describe(b'S', "s1"), b"D\0\0\0\x08Ss1\0"),
+            ("close", close(b'P', ""), b"C\0\0\0\x06P\0"),
+            ("sync", sync(), b"S\0\0\0\x04"),
+            ("terminate", terminate(), b"X\0\0\0\x04"),
+        ];
+        for (what, got, want) in cases {
+            assert_eq!(&got[..], want, "{what}");
+        }
     }
 
     #[test]
