@@ -6,24 +6,32 @@
 //!
 //! Module map (one concern each):
 //! - `config`: the configuration file; `mapping`: who maps to whom;
-//! - `server`: listener, connection cap and shutdown; `session`: one connection end to end
-//!   (orchestrates; `session/direct` unpooled, `session/pooled` pooled); `login`: the login
-//!   policy (route, map, default database, credential request, startup parameters); `refusal`: errors as clients hear them;
-//! - `connector`: opens one logged-in server (credential, TLS, login, re-mint once);
+//! - `server`: listeners, connection cap and shutdown; `session`: one connection end to end
+//!   (orchestrates; `session/direct` unpooled, `session/pooled` pooled);
+//! - `client`: the client handshake; `clientauth`: client authentication (SCRAM,
+//!   certificates); `userlimit`: per-user caps; `refusal`: errors as clients hear them;
+//! - `login`: the login policy (route, map, default database, credential request, startup
+//!   parameters), a pure function; `compat`: startup parameters stock drivers send that
+//!   Redshift refuses;
+//! - `credentials`: credential minting (the AWS API calls); `aws_error`: AWS errors
+//!   classified (SQLSTATE, retry, back-off); `cache`: credential cache and single flight;
+//! - `endpoint`: where the cluster is (config, DescribeClusters, GetWorkgroup, custom
+//!   domain); `connector`: opens one logged-in server (credential, TLS, login, re-mint
+//!   once); `upstream`: TLS + login + startup to the cluster; `tls`, `localca`: TLS
+//!   settings and the local CA that signs the client-side certificate;
 //! - `pool`: pools per identity (`checkout`, `server`, `guard`, `reset`, `params`,
-//!   `prepared`, `txn`, `classify`, `stats`);
-//! - `client`: the client handshake; `clientauth`: client authentication (SCRAM, certificates); `userlimit`: per-user caps; `wire`: every byte of the protocol the proxy reads or writes;
-//! - `credentials`: credential minting (the AWS API calls and their discipline); `aws_error`: AWS errors classified (SQLSTATE, retry, back-off); `cache`: credential cache and single flight;
-//! - `endpoint`: where the cluster is (config, DescribeClusters, GetWorkgroup, custom domain); `upstream`: TLS + login to the cluster; `tls`: TLS settings;
-//! - `relay`: `relay/bytes` the byte pipe (mode none), `relay/framed` the pooled relay; `audit`: one log line per session; `sync`: the mutex helper; `cancel`: cancel-key mapping; `stream`: TLS-or-plain socket;
-//! - `compat`: startup parameters stock drivers send that Redshift refuses; `localca`: the local CA that signs the client-side certificate;
+//!   `prepared`, `txn`, `stats`);
+//! - `relay`: `relay/bytes` the byte pipe (mode none), `relay/framed` the pooled relay;
+//!   `cancel`: cancel-key mapping; `audit`: one log line per session; `stream`:
+//!   TLS-or-plain socket; `sync`: the mutex helper;
 //! - `admin`: probes, Prometheus metrics, the admin console, reload (`[admin]`);
 //! - `check`: the `check` subcommand (configuration proof);
-//! - with the `demo` feature (on by default): `demo`, the one-command demo, and `testbed`, the
-//!   cluster + emulator + proxy that tests, benches, the soak test and the demo all run on.
+//! - with the `demo` feature (on by default): `demo`, the one-command demo, and `testbed`,
+//!   the cluster + emulator + proxy that tests, benches, the soak test and the demo run on.
 //!
-//! Beside this crate: `redshift_wire` (crates/wire, every wire byte, re-exported as `wire`),
-//! `redshift_emulator` (crates/emulator) and `local_cluster` (crates/local-cluster).
+//! Beside this crate: `redshift_wire` (crates/wire: every wire byte and the SQL lexer,
+//! re-exported here as `wire`), `redshift_emulator` (crates/emulator) and `local_cluster`
+//! (crates/local-cluster).
 
 pub mod admin;
 pub mod audit;
