@@ -69,18 +69,25 @@ async fn an_injected_fault_fails_exactly_the_next_call_in_the_services_format() 
     }
 }
 
+/// GetClusterCredentials for alice on `c1` that must fail; the SDK's error, transport kinds
+/// included.
+async fn gcc_transport_error(
+    c: &Clients,
+) -> SdkError<aws_sdk_redshift::operation::get_cluster_credentials::GetClusterCredentialsError> {
+    c.rs.get_cluster_credentials()
+        .db_user("alice")
+        .cluster_identifier("c1")
+        .send()
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn a_disconnect_fault_closes_the_connection_unanswered() {
     let bed = Bed::start().await;
     let c = bed.clients(Who::Alice).await;
     bed.emu.fail_next(1, Fault::Disconnect);
-    let err =
-        c.rs.get_cluster_credentials()
-            .db_user("alice")
-            .cluster_identifier("c1")
-            .send()
-            .await
-            .unwrap_err();
+    let err = gcc_transport_error(&c).await;
     assert!(
         matches!(
             err,
@@ -96,13 +103,7 @@ async fn a_hang_fault_lasts_until_the_clients_attempt_timeout() {
     let c = bed.clients(Who::Alice).await;
     bed.emu.fail_next(1, Fault::Hang);
     let t = Instant::now();
-    let err =
-        c.rs.get_cluster_credentials()
-            .db_user("alice")
-            .cluster_identifier("c1")
-            .send()
-            .await
-            .unwrap_err();
+    let err = gcc_transport_error(&c).await;
     assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
     assert!(t.elapsed() >= super::ATTEMPT_TIMEOUT, "{:?}", t.elapsed());
 }
