@@ -363,8 +363,9 @@ fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Result<
     hmac(&k_service, "aws4_request")
 }
 
+/// Equal bytes, compared without an early exit (the session token is a secret).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 /// Signs a request the way an AWS SDK would (test helper for building valid requests).
