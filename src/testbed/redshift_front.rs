@@ -810,17 +810,17 @@ impl ServerFramer {
 
 /// The SQLSTATE and message Redshift answers `sql` with, if it refuses any of its statements.
 fn refusal(sql: &str) -> Option<(&'static str, String)> {
-    statements(sql)
+    wire::sql::statement_words(sql)
         .iter()
         .find_map(|words| refuse_statement(words))
 }
 
 /// Redshift's answer to one statement, given its words (keywords and identifiers).
-fn refuse_statement(words: &[String]) -> Option<(&'static str, String)> {
+fn refuse_statement(words: &[&str]) -> Option<(&'static str, String)> {
     let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
     let word = |i: usize| lower.get(i).map(String::as_str);
     let syntax_error = |i: usize| {
-        let near = words.get(i).map(String::as_str).unwrap_or_default();
+        let near = words.get(i).copied().unwrap_or_default();
         Some(("42601", format!("syntax error at or near \"{near}\"")))
     };
     match word(0)? {
@@ -841,125 +841,12 @@ fn refuse_statement(words: &[String]) -> Option<(&'static str, String)> {
         }
         _ => {}
     }
+    // A function name may come schema-qualified (`pg_catalog.pg_advisory_lock`).
     lower
         .iter()
-        .find(|w| w.starts_with("pg_advisory"))
+        .filter_map(|w| w.rsplit('.').next())
+        .find(|f| f.starts_with("pg_advisory"))
         .map(|f| ("0A000", format!("function {f}() is not supported")))
-}
-
-/// Splits SQL into statements, each as its words (keywords, identifiers, quoted identifiers),
-/// skipping comments and string literals (standard, `E'…'` and dollar-quoted).
-fn statements(sql: &str) -> Vec<Vec<String>> {
-    let chars: Vec<char> = sql.chars().collect();
-    let mut all = Vec::new();
-    let mut words: Vec<String> = Vec::new();
-    let mut i = 0;
-    let at = |i: usize| chars.get(i).copied();
-    while let Some(c) = at(i) {
-        if c == ';' {
-            if !words.is_empty() {
-                all.push(std::mem::take(&mut words));
-            }
-            i += 1;
-        } else if c == '-' && at(i + 1) == Some('-') {
-            while at(i).is_some_and(|c| c != '\n') {
-                i += 1;
-            }
-        } else if c == '/' && at(i + 1) == Some('*') {
-            let mut depth = 0;
-            while i < chars.len() {
-                if at(i) == Some('/') && at(i + 1) == Some('*') {
-                    depth += 1;
-                    i += 2;
-                } else if at(i) == Some('*') && at(i + 1) == Some('/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-        } else if c == '\'' {
-            i = skip_quoted(&chars, i, '\'', false);
-        } else if c == '"' {
-            let start = i + 1;
-            i = skip_quoted(&chars, i, '"', false);
-            let end = i.saturating_sub(1).max(start);
-            words.push(
-                chars[start..end]
-                    .iter()
-                    .collect::<String>()
-                    .replace("\"\"", "\""),
-            );
-        } else if c == '$' {
-            i = skip_dollar_quoted(&chars, i);
-        } else if c.is_alphabetic() || c == '_' {
-            let start = i;
-            while at(i).is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
-                i += 1;
-            }
-            if i == start + 1 && matches!(c, 'e' | 'E') && at(i) == Some('\'') {
-                // E'…': backslash escapes.
-                i = skip_quoted(&chars, i, '\'', true);
-            } else {
-                words.push(chars[start..i].iter().collect());
-            }
-        } else {
-            i += 1;
-        }
-    }
-    if !words.is_empty() {
-        all.push(words);
-    }
-    all
-}
-
-/// Index after the quoted token starting at `start` (a doubled quote stays inside; with
-/// `escapes`, a backslash escapes the next character).
-fn skip_quoted(chars: &[char], start: usize, quote: char, escapes: bool) -> usize {
-    let mut i = start + 1;
-    while let Some(&c) = chars.get(i) {
-        if escapes && c == '\\' {
-            i += 2;
-        } else if c == quote {
-            if chars.get(i + 1) == Some(&quote) {
-                i += 2;
-            } else {
-                return i + 1;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    chars.len()
-}
-
-/// Index after a dollar-quoted string starting at `start` (`$tag$…$tag$`), or after the `$`
-/// when it does not open one (a parameter such as `$1`).
-fn skip_dollar_quoted(chars: &[char], start: usize) -> usize {
-    let mut i = start + 1;
-    while chars
-        .get(i)
-        .is_some_and(|c| c.is_alphanumeric() || *c == '_')
-    {
-        i += 1;
-    }
-    let opens =
-        chars.get(i) == Some(&'$') && chars.get(start + 1).is_none_or(|c| !c.is_ascii_digit());
-    if !opens {
-        return start + 1;
-    }
-    let tag: Vec<char> = chars[start..=i].to_vec();
-    let mut j = i + 1;
-    while j + tag.len() <= chars.len() {
-        if chars[j..j + tag.len()] == tag[..] {
-            return j + tag.len();
-        }
-        j += 1;
-    }
-    chars.len()
 }
 
 #[cfg(test)]

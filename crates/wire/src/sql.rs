@@ -41,6 +41,18 @@ pub fn classify(sql: &str) -> Vec<Effect> {
         .collect()
 }
 
+/// The words of each non-empty statement in `sql`: keywords and identifiers outside
+/// string literals and comments, as written (a quoted identifier keeps its quotes, so it
+/// never equals a keyword). For callers that match statements on their own terms, such
+/// as the test bed's Redshift-like front.
+pub fn statement_words(sql: &str) -> Vec<Vec<&str>> {
+    split_statements(sql)
+        .into_iter()
+        .map(|s| s.words.iter().map(|w| w.raw).collect::<Vec<_>>())
+        .filter(|words| !words.is_empty())
+        .collect()
+}
+
 /// A statement reduced to its words (outside quotes and comments) and its source text.
 struct Statement<'a> {
     words: Vec<Word<'a>>,
@@ -472,6 +484,14 @@ mod tests {
     #[test]
     fn words_that_merely_contain_temp_are_not_temporary_tables() {
         assert_eq!(classify("SELECT temperature FROM weather"), vec![]);
+    }
+
+    #[test]
+    fn statement_words_skip_literals_comments_and_empty_statements() {
+        assert_eq!(
+            statement_words("DISCARD ALL; ; SELECT 'a; b' /* c; d */, \"Q\" -- e\nFROM t"),
+            vec![vec!["DISCARD", "ALL"], vec!["SELECT", "\"Q\"", "FROM", "t"]]
+        );
     }
 
     #[test]
