@@ -4,47 +4,13 @@
 
 use redshift_emulator::Emulator;
 use redshift_iam_proxy::testbed::faultline::Mode;
-use redshift_iam_proxy::testbed::{db_error, free_port, Bed, BedOptions};
-use std::time::Duration;
+use redshift_iam_proxy::testbed::{db_error, free_port, wait_for, Bed, BedOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Polls `f` until it is true, failing after `secs`.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn backends_of(bed: &Bed, role: &str) -> i64 {
-    count_backends(bed, role, "true").await
-}
-
-/// Backends of `role` that are not idle: logging in, running or inside a transaction. A
-/// server the pool keeps for reuse is idle.
-async fn busy_backends_of(bed: &Bed, role: &str) -> i64 {
-    count_backends(bed, role, "state IS DISTINCT FROM 'idle'").await
-}
-
-async fn count_backends(bed: &Bed, role: &str, filter: &str) -> i64 {
-    let admin = bed.pg.admin().await.unwrap();
-    admin
-        .query_one(
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND {filter}"),
-            &[&role],
-        )
-        .await
-        .unwrap()
-        .get(0)
+/// `SELECT` that is true once `role` has exactly `n` backends matching `filter`.
+fn backends_are(role: &str, filter: &str, n: i64) -> String {
+    format!("SELECT count(*) = {n} FROM pg_stat_activity WHERE usename = '{role}' AND {filter}")
 }
 
 #[tokio::test]
@@ -150,10 +116,12 @@ async fn client_vanishing_mid_handshake_or_mid_query_leaks_nothing() {
     drop(s);
     // A login the proxy finished before noticing the client had gone leaves its server in
     // the pool, idle and reusable; nothing stays logging in or busy for a vanished client.
-    eventually(
-        20,
+    // (A server the pool keeps for reuse is idle.)
+    let admin = bed.pg.admin().await.unwrap();
+    wait_for(
+        &admin,
+        &backends_are("IAM:bob", "state IS DISTINCT FROM 'idle'", 0),
         "no upstream session left busy by vanished clients",
-        || async { busy_backends_of(&bed, "IAM:bob").await == 0 },
     )
     .await;
 
@@ -186,14 +154,18 @@ async fn client_vanishing_mid_handshake_or_mid_query_leaks_nothing() {
     msg.extend_from_slice(&((q.len() + 4) as i32).to_be_bytes());
     msg.extend_from_slice(q);
     s.write_all(&msg).await.unwrap();
-    eventually(20, "the query runs", || async {
-        backends_of(&bed, "IAM:alice").await == 1
-    })
+    wait_for(
+        &admin,
+        &backends_are("IAM:alice", "true", 1),
+        "the query runs",
+    )
     .await;
     drop(s);
-    eventually(20, "the upstream session ends with the client", || async {
-        backends_of(&bed, "IAM:alice").await == 0
-    })
+    wait_for(
+        &admin,
+        &backends_are("IAM:alice", "true", 0),
+        "the upstream session ends with the client",
+    )
     .await;
     // The proxy is unharmed.
     bed.connect("alice").await.expect("still serving");
