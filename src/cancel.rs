@@ -6,7 +6,8 @@
 //! a key is attached to a server only while the client holds it. A cancel being
 //! forwarded holds the server's gate; a server is not handed to another client until
 //! every cancel aimed at it has been delivered, so a late cancel never hits someone
-//! else's query (PgBouncer #717).
+//! else's query (PgBouncer #717). A client whose statement waits for a server has no
+//! server to cancel on: its cancel ends the wait instead (the statement fails with 57014).
 
 use crate::sync::lock;
 use crate::upstream::{self, UpstreamTarget};
@@ -14,7 +15,7 @@ use rand::Rng;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
-use tokio::sync::RwLock;
+use tokio::sync::{Notify, RwLock};
 
 /// The server a client key currently stands for.
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct Attached {
 struct Entry {
     secret: [u8; 4],
     attached: Option<Attached>,
+    /// The client's statement waits for a server: a cancel wakes this.
+    waiting: Option<Arc<Notify>>,
 }
 
 /// All live sessions' cancel keys.
@@ -75,6 +78,30 @@ impl CancelKey {
             e.attached = None;
         }
     }
+
+    /// The client's statement starts waiting for a server: a cancel for this key now
+    /// notifies the returned handle (a fresh one per wait, so a cancel that came too late
+    /// for one wait never ends the next).
+    pub fn wait_for_server(&self) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        if let Some(e) = lock(&self.registry.entries).get_mut(&self.pid) {
+            e.waiting = Some(notify.clone());
+        }
+        notify
+    }
+
+    /// The wait for a server is over (a server came, or the wait ended).
+    pub fn stop_waiting(&self) {
+        if let Some(e) = lock(&self.registry.entries).get_mut(&self.pid) {
+            e.waiting = None;
+        }
+    }
+}
+
+/// Where a cancel request goes.
+enum Target {
+    Server(Attached, Option<tokio::sync::OwnedRwLockReadGuard<()>>),
+    Wait(Arc<Notify>),
 }
 
 impl CancelRegistry {
@@ -109,7 +136,14 @@ impl CancelRegistry {
             }
         };
         let secret: [u8; 4] = rng.gen();
-        entries.insert(pid, Entry { secret, attached });
+        entries.insert(
+            pid,
+            Entry {
+                secret,
+                attached,
+                waiting: None,
+            },
+        );
         CancelKey {
             registry: self.clone(),
             pid,
@@ -117,8 +151,9 @@ impl CancelRegistry {
         }
     }
 
-    /// Forwards a client's cancel if the key matches a session holding a server; unknown
-    /// keys and idle sessions are ignored, as PostgreSQL does.
+    /// Forwards a client's cancel if the key matches a session holding a server, or ends
+    /// the wait of a session whose statement waits for one; unknown keys and idle sessions
+    /// are ignored, as PostgreSQL does. Returns once the cancel was delivered.
     pub async fn cancel(&self, pid: i32, secret: &[u8]) {
         let found = {
             let entries = lock(&self.entries);
@@ -126,19 +161,22 @@ impl CancelRegistry {
                 .get(&pid)
                 // Constant time: the secret is what makes a cancel legitimate.
                 .filter(|e| bool::from(e.secret.as_slice().ct_eq(secret)))
-                .and_then(|e| e.attached.clone())
-                .and_then(|a| {
-                    // Taken while the registry lock is held: a server being checked in
-                    // (detached first) can no longer be reached by this cancel.
-                    let guard = match &a.gate {
-                        Some(g) => Some(g.clone().try_read_owned().ok()?),
-                        None => None,
-                    };
-                    Some((a, guard))
+                .and_then(|e| match (&e.attached, &e.waiting) {
+                    (Some(a), _) => {
+                        // Taken while the registry lock is held: a server being checked in
+                        // (detached first) can no longer be reached by this cancel.
+                        let guard = match &a.gate {
+                            Some(g) => Some(g.clone().try_read_owned().ok()?),
+                            None => None,
+                        };
+                        Some(Target::Server(a.clone(), guard))
+                    }
+                    (None, Some(w)) => Some(Target::Wait(w.clone())),
+                    (None, None) => None,
                 })
         };
         match found {
-            Some((a, _guard)) => {
+            Some(Target::Server(a, _guard)) => {
                 match upstream::send_cancel(&a.target, a.upstream_pid, &a.upstream_secret).await {
                     Err(e) => {
                         crate::admin::metrics::cancel("failed");
@@ -149,6 +187,11 @@ impl CancelRegistry {
                         tracing::info!(pid, "cancel request forwarded")
                     }
                 }
+            }
+            Some(Target::Wait(w)) => {
+                w.notify_one();
+                crate::admin::metrics::cancel("ended_wait");
+                tracing::info!(pid, "cancel request ended a wait for a server");
             }
             None => {
                 crate::admin::metrics::cancel("ignored");

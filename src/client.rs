@@ -18,8 +18,13 @@ pub enum ClientRequest {
         minor: u16,
         params: Vec<(String, String)>,
     },
-    /// Cancel the query of the session holding this key.
-    Cancel { pid: i32, secret: Vec<u8> },
+    /// Cancel the query of the session holding this key. The stream is closed once the
+    /// cancel was delivered: clients wait for that before they go on.
+    Cancel {
+        stream: Stream,
+        pid: i32,
+        secret: Vec<u8>,
+    },
 }
 
 /// Why negotiation failed; `reply` is what the client should be told, if anything.
@@ -96,7 +101,14 @@ pub async fn negotiate(
                 }
             }
             StartupFrame::Cancel { pid, secret } => {
-                return (None, Ok(ClientRequest::Cancel { pid, secret }))
+                return (
+                    None,
+                    Ok(ClientRequest::Cancel {
+                        stream,
+                        pid,
+                        secret,
+                    }),
+                )
             }
             StartupFrame::Startup { minor, params } => {
                 return (

@@ -504,9 +504,7 @@ mod tests {
         }
         let login = pooled_login(&c.cluster[0], &p, None);
         if let Some(v) = login.settings.get(&key.to_ascii_lowercase()) {
-            return Lands::Setting(match v {
-                params::Value::Literal(s) | params::Value::Sql(s) => s.clone(),
-            });
+            return Lands::Setting(v.clone());
         }
         if login.spec.params.iter().any(|(k, _)| k == key) {
             return Lands::PoolKey;

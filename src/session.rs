@@ -80,8 +80,18 @@ pub async fn run(
             tracing::info!(%peer, "client did not finish the startup handshake in time; closed");
             return;
         }
-        Ok((_, Ok(ClientRequest::Cancel { pid, secret }))) => {
+        Ok((
+            _,
+            Ok(ClientRequest::Cancel {
+                mut stream,
+                pid,
+                secret,
+            }),
+        )) => {
+            // PostgreSQL closes the cancel connection after the signal was sent; a client
+            // that waits for that must never see its cancel land on a later statement.
             crate::admin::peers::cancel(&shared, pid, &secret).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
             return;
         }
         Ok((
@@ -266,7 +276,7 @@ impl Login {
         if let Some(k) = key {
             out.extend_from_slice(&wire::backend_key_data(k.pid, &k.secret));
         }
-        out.extend_from_slice(&wire::ready_for_query(b'I'));
+        out.extend_from_slice(&wire::ready_for_query(wire::TxnStatus::Idle));
         out
     }
 }

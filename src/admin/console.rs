@@ -120,11 +120,11 @@ impl<'a> Console<'a> {
                 b'Q' => {
                     let sql = wire::parse_query(&msg.body).unwrap_or_default();
                     self.query(&sql, &mut out).await;
-                    out.extend_from_slice(&wire::ready_for_query(b'I'));
+                    out.extend_from_slice(&wire::ready_for_query(wire::TxnStatus::Idle));
                 }
                 b'S' => {
                     failed_extended = false;
-                    out.extend_from_slice(&wire::ready_for_query(b'I'));
+                    out.extend_from_slice(&wire::ready_for_query(wire::TxnStatus::Idle));
                 }
                 b'H' => {}
                 _ => {
@@ -166,7 +166,7 @@ impl<'a> Console<'a> {
             out.extend_from_slice(&wire::parameter_status(k, v));
         }
         out.extend_from_slice(&wire::backend_key_data(key.pid, &key.secret));
-        out.extend_from_slice(&wire::ready_for_query(b'I'));
+        out.extend_from_slice(&wire::ready_for_query(wire::TxnStatus::Idle));
         out
     }
 

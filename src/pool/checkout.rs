@@ -123,6 +123,29 @@ pub struct Pool {
     /// ParameterStatus values and DbUser of this pool's first login, before any client
     /// setting: what a transaction-mode login reports without taking a server.
     base: Mutex<Option<Arc<LoginBase>>>,
+    /// Proxy-named statements whose plans went stale on some server (after DDL): every
+    /// server prepares them again before their next use.
+    invalidations: Mutex<Invalidations>,
+}
+
+/// Stale statement names, numbered: a server remembers how many it has taken in.
+#[derive(Debug, Default)]
+struct Invalidations {
+    /// Number of the first name kept (older ones were forgotten).
+    base: u64,
+    names: Vec<String>,
+}
+
+/// Names kept before the oldest are forgotten (servers that missed them drop every plan).
+const MAX_INVALIDATIONS: usize = 4096;
+
+/// What a server must do about stale statements since it last looked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stale {
+    /// These names (possibly none).
+    Names(Vec<String>),
+    /// It missed some: treat every statement as stale.
+    All,
 }
 
 /// What every server of a pool reports right after its login.
@@ -148,7 +171,36 @@ impl Pool {
             opening: AtomicUsize::new(0),
             stats: PoolStats::default(),
             base: Mutex::new(None),
+            invalidations: Mutex::new(Invalidations::default()),
         })
+    }
+
+    /// A proxy-named statement's plan went stale on a server (after DDL).
+    pub fn invalidate(&self, name: String) {
+        let mut inv = lock(&self.invalidations);
+        if inv.names.len() >= MAX_INVALIDATIONS {
+            inv.base += inv.names.len() as u64;
+            inv.names.clear();
+        }
+        inv.names.push(name);
+    }
+
+    /// What a server that has taken in `epoch` invalidations must mark stale, and the
+    /// epoch it reaches.
+    pub fn invalidations_since(&self, epoch: u64) -> (Stale, u64) {
+        let inv = lock(&self.invalidations);
+        let now = inv.base + inv.names.len() as u64;
+        if epoch == now {
+            return (Stale::Names(Vec::new()), now);
+        }
+        if epoch < inv.base {
+            return (Stale::All, now);
+        }
+        let from = (epoch - inv.base) as usize;
+        (
+            Stale::Names(inv.names[from.min(inv.names.len())..].to_vec()),
+            now,
+        )
     }
 
     fn refuse_timeout(&self) -> Refusal {
@@ -562,7 +614,7 @@ impl Pool {
         let mut base = lock(&self.base);
         if base.is_none() {
             *base = Some(Arc::new(LoginBase {
-                params: s.params.clone(),
+                params: s.params().clone(),
                 db_user: s.db_user.clone(),
             }));
         }

@@ -1,21 +1,20 @@
 //! A checked-out server. Whatever happens to the client (Terminate, vanished, proxy
-//! shutdown), dropping the guard puts the server back in order: reset and checked in
-//! when the relay left it at a clean message boundary, closed otherwise.
+//! shutdown, a cancelled task), dropping the guard puts the server back in order, decided
+//! from the server's own tracked state: closed if it may still be busy, reset if its
+//! session is not as a fresh client expects it, checked in as it is otherwise.
 
 use super::checkout::Pool;
 use super::reset::{self, Leftovers};
 use super::server::{CloseReason, ServerConn};
 use super::stats::PoolStats;
+use crate::wire::TxnStatus;
 use std::sync::Arc;
 
-/// What becomes of the server when the guard is dropped.
+/// What becomes of a server when its guard is dropped.
 #[derive(Debug, Clone)]
-pub enum OnDrop {
-    /// Back to the pool as it is (transaction mode between transactions).
+enum Fate {
     CheckIn,
-    /// Reset, then back to the pool (or closed if the reset cannot clean it).
     Reset(Leftovers),
-    /// Closed (busy, broken, or the client left mid-query).
     Close(CloseReason),
 }
 
@@ -23,7 +22,11 @@ pub enum OnDrop {
 pub struct Checkout {
     server: Option<ServerConn>,
     pool: Arc<Pool>,
-    pub on_drop: OnDrop,
+    /// Answers may be outstanding (until the relay says the client is done with it).
+    busy: bool,
+    /// What the client left that a reset must remove (it is done with the server).
+    left: Option<Leftovers>,
+    close: Option<CloseReason>,
 }
 
 impl Checkout {
@@ -31,7 +34,9 @@ impl Checkout {
         Checkout {
             server: Some(server),
             pool,
-            on_drop: OnDrop::Close(CloseReason::ClientLeftMidQuery),
+            busy: true,
+            left: None,
+            close: None,
         }
     }
 
@@ -43,7 +48,7 @@ impl Checkout {
     pub fn server(&mut self) -> &mut ServerConn {
         match self.server.as_mut() {
             Some(s) => s,
-            // Only `take` empties it, and `take` consumes the guard.
+            // Only `drop` empties it.
             None => unreachable!("checkout without a server"),
         }
     }
@@ -52,11 +57,47 @@ impl Checkout {
         self.server.as_ref()
     }
 
-    /// Hands the server back between transactions: no reset, it goes to the next client.
-    /// Waits for a cancel being forwarded to it, so that cancel can never hit the next client.
+    /// Hands the server back between transactions: checked in as it is, unless its
+    /// tracked state says it needs a reset. Waits for a cancel being forwarded to it, so
+    /// that cancel can never hit the next client.
     pub fn release(mut self) {
-        self.on_drop = OnDrop::CheckIn;
+        self.busy = false;
         drop(self);
+    }
+
+    /// The client is done with the server and left `left` on it: reset it, then check in.
+    pub fn leave(mut self, left: Leftovers) {
+        self.busy = false;
+        self.left = Some(left);
+        drop(self);
+    }
+
+    /// The server must not be reused.
+    pub fn close(mut self, reason: CloseReason) {
+        self.close = Some(reason);
+        drop(self);
+    }
+
+    /// The server's fate, from what the relay said and the server's own state.
+    fn fate(&mut self, server: &ServerConn) -> Fate {
+        if let Some(reason) = self.close {
+            return Fate::Close(reason);
+        }
+        if self.busy || !server.framer.at_boundary() {
+            return Fate::Close(CloseReason::ClientLeftMidQuery);
+        }
+        let t = &server.tracked;
+        match self.left.take() {
+            Some(mut left) => {
+                left.settings_changed |= !t.settings_known;
+                Fate::Reset(left)
+            }
+            None if t.txn != TxnStatus::Idle || !t.settings_known => Fate::Reset(Leftovers {
+                settings_changed: !t.settings_known,
+                ..Default::default()
+            }),
+            None => Fate::CheckIn,
+        }
     }
 }
 
@@ -66,14 +107,13 @@ impl Drop for Checkout {
             return;
         };
         let pool = self.pool.clone();
-        let action = std::mem::replace(&mut self.on_drop, OnDrop::Close(CloseReason::Broken));
-        match action {
-            OnDrop::Close(reason) => {
+        match self.fate(&server) {
+            Fate::Close(reason) => {
                 pool.stats.closed(reason);
                 tracing::debug!(pool = %pool.label, server = server.id, reason = reason.as_str(), "closing server");
                 spawn_or_drop(server.terminate());
             }
-            OnDrop::CheckIn => {
+            Fate::CheckIn => {
                 // A cancel in flight holds the gate: wait for it before anyone else gets the server.
                 match server.cancel_gate.clone().try_write_owned() {
                     Ok(g) => {
@@ -90,7 +130,7 @@ impl Drop for Checkout {
                     }
                 }
             }
-            OnDrop::Reset(left) => {
+            Fate::Reset(left) => {
                 pool.returning_started();
                 spawn_or_drop(async move {
                     drop(server.cancel_gate.clone().write_owned().await);

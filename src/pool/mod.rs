@@ -6,18 +6,18 @@
 //! Two clients share a server only if all of these are equal; identities never mix.
 //!
 //! Rooms: `checkout` (one pool: idle list, waits, limits, reaping), `server` (one server
-//! and its state), `guard` (a checked-out server whose drop resets and checks in),
-//! `reset`, `params` (session settings), `prepared` (statement renaming), `txn`
-//! (transaction boundaries), `stats`.
+//! connection), `tracked` (what the proxy knows of a server's session: statements,
+//! settings, transaction status), `guard` (a checked-out server whose drop decides its
+//! fate from that state), `reset`, `params` (session settings: sync and read-back SQL),
+//! `stats`. The client side of the pooled session is `relay::machine`.
 
 pub mod checkout;
 pub mod guard;
 pub mod params;
-pub mod prepared;
 pub mod reset;
 pub mod server;
 pub mod stats;
-pub mod txn;
+pub mod tracked;
 
 use crate::config::{Config, PoolMode};
 use crate::connector::{self, LoginSpec};

@@ -1,15 +1,23 @@
-//! Session settings: what a client expects of its session, and how to give it to a
-//! pooled server.
+//! Session settings: what a client's session has, and how to give it to a pooled server.
 //!
-//! Pooled servers log in with only the startup parameters that `SET` cannot change
-//! (those are part of the pool key). Everything a client may also `SET` later
+//! Pooled servers log in with only the startup parameters that `SET` cannot change (those
+//! are part of the pool key). Everything a client may also `SET` later
 //! (`application_name`, `DateStyle`, `search_path`, `statement_timeout`, …) is a
-//! *setting*: the client's startup values plus what its own `SET`/`RESET` statements
-//! changed. Before a client's work runs on a server, the server's applied settings are
-//! brought to the client's with one query; only the difference is sent.
+//! *setting*. A client's settings start as its settable startup parameters; after any
+//! transaction that may have changed them they are **read back from the server**
+//! (`pg_settings` rows whose source is the session, plus the custom settings the client
+//! named, which `pg_settings` does not list). The pairs the server reported, never the
+//! client's SQL, are what another server is given, each value a quoted literal passed to
+//! `set_config`.
+//!
+//! Pure: the SQL texts and the read-back parsing; the relay sends and reads them.
 
-use crate::wire::sql::Effect;
-use std::collections::BTreeMap;
+use crate::wire::WireError;
+use bytes::Buf;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Settings by lower-case name.
+pub type Settings = BTreeMap<String, String>;
 
 /// Startup parameters the pool applies with `SET` (lower-case names) instead of putting
 /// them in the pool key. Anything else a client sends at startup (`options`,
@@ -38,112 +46,21 @@ const SETTABLE: &[&str] = &[
     "enable_result_cache_for_session",
 ];
 
+/// Session-level settings that follow the role, not the session: never read back or replayed.
+const NOT_CARRIED: &[&str] = &["role", "session_authorization"];
+
 /// True for startup parameters applied with `SET` on a pooled server.
 pub fn is_settable(name: &str) -> bool {
     SETTABLE.iter().any(|s| s.eq_ignore_ascii_case(name))
 }
 
-/// How a setting's value is given to a server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    /// A startup parameter's string, applied as the startup packet would (set_config).
-    Literal(String),
-    /// The SQL text a client wrote after `SET name TO`, replayed as written.
-    Sql(String),
-}
-
-/// Settings by lower-case name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Settings {
-    map: BTreeMap<String, Value>,
-}
-
-impl Settings {
-    pub fn get(&self, name: &str) -> Option<&Value> {
-        self.map.get(name)
-    }
-    pub fn set(&mut self, name: &str, value: Value) {
-        self.map.insert(name.to_ascii_lowercase(), value);
-    }
-    pub fn remove(&mut self, name: &str) {
-        self.map.remove(&name.to_ascii_lowercase());
-    }
-    pub fn clear(&mut self) {
-        self.map.clear();
-    }
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-}
-
-/// A client's session settings: its startup values and its own changes on top.
-#[derive(Debug, Clone, Default)]
-pub struct ClientSettings {
-    startup: Settings,
-    changes: BTreeMap<String, Option<Value>>,
-}
-
-impl ClientSettings {
-    pub fn new(startup: Settings) -> Self {
-        Self {
-            startup,
-            changes: BTreeMap::new(),
-        }
-    }
-
-    /// What the server should have now.
-    pub fn desired(&self) -> Settings {
-        let mut s = self.startup.clone();
-        for (k, v) in &self.changes {
-            match v {
-                Some(v) => s.set(k, v.clone()),
-                None => s.remove(k),
-            }
-        }
-        s
-    }
-
-    /// Records a statement that ran to completion outside a failed transaction.
-    pub fn apply(&mut self, effect: &Effect) {
-        match effect {
-            Effect::Set { name, value } => {
-                self.changes
-                    .insert(name.clone(), Some(Value::Sql(value.clone())));
-            }
-            // RESET goes back to the session's default: the startup value, if any.
-            Effect::Reset { name } => {
-                self.changes.remove(name);
-                if self.startup.get(name).is_none() {
-                    self.changes.insert(name.clone(), None);
-                }
-            }
-            Effect::ResetAll | Effect::DiscardAll => self.changes.clear(),
-            _ => {}
-        }
-    }
-}
-
-/// Records on a server's applied settings what a client's statement did there.
-pub fn apply_to_server(applied: &mut Settings, effect: &Effect) {
-    match effect {
-        Effect::Set { name, value } => applied.set(name, Value::Sql(value.clone())),
-        // The server's session default is its own (pooled servers start without settings).
-        Effect::Reset { name } => applied.remove(name),
-        Effect::ResetAll | Effect::DiscardAll => applied.clear(),
-        _ => {}
-    }
-}
-
 /// Splits a client's startup parameters into settings and the rest (the pool key part).
 pub fn split_startup(params: &[(String, String)]) -> (Settings, Vec<(String, String)>) {
-    let mut settings = Settings::default();
+    let mut settings = Settings::new();
     let mut fixed = Vec::new();
     for (k, v) in params {
-        if is_settable(k) && valid_name(k) {
-            settings.set(k, Value::Literal(v.clone()));
+        if is_settable(k) {
+            settings.insert(k.to_ascii_lowercase(), v.clone());
         } else {
             fixed.push((k.clone(), v.clone()));
         }
@@ -152,16 +69,8 @@ pub fn split_startup(params: &[(String, String)]) -> (Settings, Vec<(String, Str
     (settings, fixed)
 }
 
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-}
-
 /// A string literal safe whatever `standard_conforming_strings` is (E'' exists since 8.0).
-fn quote(value: &str) -> String {
+pub fn quote(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 3);
     out.push_str("E'");
     for c in value.chars() {
@@ -176,8 +85,13 @@ fn quote(value: &str) -> String {
     out
 }
 
+/// A quoted identifier (for `RESET`).
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('\0', "").replace('"', "\"\""))
+}
+
 /// The ParameterStatus name a setting is reported under, if the server reports it.
-fn reported_name(name: &str) -> Option<&'static str> {
+pub fn reported_name(name: &str) -> Option<&'static str> {
     Some(match name {
         "application_name" => "application_name",
         "client_encoding" => "client_encoding",
@@ -190,42 +104,148 @@ fn reported_name(name: &str) -> Option<&'static str> {
     })
 }
 
-/// The SQL that brings a server from `applied` to `desired` (None: nothing to do), and
-/// the settings it will have afterwards. A literal the server already reports with the
-/// same value (e.g. `client_encoding` UTF8) needs no statement.
+/// Whether a reported value and a wanted one name the same setting value (`utf-8` is `UTF8`).
+fn same_value(reported: &str, wanted: &str) -> bool {
+    let norm = |s: &str| {
+        s.chars()
+            .filter(|c| !matches!(c, '-' | '_' | ' '))
+            .collect::<String>()
+            .to_ascii_lowercase()
+    };
+    norm(reported) == norm(wanted)
+}
+
+/// Whether the server already has `value` for `name` without a statement: the proxy set
+/// it, or it is the login default the server reports.
+fn already(
+    name: &str,
+    value: &str,
+    applied: &Settings,
+    reported: &BTreeMap<String, String>,
+) -> bool {
+    match applied.get(name) {
+        Some(v) => v == value,
+        None => reported_name(name)
+            .and_then(|r| reported.get(r))
+            .is_some_and(|cur| same_value(cur, value)),
+    }
+}
+
+/// One statement that sets `name` to `value` for the session (a row the proxy swallows).
+fn set_statement(name: &str, value: &str) -> String {
+    format!(
+        "SELECT pg_catalog.set_config({}, {}, false)",
+        quote(name),
+        quote(value)
+    )
+}
+
+/// The SQL that brings a server from `applied` to `desired` (None: nothing to do). A
+/// value the server already reports (e.g. `client_encoding` UTF8) needs no statement.
+/// Every value is a quoted literal: no text of the client's is ever re-read.
 pub fn sync_sql(
     desired: &Settings,
     applied: &Settings,
-    server_params: &BTreeMap<String, String>,
+    reported: &BTreeMap<String, String>,
 ) -> Option<String> {
     let mut stmts: Vec<String> = Vec::new();
-    for (name, value) in &desired.map {
-        if applied.map.get(name) == Some(value) {
-            continue;
-        }
-        match value {
-            Value::Literal(v) => {
-                let already = !applied.map.contains_key(name)
-                    && reported_name(name)
-                        .and_then(|r| server_params.get(r))
-                        .is_some_and(|cur| same_value(cur, v));
-                if !already {
-                    stmts.push(format!(
-                        "SELECT pg_catalog.set_config({}, {}, false)",
-                        quote(name),
-                        quote(v)
-                    ));
-                }
-            }
-            Value::Sql(sql) => stmts.push(format!("SET {name} TO {sql}")),
+    for (name, value) in desired {
+        if !already(name, value, applied, reported) {
+            stmts.push(set_statement(name, value));
         }
     }
-    for name in applied.map.keys() {
-        if !desired.map.contains_key(name) {
-            stmts.push(format!("RESET {name}"));
+    for name in applied.keys() {
+        if !desired.contains_key(name) {
+            stmts.push(format!("RESET {}", quote_ident(name)));
         }
     }
     (!stmts.is_empty()).then(|| stmts.join("; "))
+}
+
+/// The query that reads a session's settings back: `pg_settings` rows set by the session,
+/// and each custom setting in `custom` by name (`pg_settings` does not list those; Redshift
+/// has none). Rows: (lower-case name, value or NULL when undefined).
+pub fn read_back_sql(custom: &BTreeSet<String>, redshift: bool) -> String {
+    let not_carried: Vec<String> = NOT_CARRIED.iter().map(|n| quote(n)).collect();
+    let mut sql = format!(
+        "SELECT pg_catalog.lower(name), setting FROM pg_catalog.pg_settings \
+         WHERE source = 'session' AND pg_catalog.lower(name) NOT IN ({})",
+        not_carried.join(", ")
+    );
+    if !redshift {
+        for name in custom {
+            sql.push_str(&format!(
+                " UNION ALL SELECT {n}, pg_catalog.current_setting({n}, true)",
+                n = quote(name)
+            ));
+        }
+    }
+    sql
+}
+
+/// Adds one read-back DataRow body to `into` (NULL values: the setting is undefined).
+pub fn add_read_back_row(into: &mut Settings, body: &[u8]) -> Result<(), WireError> {
+    let mut b = body;
+    if b.len() < 2 || b.get_i16() != 2 {
+        return Err(WireError::Malformed("read-back row of wrong width"));
+    }
+    let mut column = || -> Result<Option<String>, WireError> {
+        if b.len() < 4 {
+            return Err(WireError::Malformed("truncated read-back row"));
+        }
+        let len = b.get_i32();
+        if len < 0 {
+            return Ok(None);
+        }
+        let len = len as usize;
+        if b.len() < len {
+            return Err(WireError::Malformed("truncated read-back row"));
+        }
+        let v = String::from_utf8_lossy(&b[..len]).into_owned();
+        b.advance(len);
+        Ok(Some(v))
+    };
+    let name = column()?;
+    let value = column()?;
+    if let (Some(name), Some(value)) = (name, value) {
+        into.insert(name, value);
+    }
+    Ok(())
+}
+
+/// After a `RESET` (or `RESET ALL`) the server's value is the pool's login default, while
+/// a private session would return to the client's startup value. This query puts each
+/// given startup value back where the setting is no longer set by the session; it runs
+/// right behind the client's statement, in its transaction, so a rollback undoes both.
+pub fn restore_startup_sql<'a>(
+    startup: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Option<String> {
+    let stmts: Vec<String> = startup
+        .map(|(name, value)| {
+            format!(
+                "SELECT pg_catalog.set_config({n}, {v}, false) FROM pg_catalog.pg_settings \
+                 WHERE pg_catalog.lower(name) = {n} AND source <> 'session'",
+                n = quote(name),
+                v = quote(value)
+            )
+        })
+        .collect();
+    (!stmts.is_empty()).then(|| stmts.join("; "))
+}
+
+/// The startup values a `RESET` of `names` (None: all) must restore: those that differ
+/// from the pool's login default (unknown defaults count as different).
+pub fn startup_to_restore<'a>(
+    startup: &'a Settings,
+    names: Option<&'a BTreeSet<String>>,
+    login_defaults: &'a BTreeMap<String, String>,
+) -> impl Iterator<Item = (&'a String, &'a String)> + 'a {
+    startup.iter().filter(move |(name, value)| {
+        names.is_none_or(|n| n.contains(name.as_str()))
+            && !reported_name(name)
+                .and_then(|r| login_defaults.get(r))
+                .is_some_and(|d| same_value(d, value))
+    })
 }
 
 /// Whether a server needs a round trip before a client's login can be answered: yes
@@ -236,10 +256,10 @@ pub fn sync_sql(
 pub fn needs_sync_at_login(
     desired: &Settings,
     applied: &Settings,
-    server_params: &BTreeMap<String, String>,
+    reported: &BTreeMap<String, String>,
 ) -> bool {
     match desired.get(APP) {
-        Some(Value::Literal(v)) if v.len() < 64 && v.bytes().all(|b| (32..127).contains(&b)) => {}
+        Some(v) if v.len() < 64 && v.bytes().all(|b| (32..127).contains(&b)) => {}
         None => {}
         _ => return true,
     }
@@ -248,7 +268,7 @@ pub fn needs_sync_at_login(
         c.remove(APP);
         c
     };
-    sync_sql(&strip(desired), &strip(applied), server_params).is_some()
+    sync_sql(&strip(desired), &strip(applied), reported).is_some()
 }
 
 /// The ParameterStatus values a client sees at login when only `application_name` is
@@ -261,8 +281,8 @@ pub fn reported_at_login(
 ) -> BTreeMap<String, String> {
     let mut p = server_params.clone();
     let app = match desired.get(APP) {
-        Some(Value::Literal(v)) => v.clone(),
-        _ => base.get(APP).cloned().unwrap_or_default(),
+        Some(v) => v.clone(),
+        None => base.get(APP).cloned().unwrap_or_default(),
     };
     if p.contains_key(APP) || !app.is_empty() {
         p.insert(APP.to_owned(), app);
@@ -272,30 +292,31 @@ pub fn reported_at_login(
 
 const APP: &str = "application_name";
 
-fn same_value(reported: &str, wanted: &str) -> bool {
-    let norm = |s: &str| {
-        s.chars()
-            .filter(|c| !matches!(c, '-' | '_' | ' '))
-            .collect::<String>()
-            .to_ascii_lowercase()
-    };
-    norm(reported) == norm(wanted)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
 
-    fn lit(s: &str) -> Value {
-        Value::Literal(s.into())
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
-    fn settings(pairs: &[(&str, Value)]) -> Settings {
-        let mut s = Settings::default();
-        for (k, v) in pairs {
-            s.set(k, v.clone());
+    fn row(name: Option<&str>, value: Option<&str>) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.put_i16(2);
+        for v in [name, value] {
+            match v {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
         }
-        s
+        b
     }
 
     #[test]
@@ -307,8 +328,10 @@ mod tests {
             ("options".to_owned(), "-c work_mem=1MB".to_owned()),
         ];
         let (s, fixed) = split_startup(&params);
-        assert_eq!(s.get("datestyle"), Some(&lit("ISO")));
-        assert_eq!(s.get("application_name"), Some(&lit("bi")));
+        assert_eq!(
+            s,
+            settings(&[("application_name", "bi"), ("datestyle", "ISO")])
+        );
         assert_eq!(
             fixed,
             vec![
@@ -321,66 +344,81 @@ mod tests {
     #[test]
     fn only_a_plain_application_name_can_wait_for_the_first_query() {
         let params = BTreeMap::new();
-        let plain = settings(&[("application_name", lit("pgbench"))]);
-        assert!(!needs_sync_at_login(&plain, &Settings::default(), &params));
-        let odd = settings(&[("application_name", lit("caf\u{e9}"))]);
-        assert!(needs_sync_at_login(&odd, &Settings::default(), &params));
-        let more = settings(&[("application_name", lit("a")), ("datestyle", lit("ISO"))]);
-        assert!(needs_sync_at_login(&more, &Settings::default(), &params));
+        let plain = settings(&[("application_name", "pgbench")]);
+        assert!(!needs_sync_at_login(&plain, &Settings::new(), &params));
+        let odd = settings(&[("application_name", "caf\u{e9}")]);
+        assert!(needs_sync_at_login(&odd, &Settings::new(), &params));
+        let more = settings(&[("application_name", "a"), ("datestyle", "ISO")]);
+        assert!(needs_sync_at_login(&more, &Settings::new(), &params));
     }
 
     #[test]
     fn equal_settings_need_no_statement() {
-        let s = settings(&[("application_name", lit("a"))]);
+        let s = settings(&[("application_name", "a")]);
         assert_eq!(sync_sql(&s, &s, &BTreeMap::new()), None);
     }
 
     #[test]
-    fn differences_are_set_and_extras_are_reset() {
-        let desired = settings(&[("search_path", Value::Sql("a, b".into()))]);
-        let applied = settings(&[("statement_timeout", Value::Sql("5".into()))]);
+    fn differences_are_set_as_quoted_literals_and_extras_are_reset() {
+        let desired = settings(&[("search_path", "a -- not a comment; b")]);
+        let applied = settings(&[("myapp.flag", "x")]);
         assert_eq!(
             sync_sql(&desired, &applied, &BTreeMap::new()).unwrap(),
-            "SET search_path TO a, b; RESET statement_timeout"
+            "SELECT pg_catalog.set_config(E'search_path', E'a -- not a comment; b', false); \
+             RESET \"myapp.flag\""
         );
     }
 
     #[test]
     fn literals_are_quoted_for_any_string_setting() {
-        let desired = settings(&[("application_name", lit("it's a\\b"))]);
+        let desired = settings(&[("application_name", "it's a\\b")]);
         assert_eq!(
-            sync_sql(&desired, &Settings::default(), &BTreeMap::new()).unwrap(),
+            sync_sql(&desired, &Settings::new(), &BTreeMap::new()).unwrap(),
             "SELECT pg_catalog.set_config(E'application_name', E'it''s a\\\\b', false)"
         );
     }
 
     #[test]
     fn a_value_the_server_already_reports_is_not_sent() {
-        let desired = settings(&[("client_encoding", lit("utf-8"))]);
+        let desired = settings(&[("client_encoding", "utf-8")]);
         let params = BTreeMap::from([("client_encoding".to_owned(), "UTF8".to_owned())]);
-        assert_eq!(sync_sql(&desired, &Settings::default(), &params), None);
+        assert_eq!(sync_sql(&desired, &Settings::new(), &params), None);
     }
 
     #[test]
-    fn reset_returns_to_the_startup_value_and_reset_all_to_all_of_them() {
-        let mut c = ClientSettings::new(settings(&[("application_name", lit("start"))]));
-        c.apply(&Effect::Set {
-            name: "application_name".into(),
-            value: "'x'".into(),
-        });
-        c.apply(&Effect::Set {
-            name: "search_path".into(),
-            value: "s".into(),
-        });
+    fn read_back_asks_for_session_settings_and_named_custom_ones() {
+        let custom = BTreeSet::from(["myapp.flag".to_owned()]);
+        let pg = read_back_sql(&custom, false);
+        assert!(pg.contains("source = 'session'"), "{pg}");
+        assert!(pg.contains("current_setting(E'myapp.flag', true)"), "{pg}");
+        assert!(!read_back_sql(&custom, true).contains("current_setting"));
+    }
+
+    #[test]
+    fn read_back_rows_become_settings_and_undefined_ones_are_left_out() {
+        let mut s = Settings::new();
+        add_read_back_row(&mut s, &row(Some("search_path"), Some("a, b"))).unwrap();
+        add_read_back_row(&mut s, &row(Some("myapp.never"), None)).unwrap();
+        add_read_back_row(&mut s, &row(Some("myapp.empty"), Some(""))).unwrap();
+        assert_eq!(s, settings(&[("myapp.empty", ""), ("search_path", "a, b")]));
+        assert!(add_read_back_row(&mut s, &[0, 2, 0]).is_err());
+    }
+
+    #[test]
+    fn a_reset_restores_only_startup_values_that_differ_from_the_login_default() {
+        let startup = settings(&[("datestyle", "ISO, DMY"), ("client_encoding", "UTF8")]);
+        let defaults = BTreeMap::from([
+            ("DateStyle".to_owned(), "ISO, MDY".to_owned()),
+            ("client_encoding".to_owned(), "UTF8".to_owned()),
+        ]);
+        let all: Vec<_> = startup_to_restore(&startup, None, &defaults).collect();
+        assert_eq!(all, vec![(&"datestyle".to_owned(), &"ISO, DMY".to_owned())]);
+        let only = BTreeSet::from(["timezone".to_owned()]);
         assert_eq!(
-            c.desired().get("application_name"),
-            Some(&Value::Sql("'x'".into()))
+            startup_to_restore(&startup, Some(&only), &defaults).count(),
+            0
         );
-        c.apply(&Effect::Reset {
-            name: "application_name".into(),
-        });
-        assert_eq!(c.desired().get("application_name"), Some(&lit("start")));
-        c.apply(&Effect::ResetAll);
-        assert_eq!(c.desired(), settings(&[("application_name", lit("start"))]));
+        let sql = restore_startup_sql(startup_to_restore(&startup, None, &defaults)).unwrap();
+        assert!(sql.contains("source <> 'session'"), "{sql}");
     }
 }

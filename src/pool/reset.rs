@@ -11,7 +11,7 @@
 //! never reused.
 
 use super::server::ServerConn;
-use crate::wire;
+use crate::wire::{self, TxnStatus};
 use bytes::BytesMut;
 use std::time::Duration;
 
@@ -47,14 +47,14 @@ pub enum Plan {
 /// Decides the reset for `server` after a client left `left` (pure, for tests).
 pub fn plan(
     redshift: bool,
-    txn_status: u8,
+    txn: TxnStatus,
     left: &Leftovers,
     reset_query: Option<&str>,
 ) -> (Plan, BytesMut) {
     let mut out = BytesMut::new();
     let mut syncs = 0;
     let mut steps: Vec<String> = Vec::new();
-    if txn_status != b'I' {
+    if txn != TxnStatus::Idle {
         out.extend_from_slice(&wire::query("ROLLBACK"));
         syncs += 1;
         steps.push("ROLLBACK".into());
@@ -138,7 +138,7 @@ pub async fn reset(
     left: &Leftovers,
     reset_query: Option<&str>,
 ) -> Result<(), String> {
-    let (plan, bytes) = plan(server.redshift, server.txn_status, left, reset_query);
+    let (plan, bytes) = plan(server.redshift(), server.tracked.txn, left, reset_query);
     match plan {
         Plan::Nothing => Ok(()),
         Plan::Close(why) => Err(why),
@@ -147,14 +147,12 @@ pub async fn reset(
                 .run_messages(&bytes, syncs, RESET_TIMEOUT)
                 .await
                 .map_err(|e| format!("reset ({description}) failed: {e}"))?;
-            if server.txn_status != b'I' {
+            if server.tracked.txn != TxnStatus::Idle {
                 return Err("server still in a transaction after reset".into());
             }
             // DISCARD ALL also drops the proxy's own prepared statements.
-            if !server.redshift && reset_query.is_none() {
-                server.statements.clear();
-            }
-            server.applied.clear();
+            let discarded = !server.redshift() && reset_query.is_none();
+            server.tracked.after_reset(discarded);
             Ok(())
         }
     }
@@ -170,7 +168,7 @@ mod tests {
 
     #[test]
     fn postgres_is_reset_with_discard_all() {
-        let (p, b) = plan(false, b'I', &Leftovers::default(), None);
+        let (p, b) = plan(false, TxnStatus::Idle, &Leftovers::default(), None);
         assert_eq!(
             p,
             Plan::Run {
@@ -188,7 +186,7 @@ mod tests {
             sql_prepared: vec!["q".into()],
             ..Default::default()
         };
-        let (p, b) = plan(true, b'I', &left, None);
+        let (p, b) = plan(true, TxnStatus::Idle, &left, None);
         let t = text(&b);
         for refused in [
             "DISCARD",
@@ -205,7 +203,7 @@ mod tests {
 
     #[test]
     fn an_open_transaction_is_rolled_back_first() {
-        let (_, b) = plan(true, b'T', &Leftovers::default(), None);
+        let (_, b) = plan(true, TxnStatus::InBlock, &Leftovers::default(), None);
         let t = text(&b);
         assert!(t.find("ROLLBACK") < t.find("RESET ALL"), "{t}");
     }
@@ -216,9 +214,15 @@ mod tests {
             sticky: Some("temporary table"),
             ..Default::default()
         };
-        assert!(matches!(plan(true, b'I', &left, None).0, Plan::Close(_)));
+        assert!(matches!(
+            plan(true, TxnStatus::Idle, &left, None).0,
+            Plan::Close(_)
+        ));
         // PostgreSQL's DISCARD ALL drops them.
-        assert!(matches!(plan(false, b'I', &left, None).0, Plan::Run { .. }));
+        assert!(matches!(
+            plan(false, TxnStatus::Idle, &left, None).0,
+            Plan::Run { .. }
+        ));
     }
 
     #[test]
@@ -227,12 +231,20 @@ mod tests {
             called_procedure: true,
             ..Default::default()
         };
-        assert!(matches!(plan(true, b'I', &left, None).0, Plan::Close(_)));
+        assert!(matches!(
+            plan(true, TxnStatus::Idle, &left, None).0,
+            Plan::Close(_)
+        ));
     }
 
     #[test]
     fn a_custom_reset_query_replaces_the_default() {
-        let (p, b) = plan(false, b'I', &Leftovers::default(), Some("RESET ALL"));
+        let (p, b) = plan(
+            false,
+            TxnStatus::Idle,
+            &Leftovers::default(),
+            Some("RESET ALL"),
+        );
         assert!(matches!(p, Plan::Run { syncs: 1, .. }));
         assert!(!text(&b).contains("DISCARD"));
     }

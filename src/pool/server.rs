@@ -1,17 +1,15 @@
-//! One pooled server connection and what the proxy knows about its session state.
-//!
-//! A server remembers its ParameterStatus values, its cancel key, which proxy-named
-//! prepared statements it holds, and which session settings the proxy applied to it,
-//! so the next client can be given exactly its own session without a full reset.
+//! One pooled server connection: its socket, its cancel key and what the proxy knows of
+//! its session ([`Tracked`]: ParameterStatus values, statements, settings, transaction
+//! status), so the next client can be given exactly its own session without a full reset.
 //! Its [`Slot`] is the pool's count of it: dropping the server anywhere (closed,
 //! broken, lost in a cancelled task) gives the slot back.
 
 use super::checkout::Pool;
-use super::params::Settings;
-use super::prepared::ServerStatements;
+use super::tracked::Tracked;
 use crate::stream::Stream;
 use crate::upstream::UpstreamTarget;
-use crate::wire::{self, Framer};
+use crate::wire::protocol::backend;
+use crate::wire::{self, Framer, TxnStatus};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +45,8 @@ pub enum CloseReason {
     Tainted,
     /// The client left while the server was busy.
     ClientLeftMidQuery,
+    /// The server refused a client's settings.
+    SettingsRefused,
     Shutdown,
     /// Made room for another pool of the same target (`max_server_connections`).
     Evicted,
@@ -62,6 +62,7 @@ impl CloseReason {
             CloseReason::ResetFailed => "reset_failed",
             CloseReason::Tainted => "tainted",
             CloseReason::ClientLeftMidQuery => "client_left_mid_query",
+            CloseReason::SettingsRefused => "settings_refused",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Evicted => "evicted",
             CloseReason::Reconnect => "reconnect",
@@ -75,23 +76,15 @@ pub struct ServerConn {
     pub stream: Stream,
     /// Framing state of what the server sends (kept between checkouts).
     pub framer: Framer,
-    /// Current ParameterStatus values, updated as the server reports changes.
-    pub params: BTreeMap<String, String>,
+    /// What the proxy knows of the server's session.
+    pub tracked: Tracked,
     /// The server's own cancel key.
     pub backend_key: Option<(i32, Vec<u8>)>,
     pub upstream: Arc<UpstreamTarget>,
     pub created: Instant,
     pub last_used: Instant,
-    /// `server_version` 8.0.2: Redshift's rules for resets apply.
-    pub redshift: bool,
-    /// Proxy-named prepared statements this server holds (transaction mode).
-    pub statements: ServerStatements,
-    /// Session settings the proxy applied on top of the server's defaults.
-    pub applied: Settings,
     /// Held (read) by a cancel being forwarded to this server; check-in waits for it.
     pub cancel_gate: Arc<tokio::sync::RwLock<()>>,
-    /// Last ReadyForQuery status seen.
-    pub txn_status: u8,
     /// The DbUser the cluster knows this session as.
     pub db_user: String,
     /// How its login got the credential; taken by the first client (for its log line).
@@ -112,9 +105,6 @@ impl ServerConn {
             db_user,
         } = opened;
         let params: BTreeMap<String, String> = started.parameters().into_iter().collect();
-        let redshift = params
-            .get("server_version")
-            .is_some_and(|v| v.starts_with("8.0.2"));
         let mut framer = Framer::new(MAX_SERVER_MESSAGE, wire::server_streamable);
         framer.buf_mut().extend_from_slice(&started.leftover);
         let now = Instant::now();
@@ -122,20 +112,26 @@ impl ServerConn {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             stream: started.stream,
             framer,
-            params,
+            tracked: Tracked::new(params, max_prepared),
             backend_key: started.backend_key,
             upstream,
             created: now,
             last_used: now,
-            redshift,
-            statements: ServerStatements::new(max_prepared),
-            applied: Settings::default(),
             cancel_gate: Arc::new(tokio::sync::RwLock::new(())),
-            txn_status: b'I',
             db_user,
             login_source: Some(source),
             _slot: slot,
         }
+    }
+
+    /// `server_version` 8.0.2: Redshift's rules apply.
+    pub fn redshift(&self) -> bool {
+        self.tracked.redshift
+    }
+
+    /// Current ParameterStatus values.
+    pub fn params(&self) -> &BTreeMap<String, String> {
+        &self.tracked.params
     }
 
     pub fn age(&self) -> Duration {
@@ -171,8 +167,10 @@ impl ServerConn {
             loop {
                 let msg = self.read_message().await?;
                 match msg.0 {
-                    b'Z' => return Some(msg.1.first() == Some(&b'I')),
-                    b'E' => return Some(false),
+                    backend::READY_FOR_QUERY => {
+                        return Some(wire::ready_status(&msg.1).ok() == Some(TxnStatus::Idle))
+                    }
+                    backend::ERROR_RESPONSE => return Some(false),
                     _ => {}
                 }
             }
@@ -187,13 +185,13 @@ impl ServerConn {
             match self.framer.next_frame() {
                 Ok(Some(wire::Frame::Whole { tag, raw })) => {
                     let body = wire::body(&raw);
-                    if tag == b'S' {
+                    if tag == backend::PARAMETER_STATUS {
                         if let Ok((k, v)) = wire::parse_parameter_status(&body) {
-                            self.params.insert(k, v);
+                            self.tracked.params.insert(k, v);
                         }
                     }
-                    if tag == b'Z' {
-                        self.txn_status = body.first().copied().unwrap_or(b'I');
+                    if tag == backend::READY_FOR_QUERY {
+                        self.tracked.txn = wire::ready_status(&body).unwrap_or(TxnStatus::Failed);
                     }
                     return Some((tag, body));
                 }
@@ -241,10 +239,10 @@ impl ServerConn {
                     .await
                     .ok_or_else(|| "server closed the connection".to_owned())?;
                 match tag {
-                    b'E' if first_error.is_none() => {
+                    backend::ERROR_RESPONSE if first_error.is_none() => {
                         first_error = Some(wire::parse_error_fields(&body).message)
                     }
-                    b'Z' => seen += 1,
+                    backend::READY_FOR_QUERY => seen += 1,
                     _ => {}
                 }
             }

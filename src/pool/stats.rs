@@ -23,7 +23,7 @@ pub struct PoolStats {
     pub queries: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
-    closed: [AtomicU64; 9],
+    closed: [AtomicU64; 10],
 }
 
 fn reason_index(r: CloseReason) -> usize {
@@ -37,11 +37,12 @@ fn reason_index(r: CloseReason) -> usize {
         CloseReason::Shutdown => 6,
         CloseReason::Evicted => 7,
         CloseReason::Reconnect => 8,
+        CloseReason::SettingsRefused => 9,
     }
 }
 
 /// Every close reason, for listing counters.
-pub const CLOSE_REASONS: [CloseReason; 9] = [
+pub const CLOSE_REASONS: [CloseReason; 10] = [
     CloseReason::Lifetime,
     CloseReason::Idle,
     CloseReason::Broken,
@@ -51,6 +52,7 @@ pub const CLOSE_REASONS: [CloseReason; 9] = [
     CloseReason::Shutdown,
     CloseReason::Evicted,
     CloseReason::Reconnect,
+    CloseReason::SettingsRefused,
 ];
 
 impl PoolStats {

@@ -5,12 +5,12 @@
 use super::{credential_words, Login, Shared};
 use crate::config::{CredentialMode, PoolMode};
 use crate::login;
-use crate::pool::guard::{Checkout, OnDrop};
-use crate::pool::params::{self, ClientSettings, Settings};
-use crate::pool::reset::Leftovers;
+use crate::pool::guard::Checkout;
+use crate::pool::params::{self, Settings};
 use crate::pool::PoolHandle;
 use crate::refusal::Refusal;
-use crate::relay::framed::{ClientSession, End, Relay};
+use crate::relay::framed::{End, Relay};
+use crate::relay::machine::{ClientState, Machine};
 use crate::wire;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,15 +79,26 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
     let mut audit = login.audit;
     audit.db_user = db_user;
     audit.outcome = "open".into();
-    let relay = Relay::new(
-        mode,
+    let defaults = handle
+        .pool
+        .base()
+        .map_or_else(Default::default, |b| Arc::new(b.params.clone()));
+    let machine = Machine::new(mode, ClientState::new(desired, ready.params), defaults);
+    let relay = match Relay::new(
         handle,
         cancel,
         login.stream,
         login.client_leftover,
         held,
-        ClientSession::new(ClientSettings::new(desired.clone())),
-    );
+        machine,
+        mode,
+    ) {
+        Ok(r) => r,
+        Err(r) => {
+            tracing::warn!(parent: &span, reason = %r.message, "session could not start");
+            return;
+        }
+    };
     let (traffic, end) = relay.run(stop).await;
     crate::admin::metrics::session_bytes(
         &target_label,
@@ -127,7 +138,7 @@ async fn ready_server(
 ) -> Option<Ready> {
     if mode == PoolMode::Transaction {
         if let Some(base) = handle.pool.base() {
-            if !params::needs_sync_at_login(desired, &Settings::default(), &base.params) {
+            if !params::needs_sync_at_login(desired, &Settings::new(), &base.params) {
                 return Some(Ready {
                     held: None,
                     params: params::reported_at_login(&base.params, &base.params, desired),
@@ -154,16 +165,15 @@ async fn ready_server(
         None => "pooled server, no login",
     };
     let db_user = server.db_user.clone();
-    let params = if params::needs_sync_at_login(desired, &server.applied, &server.params) {
+    let t = &server.tracked;
+    let params = if params::needs_sync_at_login(desired, &t.settings, &t.params) {
         // Exact ParameterStatus values need the server to apply the settings first.
-        if let Some(sql) = params::sync_sql(desired, &server.applied, &server.params) {
+        if let Some(sql) = params::sync_sql(desired, &t.settings, &t.params) {
             if let Err(e) = server.run_query(&sql, SETTINGS_TIMEOUT).await {
-                checkout.on_drop = OnDrop::Reset(Leftovers {
-                    settings_changed: true,
-                    ..Default::default()
-                });
+                server.tracked.settings_known = false;
+                checkout.release();
                 let r = Refusal::new(
-                    "22023",
+                    wire::protocol::sqlstate::INVALID_PARAMETER_VALUE,
                     format!("the cluster refused a startup parameter: {e}"),
                     None,
                 );
@@ -171,14 +181,14 @@ async fn ready_server(
                 return None;
             }
         }
-        server.applied = desired.clone();
-        server.params.clone()
+        server.tracked.settings = desired.clone();
+        server.tracked.params.clone()
     } else {
         // Only application_name is left: the relay applies it before the first query.
-        let base_params = base.as_ref().map_or(&server.params, |b| &b.params);
-        params::reported_at_login(&server.params, base_params, desired)
+        let t = &server.tracked;
+        let base_params = base.as_ref().map_or(&t.params, |b| &b.params);
+        params::reported_at_login(&t.params, base_params, desired)
     };
-    checkout.on_drop = OnDrop::CheckIn;
     let held = match mode {
         PoolMode::Session => Some(checkout),
         _ => {

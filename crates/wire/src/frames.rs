@@ -9,6 +9,7 @@
 //!
 //! Pure framing: no decision about what to do with a message is made here.
 
+use super::protocol::{backend, TxnStatus};
 #[cfg(test)]
 use super::sync;
 use super::{frame, no_nul, put_cstr, take_cstr, written, WireError};
@@ -297,17 +298,85 @@ pub fn command_complete(tag: &str) -> BytesMut {
     frame(b'C', &body)
 }
 
-/// ReadyForQuery with transaction status `I`, `T` or `E`.
-pub fn ready_for_query(status: u8) -> BytesMut {
-    frame(b'Z', &[status])
+/// ReadyForQuery with the given transaction status.
+pub fn ready_for_query(status: TxnStatus) -> BytesMut {
+    frame(backend::READY_FOR_QUERY, &[status.byte()])
 }
 
-/// The transaction status byte of a ReadyForQuery body.
-pub fn ready_status(body: &[u8]) -> Result<u8, WireError> {
-    match body {
-        [s @ (b'I' | b'T' | b'E')] => Ok(*s),
-        _ => Err(WireError::Malformed("ReadyForQuery with a bad status")),
+/// The transaction status of a ReadyForQuery body.
+pub fn ready_status(body: &[u8]) -> Result<TxnStatus, WireError> {
+    TxnStatus::from_ready_body(body)
+}
+
+/// BindComplete, for a Bind the proxy answers itself.
+pub fn bind_complete() -> BytesMut {
+    frame(backend::BIND_COMPLETE, &[])
+}
+
+/// NoData, the Describe answer for a statement or portal that returns no rows.
+pub fn no_data() -> BytesMut {
+    frame(backend::NO_DATA, &[])
+}
+
+/// ParameterDescription of a statement without parameters.
+pub fn no_parameters() -> BytesMut {
+    frame(backend::PARAMETER_DESCRIPTION, &0i16.to_be_bytes())
+}
+
+/// A client's Execute: the portal and the row limit (0: all rows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execute {
+    pub portal: String,
+    pub max_rows: i32,
+}
+
+impl Execute {
+    pub fn decode(body: &[u8]) -> Result<Execute, WireError> {
+        let mut b = body;
+        let portal = take_cstr(&mut b)?;
+        if b.len() != 4 {
+            return Err(WireError::Malformed("Execute without a row limit"));
+        }
+        Ok(Execute {
+            portal,
+            max_rows: b.get_i32(),
+        })
     }
+}
+
+/// The SQL text of a simple Query body, checked like every other client string.
+pub fn query_text(body: &[u8]) -> Result<String, WireError> {
+    let mut b = body;
+    take_cstr(&mut b)
+}
+
+/// The ErrorResponse (or NoticeResponse) `body` with every `from` in its message and
+/// detail fields said as `to`, framed again under `tag`: a server error about a statement
+/// the proxy renamed names the statement the client knows.
+pub fn rename_in_error(tag: u8, body: &[u8], from: &str, to: &str) -> BytesMut {
+    let mut out = BytesMut::with_capacity(body.len() + to.len());
+    let mut b = body;
+    while let Some((&kind, rest)) = b.split_first() {
+        if kind == 0 {
+            break;
+        }
+        b = rest;
+        let Some(end) = b.iter().position(|&c| c == 0) else {
+            break;
+        };
+        let value = &b[..end];
+        out.put_u8(kind);
+        match (kind, std::str::from_utf8(value)) {
+            (b'M' | b'D', Ok(text)) => put_cstr(&mut out, &text.replace(from, to)),
+            _ => {
+                out.put_slice(value);
+                out.put_u8(0);
+            }
+        }
+        b = &b[end + 1..];
+    }
+    out.put_u8(0);
+    frame(tag, &out)
 }
 
 /// The (SQLSTATE, severity) of an ErrorResponse, read cheaply.

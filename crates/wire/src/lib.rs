@@ -14,8 +14,10 @@
 //! opaque bytes (Redshift extends RowDescription, so re-encoding would corrupt it).
 
 mod frames;
+pub mod protocol;
 pub mod sql;
 pub use frames::*;
+pub use protocol::TxnStatus;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::message::frontend;

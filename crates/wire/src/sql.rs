@@ -1,27 +1,34 @@
 //! What a client's SQL does to its session, read from the statement text.
 //!
-//! The pool needs to know which statements change session state: `SET`/`RESET` are
-//! carried from server to server (transaction mode) or undone at check-in; SQL-level
-//! `PREPARE` is deallocated; and some state can be neither carried nor always removed
-//! (temporary tables, `SET ROLE`, `LISTEN`, cursors `WITH HOLD`, `set_config`, advisory
-//! locks). This is a small lexer, not a parser: it splits statements on `;` outside
-//! quotes, comments and dollar-quoted bodies, and looks at their leading words. When in
+//! The pool needs to know which statements may change session state. Settings are not
+//! predicted from the text: a statement that *may* change them ([`Effect::Settings`]) makes
+//! the pool read them back from the server. The text still says which custom (dotted)
+//! settings it names (the server cannot list those), which defaults it restores (`RESET`),
+//! what it prepares and deallocates, and what state can be neither carried to another
+//! server nor always removed (temporary tables, `SET ROLE`, `LISTEN`, cursors `WITH HOLD`,
+//! advisory locks). This is a small lexer, not a parser: it splits statements on `;`
+//! outside quotes, comments and dollar-quoted bodies, and looks at their words. When in
 //! doubt it answers [`Effect::Sticky`], which makes the pool keep the server for that
-//! client (transaction mode) and reset or close it afterwards; wrong guesses cost
-//! reuse, never isolation.
+//! client (transaction mode) and reset or close it afterwards; wrong guesses cost reuse,
+//! never isolation.
 
 /// One statement's effect on session state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// `SET [SESSION] name {TO|=} value`: `value` is the SQL text after TO/=.
-    Set { name: String, value: String },
-    /// `RESET name` or `SET name TO DEFAULT`.
-    Reset { name: String },
+    /// The statement may change session settings (`SET`, `RESET`, `set_config`,
+    /// `SET LOCAL`, `DISCARD`): their values must be read back from the server.
+    Settings,
+    /// A custom (dotted, lower-case) setting the statement names; `pg_settings` does not
+    /// list those, so it is read back by name.
+    Custom(String),
+    /// `RESET name`, `SET name TO DEFAULT`, `SET TIME ZONE LOCAL`: the setting (lower case)
+    /// returns to its session default.
+    Reset(String),
     /// `RESET ALL`.
     ResetAll,
     /// `DISCARD ALL` (PostgreSQL): settings, prepared statements, temp tables gone.
     DiscardAll,
-    /// SQL-level `PREPARE name`.
+    /// SQL-level `PREPARE name` (the name as PostgreSQL folds it).
     Prepare { name: String },
     /// `DEALLOCATE [PREPARE] name`.
     Deallocate { name: String },
@@ -33,12 +40,54 @@ pub enum Effect {
     Sticky(&'static str),
 }
 
+impl Effect {
+    /// Whether the effect means session settings may have changed.
+    pub fn touches_settings(&self) -> bool {
+        matches!(
+            self,
+            Effect::Settings
+                | Effect::Custom(_)
+                | Effect::Reset(_)
+                | Effect::ResetAll
+                | Effect::DiscardAll
+                | Effect::Call
+        )
+    }
+}
+
 /// Effects of every statement in `sql`, in order (statements without one are skipped).
 pub fn classify(sql: &str) -> Vec<Effect> {
-    split_statements(sql)
+    let mut out = Vec::new();
+    for s in split_statements(sql) {
+        statement_effects(&s, &mut out);
+    }
+    out
+}
+
+/// The statement name of `sql` when it is exactly one `DEALLOCATE [PREPARE] name` (not
+/// `ALL`): the pool answers that itself for protocol-level statements.
+pub fn single_deallocate(sql: &str) -> Option<String> {
+    let statements: Vec<Statement<'_>> = split_statements(sql)
         .into_iter()
-        .filter_map(|s| statement_effect(&s))
-        .collect()
+        .filter(|s| !s.words.is_empty())
+        .collect();
+    let [s] = statements.as_slice() else {
+        return None;
+    };
+    let w = &s.words;
+    if !w.first()?.is("DEALLOCATE") {
+        return None;
+    }
+    let i = if w.get(1).is_some_and(|x| x.is("PREPARE")) {
+        2
+    } else {
+        1
+    };
+    let name = w.get(i)?;
+    if w.len() != i + 1 || name.is("ALL") {
+        return None;
+    }
+    Some(name.identifier())
 }
 
 /// The words of each non-empty statement in `sql`: keywords and identifiers outside
@@ -74,6 +123,18 @@ struct Word<'a> {
 impl Word<'_> {
     fn is(&self, keyword: &str) -> bool {
         !self.quoted && self.raw.eq_ignore_ascii_case(keyword)
+    }
+
+    /// The name the word stands for, as PostgreSQL reads an identifier: quoted ones as
+    /// written (doubled quotes undone), others folded to lower case.
+    fn identifier(&self) -> String {
+        if self.quoted {
+            let inner = self.raw.trim_start_matches('"');
+            let inner = inner.strip_suffix('"').unwrap_or(inner);
+            inner.replace("\"\"", "\"")
+        } else {
+            self.raw.to_lowercase()
+        }
     }
 }
 
@@ -205,242 +266,303 @@ fn split_statements(sql: &str) -> Vec<Statement<'_>> {
     out
 }
 
-fn statement_effect(s: &Statement<'_>) -> Option<Effect> {
+fn statement_effects(s: &Statement<'_>, out: &mut Vec<Effect>) {
     let w = &s.words;
-    let first = w.first()?;
+    let Some(first) = w.first() else { return };
     let at = |i: usize, k: &str| w.get(i).is_some_and(|x| x.is(k));
     let any = |ks: &[&str]| w.iter().any(|x| ks.iter().any(|k| x.is(k)));
     // Anywhere in the statement: what no reset or replay can account for.
-    if any(&["SET_CONFIG", "PG_CATALOG.SET_CONFIG"]) {
-        return Some(Effect::Sticky("set_config()"));
-    }
     if any(&[
         "PG_ADVISORY_LOCK",
         "PG_TRY_ADVISORY_LOCK",
         "PG_ADVISORY_LOCK_SHARED",
         "PG_TRY_ADVISORY_LOCK_SHARED",
     ]) {
-        return Some(Effect::Sticky("session advisory lock"));
+        out.push(Effect::Sticky("session advisory lock"));
     }
     if any(&["TEMP", "TEMPORARY"]) || w.iter().any(|x| x.raw.starts_with('#')) {
-        return Some(Effect::Sticky("temporary table"));
+        out.push(Effect::Sticky("temporary table"));
     }
+    set_config_effects(s, out);
     if first.is("SET") {
-        return set_effect(s);
+        return set_effects(s, out);
     }
     if first.is("RESET") {
-        return Some(if at(1, "ALL") {
-            Effect::ResetAll
+        if at(1, "ALL") {
+            out.extend([Effect::Settings, Effect::ResetAll]);
         } else if at(1, "ROLE") || at(1, "SESSION") {
-            Effect::Sticky("RESET ROLE/SESSION AUTHORIZATION")
+            out.push(Effect::Sticky("RESET ROLE/SESSION AUTHORIZATION"));
         } else if at(1, "TIME") && at(2, "ZONE") {
-            Effect::Reset {
-                name: "timezone".into(),
-            }
+            out.extend([Effect::Settings, Effect::Reset("timezone".into())]);
+        } else if let Some(name) = setting_name(w, 1) {
+            out.push(Effect::Settings);
+            push_name(out, name, true);
         } else {
-            let name = w.get(1)?;
-            if name.quoted {
-                return Some(Effect::Sticky("RESET of a quoted name"));
-            }
-            Effect::Reset {
-                name: name.raw.to_ascii_lowercase(),
-            }
-        });
+            out.push(Effect::Settings);
+        }
+        return;
     }
     if first.is("DISCARD") {
-        return Some(if at(1, "ALL") {
+        out.push(if at(1, "ALL") {
             Effect::DiscardAll
         } else {
             Effect::Sticky("DISCARD")
         });
+        out.push(Effect::Settings);
+        return;
     }
     if first.is("PREPARE") {
-        if at(1, "TRANSACTION") {
-            return None;
+        if !at(1, "TRANSACTION") {
+            if let Some(n) = w.get(1) {
+                out.push(Effect::Prepare {
+                    name: n.identifier(),
+                });
+            }
         }
-        return w.get(1).map(|n| Effect::Prepare {
-            name: n.raw.to_owned(),
-        });
+        return;
     }
     if first.is("DEALLOCATE") {
         let i = if at(1, "PREPARE") { 2 } else { 1 };
         if at(i, "ALL") {
-            return Some(Effect::DeallocateAll);
+            out.push(Effect::DeallocateAll);
+        } else if let Some(n) = w.get(i) {
+            out.push(Effect::Deallocate {
+                name: n.identifier(),
+            });
         }
-        return w.get(i).map(|n| Effect::Deallocate {
-            name: n.raw.to_owned(),
-        });
+        return;
     }
     if first.is("LISTEN") {
-        return Some(Effect::Sticky("LISTEN"));
+        out.push(Effect::Sticky("LISTEN"));
+    } else if first.is("DECLARE") && w.windows(2).any(|p| p[0].is("WITH") && p[1].is("HOLD")) {
+        out.push(Effect::Sticky("cursor WITH HOLD"));
+    } else if first.is("CALL") {
+        out.push(Effect::Call);
+    } else if first.is("LOAD") {
+        out.push(Effect::Sticky("LOAD"));
+    } else if first.is("DO") {
+        // An anonymous block can SET, PREPARE or create anything unseen.
+        out.push(Effect::Sticky("DO block"));
     }
-    if first.is("DECLARE") && w.windows(2).any(|p| p[0].is("WITH") && p[1].is("HOLD")) {
-        return Some(Effect::Sticky("cursor WITH HOLD"));
+}
+
+/// `set_config(name, …)` anywhere: settings change; a literal name is known, a computed
+/// one cannot be read back if it is a custom setting.
+fn set_config_effects(s: &Statement<'_>, out: &mut Vec<Effect>) {
+    for word in s.words.iter() {
+        if !(word.is("SET_CONFIG") || word.is("PG_CATALOG.SET_CONFIG")) {
+            continue;
+        }
+        out.push(Effect::Settings);
+        let after = word.start - s.offset + word.raw.len();
+        match first_literal_argument(&s.text[after..]) {
+            Some(name) => {
+                if name.contains('.') {
+                    out.push(Effect::Custom(name.to_lowercase()));
+                }
+            }
+            None => out.push(Effect::Sticky("set_config() with a computed name")),
+        }
     }
-    if first.is("CALL") {
-        return Some(Effect::Call);
-    }
-    if first.is("LOAD") {
-        return Some(Effect::Sticky("LOAD"));
-    }
-    // An anonymous block can SET, PREPARE or create anything unseen.
-    if first.is("DO") {
-        return Some(Effect::Sticky("DO block"));
+}
+
+/// The string literal that opens an argument list (`( 'a.b', …`), if it is one.
+fn first_literal_argument(text: &str) -> Option<String> {
+    let rest = text.trim_start().strip_prefix('(')?.trim_start();
+    let (escapes, rest) = match rest.strip_prefix(['E', 'e']) {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let mut chars = rest.strip_prefix('\'')?.chars();
+    let mut out = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if escapes => out.push(chars.next()?),
+            '\'' => {
+                let mut peek = chars.clone();
+                if peek.next() == Some('\'') {
+                    out.push('\'');
+                    chars = peek;
+                } else {
+                    return Some(out);
+                }
+            }
+            c => out.push(c),
+        }
     }
     None
 }
 
-fn set_effect(s: &Statement<'_>) -> Option<Effect> {
+/// The setting name at word `i` (lower case), if the word can be one.
+fn setting_name(w: &[Word<'_>], i: usize) -> Option<String> {
+    w.get(i).map(|n| n.identifier().to_lowercase())
+}
+
+/// Records that the statement names setting `name` (and restores its default if `reset`).
+fn push_name(out: &mut Vec<Effect>, name: String, reset: bool) {
+    if name.contains('.') {
+        out.push(Effect::Custom(name.clone()));
+    }
+    if reset {
+        out.push(Effect::Reset(name));
+    }
+}
+
+fn set_effects(s: &Statement<'_>, out: &mut Vec<Effect>) {
     let w = &s.words;
     let at = |i: usize, k: &str| w.get(i).is_some_and(|x| x.is(k));
-    let mut i = 1;
-    if at(1, "LOCAL") || at(1, "TRANSACTION") || at(1, "CONSTRAINTS") {
-        return None;
+    if at(1, "TRANSACTION") || at(1, "CONSTRAINTS") {
+        return;
     }
-    if at(1, "SESSION") {
+    let mut i = 1;
+    if at(1, "LOCAL") {
+        i = 2;
+    } else if at(1, "SESSION") {
         if at(2, "AUTHORIZATION") {
-            return Some(Effect::Sticky("SET SESSION AUTHORIZATION"));
+            return out.push(Effect::Sticky("SET SESSION AUTHORIZATION"));
         }
         if at(2, "CHARACTERISTICS") {
-            return Some(Effect::Sticky("SET SESSION CHARACTERISTICS"));
+            return out.push(Effect::Settings);
         }
         i = 2;
     }
-    let name_word = w.get(i)?;
-    if name_word.is("ROLE") {
-        return Some(Effect::Sticky("SET ROLE"));
+    let local = i == 2 && at(1, "LOCAL");
+    if at(i, "ROLE") {
+        return out.push(Effect::Sticky("SET ROLE"));
     }
-    if name_word.is("TIME") && at(i + 1, "ZONE") {
-        let zone = w.get(i + 1)?;
-        let value = s.text[zone.start - s.offset + zone.raw.len()..].trim();
-        return Some(value_effect("timezone".into(), value));
+    if at(i, "SESSION") && at(i + 1, "AUTHORIZATION") {
+        return out.push(Effect::Sticky("SET SESSION AUTHORIZATION"));
     }
-    if name_word.quoted {
-        return Some(Effect::Sticky("SET of a quoted name"));
-    }
-    let name = name_word.raw.to_ascii_lowercase();
-    // The value is whatever follows TO or = (the first of them after the name).
-    let after_name = name_word.start - s.offset + name_word.raw.len();
-    let rest = s.text[after_name..].trim_start();
-    let value = if let Some(v) = rest.strip_prefix('=') {
-        v
-    } else if rest.get(..2).is_some_and(|t| t.eq_ignore_ascii_case("TO")) {
-        rest.get(2..).unwrap_or_default()
-    } else {
-        return Some(Effect::Sticky("SET the proxy cannot read"));
-    };
-    let value = value.trim();
-    if value.is_empty() {
-        return Some(Effect::Sticky("SET the proxy cannot read"));
-    }
-    Some(value_effect(name, value))
-}
-
-fn value_effect(name: String, value: &str) -> Effect {
-    if value.eq_ignore_ascii_case("DEFAULT") {
-        Effect::Reset { name }
-    } else {
-        Effect::Set {
-            name,
-            value: value.to_owned(),
+    out.push(Effect::Settings);
+    if at(i, "TIME") && at(i + 1, "ZONE") {
+        // SET TIME ZONE LOCAL and DEFAULT restore the default.
+        if !local && (at(i + 2, "LOCAL") || at(i + 2, "DEFAULT")) {
+            out.push(Effect::Reset("timezone".into()));
         }
+        return;
     }
+    let Some(name) = setting_name(w, i) else {
+        return;
+    };
+    // `SET name TO DEFAULT` / `= DEFAULT`: the value's only word is DEFAULT.
+    let value_is_default = w.len() == i + 3 && at(i + 1, "TO") && at(i + 2, "DEFAULT")
+        || w.len() == i + 2 && at(i + 1, "DEFAULT");
+    push_name(out, name, value_is_default && !local);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Effect::*;
 
-    fn set(name: &str, value: &str) -> Effect {
-        Effect::Set {
-            name: name.into(),
-            value: value.into(),
-        }
+    fn reset(name: &str) -> Effect {
+        Reset(name.into())
+    }
+
+    fn custom(name: &str) -> Effect {
+        Custom(name.into())
     }
 
     #[test]
     fn statements_map_to_their_effects() {
         let cases: Vec<(&str, Vec<Effect>)> = vec![
             ("SELECT 1", vec![]),
-            ("SET search_path TO a, b", vec![set("search_path", "a, b")]),
+            ("UPDATE t SET a = 1", vec![]),
+            ("SET search_path TO a, b", vec![Settings]),
+            ("set statement_timeout = 5000;", vec![Settings]),
+            ("SET SESSION DateStyle TO 'ISO, DMY'", vec![Settings]),
+            ("SET TIME ZONE 'Europe/Paris'", vec![Settings]),
+            ("SET TIME ZONE LOCAL", vec![Settings, reset("timezone")]),
+            ("SET TIME ZONE DEFAULT", vec![Settings, reset("timezone")]),
             (
-                "set statement_timeout = 5000;",
-                vec![set("statement_timeout", "5000")],
+                "SET TIME ZONE INTERVAL '+05:00' HOUR TO MINUTE",
+                vec![Settings],
             ),
-            (
-                "SET SESSION DateStyle TO 'ISO, DMY'",
-                vec![set("datestyle", "'ISO, DMY'")],
-            ),
-            (
-                "SET TIME ZONE 'Europe/Paris'",
-                vec![set("timezone", "'Europe/Paris'")],
-            ),
-            ("SET LOCAL statement_timeout = 1", vec![]),
+            ("SET LOCAL statement_timeout = 1", vec![Settings]),
+            ("SET LOCAL myapp.x = 1", vec![Settings, custom("myapp.x")]),
             ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", vec![]),
             (
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+                vec![Settings],
+            ),
+            (
                 "SET application_name TO DEFAULT",
-                vec![Effect::Reset {
-                    name: "application_name".into(),
-                }],
+                vec![Settings, reset("application_name")],
             ),
             (
-                "RESET search_path",
-                vec![Effect::Reset {
-                    name: "search_path".into(),
-                }],
+                "SET search_path = DEFAULT",
+                vec![Settings, reset("search_path")],
             ),
             (
-                "RESET TIME ZONE",
-                vec![Effect::Reset {
-                    name: "timezone".into(),
-                }],
-            ),
-            ("RESET ALL", vec![Effect::ResetAll]),
-            ("DISCARD ALL", vec![Effect::DiscardAll]),
-            (
-                "PREPARE q AS SELECT 1",
-                vec![Effect::Prepare { name: "q".into() }],
+                "SET myapp.flag = 'a' -- note",
+                vec![Settings, custom("myapp.flag")],
             ),
             (
-                "DEALLOCATE PREPARE q",
-                vec![Effect::Deallocate { name: "q".into() }],
+                "SET \"MyApp.Flag\" = 'a'",
+                vec![Settings, custom("myapp.flag")],
             ),
-            ("DEALLOCATE ALL", vec![Effect::DeallocateAll]),
-            ("SET ROLE admin", vec![Effect::Sticky("SET ROLE")]),
+            ("RESET search_path", vec![Settings, reset("search_path")]),
+            ("RESET DateStyle", vec![Settings, reset("datestyle")]),
+            (
+                "RESET myapp.flag",
+                vec![Settings, custom("myapp.flag"), reset("myapp.flag")],
+            ),
+            ("RESET TIME ZONE", vec![Settings, reset("timezone")]),
+            ("RESET ALL", vec![Settings, ResetAll]),
+            ("DISCARD ALL", vec![DiscardAll, Settings]),
+            ("PREPARE q AS SELECT 1", vec![Prepare { name: "q".into() }]),
+            (
+                "PREPARE \"Q\" AS SELECT 1",
+                vec![Prepare { name: "Q".into() }],
+            ),
+            (
+                "DEALLOCATE PREPARE Q",
+                vec![Deallocate { name: "q".into() }],
+            ),
+            ("DEALLOCATE ALL", vec![DeallocateAll]),
+            ("SET ROLE admin", vec![Sticky("SET ROLE")]),
             (
                 "SET SESSION AUTHORIZATION bob",
-                vec![Effect::Sticky("SET SESSION AUTHORIZATION")],
+                vec![Sticky("SET SESSION AUTHORIZATION")],
             ),
             (
                 "CREATE TEMP TABLE t (a int)",
-                vec![Effect::Sticky("temporary table")],
+                vec![Sticky("temporary table")],
             ),
             (
                 "create temporary table t as select 1",
-                vec![Effect::Sticky("temporary table")],
+                vec![Sticky("temporary table")],
             ),
             (
                 "CREATE TABLE #stage (a int)",
-                vec![Effect::Sticky("temporary table")],
+                vec![Sticky("temporary table")],
             ),
             (
-                "SELECT set_config('a.b', 'c', false)",
-                vec![Effect::Sticky("set_config()")],
+                "SELECT set_config('search_path', 'x', false)",
+                vec![Settings],
+            ),
+            (
+                "SELECT pg_catalog.set_config(E'myapp.it''s', 'c', false)",
+                vec![Settings, custom("myapp.it's")],
+            ),
+            (
+                "SELECT set_config(name, 'c', false) FROM t",
+                vec![Settings, Sticky("set_config() with a computed name")],
             ),
             (
                 "SELECT pg_advisory_lock(1)",
-                vec![Effect::Sticky("session advisory lock")],
+                vec![Sticky("session advisory lock")],
             ),
-            ("LISTEN chan", vec![Effect::Sticky("LISTEN")]),
+            ("LISTEN chan", vec![Sticky("LISTEN")]),
             (
                 "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
-                vec![Effect::Sticky("cursor WITH HOLD")],
+                vec![Sticky("cursor WITH HOLD")],
             ),
             ("DECLARE c CURSOR FOR SELECT 1", vec![]),
-            ("CALL proc()", vec![Effect::Call]),
+            ("CALL proc()", vec![Call]),
             (
                 "DO $$ BEGIN EXECUTE 'SET search_path = x'; END $$",
-                vec![Effect::Sticky("DO block")],
+                vec![Sticky("DO block")],
             ),
         ];
         for (sql, want) in cases {
@@ -465,20 +587,51 @@ mod tests {
     fn each_statement_of_a_multi_statement_query_counts() {
         assert_eq!(
             classify("SET a.x = 1; SELECT 1; RESET a.y"),
-            vec![set("a.x", "1"), Effect::Reset { name: "a.y".into() }]
+            vec![
+                Settings,
+                custom("a.x"),
+                Settings,
+                custom("a.y"),
+                reset("a.y")
+            ]
         );
     }
 
     #[test]
-    fn unreadable_set_is_sticky() {
+    fn touching_settings_is_what_makes_the_pool_read_them_back() {
+        let touching: Vec<bool> = [
+            Settings,
+            custom("a.b"),
+            reset("x"),
+            ResetAll,
+            DiscardAll,
+            Call,
+            Prepare { name: "p".into() },
+            DeallocateAll,
+            Sticky("LISTEN"),
+        ]
+        .iter()
+        .map(Effect::touches_settings)
+        .collect();
         assert_eq!(
-            classify("SET x"),
-            vec![Effect::Sticky("SET the proxy cannot read")]
+            touching,
+            [true, true, true, true, true, true, false, false, false]
+        );
+    }
+
+    #[test]
+    fn a_single_deallocate_names_its_statement() {
+        assert_eq!(
+            single_deallocate("DEALLOCATE _pg3_0"),
+            Some("_pg3_0".into())
         );
         assert_eq!(
-            classify("SET \"Weird\" = 1"),
-            vec![Effect::Sticky("SET of a quoted name")]
+            single_deallocate("deallocate prepare \"S 1\" ;"),
+            Some("S 1".into())
         );
+        assert_eq!(single_deallocate("DEALLOCATE ALL"), None);
+        assert_eq!(single_deallocate("DEALLOCATE a; SELECT 1"), None);
+        assert_eq!(single_deallocate("SELECT 1"), None);
     }
 
     #[test]
@@ -509,8 +662,14 @@ mod tests {
             "SET x =",
             "E'\\",
             "é SET ü = 1",
+            "SELECT set_config(",
+            "SELECT set_config('",
+            "SELECT set_config(E'\\",
+            "DEALLOCATE",
+            "RESET",
         ] {
             let _ = classify(s);
+            let _ = single_deallocate(s);
         }
     }
 }

@@ -1,0 +1,129 @@
+//! The protocol's words, named once: message tags, the transaction status of a
+//! ReadyForQuery, and the SQLSTATEs the proxy answers with itself.
+//!
+//! Tags share letters between directions (`D` is Describe from a client and DataRow from a
+//! server), so they live in two modules named for who sends them.
+
+use super::WireError;
+
+/// Tags of messages a client (frontend) sends.
+pub mod frontend {
+    pub const BIND: u8 = b'B';
+    pub const CLOSE: u8 = b'C';
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+    pub const COPY_FAIL: u8 = b'f';
+    pub const DESCRIBE: u8 = b'D';
+    pub const EXECUTE: u8 = b'E';
+    pub const FLUSH: u8 = b'H';
+    pub const FUNCTION_CALL: u8 = b'F';
+    pub const PARSE: u8 = b'P';
+    /// PasswordMessage, SASLInitialResponse and SASLResponse share it.
+    pub const PASSWORD: u8 = b'p';
+    pub const QUERY: u8 = b'Q';
+    pub const SYNC: u8 = b'S';
+    pub const TERMINATE: u8 = b'X';
+    /// Redshift's answer to authentication code 13.
+    pub const REDSHIFT_DIGEST: u8 = b'd';
+}
+
+/// Tags of messages a server (backend) sends.
+pub mod backend {
+    pub const AUTHENTICATION: u8 = b'R';
+    pub const BACKEND_KEY_DATA: u8 = b'K';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const CLOSE_COMPLETE: u8 = b'3';
+    pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const COPY_BOTH_RESPONSE: u8 = b'W';
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+    pub const COPY_IN_RESPONSE: u8 = b'G';
+    pub const COPY_OUT_RESPONSE: u8 = b'H';
+    pub const DATA_ROW: u8 = b'D';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub const ERROR_RESPONSE: u8 = b'E';
+    pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
+    pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+    pub const NO_DATA: u8 = b'n';
+    pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    pub const PARAMETER_DESCRIPTION: u8 = b't';
+    pub const PARAMETER_STATUS: u8 = b'S';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const PORTAL_SUSPENDED: u8 = b's';
+    pub const READY_FOR_QUERY: u8 = b'Z';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+}
+
+/// Describe and Close name a prepared statement or a portal.
+pub mod target {
+    pub const STATEMENT: u8 = b'S';
+    pub const PORTAL: u8 = b'P';
+}
+
+/// The SQLSTATEs the proxy itself answers with (names as in PostgreSQL's errcodes.txt).
+pub mod sqlstate {
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION: &str = "08001";
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
+    pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+}
+
+/// The transaction status a ReadyForQuery reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TxnStatus {
+    /// `I`: no transaction block open.
+    #[default]
+    Idle,
+    /// `T`: inside a transaction block.
+    InBlock,
+    /// `E`: inside a failed transaction block (statements refused until it ends).
+    Failed,
+}
+
+impl TxnStatus {
+    /// The status of a ReadyForQuery body.
+    pub fn from_ready_body(body: &[u8]) -> Result<TxnStatus, WireError> {
+        match body {
+            [b'I'] => Ok(TxnStatus::Idle),
+            [b'T'] => Ok(TxnStatus::InBlock),
+            [b'E'] => Ok(TxnStatus::Failed),
+            _ => Err(WireError::Malformed("ReadyForQuery with a bad status")),
+        }
+    }
+
+    /// The byte a ReadyForQuery carries.
+    pub fn byte(self) -> u8 {
+        match self {
+            TxnStatus::Idle => b'I',
+            TxnStatus::InBlock => b'T',
+            TxnStatus::Failed => b'E',
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_status_round_trips_through_its_byte() {
+        for s in [TxnStatus::Idle, TxnStatus::InBlock, TxnStatus::Failed] {
+            assert_eq!(TxnStatus::from_ready_body(&[s.byte()]).ok(), Some(s));
+        }
+        assert!(TxnStatus::from_ready_body(b"X").is_err());
+        assert!(TxnStatus::from_ready_body(b"").is_err());
+    }
+}

@@ -1,0 +1,557 @@
+//! Client messages on a ready server: what is forwarded (renamed in transaction mode),
+//! what the proxy sends before it (a statement the server lacks, the client's unnamed
+//! statement), and what the proxy answers itself.
+
+use super::client::{unnamed_token, Statement, Unnamed, MAX_CLIENT_STATEMENTS};
+use super::queue::{Change, Kind, Own, Reply, Sent};
+use super::Machine;
+use crate::pool::params;
+use crate::pool::tracked::{Presence, Tracked, UnnamedOnServer};
+use crate::refusal::Refusal;
+use crate::wire::protocol::{frontend, sqlstate, target};
+use crate::wire::sql::{self, Effect};
+use crate::wire::{self, Bind, Execute, Frame, NamedTarget, Parse, TxnStatus};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// The proxy's own statement names start so; a client name that does too is never sent
+/// to the server as is.
+const SERVER_PREFIX: &str = "rip_";
+
+fn malformed(e: wire::WireError) -> Refusal {
+    Refusal::new(
+        sqlstate::PROTOCOL_VIOLATION,
+        format!("invalid message from the client: {e}"),
+        None,
+    )
+}
+
+impl Machine {
+    /// One client message while the server is ready.
+    pub(super) fn on_client_ready(
+        &mut self,
+        frame: Frame,
+        srv: &mut Tracked,
+    ) -> Result<(), Refusal> {
+        let (tag, raw) = match frame {
+            Frame::Piece { raw, .. } => {
+                if !self.skipping {
+                    self.to_server.extend_from_slice(&raw);
+                }
+                return Ok(());
+            }
+            Frame::Whole { tag, raw } => (tag, raw),
+        };
+        if self.skipping && tag != frontend::SYNC && tag != frontend::TERMINATE {
+            // The server discards these too (an earlier message of the batch failed).
+            return Ok(());
+        }
+        let body = wire::body(&raw);
+        match tag {
+            frontend::TERMINATE => self.terminated = true,
+            frontend::QUERY => self.query(&raw, &body, srv)?,
+            frontend::PARSE => self.parse(&raw, &body, srv)?,
+            frontend::BIND => self.bind(&raw, &body, srv)?,
+            frontend::EXECUTE => self.execute(&raw, &body, srv)?,
+            frontend::DESCRIBE => self.describe(&raw, &body, srv)?,
+            frontend::CLOSE => self.close(&raw, &body, srv)?,
+            frontend::SYNC => self.sync(&raw, srv),
+            frontend::FLUSH => {
+                self.to_server.extend_from_slice(&raw);
+                self.queue.flushed();
+            }
+            frontend::FUNCTION_CALL => {
+                self.client.settings_dirty = true;
+                self.send(&raw, Sent::client(Kind::FunctionCall));
+            }
+            frontend::COPY_DONE | frontend::COPY_FAIL => {
+                self.to_server.extend_from_slice(&raw);
+                self.queue.copy_ended();
+            }
+            // COPY data and anything else: the server answers (or complains).
+            _ => self.to_server.extend_from_slice(&raw),
+        }
+        self.drain_local(srv);
+        Ok(())
+    }
+
+    fn send(&mut self, bytes: &[u8], sent: Sent) {
+        self.to_server.extend_from_slice(bytes);
+        self.queue.push(sent);
+    }
+
+    fn local(&mut self, reply: bytes::BytesMut, undo: Vec<Change>) {
+        self.queue.push_local(Reply::Bytes(reply), undo, true);
+    }
+
+    fn query(&mut self, raw: &[u8], body: &[u8], srv: &mut Tracked) -> Result<(), Refusal> {
+        let text = wire::query_text(body).map_err(malformed)?;
+        self.counts.queries += 1;
+        if self.txn() {
+            if let Some(name) = sql::single_deallocate(&text) {
+                if let Some(was) = self.client.statements.remove(&name) {
+                    // PgBouncer 1.22+ answers this for its renamed statements too.
+                    let undo = vec![Change::ClientStatement {
+                        name,
+                        was: Some(was),
+                    }];
+                    self.queue.push_local(Reply::Deallocate, undo, false);
+                    return Ok(());
+                }
+            }
+            // A simple Query drops the unnamed statement, the client's and the server's.
+            self.client.unnamed = None;
+            srv.unnamed = UnnamedOnServer::Unknown;
+        }
+        let effects = sql::classify(&text);
+        self.note_effects(&effects, srv);
+        let restore = self.restore_sql(&effects);
+        let mut sent = Sent::client(Kind::Query);
+        sent.tags = effects;
+        self.send(raw, sent);
+        if let Some(sql) = restore {
+            self.send(
+                &wire::query(&sql),
+                Sent::own(Kind::Query, Own::RestoreStartup),
+            );
+        }
+        Ok(())
+    }
+
+    /// Records what executing statements with `effects` does to the session, as it is sent.
+    fn note_effects(&mut self, effects: &[Effect], srv: &Tracked) {
+        for e in effects {
+            if e.touches_settings() {
+                self.client.settings_dirty = true;
+            }
+            match e {
+                Effect::Sticky(why) => {
+                    self.client.sticky = Some(why);
+                    self.pin(why);
+                }
+                Effect::Call => {
+                    self.client.called_procedure = true;
+                    if srv.redshift {
+                        self.pin("CALL on Redshift");
+                    }
+                }
+                Effect::Custom(name) => {
+                    self.client.custom.insert(name.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The statement that puts the client's startup values back after the `RESET`s among
+    /// `effects` (a private session resets to those, a pooled server to its login's).
+    fn restore_sql(&self, effects: &[Effect]) -> Option<String> {
+        let mut names = BTreeSet::new();
+        let mut all = false;
+        for e in effects {
+            match e {
+                Effect::Reset(n) => {
+                    names.insert(n.clone());
+                }
+                Effect::ResetAll | Effect::DiscardAll => all = true,
+                _ => {}
+            }
+        }
+        if names.is_empty() && !all {
+            return None;
+        }
+        let startup = &self.client.startup;
+        let names = (!all).then_some(&names);
+        params::restore_startup_sql(params::startup_to_restore(
+            startup,
+            names,
+            &self.login_defaults,
+        ))
+    }
+
+    fn parse(&mut self, raw: &[u8], body: &[u8], srv: &mut Tracked) -> Result<(), Refusal> {
+        let parse = Parse::decode(body).map_err(malformed)?;
+        if parse.name.is_empty() {
+            return self.parse_unnamed(raw, parse, srv);
+        }
+        let name = parse.name.clone();
+        if self.client.has_statement(&name) {
+            return self.parse_duplicate(raw, &parse, srv);
+        }
+        if self.client.statements.len() >= MAX_CLIENT_STATEMENTS {
+            return Err(Refusal::new(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "too many prepared statements ({MAX_CLIENT_STATEMENTS} at most per client connection)"
+                ),
+                Some("close statements you no longer need"),
+            ));
+        }
+        let effects = sql::classify(&parse.query);
+        let st = Statement::new(parse, effects);
+        self.client.statements.insert(name.clone(), st.clone());
+        let undo = vec![Change::ClientStatement { name, was: None }];
+        if !self.txn() {
+            self.send(raw, Sent::client(Kind::Parse).undo(undo));
+            return Ok(());
+        }
+        match srv.statements.touch(&st.server_name) {
+            Presence::Present => self.local(wire::parse_complete(), undo),
+            Presence::Stale => {
+                self.close_stale(&st.server_name, srv);
+                self.prepare(&st, None, undo, srv);
+            }
+            Presence::Absent => self.prepare(&st, None, undo, srv),
+        }
+        Ok(())
+    }
+
+    /// A Parse of a name the client holds: PostgreSQL answers 42P05 and keeps the first.
+    /// The server says so itself (in the client's transaction), about the client's name.
+    fn parse_duplicate(
+        &mut self,
+        raw: &[u8],
+        parse: &Parse,
+        srv: &mut Tracked,
+    ) -> Result<(), Refusal> {
+        let existing = self.client.statements.get(&parse.name).cloned();
+        match existing {
+            Some(st) if self.txn() => {
+                self.ensure_prepared(&st, srv);
+                let mut sent = Sent::client(Kind::Parse);
+                sent.rename = Some((st.server_name.clone(), parse.name.clone()));
+                self.send(&parse.encode_as(&st.server_name), sent);
+            }
+            // The server has the name itself (session mode, or an SQL PREPARE).
+            _ => self.send(raw, Sent::client(Kind::Parse)),
+        }
+        Ok(())
+    }
+
+    fn parse_unnamed(
+        &mut self,
+        raw: &[u8],
+        parse: Parse,
+        srv: &mut Tracked,
+    ) -> Result<(), Refusal> {
+        if self.txn() && self.status != TxnStatus::Failed {
+            if let Some(name) = sql::single_deallocate(&parse.query) {
+                if self.client.statements.contains_key(&name) {
+                    let was = self.client.unnamed.replace(Unnamed::Deallocate(name));
+                    self.local(wire::parse_complete(), vec![Change::ClientUnnamed(was)]);
+                    return Ok(());
+                }
+            }
+        }
+        let effects = sql::classify(&parse.query);
+        let token = unnamed_token();
+        let statement = Statement::new(parse, effects);
+        let was = self
+            .client
+            .unnamed
+            .replace(Unnamed::Prepared { token, statement });
+        let was_server = std::mem::replace(&mut srv.unnamed, UnnamedOnServer::Of(token));
+        let mut sent = Sent::client(Kind::Parse).undo(vec![
+            Change::ClientUnnamed(was),
+            Change::ServerUnnamed(was_server),
+        ]);
+        // A failed Parse still dropped the statement before it, on the server and for the client.
+        sent.on_error = Some(vec![
+            Change::ClientUnnamed(None),
+            Change::ServerUnnamed(UnnamedOnServer::Empty),
+        ]);
+        self.send(raw, sent);
+        Ok(())
+    }
+
+    /// Prepares `st` on the server under its pool name: the client's own Parse (`own`
+    /// `None`, answer forwarded) or the proxy's (answer swallowed, error forwarded).
+    fn prepare(
+        &mut self,
+        st: &Arc<Statement>,
+        own: Option<Own>,
+        mut undo: Vec<Change>,
+        srv: &mut Tracked,
+    ) {
+        let name = &st.server_name;
+        if let Some(old) = srv.statements.insert(name) {
+            let close = Sent::own(Kind::Close, Own::Close).undo(vec![Change::ServerStatement {
+                name: old.clone(),
+                was: Presence::Present,
+            }]);
+            self.send(&wire::close(target::STATEMENT, &old), close);
+        }
+        undo.push(Change::ServerStatement {
+            name: name.clone(),
+            was: Presence::Absent,
+        });
+        let mut sent = Sent::client(Kind::Parse).undo(undo);
+        sent.own = own;
+        sent.stmt = Some(name.clone());
+        self.send(&st.parse.encode_as(name), sent);
+    }
+
+    /// Closes a statement whose plan went stale, so it can be prepared again.
+    fn close_stale(&mut self, name: &str, srv: &mut Tracked) {
+        srv.statements.remove(name);
+        let close = Sent::own(Kind::Close, Own::Close).undo(vec![Change::ServerStatement {
+            name: name.to_owned(),
+            was: Presence::Stale,
+        }]);
+        self.send(&wire::close(target::STATEMENT, name), close);
+    }
+
+    /// Prepares `st` on the held server unless it has it (transaction mode).
+    fn ensure_prepared(&mut self, st: &Arc<Statement>, srv: &mut Tracked) {
+        match srv.statements.touch(&st.server_name) {
+            Presence::Present => {}
+            Presence::Stale => {
+                self.close_stale(&st.server_name, srv);
+                self.prepare(st, Some(Own::Prepare), Vec::new(), srv);
+            }
+            Presence::Absent => self.prepare(st, Some(Own::Prepare), Vec::new(), srv),
+        }
+    }
+
+    /// Makes the server's unnamed statement the client's (prepared again), or none at all.
+    fn ensure_unnamed(&mut self, srv: &mut Tracked) {
+        match self.client.unnamed.clone() {
+            Some(Unnamed::Prepared { token, statement }) => {
+                if srv.unnamed == UnnamedOnServer::Of(token) {
+                    return;
+                }
+                let was = std::mem::replace(&mut srv.unnamed, UnnamedOnServer::Of(token));
+                let mut sent =
+                    Sent::own(Kind::Parse, Own::Prepare).undo(vec![Change::ServerUnnamed(was)]);
+                sent.on_error = Some(vec![Change::ServerUnnamed(UnnamedOnServer::Empty)]);
+                self.send(&statement.parse.encode_as(""), sent);
+            }
+            _ => {
+                if srv.unnamed == UnnamedOnServer::Empty {
+                    return;
+                }
+                let was = std::mem::replace(&mut srv.unnamed, UnnamedOnServer::Empty);
+                let sent =
+                    Sent::own(Kind::Close, Own::Close).undo(vec![Change::ServerUnnamed(was)]);
+                self.send(&wire::close(target::STATEMENT, ""), sent);
+            }
+        }
+    }
+
+    /// How to say a statement name the client does not hold to the server: as is, unless
+    /// it could be one of the proxy's own (then a name the server cannot have).
+    fn unknown_name(name: &str) -> Option<(String, String)> {
+        name.starts_with(SERVER_PREFIX)
+            .then(|| (format!("{name}_"), name.to_owned()))
+    }
+
+    fn bind(&mut self, raw: &[u8], body: &bytes::Bytes, srv: &mut Tracked) -> Result<(), Refusal> {
+        let bind = Bind::decode(body).map_err(malformed)?;
+        let portal = bind.portal.clone();
+        if !self.txn() {
+            let st = self.session_statement(&bind.statement);
+            self.note_portal(&portal, st);
+            self.send(raw, Sent::client(Kind::Bind));
+            return Ok(());
+        }
+        if !self.client.local_portals.is_empty() {
+            self.client.local_portals.remove(&portal);
+        }
+        if bind.statement.is_empty() {
+            if let Some(Unnamed::Deallocate(name)) = &self.client.unnamed {
+                let was = self
+                    .client
+                    .local_portals
+                    .insert(portal.clone(), name.clone());
+                self.local(
+                    wire::bind_complete(),
+                    vec![Change::LocalPortal { name: portal, was }],
+                );
+                return Ok(());
+            }
+            self.ensure_unnamed(srv);
+            let st = match &self.client.unnamed {
+                Some(Unnamed::Prepared { statement, .. }) => Some(statement.clone()),
+                _ => None,
+            };
+            self.note_portal(&portal, st);
+            self.send(raw, Sent::client(Kind::Bind));
+            return Ok(());
+        }
+        match self.client.statements.get(&bind.statement).cloned() {
+            Some(st) => {
+                self.ensure_prepared(&st, srv);
+                let mut sent = Sent::client(Kind::Bind);
+                sent.stmt = Some(st.server_name.clone());
+                sent.rename = Some((st.server_name.clone(), bind.statement.clone()));
+                self.send(&bind.encode_for(&st.server_name), sent);
+                self.note_portal(&portal, Some(st));
+            }
+            None => {
+                self.note_portal(&portal, None);
+                match Self::unknown_name(&bind.statement) {
+                    Some((said, name)) => {
+                        let mut sent = Sent::client(Kind::Bind);
+                        sent.rename = Some((said.clone(), name));
+                        self.send(&bind.encode_for(&said), sent);
+                    }
+                    None => self.send(raw, Sent::client(Kind::Bind)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Session mode: the client's statement of that name (its effects count at Execute).
+    fn session_statement(&self, name: &str) -> Option<Arc<Statement>> {
+        if name.is_empty() {
+            match &self.client.unnamed {
+                Some(Unnamed::Prepared { statement, .. }) => Some(statement.clone()),
+                _ => None,
+            }
+        } else {
+            self.client.statements.get(name).cloned()
+        }
+    }
+
+    /// Remembers which statement a portal runs, when executing it has effects.
+    fn note_portal(&mut self, portal: &str, st: Option<Arc<Statement>>) {
+        match st {
+            Some(st) if !st.effects.is_empty() => {
+                self.client.portal_effects.insert(portal.to_owned(), st);
+            }
+            _ => {
+                if !self.client.portal_effects.is_empty() {
+                    self.client.portal_effects.remove(portal);
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, raw: &[u8], body: &[u8], srv: &mut Tracked) -> Result<(), Refusal> {
+        let ex = Execute::decode(body).map_err(malformed)?;
+        if let Some(name) = self.client.local_portals.get(&ex.portal).cloned() {
+            let was = self.client.statements.remove(&name);
+            self.local(
+                wire::command_complete("DEALLOCATE"),
+                vec![Change::ClientStatement { name, was }],
+            );
+            return Ok(());
+        }
+        self.counts.queries += 1;
+        let effects = self
+            .client
+            .portal_effects
+            .get(&ex.portal)
+            .map(|st| st.effects.clone())
+            .unwrap_or_default();
+        let mut sent = Sent::client(Kind::Execute);
+        if !effects.is_empty() {
+            self.note_effects(&effects, srv);
+            if let Some(sql) = self.restore_sql(&effects) {
+                self.restore_after_sync = Some(sql);
+            }
+            sent.tags = effects;
+        }
+        self.send(raw, sent);
+        Ok(())
+    }
+
+    fn describe(&mut self, raw: &[u8], body: &[u8], srv: &mut Tracked) -> Result<(), Refusal> {
+        let t = NamedTarget::decode(body).map_err(malformed)?;
+        if t.kind == target::PORTAL {
+            if self.client.local_portals.contains_key(&t.name) {
+                self.local(wire::no_data(), Vec::new());
+            } else {
+                self.send(raw, Sent::client(Kind::DescribePortal));
+            }
+            return Ok(());
+        }
+        if !self.txn() {
+            self.send(raw, Sent::client(Kind::DescribeStatement));
+            return Ok(());
+        }
+        if t.name.is_empty() {
+            if let Some(Unnamed::Deallocate(_)) = self.client.unnamed {
+                let mut reply = wire::no_parameters();
+                reply.extend_from_slice(&wire::no_data());
+                self.local(reply, Vec::new());
+                return Ok(());
+            }
+            self.ensure_unnamed(srv);
+            self.send(raw, Sent::client(Kind::DescribeStatement));
+            return Ok(());
+        }
+        let (said, rename) = match self.client.statements.get(&t.name).cloned() {
+            Some(st) => {
+                self.ensure_prepared(&st, srv);
+                let said = st.server_name.clone();
+                (said.clone(), Some((said, t.name.clone())))
+            }
+            None => match Self::unknown_name(&t.name) {
+                Some((said, name)) => (said.clone(), Some((said, name))),
+                None => (t.name.clone(), None),
+            },
+        };
+        let mut sent = Sent::client(Kind::DescribeStatement);
+        sent.rename = rename;
+        self.send(&wire::describe(target::STATEMENT, &said), sent);
+        Ok(())
+    }
+
+    fn close(&mut self, raw: &[u8], body: &[u8], srv: &mut Tracked) -> Result<(), Refusal> {
+        let t = NamedTarget::decode(body).map_err(malformed)?;
+        let _ = srv;
+        if t.kind == target::PORTAL {
+            if let Some(was) = self.client.local_portals.remove(&t.name) {
+                let undo = vec![Change::LocalPortal {
+                    name: t.name,
+                    was: Some(was),
+                }];
+                self.local(wire::close_complete(), undo);
+            } else {
+                self.send(raw, Sent::client(Kind::Close));
+            }
+            return Ok(());
+        }
+        if t.name.is_empty() {
+            let was = self.client.unnamed.take();
+            let undo = vec![Change::ClientUnnamed(was)];
+            if self.txn() {
+                // The server's unnamed statement is left; it is closed or replaced before
+                // any Bind of this client needs it.
+                self.local(wire::close_complete(), undo);
+            } else {
+                self.send(raw, Sent::client(Kind::Close).undo(undo));
+            }
+            return Ok(());
+        }
+        if self.client.sql_prepared.remove(&t.name) {
+            // An SQL-prepared statement lives on the (pinned) server under its own name.
+            self.send(raw, Sent::client(Kind::Close));
+            return Ok(());
+        }
+        let was = self.client.statements.remove(&t.name);
+        let undo = vec![Change::ClientStatement { name: t.name, was }];
+        if self.txn() {
+            // The server-side statement stays for the pool's other clients; closing a name
+            // the client does not hold is no error in PostgreSQL either.
+            self.local(wire::close_complete(), undo);
+        } else {
+            self.send(raw, Sent::client(Kind::Close).undo(undo));
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self, raw: &[u8], srv: &mut Tracked) {
+        let _ = srv;
+        self.skipping = false;
+        self.send(raw, Sent::client(Kind::Sync));
+        if let Some(sql) = self.restore_after_sync.take() {
+            self.send(
+                &wire::query(&sql),
+                Sent::own(Kind::Query, Own::RestoreStartup),
+            );
+        }
+    }
+}

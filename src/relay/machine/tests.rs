@@ -1,0 +1,595 @@
+//! The machine's rules, one claim each: client frames and server answers in, the bytes
+//! each side would get and the events out.
+
+use super::*;
+use crate::pool::tracked::{Presence, UnnamedOnServer};
+use crate::wire::{Bind, Framer, Parse};
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::message::frontend;
+
+fn frames(bytes: &[u8]) -> Vec<Frame> {
+    fn never(_: u8) -> bool {
+        false
+    }
+    let mut f = Framer::new(1 << 20, never);
+    f.buf_mut().extend_from_slice(bytes);
+    let mut out = Vec::new();
+    while let Ok(Some(frame)) = f.next_frame() {
+        out.push(frame);
+    }
+    out
+}
+
+fn cstr(b: &mut &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    let s = String::from_utf8_lossy(&b[..end]).into_owned();
+    *b = &b[(end + 1).min(b.len())..];
+    s
+}
+
+/// The client messages in `bytes`, one readable line each.
+fn client_msgs(bytes: &[u8]) -> Vec<String> {
+    frames(bytes)
+        .into_iter()
+        .map(|f| {
+            let body = wire::body(f.raw());
+            let mut b: &[u8] = &body;
+            match f.tag() {
+                b'Q' => format!("Q {}", cstr(&mut b)),
+                b'P' => {
+                    let n = cstr(&mut b);
+                    format!("P {n:?} {}", cstr(&mut b))
+                }
+                b'B' => {
+                    let p = cstr(&mut b);
+                    format!("B {p:?} {:?}", cstr(&mut b))
+                }
+                b'D' | b'C' => {
+                    let kind = b.first().copied().unwrap_or(b'?') as char;
+                    b = &b[1.min(b.len())..];
+                    format!("{} {kind} {:?}", f.tag() as char, cstr(&mut b))
+                }
+                b'E' => format!("E {:?}", cstr(&mut b)),
+                t => format!("{}", t as char),
+            }
+        })
+        .collect()
+}
+
+/// The server messages the client got, one readable line each.
+fn server_msgs(bytes: &[u8]) -> Vec<String> {
+    frames(bytes)
+        .into_iter()
+        .map(|f| {
+            let body = wire::body(f.raw());
+            let mut b: &[u8] = &body;
+            match f.tag() {
+                b'C' => format!("C {}", cstr(&mut b)),
+                b'Z' => format!("Z {}", b.first().copied().unwrap_or(b'?') as char),
+                b'E' => {
+                    let e = wire::parse_error_fields(&body);
+                    format!("E {} {}", e.code, e.message)
+                }
+                b'S' => {
+                    let k = cstr(&mut b);
+                    format!("S {k}={}", cstr(&mut b))
+                }
+                t => format!("{}", t as char),
+            }
+        })
+        .collect()
+}
+
+fn parse(name: &str, q: &str) -> BytesMut {
+    Parse {
+        name: name.into(),
+        query: q.into(),
+        param_types: Bytes::from_static(&[0, 0]),
+    }
+    .encode_as(name)
+}
+
+fn bind(portal: &str, statement: &str) -> BytesMut {
+    Bind {
+        portal: portal.into(),
+        statement: statement.into(),
+        rest: Bytes::from_static(&[0, 0, 0, 0, 0, 0]),
+    }
+    .encode_for(statement)
+}
+
+fn execute(portal: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    let _ = frontend::execute(portal, 0, &mut out);
+    out
+}
+
+fn error(code: &str, msg: &str) -> BytesMut {
+    wire::error_response("ERROR", code, msg, None)
+}
+
+fn ready(s: TxnStatus) -> BytesMut {
+    wire::ready_for_query(s)
+}
+
+fn row(values: &[&str]) -> BytesMut {
+    let v: Vec<Option<&str>> = values.iter().map(|s| Some(*s)).collect();
+    wire::data_row(&v)
+}
+
+fn cat(parts: &[BytesMut]) -> BytesMut {
+    let mut out = BytesMut::new();
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// A machine in `mode` with startup settings, and a server it holds.
+struct Bench {
+    m: Machine,
+    srv: Tracked,
+}
+
+impl Bench {
+    fn new(mode: PoolMode, startup: &[(&str, &str)]) -> Bench {
+        let startup: params::Settings = startup
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let defaults = Arc::new(BTreeMap::from([(
+            "DateStyle".to_owned(),
+            "ISO, MDY".to_owned(),
+        )]));
+        let client = ClientState::new(startup, BTreeMap::new());
+        let mut srv = Tracked::new(BTreeMap::new(), 10);
+        srv.unnamed = UnnamedOnServer::Empty;
+        Bench {
+            m: Machine::new(mode, client, defaults),
+            srv,
+        }
+    }
+
+    fn txn() -> Bench {
+        let mut b = Bench::new(PoolMode::Transaction, &[]);
+        b.attach();
+        b
+    }
+
+    fn attach(&mut self) {
+        self.m.attach(&mut self.srv).expect("attach");
+    }
+
+    fn client(&mut self, bytes: BytesMut) {
+        for f in frames(&bytes) {
+            self.m
+                .on_client(f, Some(&mut self.srv))
+                .expect("client frame");
+        }
+    }
+
+    fn server(&mut self, bytes: BytesMut) {
+        for f in frames(&bytes) {
+            self.m.on_server(f, &mut self.srv).expect("server frame");
+        }
+    }
+
+    fn sent(&mut self) -> Vec<String> {
+        let out = client_msgs(&self.m.to_server);
+        self.m.to_server.clear();
+        out
+    }
+
+    fn heard(&mut self) -> Vec<String> {
+        let out = server_msgs(&self.m.to_client);
+        self.m.to_client.clear();
+        out
+    }
+
+    fn event(&mut self) -> Option<Event> {
+        self.m.event(Some(&mut self.srv), true)
+    }
+
+    /// Runs `sql` to an idle ReadyForQuery with a plain CommandComplete.
+    fn simple(&mut self, sql: &str, tag: &str) {
+        self.client(wire::query(sql));
+        self.sent();
+        self.server(cat(&[wire::command_complete(tag), ready(TxnStatus::Idle)]));
+        self.heard();
+    }
+}
+
+fn rip(q: &str) -> String {
+    server_name(&Parse {
+        name: String::new(),
+        query: q.into(),
+        param_types: Bytes::from_static(&[0, 0]),
+    })
+}
+
+#[test]
+fn settings_are_read_back_from_the_server_before_it_is_released() {
+    let mut b = Bench::txn();
+    b.simple("SET search_path = a -- note", "SET");
+    assert_eq!(b.event(), None, "not released before the read-back");
+    let sent = b.sent();
+    assert!(sent[0].contains("pg_settings"), "{sent:?}");
+    b.server(cat(&[
+        wire::row_description(&["name", "setting"]),
+        row(&["search_path", "a"]),
+        wire::command_complete("SELECT 1"),
+        ready(TxnStatus::Idle),
+    ]));
+    assert_eq!(
+        b.heard(),
+        Vec::<String>::new(),
+        "the read-back is the proxy's own"
+    );
+    assert_eq!(b.event(), Some(Event::Release));
+    assert_eq!(
+        b.m.client.settings.get("search_path").map(String::as_str),
+        Some("a")
+    );
+    assert_eq!(
+        b.srv.settings.get("search_path").map(String::as_str),
+        Some("a")
+    );
+}
+
+#[test]
+fn a_transaction_that_sets_nothing_is_released_without_a_read_back() {
+    let mut b = Bench::txn();
+    b.simple("UPDATE t SET a = 1", "UPDATE 1");
+    assert_eq!(b.event(), Some(Event::Release));
+    assert!(b.sent().is_empty());
+}
+
+#[test]
+fn a_settings_change_rolled_back_is_read_back_as_the_server_has_it() {
+    let mut b = Bench::txn();
+    b.client(wire::query("BEGIN; SET search_path = x; ROLLBACK"));
+    b.server(cat(&[
+        wire::command_complete("BEGIN"),
+        wire::command_complete("SET"),
+        wire::command_complete("ROLLBACK"),
+        ready(TxnStatus::Idle),
+    ]));
+    b.sent();
+    assert_eq!(b.event(), None);
+    b.sent();
+    b.server(cat(&[
+        wire::row_description(&["name", "setting"]),
+        wire::command_complete("SELECT 0"),
+        ready(TxnStatus::Idle),
+    ]));
+    assert_eq!(b.event(), Some(Event::Release));
+    assert!(b.m.client.settings.is_empty(), "{:?}", b.m.client.settings);
+}
+
+#[test]
+fn a_new_server_gets_the_clients_settings_before_the_clients_statement() {
+    let mut b = Bench::new(PoolMode::Transaction, &[("search_path", "mine")]);
+    b.m.on_client(frames(&wire::query("SELECT 1")).remove(0), None)
+        .expect("queued");
+    assert_eq!(b.m.event(None, true), Some(Event::NeedServer));
+    b.attach();
+    let sent = b.sent();
+    assert_eq!(
+        sent.len(),
+        1,
+        "only the settings, the statement waits: {sent:?}"
+    );
+    assert!(sent[0].contains("set_config(E'search_path', E'mine', false)"));
+    b.server(cat(&[
+        wire::row_description(&["set_config"]),
+        row(&["mine"]),
+        wire::command_complete("SELECT 1"),
+        ready(TxnStatus::Idle),
+    ]));
+    assert_eq!(b.sent(), vec!["Q SELECT 1"]);
+    assert!(
+        b.heard().is_empty(),
+        "the settings' answers are the proxy's own"
+    );
+}
+
+#[test]
+fn a_server_that_refuses_the_settings_never_runs_the_clients_statement() {
+    let mut b = Bench::new(PoolMode::Transaction, &[("search_path", "mine")]);
+    b.m.on_client(frames(&wire::query("SELECT 1")).remove(0), None)
+        .expect("queued");
+    b.attach();
+    b.sent();
+    b.server(cat(&[
+        error("22023", "invalid value"),
+        ready(TxnStatus::Idle),
+    ]));
+    assert!(b.sent().is_empty());
+    assert!(matches!(b.event(), Some(Event::SyncFailed(_))));
+    assert!(!b.srv.settings_known, "that server is reset before reuse");
+}
+
+#[test]
+fn a_waiting_statement_that_cannot_get_a_server_gets_an_error_and_the_session_goes_on() {
+    let mut b = Bench::new(PoolMode::Transaction, &[]);
+    for f in frames(&cat(&[wire::query("SELECT 1"), wire::query("SELECT 2")])) {
+        b.m.on_client(f, None).expect("queued");
+    }
+    b.m.fail_waiting("53300", "no server", None);
+    assert_eq!(b.heard(), vec!["E 53300 no server", "Z I"]);
+    assert_eq!(
+        b.m.event(None, true),
+        Some(Event::NeedServer),
+        "SELECT 2 still waits"
+    );
+}
+
+#[test]
+fn another_clients_unnamed_statement_is_never_bound() {
+    let mut b = Bench::txn();
+    b.client(cat(&[parse("", "SELECT 'mine'"), wire::sync()]));
+    b.server(cat(&[wire::parse_complete(), ready(TxnStatus::Idle)]));
+    b.sent();
+    // Meanwhile another client prepared its own unnamed statement on this server.
+    b.srv.unnamed = UnnamedOnServer::Of(u64::MAX);
+    b.client(cat(&[bind("", ""), execute(""), wire::sync()]));
+    assert_eq!(
+        b.sent(),
+        vec!["P \"\" SELECT 'mine'", "B \"\" \"\"", "E \"\"", "S"]
+    );
+}
+
+#[test]
+fn a_bind_of_no_unnamed_statement_reaches_a_server_without_one() {
+    let mut b = Bench::txn();
+    b.srv.unnamed = UnnamedOnServer::Of(u64::MAX);
+    b.client(cat(&[bind("", ""), wire::sync()]));
+    assert_eq!(b.sent(), vec!["C S \"\"", "B \"\" \"\"", "S"]);
+}
+
+#[test]
+fn a_duplicate_statement_name_gets_42p05_naming_the_clients_statement() {
+    let mut b = Bench::txn();
+    b.client(cat(&[parse("s1", "SELECT 1"), wire::sync()]));
+    b.server(cat(&[wire::parse_complete(), ready(TxnStatus::Idle)]));
+    b.sent();
+    b.heard();
+    b.client(cat(&[parse("s1", "SELECT 2"), wire::sync()]));
+    assert_eq!(
+        b.sent(),
+        vec![format!("P {:?} SELECT 2", rip("SELECT 1")), "S".into()]
+    );
+    let said = format!("prepared statement \"{}\" already exists", rip("SELECT 1"));
+    b.server(cat(&[error("42P05", &said), ready(TxnStatus::Idle)]));
+    assert_eq!(
+        b.heard(),
+        vec!["E 42P05 prepared statement \"s1\" already exists", "Z I"]
+    );
+    let kept =
+        b.m.client
+            .statements
+            .get("s1")
+            .map(|s| s.parse.query.clone());
+    assert_eq!(kept.as_deref(), Some("SELECT 1"), "the first one is kept");
+}
+
+#[test]
+fn a_statement_whose_parse_failed_is_not_held() {
+    let mut b = Bench::txn();
+    b.client(cat(&[parse("s1", "SELEC 1"), wire::sync()]));
+    b.server(cat(&[
+        error("42601", "syntax error"),
+        ready(TxnStatus::Idle),
+    ]));
+    assert!(!b.m.client.statements.contains_key("s1"));
+    assert_eq!(b.srv.statements.touch(&rip("SELEC 1")), Presence::Absent);
+}
+
+#[test]
+fn a_close_skipped_after_an_error_closes_nothing() {
+    let mut b = Bench::txn();
+    b.client(cat(&[parse("s1", "SELECT 1"), wire::sync()]));
+    b.server(cat(&[wire::parse_complete(), ready(TxnStatus::Idle)]));
+    b.sent();
+    b.heard();
+    b.client(cat(&[
+        bind("", "nosuch"),
+        wire::close(b'S', "s1"),
+        wire::sync(),
+    ]));
+    b.server(cat(&[
+        error("26000", "prepared statement \"nosuch\" does not exist"),
+        ready(TxnStatus::Idle),
+    ]));
+    assert_eq!(
+        b.heard(),
+        vec![
+            "E 26000 prepared statement \"nosuch\" does not exist",
+            "Z I"
+        ]
+    );
+    assert!(b.m.client.statements.contains_key("s1"));
+}
+
+#[test]
+fn messages_after_an_error_are_dropped_until_the_clients_sync() {
+    let mut b = Bench::txn();
+    b.client(parse("s1", "SELEC"));
+    b.client(wire::describe(b'S', "s1"));
+    let mut flush = BytesMut::new();
+    frontend::flush(&mut flush);
+    b.client(flush);
+    b.sent();
+    b.server(error("42601", "syntax error"));
+    b.client(cat(&[bind("", "s1"), execute(""), wire::close(b'S', "x")]));
+    assert!(b.sent().is_empty(), "the server would discard them");
+    b.client(wire::sync());
+    assert_eq!(b.sent(), vec!["S"]);
+    b.server(ready(TxnStatus::Idle));
+    assert_eq!(b.heard(), vec!["E 42601 syntax error", "Z I"]);
+}
+
+#[test]
+fn deallocate_all_that_fails_forgets_no_statement() {
+    let mut b = Bench::txn();
+    b.client(cat(&[parse("s1", "SELECT 1"), wire::sync()]));
+    b.server(cat(&[wire::parse_complete(), ready(TxnStatus::Idle)]));
+    b.client(wire::query("DEALLOCATE ALL"));
+    b.server(cat(&[
+        error("25P02", "current transaction is aborted"),
+        ready(TxnStatus::Failed),
+    ]));
+    assert!(b.m.client.statements.contains_key("s1"));
+    assert_eq!(b.srv.statements.touch(&rip("SELECT 1")), Presence::Present);
+}
+
+#[test]
+fn deallocate_all_that_succeeds_forgets_every_statement_on_both_sides() {
+    let mut b = Bench::txn();
+    b.client(cat(&[parse("s1", "SELECT 1"), wire::sync()]));
+    b.server(cat(&[wire::parse_complete(), ready(TxnStatus::Idle)]));
+    b.simple("DEALLOCATE ALL", "DEALLOCATE ALL");
+    assert!(b.m.client.statements.is_empty());
+    assert_eq!(b.srv.statements.touch(&rip("SELECT 1")), Presence::Absent);
+}
+
+#[test]
+fn sql_deallocate_of_a_protocol_statement_is_answered_by_the_proxy() {
+    let mut b = Bench::txn();
+    b.client(cat(&[parse("_pg3_0", "SELECT 1"), wire::sync()]));
+    b.server(cat(&[wire::parse_complete(), ready(TxnStatus::Idle)]));
+    b.sent();
+    b.heard();
+    b.client(wire::query("DEALLOCATE _pg3_0"));
+    assert!(b.sent().is_empty());
+    assert_eq!(b.heard(), vec!["C DEALLOCATE", "Z I"]);
+    assert!(!b.m.client.statements.contains_key("_pg3_0"));
+}
+
+#[test]
+fn extended_deallocate_of_a_protocol_statement_needs_only_the_sync() {
+    let mut b = Bench::txn();
+    b.client(cat(&[parse("_pg3_0", "SELECT 1"), wire::sync()]));
+    b.server(cat(&[wire::parse_complete(), ready(TxnStatus::Idle)]));
+    b.sent();
+    b.heard();
+    b.client(cat(&[
+        parse("", "DEALLOCATE _pg3_0"),
+        bind("", ""),
+        wire::describe(b'P', ""),
+        execute(""),
+        wire::sync(),
+    ]));
+    assert_eq!(b.sent(), vec!["S"]);
+    b.server(ready(TxnStatus::Idle));
+    assert_eq!(b.heard(), vec!["1", "2", "n", "C DEALLOCATE", "Z I"]);
+    assert!(!b.m.client.statements.contains_key("_pg3_0"));
+}
+
+#[test]
+fn a_stale_plan_is_closed_and_prepared_again() {
+    let mut b = Bench::txn();
+    b.client(cat(&[parse("a1", "SELECT * FROM t"), wire::sync()]));
+    b.server(cat(&[wire::parse_complete(), ready(TxnStatus::Idle)]));
+    b.client(cat(&[bind("", "a1"), execute(""), wire::sync()]));
+    b.server(cat(&[
+        error("0A000", "cached plan must not change result type"),
+        ready(TxnStatus::Idle),
+    ]));
+    assert_eq!(b.m.invalidated, vec![rip("SELECT * FROM t")]);
+    b.sent();
+    b.client(cat(&[parse("a2", "SELECT * FROM t"), wire::sync()]));
+    let r = rip("SELECT * FROM t");
+    assert_eq!(
+        b.sent(),
+        vec![
+            format!("C S {r:?}"),
+            format!("P {r:?} SELECT * FROM t"),
+            "S".into()
+        ]
+    );
+}
+
+#[test]
+fn a_reset_restores_the_clients_startup_value_before_its_ready_for_query() {
+    let mut b = Bench::new(PoolMode::Transaction, &[("datestyle", "ISO, DMY")]);
+    b.srv.settings = b.m.client.settings.clone();
+    b.attach();
+    b.client(wire::query("RESET DateStyle"));
+    let sent = b.sent();
+    assert_eq!(sent[0], "Q RESET DateStyle");
+    assert!(
+        sent[1].contains("set_config(E'datestyle', E'ISO, DMY', false)"),
+        "{sent:?}"
+    );
+    b.server(cat(&[
+        wire::parameter_status("DateStyle", "ISO, MDY"),
+        wire::command_complete("RESET"),
+        ready(TxnStatus::Idle),
+    ]));
+    assert_eq!(
+        b.heard(),
+        vec!["S DateStyle=ISO, MDY", "C RESET"],
+        "ReadyForQuery held"
+    );
+    b.server(cat(&[
+        wire::parameter_status("DateStyle", "ISO, DMY"),
+        wire::row_description(&["set_config"]),
+        row(&["ISO, DMY"]),
+        wire::command_complete("SELECT 1"),
+        ready(TxnStatus::Idle),
+    ]));
+    assert_eq!(b.heard(), vec!["S DateStyle=ISO, DMY", "Z I"]);
+}
+
+#[test]
+fn a_parameter_status_the_client_knows_is_not_repeated() {
+    let mut b = Bench::txn();
+    b.m.client
+        .reported
+        .insert("application_name".into(), "app".into());
+    b.server(wire::parameter_status("application_name", "app"));
+    assert!(b.heard().is_empty());
+    b.server(wire::parameter_status("application_name", "other"));
+    assert_eq!(b.heard(), vec!["S application_name=other"]);
+}
+
+#[test]
+fn a_server_fatal_is_the_only_fatal_the_client_hears() {
+    let mut b = Bench::txn();
+    b.client(wire::query("SELECT pg_terminate_backend(pg_backend_pid())"));
+    b.server(wire::error_response("FATAL", "57P01", "terminating", None));
+    assert!(b.m.server_fatal);
+    assert_eq!(b.heard(), vec!["E 57P01 terminating"]);
+}
+
+#[test]
+fn a_temporary_table_pins_the_client_to_its_server() {
+    let mut b = Bench::txn();
+    b.simple("CREATE TEMP TABLE t (a int)", "CREATE TABLE");
+    assert_eq!(b.event(), None);
+    assert_eq!(b.m.client.pinned, Some("temporary table"));
+}
+
+#[test]
+fn session_mode_sends_statement_names_as_the_client_wrote_them() {
+    let mut b = Bench::new(PoolMode::Session, &[]);
+    b.attach();
+    b.client(cat(&[
+        parse("s1", "SELECT 1"),
+        bind("", "s1"),
+        wire::sync(),
+    ]));
+    assert_eq!(b.sent(), vec!["P \"s1\" SELECT 1", "B \"\" \"s1\"", "S"]);
+    assert_eq!(b.event(), None, "session mode never releases");
+}
+
+#[test]
+fn a_statement_the_server_has_is_prepared_without_asking_it() {
+    let mut b = Bench::txn();
+    b.srv.statements.insert(&rip("SELECT 1"));
+    b.client(cat(&[parse("s1", "SELECT 1"), wire::sync()]));
+    assert_eq!(b.sent(), vec!["S"]);
+    b.server(ready(TxnStatus::Idle));
+    assert_eq!(b.heard(), vec!["1", "Z I"]);
+}
