@@ -274,12 +274,13 @@ impl Queue {
         matches!(self.entries.front(), Some(Entry::Sent(s)) if s.own == Some(why))
     }
 
-    /// Everything outstanding is the proxy's own (injected, swallowed) work.
+    /// Something is outstanding, and all of it is the proxy's own (injected, swallowed) work.
     pub fn only_own_work(&self) -> bool {
-        self.entries.iter().all(|e| match e {
-            Entry::Sent(s) => s.own.is_some(),
-            Entry::Local { .. } | Entry::CopyEnd => true,
-        })
+        !self.entries.is_empty()
+            && self.entries.iter().all(|e| match e {
+                Entry::Sent(s) => s.own.is_some(),
+                Entry::Local { .. } | Entry::CopyEnd => true,
+            })
     }
 
     /// A ReadyForQuery (or an answer of the proxy's) is still to come.
