@@ -7,8 +7,9 @@
 //! - pooled: the proxy in `transaction` or `session` mode against PgBouncer in the same
 //!   mode, both with pools of [`POOL_SIZE`] servers and `max_prepared_statements = 200`.
 //!
-//! PgBouncer is the 1.25.2 build in `../shared/anchors` when present, else the system's
-//! (labelled with its `--version`), else its column stays empty.
+//! PgBouncer is the binary named by `BENCH_PGBOUNCER` (for example a 1.25 build made
+//! outside this repository from a fetched source), else the system's (labelled with its
+//! `--version`), else its column stays empty.
 //!
 //! `cargo bench --bench proxy` runs the full benchmark with the release binary;
 //! `cargo test` runs the same program in a short smoke mode (no `--bench` argument),
@@ -46,8 +47,6 @@ const POOL_SIZE: usize = 20;
 const LOGINS_ROLE: &str = "logins";
 /// Client connections of the cluster-logins scenario.
 const LOGINS_CLIENTS: usize = 300;
-/// The PgBouncer 1.25.2 build shared beside the repository.
-const ANCHOR_PGBOUNCER: &str = "../shared/anchors/pgbouncer-1.25.2/bin/pgbouncer";
 
 /// Why: the sizes of one run, full (`--bench`) or smoke (`cargo test`).
 #[derive(Debug, Clone)]
@@ -396,17 +395,17 @@ fn start_proxy(parts: &Parts, pooling: Pooling) -> (ProxyProcess, u16) {
     (proxy, port)
 }
 
-/// The PgBouncer to compare with: the 1.25.2 build beside the repository, else the
-/// system's; with the first line of its `--version`.
+/// The PgBouncer to compare with: `BENCH_PGBOUNCER`, else the system's; with the first
+/// line of its `--version`.
 fn find_pgbouncer() -> Option<(PathBuf, String)> {
-    let anchor = Path::new(env!("CARGO_MANIFEST_DIR")).join(ANCHOR_PGBOUNCER);
-    let bin = [
-        anchor,
-        PathBuf::from("/usr/sbin/pgbouncer"),
-        PathBuf::from("/usr/bin/pgbouncer"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())?;
+    let chosen = std::env::var_os("BENCH_PGBOUNCER").map(PathBuf::from);
+    let bin = chosen
+        .into_iter()
+        .chain([
+            PathBuf::from("/usr/sbin/pgbouncer"),
+            PathBuf::from("/usr/bin/pgbouncer"),
+        ])
+        .find(|p| p.is_file())?;
     let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
     let out = Command::new(&bin).arg("--version").output().ok()?;
     let version = String::from_utf8_lossy(&out.stdout)

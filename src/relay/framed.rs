@@ -275,6 +275,7 @@ impl Relay {
                 .clients_active
                 .fetch_sub(1, Ordering::Relaxed);
             let s = c.server();
+            self.machine.leaving(&mut s.tracked);
             let clean = self.machine.settled()
                 && self.machine.to_server.is_empty()
                 && s.framer.at_boundary()

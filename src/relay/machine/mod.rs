@@ -374,6 +374,14 @@ impl Machine {
             || self.status != TxnStatus::Idle
     }
 
+    /// The client is done with its server: settings it may have changed since they were
+    /// last read back make the server's settings unknown (it is reset before reuse).
+    pub fn leaving(&mut self, srv: &mut Tracked) {
+        if self.client.settings_dirty {
+            srv.settings_known = false;
+        }
+    }
+
     /// What the client left on its server, for the reset.
     pub fn leftovers(&self, srv: &Tracked) -> Leftovers {
         Leftovers {

@@ -593,3 +593,11 @@ fn a_statement_the_server_has_is_prepared_without_asking_it() {
     b.server(ready(TxnStatus::Idle));
     assert_eq!(b.heard(), vec!["1", "Z I"]);
 }
+
+#[test]
+fn a_client_that_leaves_after_setting_something_leaves_a_server_to_reset() {
+    let mut b = Bench::txn();
+    b.simple("SET search_path = x", "SET");
+    b.m.leaving(&mut b.srv);
+    assert!(!b.srv.settings_known);
+}
