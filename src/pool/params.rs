@@ -248,6 +248,18 @@ pub fn startup_to_restore<'a>(
     })
 }
 
+/// Whether bringing a server from `applied` to `desired` can fail: not when all that
+/// differs is a plain `application_name` (printable ASCII under 64 bytes, which PostgreSQL
+/// and Redshift take as it is). Such a change is sent ahead of the client's statement
+/// without waiting for the server's answer; anything else is verified first.
+pub fn sync_can_fail(
+    desired: &Settings,
+    applied: &Settings,
+    reported: &BTreeMap<String, String>,
+) -> bool {
+    needs_sync_at_login(desired, applied, reported)
+}
+
 /// Whether a server needs a round trip before a client's login can be answered: yes
 /// unless `desired` and `applied` differ at most in an `application_name` that
 /// PostgreSQL reports exactly as given (printable ASCII, under 64 bytes). That one is

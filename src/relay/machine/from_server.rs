@@ -259,6 +259,12 @@ impl Machine {
         let error = self.own_error.take();
         match own {
             Own::Sync => match error {
+                // An unverified sync (a plain application_name) cannot fail; if it did, the
+                // client's statements already went on: only the server is suspect.
+                Some(e) if self.phase == Phase::Ready => {
+                    tracing::warn!(error = %e, "applying the session's settings failed; the server will be reset");
+                    srv.settings_known = false;
+                }
                 Some(e) => {
                     srv.settings_known = false;
                     self.sync_failed = Some(e);

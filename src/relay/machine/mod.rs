@@ -172,12 +172,16 @@ impl Machine {
         self.read_back = None;
         self.own_error = None;
         self.phase = Phase::Ready;
-        if let Some(sql) = params::sync_sql(&self.client.settings, &srv.settings, &srv.params) {
+        let desired = &self.client.settings;
+        if let Some(sql) = params::sync_sql(desired, &srv.settings, &srv.params) {
+            let verify = params::sync_can_fail(desired, &srv.settings, &srv.params);
             self.to_server.extend_from_slice(&wire::query(&sql));
             self.queue.push(Sent::own(Kind::Query, Own::Sync));
-            srv.settings = self.client.settings.clone();
-            self.phase = Phase::Syncing;
-            return Ok(());
+            srv.settings = desired.clone();
+            if verify {
+                self.phase = Phase::Syncing;
+                return Ok(());
+            }
         }
         self.replay_backlog(srv)
     }

@@ -601,3 +601,14 @@ fn a_client_that_leaves_after_setting_something_leaves_a_server_to_reset() {
     b.m.leaving(&mut b.srv);
     assert!(!b.srv.settings_known);
 }
+
+#[test]
+fn a_plain_application_name_goes_ahead_of_the_statement_without_a_wait() {
+    let mut b = Bench::new(PoolMode::Transaction, &[("application_name", "app")]);
+    b.m.on_client(frames(&wire::query("SELECT 1")).remove(0), None)
+        .expect("queued");
+    b.attach();
+    let sent = b.sent();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1], "Q SELECT 1");
+}
