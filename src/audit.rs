@@ -2,7 +2,7 @@
 //!
 //! Emitted under the tracing target `redshift_iam_proxy::audit` (filter it with
 //! `RUST_LOG=redshift_iam_proxy::audit=info`), with client address, application name,
-//! client user, IAM identity, DbUser, target, database, start and end times, bytes each
+//! client user, verified principal (token logins), IAM identity, DbUser, target, database, start and end times, bytes each
 //! way and the outcome. Never a secret: there is no field a password could go into.
 
 use std::net::SocketAddr;
@@ -14,6 +14,8 @@ pub struct AuditRecord {
     peer: SocketAddr,
     started: OffsetDateTime,
     pub client_user: String,
+    /// The verified principal of a token login (ARN, or issuer#subject); empty otherwise.
+    pub principal: String,
     pub application_name: String,
     pub target: String,
     pub database: String,
@@ -35,6 +37,7 @@ impl AuditRecord {
             peer,
             started: OffsetDateTime::now_utc(),
             client_user: client_user.to_owned(),
+            principal: String::new(),
             application_name: String::new(),
             target: String::new(),
             database: String::new(),
@@ -61,6 +64,7 @@ impl Drop for AuditRecord {
             client_addr = %self.peer,
             application_name = %self.application_name,
             client_user = %self.client_user,
+            principal = %self.principal,
             iam_identity = %self.iam_identity,
             db_user = %self.db_user,
             target = %self.target,

@@ -339,8 +339,15 @@ mod tests {
             ))
             .unwrap();
             let params = [("database".to_owned(), "b".to_owned())];
-            let plan =
-                login::plan(&c, &UserMap::new(c.users.clone()), None, "alice", &params).unwrap();
+            let plan = login::plan(
+                &c,
+                &UserMap::new(c.users.clone()),
+                None,
+                "alice",
+                None,
+                &params,
+            )
+            .unwrap();
             assert_eq!(login_database(&c.cluster[1]), plan.database, "{default:?}");
         }
     }

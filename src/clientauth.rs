@@ -101,6 +101,9 @@ pub enum ClientAuthError {
     Protocol(String),
     #[error("client went away during authentication")]
     Closed,
+    /// An identity token refused (28000) or not verifiable now (08001).
+    #[error("{0}")]
+    Token(crate::identity::TokenError),
 }
 
 impl ClientAuthError {
@@ -109,6 +112,7 @@ impl ClientAuthError {
             ClientAuthError::BadPassword(_) => "28P01",
             ClientAuthError::Certificate(_) => "28000",
             ClientAuthError::Protocol(_) | ClientAuthError::Closed => "08P01",
+            ClientAuthError::Token(t) => t.code,
         }
     }
 }
@@ -219,6 +223,39 @@ pub async fn scram(
     )
     .await?;
     Ok(())
+}
+
+/// Asks for a password (AuthenticationCleartextPassword) and takes it as an identity token.
+/// Tokens travel only over TLS, or over loopback.
+pub async fn token_password(
+    stream: &mut Stream,
+    reader: &mut MessageReader,
+    loopback: bool,
+) -> Result<crate::identity::Token, ClientAuthError> {
+    use crate::identity::{TokenError, MAX_TOKEN_BYTES};
+    if !stream.is_tls() && !loopback {
+        return Err(ClientAuthError::Token(TokenError::refused(
+            "no_tls",
+            "this proxy takes identity tokens only over TLS: connect with sslmode=require (or verify-full)",
+        )));
+    }
+    send(stream, &wire::auth_request(3, &[])).await?;
+    let msg = reader.read(stream).await?;
+    if msg.tag != b'p' {
+        return Err(ClientAuthError::Protocol(
+            "expected a PasswordMessage".into(),
+        ));
+    }
+    let body = msg.body.strip_suffix(&[0]).unwrap_or(&msg.body);
+    if body.len() > MAX_TOKEN_BYTES {
+        return Err(ClientAuthError::Token(TokenError::refused(
+            "too_large",
+            format!("the token is larger than {} KiB", MAX_TOKEN_BYTES / 1024),
+        )));
+    }
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ClientAuthError::Protocol("the password is not UTF-8".into()))?;
+    Ok(crate::identity::Token::new(text))
 }
 
 async fn send(stream: &mut Stream, bytes: &[u8]) -> Result<(), ClientAuthError> {

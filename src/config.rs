@@ -208,6 +208,51 @@ pub struct ClientAuthConfig {
     /// Explicit opt-in: listen beyond loopback with `method = "trust"`.
     #[serde(default)]
     pub allow_unauthenticated_network: bool,
+    /// Accept AWS-signed identity tokens (`method = "token"`).
+    pub aws_token: Option<AwsTokenConfig>,
+    /// Accept JWTs of these OIDC issuers (`method = "token"`).
+    #[serde(default)]
+    pub oidc: Vec<OidcIssuerConfig>,
+}
+
+impl ClientAuthConfig {
+    /// Whether identity tokens are accepted (from everyone with `method = "token"`, else
+    /// from clients the method has nothing to go by: off loopback under `trust`, without a
+    /// SCRAM verifier, without a certificate).
+    pub fn accepts_tokens(&self) -> bool {
+        self.aws_token.is_some() || !self.oidc.is_empty()
+    }
+}
+
+/// `[client_auth.aws_token]`: presigned `sts:GetCallerIdentity` tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsTokenConfig {
+    /// The audience a token must be signed for (its `x-redshift-iam-proxy-id` header).
+    pub server_id: String,
+    /// Where verification goes; default the STS endpoints of the region.
+    pub sts_endpoint: Option<String>,
+    /// Region of the STS endpoints tokens may name; default `[aws] region`.
+    pub region: Option<String>,
+}
+
+/// `[[client_auth.oidc]]`: one issuer whose JWTs are accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuerConfig {
+    /// `iss`, exactly; its discovery document is `ISSUER/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// `aud` a token must carry.
+    pub audience: String,
+    /// Keys from this JWKS file instead of the issuer's discovery document.
+    pub jwks_file: Option<PathBuf>,
+    /// Signature algorithms accepted (RS256, RS384, RS512, PS256, ES256, ES384, EdDSA).
+    #[serde(default = "default_oidc_algorithms")]
+    pub algorithms: Vec<String>,
+}
+
+fn default_oidc_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
 }
 
 /// The client authentication method.
@@ -222,6 +267,8 @@ pub enum ClientAuthMethod {
     ScramSha256,
     /// TLS client certificates signed by `ca_file`.
     Cert,
+    /// Every client presents a token as its password: an AWS identity token or an OIDC JWT.
+    Token,
 }
 
 /// How the proxy reaches the AWS APIs.
@@ -368,12 +415,34 @@ pub enum SslMode {
 }
 
 /// One mapping rule from a client user name to a Redshift identity.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserRule {
-    /// The user name the client sends, or `*` for any.
+    /// The user name the client sends, or `*` for any; empty on rules that match a
+    /// verified principal instead.
+    #[serde(default)]
     pub client_user: String,
-    /// DbUser; default: the client user name.
+    /// Glob over the verified principal: an AWS ARN (assumed roles: the role's ARN) or
+    /// `ISSUER#SUBJECT` for OIDC tokens.
+    pub principal: Option<String>,
+    /// The AWS unique id (`AIDA…`, `AROA…`) the principal must have: a role deleted and
+    /// re-created under the same name does not inherit the rule.
+    pub unique_id: Option<String>,
+    /// OIDC claims (dotted paths) and the globs their values must match.
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, String>,
+    /// DbGroups taken from this claim (a string or a list), only those in `allowed_db_groups`.
+    pub db_groups_from_claim: Option<String>,
+    /// The DbGroups a claim may select.
+    #[serde(default)]
+    pub allowed_db_groups: Vec<String>,
+    /// Redshift WLM query group for this identity's sessions.
+    pub query_group: Option<String>,
+    /// Further per-identity session defaults (`search_path`, `statement_timeout`, `timezone`, …).
+    #[serde(default)]
+    pub session: std::collections::BTreeMap<String, String>,
+    /// DbUser; default: the client user name. On principal rules also a template:
+    /// `{session_name}`, `{role_name}`, `{account}`, `{subject}`, `{claim:PATH}`.
     pub db_user: Option<String>,
     /// DbGroups joined for sessions opened with the minted credential.
     #[serde(default)]
@@ -387,6 +456,40 @@ pub struct UserRule {
     pub external_id: Option<String>,
     /// RoleSessionName (default "redshift-iam-proxy"); it appears in CloudTrail.
     pub session_name: Option<String>,
+}
+
+/// JWT signature algorithms an issuer may use: public-key ones only.
+const OIDC_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+impl UserRule {
+    /// Whether the rule matches a verified principal (token auth) rather than a typed name.
+    pub fn matches_principal(&self) -> bool {
+        self.principal.is_some() || self.unique_id.is_some() || !self.claims.is_empty()
+    }
+}
+
+/// A `db_user` template: names in braces are principal fields the mapping knows.
+fn check_template(key: &str, template: &str) -> Result<(), ConfigError> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Err(ConfigError::Invalid(format!(
+                "{key} = {template:?}: unclosed {{"
+            )));
+        };
+        let field = &rest[open + 1..open + close];
+        let known = matches!(field, "session_name" | "role_name" | "account" | "subject")
+            || field.strip_prefix("claim:").is_some_and(|p| !p.is_empty());
+        if !known {
+            return Err(ConfigError::Invalid(format!(
+                "{key} = {template:?}: unknown field {{{field}}} (session_name, role_name, account, subject, claim:PATH)"
+            )));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    Ok(())
 }
 
 /// TLS offered to clients (answering SSLRequest).
@@ -582,11 +685,13 @@ impl Config {
         }
         let all_iam_mapped = self.cluster.iter().all(ClusterConfig::iam_mapped);
         for (i, u) in self.users.iter().enumerate() {
-            if u.client_user.is_empty() {
-                return bad(format!("users[{i}].client_user must not be empty"));
-            }
+            self.validate_rule_match(i, u)?;
             if let Some(db_user) = &u.db_user {
-                check_name(&format!("users[{i}].db_user"), db_user, false)?;
+                if u.matches_principal() && db_user.contains('{') {
+                    check_template(&format!("users[{i}].db_user"), db_user)?;
+                } else {
+                    check_name(&format!("users[{i}].db_user"), db_user, false)?;
+                }
             }
             for g in &u.db_groups {
                 check_name(&format!("users[{i}].db_groups"), g, true)?;
@@ -738,13 +843,55 @@ impl Config {
             .chain(self.cluster.iter().filter_map(|c| c.listen.as_deref()))
     }
 
+    /// What a `[[users]]` rule matches on: the name a client types, or a verified principal.
+    fn validate_rule_match(&self, i: usize, u: &UserRule) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        match (u.client_user.is_empty(), u.matches_principal()) {
+            (true, false) => {
+                return bad(format!(
+                    "users[{i}] needs client_user, or principal / unique_id / claims"
+                ))
+            }
+            (false, true) => {
+                return bad(format!(
+                    "users[{i}] sets client_user and principal/unique_id/claims: a rule matches either the \
+                     name a client types or a verified principal, not both"
+                ))
+            }
+            _ => {}
+        }
+        if u.matches_principal() && !self.client_auth.accepts_tokens() {
+            return bad(format!(
+                "users[{i}] matches a verified principal, which needs [client_auth.aws_token] or [[client_auth.oidc]]"
+            ));
+        }
+        if u.db_groups_from_claim.is_some() && u.allowed_db_groups.is_empty() {
+            return bad(format!(
+                "users[{i}].db_groups_from_claim needs allowed_db_groups (a client must never pick arbitrary groups)"
+            ));
+        }
+        for g in &u.allowed_db_groups {
+            check_name(&format!("users[{i}].allowed_db_groups"), g, true)?;
+        }
+        for key in u.session.keys() {
+            if !crate::pool::params::is_settable(key) || *key != key.to_ascii_lowercase() {
+                return bad(format!(
+                    "users[{i}].session.{key} is not a session setting the proxy applies \
+                     (lower-case names such as search_path, statement_timeout, timezone, datestyle, application_name)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_client_auth(&self) -> Result<(), ConfigError> {
         let a = &self.client_auth;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         match a.method {
             ClientAuthMethod::Trust => {
                 if let Some(exposed) = self.listen_addrs().find(|l| !is_loopback(l)) {
-                    if !a.allow_unauthenticated_network {
+                    // With tokens accepted, clients off loopback must present one.
+                    if !a.allow_unauthenticated_network && !a.accepts_tokens() {
                         return bad(format!(
                             "listen = {exposed:?} is not a loopback address, and with [client_auth] method = \"trust\" anyone who \
                              reaches it logs in as the mapped users. Set [client_auth] method = \"scram-sha-256\" or \"cert\", or, \
@@ -768,12 +915,69 @@ impl Config {
                     return bad("[client_auth] method = \"cert\" needs ca_file (the CA that signs client certificates)".into());
                 }
             }
+            ClientAuthMethod::Token => self.validate_tokens()?,
+        }
+        if a.method != ClientAuthMethod::Token && a.accepts_tokens() {
+            self.validate_tokens()?;
         }
         self.validate_admin()?;
         if self.limits.max_connections_per_user == Some(0) {
             return bad(
                 "limits.max_connections_per_user must be at least 1 (omit it for no limit)".into(),
             );
+        }
+        Ok(())
+    }
+
+    /// `method = "token"`: at least one token kind, each well formed.
+    fn validate_tokens(&self) -> Result<(), ConfigError> {
+        let a = &self.client_auth;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if a.aws_token.is_none() && a.oidc.is_empty() {
+            return bad("[client_auth] method = \"token\" needs [client_auth.aws_token] or [[client_auth.oidc]]".into());
+        }
+        if let Some(t) = &a.aws_token {
+            let printable = |s: &str| s.bytes().all(|b| (33..127).contains(&b));
+            if t.server_id.is_empty() || t.server_id.len() > 128 || !printable(&t.server_id) {
+                return bad("client_auth.aws_token.server_id must be 1..128 printable characters without spaces".into());
+            }
+            let region = t.region.as_deref().or(self.aws.region.as_deref());
+            if t.sts_endpoint.is_none() && region.is_none() {
+                return bad("[client_auth.aws_token] needs a region: [aws] region or client_auth.aws_token.region".into());
+            }
+            if let Err(e) = crate::identity::aws_token::Endpoints::new(
+                region.unwrap_or("us-east-1"),
+                t.sts_endpoint.as_deref(),
+            ) {
+                return bad(format!("client_auth.aws_token: {e}"));
+            }
+        }
+        for (i, o) in a.oidc.iter().enumerate() {
+            let key = format!("client_auth.oidc[{i}]");
+            if o.audience.is_empty() {
+                return bad(format!("{key}.audience must not be empty"));
+            }
+            let url = url::Url::parse(&o.issuer)
+                .map_err(|e| ConfigError::Invalid(format!("{key}.issuer {:?}: {e}", o.issuer)))?;
+            let loopback = url
+                .host_str()
+                .is_some_and(|h| h == "localhost" || h.starts_with("127.") || h == "[::1]");
+            if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+                return bad(format!(
+                    "{key}.issuer must be an https URL (http only on loopback)"
+                ));
+            }
+            if o.algorithms.is_empty() {
+                return bad(format!("{key}.algorithms must not be empty"));
+            }
+            for alg in &o.algorithms {
+                if !OIDC_ALGORITHMS.contains(&alg.as_str()) {
+                    return bad(format!(
+                        "{key}.algorithms: {alg:?} is not accepted (public-key algorithms only: {}; never none or HMAC)",
+                        OIDC_ALGORITHMS.join(", ")
+                    ));
+                }
+            }
         }
         Ok(())
     }

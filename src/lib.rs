@@ -48,6 +48,7 @@ pub mod credentials;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod endpoint;
+pub mod identity;
 pub mod localca;
 pub mod login;
 pub mod mapping;

@@ -10,6 +10,7 @@
 use crate::config::{ClusterConfig, Config, CredentialMode};
 use crate::connector::LoginSpec;
 use crate::credentials::CredentialRequest;
+use crate::identity::Principal;
 use crate::mapping::{Identity, UserMap};
 use crate::pool::params::{self, Settings};
 use crate::refusal::Refusal;
@@ -75,11 +76,13 @@ pub fn credential_request(
 }
 
 /// Decides target, identity, database and parameters; `Err` is what the client hears.
+/// A client that proved who it is (`principal`) is mapped on that alone.
 pub fn plan(
     config: &Config,
     users: &UserMap,
     fixed_target: Option<usize>,
     client_user: &str,
+    principal: Option<&Principal>,
     params: &[(String, String)],
 ) -> Result<LoginPlan, Refusal> {
     let requested = params
@@ -93,13 +96,19 @@ pub fn plan(
             .route(requested)
             .map_err(|msg| Refusal::new("3D000", msg, None))?,
     };
-    let Some(identity) = users.resolve(client_user) else {
-        return Err(Refusal::new(
-            "28000",
-            format!("no [[users]] rule of the proxy matches user \"{client_user}\""),
-            Some("add a [[users]] rule for this user (or client_user = \"*\")"),
-        ));
+    let mapped = match principal {
+        Some(p) => users
+            .resolve_principal(p)
+            .map_err(|e| Refusal::new("28000", e.0, None))?,
+        None => users.resolve_name(client_user).ok_or_else(|| {
+            Refusal::new(
+                "28000",
+                format!("no [[users]] rule of the proxy matches user \"{client_user}\""),
+                Some("add a [[users]] rule for this user (or client_user = \"*\")"),
+            )
+        })?,
     };
+    let identity = mapped.identity;
     let named_target_only = requested.is_some() && dbname.is_none();
     let database = match dbname {
         Some(d) => d.to_owned(),
@@ -113,6 +122,12 @@ pub fn plan(
         .filter(|(k, _)| forwardable(k))
         .cloned()
         .collect();
+    // The rule's session defaults, as if the client had sent them (what it sent wins).
+    for (k, v) in &mapped.defaults {
+        if !forwarded.iter().any(|(f, _)| f.eq_ignore_ascii_case(k)) {
+            forwarded.push((k.clone(), v.clone()));
+        }
+    }
     let adapted = crate::compat::adapt_startup_params(&mut forwarded)
         .iter()
         .map(ToString::to_string)
@@ -207,7 +222,7 @@ pub fn prewarm_plan(
     target: usize,
     client_user: &str,
 ) -> Option<LoginPlan> {
-    let mut plan = plan(config, users, Some(target), client_user, &[]).ok()?;
+    let mut plan = plan(config, users, Some(target), client_user, None, &[]).ok()?;
     // With several targets, clients name theirs, so they get the target's database.
     let several = config.cluster.len() > 1;
     plan.database = default_database(
@@ -264,6 +279,7 @@ mod tests {
             &users(&c),
             None,
             "alice",
+            None,
             &params(&[("database", "sales")]),
         )
         .unwrap();
@@ -273,14 +289,14 @@ mod tests {
     #[test]
     fn no_database_means_the_client_user_name() {
         let c = cfg("[cluster]\nidentifier = \"c\"");
-        let p = plan(&c, &users(&c), None, "alice", &[]).unwrap();
+        let p = plan(&c, &users(&c), None, "alice", None, &[]).unwrap();
         assert_eq!(p.database, "alice");
     }
 
     #[test]
     fn default_database_wins_over_the_user_name() {
         let c = cfg("[cluster]\nidentifier = \"c\"\ndefault_database = \"dev\"");
-        let p = plan(&c, &users(&c), None, "alice", &[]).unwrap();
+        let p = plan(&c, &users(&c), None, "alice", None, &[]).unwrap();
         assert_eq!(p.database, "dev");
     }
 
@@ -292,6 +308,7 @@ mod tests {
             &users(&c),
             None,
             "alice",
+            None,
             &params(&[("database", "zz")]),
         )
         .unwrap_err();
@@ -301,7 +318,7 @@ mod tests {
     #[test]
     fn unmapped_user_is_refused_with_28000_and_a_hint() {
         let c = cfg("[cluster]\nidentifier = \"c\"");
-        let e = plan(&c, &users(&c), None, "mallory", &[]).unwrap_err();
+        let e = plan(&c, &users(&c), None, "mallory", None, &[]).unwrap_err();
         assert_eq!(e.code, "28000");
         assert!(e.message.contains("\"mallory\"") && e.hint.is_some());
     }
@@ -314,6 +331,7 @@ mod tests {
             &users(&c),
             None,
             "alice",
+            None,
             &params(&[
                 ("user", "alice"),
                 ("database", "d"),
@@ -335,6 +353,7 @@ mod tests {
             &users(&c),
             None,
             "alice",
+            None,
             &params(&[("extra_float_digits", "3")]),
         )
         .unwrap();
@@ -351,7 +370,7 @@ mod tests {
          role_arn = \"arn:aws:iam::1:role/Analyst\"\n";
 
     fn plan_with(c: &Config, fixed: Option<usize>, p: &[(&str, &str)]) -> LoginPlan {
-        plan(c, &users(c), fixed, "alice", &params(p)).unwrap()
+        plan(c, &users(c), fixed, "alice", None, &params(p)).unwrap()
     }
 
     #[test]
@@ -379,7 +398,7 @@ mod tests {
     #[test]
     fn several_targets_refuse_a_login_without_a_database_with_3d000() {
         let c = cfg(TWO_TARGETS);
-        let e = plan(&c, &users(&c), None, "alice", &[]).unwrap_err();
+        let e = plan(&c, &users(&c), None, "alice", None, &[]).unwrap_err();
         assert_eq!(e.code, "3D000");
     }
 

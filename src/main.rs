@@ -34,6 +34,9 @@ enum Command {
     Demo(redshift_iam_proxy::demo::DemoArgs),
     /// Print the path of the local CA certificate clients should trust (made if missing).
     CaPath,
+    /// Print an AWS identity token (from your AWS credentials) to send as the password:
+    /// PGPASSWORD=$(redshift-iam-proxy token --server-id ID) psql "host=… sslmode=verify-full"
+    Token(redshift_iam_proxy::identity::presign::TokenArgs),
     /// Run the Redshift credential API emulator (for tests, CI pipelines and the demo).
     #[cfg(feature = "demo")]
     Emulator(Box<redshift_emulator::cli::EmulatorArgs>),
@@ -72,6 +75,18 @@ fn main() -> ExitCode {
                 }
             }
             Some(Command::HashPassword) => hash_password(),
+            Some(Command::Token(args)) => {
+                match redshift_iam_proxy::identity::presign::make(&args).await {
+                    Ok(token) => {
+                        println!("{token}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Some(Command::CaPath) => ca_path(cli.config.as_deref()),
             Some(Command::Check(args)) => {
                 let Some(path) = cli.config else {

@@ -132,7 +132,7 @@ pub async fn run(
     let mut client_reader = wire::MessageReader::new(wire::MAX_HANDSHAKE_MESSAGE);
     let authenticated = tokio::time::timeout(
         limits.handshake_timeout(),
-        authenticate_client(&live, &mut stream, &mut client_reader, &client_user),
+        authenticate_client(&live, &mut stream, &mut client_reader, peer, &client_user),
     )
     .await
     .unwrap_or_else(|_| {
@@ -140,12 +140,19 @@ pub async fn run(
             "client authentication timed out".into(),
         ))
     });
-    if let Err(e) = authenticated {
-        tracing::info!(%peer, user = %client_user, error = %e, "client authentication failed");
-        if !matches!(e, ClientAuthError::Closed) {
-            refuse(&mut stream, &mut audit, e.sqlstate(), &e.to_string(), None).await;
+    let principal = match authenticated {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(%peer, user = %client_user, error = %e, "client authentication failed");
+            if !matches!(e, ClientAuthError::Closed) {
+                refuse(&mut stream, &mut audit, e.sqlstate(), &e.to_string(), None).await;
+            }
+            return;
         }
-        return;
+    };
+    if let Some(p) = &principal {
+        audit.principal = p.describe();
+        tracing::info!(%peer, user = %client_user, principal = %audit.principal, "client proved its identity with a token");
     }
     if param("database") == Some(crate::admin::CONSOLE_DATABASE) {
         let console =
@@ -155,6 +162,7 @@ pub async fn run(
     let client = shared.admin.clients.register(
         crate::admin::registry::NewClient {
             user: &client_user,
+            principal: &audit.principal,
             database: param("database").unwrap_or(""),
             addr: peer,
             tls: stream.is_tls(),
@@ -182,6 +190,7 @@ pub async fn run(
         &live.users,
         fixed_target,
         &client_user,
+        principal.as_ref(),
         &params,
     ) {
         Ok(p) => p,
@@ -319,20 +328,51 @@ async fn refuse(
     client::reject(stream, code, message, hint).await;
 }
 
-/// Applies `[client_auth]`: nothing for trust, a SCRAM exchange, or the certificate check.
+/// How one client proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exchange {
+    Trust,
+    Scram,
+    Cert,
+    Token,
+}
+
+/// The exchange for a client: the configured method, or a token where the method has
+/// nothing to go by and tokens are accepted (a client off loopback under `trust`, a user
+/// without a SCRAM verifier, a client without a certificate).
+fn exchange(live: &crate::admin::Live, stream: &Stream, peer: SocketAddr, user: &str) -> Exchange {
+    let tokens = live.tokens.is_some();
+    match live.config.client_auth.method {
+        ClientAuthMethod::Token => Exchange::Token,
+        ClientAuthMethod::Trust if tokens && !peer.ip().is_loopback() => Exchange::Token,
+        ClientAuthMethod::Trust => Exchange::Trust,
+        ClientAuthMethod::ScramSha256 if tokens && !live.verifiers.contains_key(user) => {
+            Exchange::Token
+        }
+        ClientAuthMethod::ScramSha256 => Exchange::Scram,
+        ClientAuthMethod::Cert if tokens && clientauth::client_cert_name(stream).is_none() => {
+            Exchange::Token
+        }
+        ClientAuthMethod::Cert => Exchange::Cert,
+    }
+}
+
+/// Applies `[client_auth]`: nothing for trust, a SCRAM exchange, the certificate check, or
+/// an identity token (whose verified principal is returned).
 async fn authenticate_client(
     live: &crate::admin::Live,
     stream: &mut Stream,
     reader: &mut wire::MessageReader,
+    peer: SocketAddr,
     user: &str,
-) -> Result<(), ClientAuthError> {
+) -> Result<Option<crate::identity::Principal>, ClientAuthError> {
     let auth = &live.config.client_auth;
-    match auth.method {
-        ClientAuthMethod::Trust => Ok(()),
-        ClientAuthMethod::ScramSha256 => {
-            clientauth::scram(stream, reader, user, live.verifiers.get(user)).await
-        }
-        ClientAuthMethod::Cert => {
+    match exchange(live, stream, peer, user) {
+        Exchange::Trust => Ok(None),
+        Exchange::Scram => clientauth::scram(stream, reader, user, live.verifiers.get(user))
+            .await
+            .map(|()| None),
+        Exchange::Cert => {
             let Some(cn) = clientauth::client_cert_name(stream) else {
                 return Err(ClientAuthError::Certificate(
                     "this proxy requires TLS with a client certificate (connect with sslmode=require, sslcert and sslkey)".into(),
@@ -344,7 +384,22 @@ async fn authenticate_client(
                     "the client certificate (CN={cn}) does not allow logging in as user \"{user}\""
                 )));
             }
-            Ok(())
+            Ok(None)
+        }
+        Exchange::Token => {
+            let token = clientauth::token_password(stream, reader, peer.ip().is_loopback()).await?;
+            let Some(verifiers) = &live.tokens else {
+                return Err(ClientAuthError::Token(
+                    crate::identity::TokenError::unavailable(
+                        "identity tokens cannot be verified now (see the proxy's log)",
+                    ),
+                ));
+            };
+            verifiers
+                .verify(&token)
+                .await
+                .map(Some)
+                .map_err(ClientAuthError::Token)
         }
     }
 }

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub cancels: Family<Labels, Counter>,
     pub reloads: Family<Labels, Counter>,
     pub console_commands: Family<Labels, Counter>,
+    pub token_verifications: Family<Labels, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -54,6 +55,7 @@ pub fn metrics() -> &'static Metrics {
         cancels: Family::default(),
         reloads: Family::default(),
         console_commands: Family::default(),
+        token_verifications: Family::default(),
     })
 }
 
@@ -152,6 +154,17 @@ pub fn cancel(outcome: &str) {
         .inc();
 }
 
+/// A client identity token checked, by kind and outcome (no token or claim in any label).
+pub fn token_verification(kind: &str, outcome: &str) {
+    metrics()
+        .token_verifications
+        .get_or_create(&vec![
+            ("kind", kind.to_owned()),
+            ("outcome", outcome.to_owned()),
+        ])
+        .inc();
+}
+
 /// A configuration reload: `ok` or `refused`.
 pub fn reload(outcome: &str) {
     metrics()
@@ -209,8 +222,13 @@ pub fn encode(shared: &Shared) -> String {
     );
     events.register(
         "cancels",
-        "CancelRequests by outcome (forwarded, failed, ignored, forwarded_to_peer, unknown_peer, peer_failed)",
+        "CancelRequests by outcome (forwarded, ended_wait, failed, ignored, forwarded_to_peer, unknown_peer, peer_failed)",
         m.cancels.clone(),
+    );
+    events.register(
+        "client_token_verifications",
+        "Client identity tokens verified, by kind (aws, oidc, unknown) and outcome (ok, expired, wrong_audience, bad_signature, …)",
+        m.token_verifications.clone(),
     );
     events.register(
         "config_reloads",

@@ -37,6 +37,9 @@ pub struct Live {
     pub users: UserMap,
     /// SCRAM verifiers per client user (`[client_auth] method = "scram-sha-256"`).
     pub verifiers: HashMap<String, ScramVerifier>,
+    /// Identity-token verifiers (`[client_auth.aws_token]`, `[[client_auth.oidc]]`), when
+    /// any is configured; their caches last until the next reload.
+    pub tokens: Option<Arc<crate::identity::Verifiers>>,
 }
 
 impl Live {
@@ -52,7 +55,33 @@ impl Live {
         Live {
             users: UserMap::new(config.users.clone()),
             verifiers,
+            tokens: token_verifiers(&config),
             config,
+        }
+    }
+}
+
+/// The token verifiers of `config`, if it accepts tokens (HTTPS to STS and issuers with
+/// the public trust roots).
+fn token_verifiers(config: &Config) -> Option<Arc<crate::identity::Verifiers>> {
+    let auth = &config.client_auth;
+    if auth.aws_token.is_none() && auth.oidc.is_empty() {
+        return None;
+    }
+    let tls = match crate::tls::upstream_config(crate::config::SslMode::VerifyFull, None) {
+        Ok(Some(t)) => t,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(error = %e, "no TLS trust roots for verifying identity tokens; tokens are refused");
+            return None;
+        }
+    };
+    let timeout = std::time::Duration::from_secs(config.aws.timeout_secs);
+    match crate::identity::Verifiers::new(auth, config.aws.region.as_deref(), tls, timeout) {
+        Ok(v) => Some(Arc::new(v)),
+        Err(e) => {
+            tracing::error!(error = %e, "identity token verification is not available; tokens are refused");
+            None
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct Clients {
 pub struct ClientEntry {
     pub id: u64,
     pub user: String,
+    /// The verified principal of a token login (ARN, or issuer#subject); empty otherwise.
+    pub principal: String,
     pub database: String,
     pub addr: SocketAddr,
     pub tls: bool,
@@ -80,6 +82,7 @@ impl std::ops::Deref for ClientGuard {
 /// Who registers: the authenticated client's facts at login.
 pub struct NewClient<'a> {
     pub user: &'a str,
+    pub principal: &'a str,
     pub database: &'a str,
     pub addr: SocketAddr,
     pub tls: bool,
@@ -93,6 +96,7 @@ impl Clients {
         let entry = Arc::new(ClientEntry {
             id,
             user: c.user.to_owned(),
+            principal: c.principal.to_owned(),
             database: c.database.to_owned(),
             addr: c.addr,
             tls: c.tls,

@@ -1,0 +1,295 @@
+//! OIDC / JWT tokens: company SSO (Okta, Entra ID, Google, Keycloak) and Kubernetes
+//! projected service-account tokens.
+//!
+//! The signature is checked by `jsonwebtoken` against the issuer's JWKS (from its discovery
+//! document, or a `jwks_file` for clusters whose issuer is not reachable); `iss` and `aud`
+//! must match exactly, `exp`/`nbf` hold with a small leeway, and only the configured
+//! algorithms are taken (RS256 and ES256 by default; `none` and HMAC never). A token
+//! signed with a key id the proxy does not know makes it fetch the keys once more (at most
+//! once per [`REFRESH_EVERY`]), so issuers rotate keys without a restart.
+
+use super::http::HttpClient;
+use super::{OidcPrincipal, Principal, TokenError};
+use crate::config::OidcIssuerConfig;
+use base64::Engine;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// Keys are fetched again at most this often on an unknown key id, and are re-read after
+/// this long anyway.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
+/// Clock difference tolerated for `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 60;
+
+/// Where an issuer's keys come from.
+enum Source {
+    Discovery,
+    File(std::path::PathBuf),
+}
+
+struct Keys {
+    set: JwkSet,
+    fetched: Option<Instant>,
+}
+
+/// One configured issuer.
+pub struct Issuer {
+    issuer: String,
+    audience: String,
+    algorithms: Vec<Algorithm>,
+    source: Source,
+    client: HttpClient,
+    keys: Mutex<Keys>,
+}
+
+impl Issuer {
+    pub fn new(c: &OidcIssuerConfig, client: HttpClient) -> Issuer {
+        let algorithms = c
+            .algorithms
+            .iter()
+            .filter_map(|a| Algorithm::from_str(a).ok())
+            .collect();
+        Issuer {
+            issuer: c.issuer.clone(),
+            audience: c.audience.clone(),
+            algorithms,
+            source: match &c.jwks_file {
+                Some(f) => Source::File(f.clone()),
+                None => Source::Discovery,
+            },
+            client,
+            keys: Mutex::new(Keys {
+                set: JwkSet { keys: Vec::new() },
+                fetched: None,
+            }),
+        }
+    }
+
+    /// The key for `kid` (`None`: the only key, when the token names none), fetching the
+    /// keys again when it is unknown (rate-limited).
+    async fn key(&self, kid: Option<&str>) -> Result<DecodingKey, TokenError> {
+        let mut keys = self.keys.lock().await;
+        let stale = keys.fetched.is_none_or(|t| t.elapsed() >= MAX_KEY_AGE);
+        let unknown = find(&keys.set, kid).is_none();
+        let may_refresh = keys.fetched.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
+        if stale || (unknown && may_refresh) {
+            match self.fetch().await {
+                Ok(set) => {
+                    keys.set = set;
+                    keys.fetched = Some(Instant::now());
+                }
+                Err(e) if keys.fetched.is_none() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(issuer = %self.issuer, error = %e.message, "refreshing the issuer's keys failed; keeping the old ones")
+                }
+            }
+        }
+        let jwk = find(&keys.set, kid).ok_or_else(|| {
+            TokenError::refused(
+                "unknown_key",
+                format!(
+                    "JWT refused: issuer {} has no key {:?} (not even after fetching its keys again)",
+                    self.issuer,
+                    kid.unwrap_or("")
+                ),
+            )
+        })?;
+        DecodingKey::from_jwk(jwk).map_err(|e| {
+            TokenError::refused(
+                "unknown_key",
+                format!("JWT refused: the issuer's key is unusable: {e}"),
+            )
+        })
+    }
+
+    async fn fetch(&self) -> Result<JwkSet, TokenError> {
+        let unavailable = |e: String| {
+            TokenError::unavailable(format!(
+                "could not read the keys of issuer {}: {e}",
+                self.issuer
+            ))
+        };
+        let body = match &self.source {
+            Source::File(f) => tokio::fs::read(f)
+                .await
+                .map(bytes::Bytes::from)
+                .map_err(|e| unavailable(format!("{}: {e}", f.display())))?,
+            Source::Discovery => {
+                let doc_url = format!(
+                    "{}/.well-known/openid-configuration",
+                    self.issuer.trim_end_matches('/')
+                );
+                let doc = self.json(&doc_url).await.map_err(unavailable)?;
+                let jwks_uri = doc["jwks_uri"]
+                    .as_str()
+                    .ok_or_else(|| unavailable("the discovery document has no jwks_uri".into()))?;
+                self.get(jwks_uri).await.map_err(unavailable)?
+            }
+        };
+        serde_json::from_slice(&body).map_err(|e| unavailable(format!("not a JWKS: {e}")))
+    }
+
+    async fn get(&self, url: &str) -> Result<bytes::Bytes, String> {
+        let a = self
+            .client
+            .get(url, &[("accept", "application/json")])
+            .await?;
+        if a.status != 200 {
+            return Err(format!("{url} answered HTTP {}", a.status));
+        }
+        Ok(a.body)
+    }
+
+    async fn json(&self, url: &str) -> Result<serde_json::Value, String> {
+        let body = self.get(url).await?;
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
+    }
+
+    /// Verifies `token` issued by this issuer.
+    async fn verify(&self, token: &str) -> Result<OidcPrincipal, TokenError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| TokenError::refused("malformed", format!("JWT refused: {e}")))?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(TokenError::refused(
+                "bad_algorithm",
+                format!(
+                    "JWT refused: algorithm {:?} is not accepted for issuer {} (accepted: {:?})",
+                    header.alg, self.issuer, self.algorithms
+                ),
+            ));
+        }
+        let key = self.key(header.kid.as_deref()).await?;
+        let mut v = Validation::new(header.alg);
+        v.algorithms = vec![header.alg];
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.audience]);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+            .map_err(|e| refusal(&e, &self.issuer))?;
+        let subject = data.claims["sub"].as_str().unwrap_or_default().to_owned();
+        Ok(OidcPrincipal {
+            issuer: self.issuer.clone(),
+            subject,
+            claims: data.claims,
+        })
+    }
+}
+
+/// The JWK with key id `kid`; without one, the set's only key.
+fn find<'a>(set: &'a JwkSet, kid: Option<&str>) -> Option<&'a jsonwebtoken::jwk::Jwk> {
+    match kid {
+        Some(k) => set.find(k),
+        None if set.keys.len() == 1 => set.keys.first(),
+        None => None,
+    }
+}
+
+/// The client's message for a token `jsonwebtoken` refused.
+fn refusal(e: &jsonwebtoken::errors::Error, issuer: &str) -> TokenError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    let (outcome, why) = match e.kind() {
+        K::ExpiredSignature => ("expired", "it expired".to_owned()),
+        K::ImmatureSignature => ("not_yet_valid", "it is not valid yet (nbf)".to_owned()),
+        K::InvalidAudience => (
+            "wrong_audience",
+            "its aud is not this proxy's audience".to_owned(),
+        ),
+        K::InvalidIssuer => ("wrong_issuer", format!("its iss is not {issuer}")),
+        K::InvalidSignature => ("bad_signature", "its signature does not verify".to_owned()),
+        K::InvalidAlgorithm => (
+            "bad_algorithm",
+            "its algorithm does not fit the issuer's key".to_owned(),
+        ),
+        K::MissingRequiredClaim(c) => ("malformed", format!("it has no {c} claim")),
+        other => ("malformed", format!("{other:?}")),
+    };
+    TokenError::refused(outcome, format!("JWT refused: {why}"))
+}
+
+/// The `iss` a JWT claims (read only to pick the issuer whose keys check it).
+fn claimed_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    claims["iss"].as_str().map(str::to_owned)
+}
+
+/// Verifies a JWT against the configured issuer it names.
+pub async fn verify(issuers: &[Issuer], token: &str) -> Result<Principal, TokenError> {
+    if token.len() > super::MAX_TOKEN_BYTES {
+        return Err(TokenError::refused(
+            "too_large",
+            "JWT refused: it is larger than 16 KiB",
+        ));
+    }
+    let claimed = claimed_issuer(token).ok_or_else(|| {
+        TokenError::refused("malformed", "JWT refused: it has no readable iss claim")
+    })?;
+    let issuer = issuers.iter().find(|i| i.issuer == claimed).ok_or_else(|| {
+        TokenError::refused(
+            "wrong_issuer",
+            format!("JWT refused: issuer {claimed:?} is not configured ([[client_auth.oidc]] issuer)"),
+        )
+    })?;
+    issuer.verify(token).await.map(Principal::Oidc)
+}
+
+/// The value at a dotted claim path (`kubernetes.io.namespace`): at each level the longest
+/// run of segments that is a key wins, since claim names may contain dots themselves.
+pub fn claim<'a>(claims: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    let segments: Vec<&str> = path.split('.').collect();
+    let mut node = claims;
+    let mut i = 0;
+    'levels: while i < segments.len() {
+        let obj = node.as_object()?;
+        for j in (i + 1..=segments.len()).rev() {
+            if let Some(v) = obj.get(&segments[i..j].join(".")) {
+                node = v;
+                i = j;
+                continue 'levels;
+            }
+        }
+        return None;
+    }
+    Some(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claim_paths_find_keys_that_contain_dots() {
+        let c = json!({"kubernetes.io": {"namespace": "reporting", "serviceaccount": {"name": "etl"}}, "groups": ["a"]});
+        assert_eq!(
+            claim(&c, "kubernetes.io.namespace"),
+            Some(&json!("reporting"))
+        );
+        assert_eq!(
+            claim(&c, "kubernetes.io.serviceaccount.name"),
+            Some(&json!("etl"))
+        );
+        assert_eq!(claim(&c, "groups"), Some(&json!(["a"])));
+        assert_eq!(claim(&c, "kubernetes.io.nope"), None);
+    }
+
+    #[test]
+    fn the_claimed_issuer_is_read_from_the_payload() {
+        let payload =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"iss":"https://i"}"#);
+        assert_eq!(
+            claimed_issuer(&format!("eyJ.{payload}.sig")).as_deref(),
+            Some("https://i")
+        );
+        assert_eq!(claimed_issuer("garbage"), None);
+    }
+}
