@@ -155,8 +155,14 @@ pub async fn run(
         tracing::info!(%peer, user = %client_user, principal = %audit.principal, "client proved its identity with a token");
     }
     if param("database") == Some(crate::admin::CONSOLE_DATABASE) {
-        let console =
-            crate::admin::console::Console::new(&shared, &live, stream, peer, &client_user);
+        let console = crate::admin::console::Console::new(
+            &shared,
+            &live,
+            stream,
+            peer,
+            &client_user,
+            principal.as_ref().map(|p| p.name()),
+        );
         return console.run(client_reader.into_leftover(), minor).await;
     }
     let client = shared.admin.clients.register(

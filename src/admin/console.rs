@@ -28,6 +28,8 @@ pub struct Console<'a> {
     stream: Stream,
     peer: SocketAddr,
     user: String,
+    /// The verified principal of a token login.
+    principal: Option<String>,
 }
 
 /// What one command answers.
@@ -73,6 +75,7 @@ impl<'a> Console<'a> {
         stream: Stream,
         peer: SocketAddr,
         user: &str,
+        principal: Option<String>,
     ) -> Self {
         Console {
             shared,
@@ -80,12 +83,24 @@ impl<'a> Console<'a> {
             stream,
             peer,
             user: user.to_owned(),
+            principal,
+        }
+    }
+
+    /// Whether the client may use the console: its typed name is in `[admin] users`, or,
+    /// when it proved who it is with a token, its principal matches an entry (a glob; the
+    /// typed name of a token client counts for nothing).
+    fn admitted(&self) -> bool {
+        let users = &self.live.config.admin.users;
+        match &self.principal {
+            Some(p) => users.iter().any(|u| crate::mapping::glob_match(u, p)),
+            None => users.iter().any(|u| u == &self.user),
         }
     }
 
     /// Serves the console until the client leaves or the proxy stops.
     pub async fn run(mut self, leftover: BytesMut, _minor: u16) {
-        if !self.live.config.admin.users.iter().any(|u| u == &self.user) {
+        if !self.admitted() {
             tracing::info!(peer = %self.peer, user = %self.user, "admin console refused: user not in [admin] users");
             crate::admin::metrics::login_refused("28000");
             crate::client::reject(

@@ -5,8 +5,10 @@
 //! document, or a `jwks_file` for clusters whose issuer is not reachable); `iss` and `aud`
 //! must match exactly, `exp`/`nbf` hold with a small leeway, and only the configured
 //! algorithms are taken (RS256 and ES256 by default; `none` and HMAC never). A token
-//! signed with a key id the proxy does not know makes it fetch the keys once more (at most
-//! once per [`REFRESH_EVERY`]), so issuers rotate keys without a restart.
+//! signed with a key id the proxy does not know makes it fetch the keys once more, so
+//! issuers rotate keys without a restart; a key id still unknown after that is not asked
+//! for again for [`MISSING_FOR`], and refreshes are capped at [`MAX_REFRESHES`] a minute,
+//! so forged key ids cannot turn into a flood of fetches.
 
 use super::http::HttpClient;
 use super::{OidcPrincipal, Principal, TokenError};
@@ -18,9 +20,11 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// Keys are fetched again at most this often on an unknown key id, and are re-read after
-/// this long anyway.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+/// A key id missing after a refresh is not fetched for again this long.
+pub const MISSING_FOR: Duration = Duration::from_secs(60);
+/// Key refreshes for unknown key ids per minute, at most.
+pub const MAX_REFRESHES: usize = 10;
+/// Keys are re-read after this long anyway.
 const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
 /// Clock difference tolerated for `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 60;
@@ -34,6 +38,28 @@ enum Source {
 struct Keys {
     set: JwkSet,
     fetched: Option<Instant>,
+    /// Key ids found missing after a refresh, and when.
+    missing: std::collections::HashMap<String, Instant>,
+    /// Refreshes made for unknown key ids in the last minute.
+    refreshes: std::collections::VecDeque<Instant>,
+}
+
+impl Keys {
+    /// Whether an unknown `kid` may make the keys be fetched again now.
+    fn may_refresh_for(&mut self, kid: Option<&str>) -> bool {
+        let now = Instant::now();
+        self.missing
+            .retain(|_, t| now.duration_since(*t) < MISSING_FOR);
+        while self
+            .refreshes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.refreshes.pop_front();
+        }
+        let known_missing = kid.is_some_and(|k| self.missing.contains_key(k));
+        !known_missing && self.refreshes.len() < MAX_REFRESHES
+    }
 }
 
 /// One configured issuer.
@@ -65,6 +91,8 @@ impl Issuer {
             keys: Mutex::new(Keys {
                 set: JwkSet { keys: Vec::new() },
                 fetched: None,
+                missing: Default::default(),
+                refreshes: Default::default(),
             }),
         }
     }
@@ -75,8 +103,11 @@ impl Issuer {
         let mut keys = self.keys.lock().await;
         let stale = keys.fetched.is_none_or(|t| t.elapsed() >= MAX_KEY_AGE);
         let unknown = find(&keys.set, kid).is_none();
-        let may_refresh = keys.fetched.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
-        if stale || (unknown && may_refresh) {
+        let refresh = stale || (unknown && keys.may_refresh_for(kid));
+        if refresh {
+            if unknown && !stale {
+                keys.refreshes.push_back(Instant::now());
+            }
             match self.fetch().await {
                 Ok(set) => {
                     keys.set = set;
@@ -88,16 +119,19 @@ impl Issuer {
                 }
             }
         }
-        let jwk = find(&keys.set, kid).ok_or_else(|| {
-            TokenError::refused(
+        let Some(jwk) = find(&keys.set, kid) else {
+            if let Some(k) = kid {
+                keys.missing.insert(k.to_owned(), Instant::now());
+            }
+            return Err(TokenError::refused(
                 "unknown_key",
                 format!(
                     "JWT refused: issuer {} has no key {:?} (not even after fetching its keys again)",
                     self.issuer,
                     kid.unwrap_or("")
                 ),
-            )
-        })?;
+            ));
+        };
         DecodingKey::from_jwk(jwk).map_err(|e| {
             TokenError::refused(
                 "unknown_key",
@@ -151,8 +185,17 @@ impl Issuer {
 
     /// Verifies `token` issued by this issuer.
     async fn verify(&self, token: &str) -> Result<OidcPrincipal, TokenError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| TokenError::refused("malformed", format!("JWT refused: {e}")))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| match raw_algorithm(token) {
+                Some(alg) => TokenError::refused(
+                    "bad_algorithm",
+                    format!(
+                        "JWT refused: algorithm {alg:?} is never accepted (issuer {})",
+                        self.issuer
+                    ),
+                ),
+                None => TokenError::refused("malformed", format!("JWT refused: {e}")),
+            })?;
         if !self.algorithms.contains(&header.alg) {
             return Err(TokenError::refused(
                 "bad_algorithm",
@@ -210,6 +253,16 @@ fn refusal(e: &jsonwebtoken::errors::Error, issuer: &str) -> TokenError {
         other => ("malformed", format!("{other:?}")),
     };
     TokenError::refused(outcome, format!("JWT refused: {why}"))
+}
+
+/// The `alg` a JWT header names, read without judging it (for the refusal's message).
+fn raw_algorithm(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    v["alg"].as_str().map(str::to_owned)
 }
 
 /// The `iss` a JWT claims (read only to pick the issuer whose keys check it).

@@ -11,6 +11,7 @@ mod bed;
 mod client;
 mod config;
 pub mod faultline;
+mod oidc;
 mod options;
 mod parts;
 mod process;
@@ -19,6 +20,7 @@ mod redshift_front;
 pub use bed::Bed;
 pub use client::{connect, db_error, wait_for};
 pub use config::merge_toml;
+pub use oidc::OidcIssuer;
 pub use options::{
     BedOptions, ConfigTweak, EmulatorTweak, TEST_PROXY_TOML, TEST_SETUP_SQL, TEST_USERS_TOML,
 };
