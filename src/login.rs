@@ -28,6 +28,9 @@ pub struct LoginPlan {
     pub declined: Vec<String>,
     /// Startup parameters changed so stock drivers' logins succeed on Redshift (for a debug line).
     pub adapted: Vec<String>,
+    /// The mapping rule's session defaults (`query_group`, `search_path`, …) the client did
+    /// not send itself: applied on the server as if it had.
+    pub defaults: Settings,
 }
 
 /// Parameters the client sent that are not forwarded upstream.
@@ -123,11 +126,11 @@ pub fn plan(
         .cloned()
         .collect();
     // The rule's session defaults, as if the client had sent them (what it sent wins).
-    for (k, v) in &mapped.defaults {
-        if !forwarded.iter().any(|(f, _)| f.eq_ignore_ascii_case(k)) {
-            forwarded.push((k.clone(), v.clone()));
-        }
-    }
+    let defaults: Settings = mapped
+        .defaults
+        .into_iter()
+        .filter(|(k, _)| !forwarded.iter().any(|(f, _)| f.eq_ignore_ascii_case(k)))
+        .collect();
     let adapted = crate::compat::adapt_startup_params(&mut forwarded)
         .iter()
         .map(ToString::to_string)
@@ -146,6 +149,7 @@ pub fn plan(
         forwarded,
         declined,
         adapted,
+        defaults,
     })
 }
 
@@ -180,7 +184,8 @@ pub fn pooled_login(
         cluster_identifier,
         &plan.database,
     );
-    let (settings, fixed) = params::split_startup(&plan.forwarded);
+    let (mut settings, fixed) = params::split_startup(&plan.forwarded);
+    settings.extend(plan.defaults.clone());
     let who = request
         .db_user
         .clone()

@@ -273,3 +273,48 @@ async fn the_verified_principal_shows_in_show_clients() {
     let want = format!("{}#alice@example.com", issuer.url);
     assert!(principals.contains(&want), "{principals:?}");
 }
+
+async fn show(c: &tokio_postgres::Client, what: &str) -> String {
+    let rows = c.simple_query(&format!("SHOW {what}")).await.expect("SHOW");
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+const DASHBOARD_RULES: &str = r#"
+    [[users]]
+    principal = "*#alice@example.com"
+    db_user = "alice"
+    query_group = "dashboards"
+"#;
+
+#[tokio::test]
+async fn a_query_group_rule_routes_the_session_through_the_redshift_front() {
+    let issuer = OidcIssuer::start().await.unwrap();
+    let mut opts = oidc_bed(&issuer, DASHBOARD_RULES, PoolMode::Transaction);
+    opts.redshift_front = true;
+    let bed = Bed::with(opts).await;
+    let token = issuer.mint(issuer.claims(AUDIENCE, "alice@example.com", 600));
+    let c = login(&bed, "x", &token).await.expect("login");
+    assert_eq!(show(&c, "query_group").await, "dashboards");
+    c.batch_execute("SET query_group TO 'adhoc'")
+        .await
+        .expect("own SET");
+    assert_eq!(
+        show(&c, "query_group").await,
+        "adhoc",
+        "the client can still set its own"
+    );
+}
+
+#[tokio::test]
+async fn a_rules_session_default_applies_in_mode_none_too() {
+    let issuer = OidcIssuer::start().await.unwrap();
+    let bed = Bed::with(oidc_bed(&issuer, K8S_RULES, PoolMode::None)).await;
+    let token = issuer.service_account_token(AUDIENCE, "reporting", "etl");
+    let c = login(&bed, "x", &token).await.expect("token login");
+    assert_eq!(show(&c, "search_path").await, "reporting_schema");
+}

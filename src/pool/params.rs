@@ -163,22 +163,27 @@ pub fn sync_sql(
 }
 
 /// The query that reads a session's settings back: `pg_settings` rows set by the session,
-/// and each custom setting in `custom` by name (`pg_settings` does not list those; Redshift
-/// has none). Rows: (lower-case name, value or NULL when undefined).
-pub fn read_back_sql(custom: &BTreeSet<String>, redshift: bool) -> String {
+/// plus each setting in `named` read by name: custom settings (`pg_settings` does not list
+/// them) and the client's startup settings (whatever source the server gives them).
+/// Rows: (lower-case name, value, or NULL when undefined).
+pub fn read_back_sql<'a>(named: impl Iterator<Item = &'a String>, redshift: bool) -> String {
     let not_carried: Vec<String> = NOT_CARRIED.iter().map(|n| quote(n)).collect();
     let mut sql = format!(
         "SELECT pg_catalog.lower(name), setting FROM pg_catalog.pg_settings \
          WHERE source = 'session' AND pg_catalog.lower(name) NOT IN ({})",
         not_carried.join(", ")
     );
-    if !redshift {
-        for name in custom {
-            sql.push_str(&format!(
-                " UNION ALL SELECT {n}, pg_catalog.current_setting({n}, true)",
-                n = quote(name)
-            ));
+    for name in named {
+        // Redshift has no custom settings and only the one-argument current_setting.
+        if redshift && name.contains('.') {
+            continue;
         }
+        let read = if redshift {
+            format!("pg_catalog.current_setting({})", quote(name))
+        } else {
+            format!("pg_catalog.current_setting({}, true)", quote(name))
+        };
+        sql.push_str(&format!(" UNION ALL SELECT {}, {read}", quote(name)));
     }
     sql
 }
@@ -398,12 +403,17 @@ mod tests {
     }
 
     #[test]
-    fn read_back_asks_for_session_settings_and_named_custom_ones() {
-        let custom = BTreeSet::from(["myapp.flag".to_owned()]);
-        let pg = read_back_sql(&custom, false);
+    fn read_back_asks_for_session_settings_and_named_ones() {
+        let named = ["myapp.flag".to_owned(), "query_group".to_owned()];
+        let pg = read_back_sql(named.iter(), false);
         assert!(pg.contains("source = 'session'"), "{pg}");
         assert!(pg.contains("current_setting(E'myapp.flag', true)"), "{pg}");
-        assert!(!read_back_sql(&custom, true).contains("current_setting"));
+        let redshift = read_back_sql(named.iter(), true);
+        assert!(!redshift.contains("myapp.flag"), "{redshift}");
+        assert!(
+            redshift.contains("current_setting(E'query_group')"),
+            "{redshift}"
+        );
     }
 
     #[test]

@@ -31,10 +31,20 @@ pub async fn run(shared: &Shared, mut login: Login) {
         tracing::warn!(parent: &login.span, "login did not complete in time");
         Err(login_timeout_refusal(limits.login_timeout_secs))
     });
-    let opened = match opened {
+    let mut opened = match opened {
         Ok(o) => o,
         Err(r) => return login.refuse(&r).await,
     };
+    if !login.plan.defaults.is_empty() {
+        if let Err(e) = apply_defaults(&mut opened.started, &login.plan.defaults).await {
+            let r = crate::refusal::Refusal::new(
+                crate::wire::protocol::sqlstate::INVALID_PARAMETER_VALUE,
+                format!("the cluster refused this identity's session defaults ([[users]] session / query_group): {e}"),
+                None,
+            );
+            return login.refuse(&r).await;
+        }
+    }
     let key = opened.started.backend_key.as_ref().map(|(pid, secret)| {
         shared
             .cancels
@@ -97,4 +107,50 @@ pub async fn run(shared: &Shared, mut login: Login) {
         }
         RelayEnd::Shutdown => tracing::info!(parent: &span, "session closed by proxy shutdown"),
     }
+}
+
+/// Applies a mapping rule's session defaults on a fresh server session before the byte
+/// relay starts (the one statement the proxy sends in mode `none`). The ParameterStatus
+/// messages it causes join the login's, so the client hears the values it runs with.
+async fn apply_defaults(
+    started: &mut crate::upstream::Started,
+    defaults: &crate::pool::params::Settings,
+) -> Result<(), String> {
+    use crate::wire::protocol::backend;
+    let Some(sql) =
+        crate::pool::params::sync_sql(defaults, &Default::default(), &Default::default())
+    else {
+        return Ok(());
+    };
+    let work = async {
+        started
+            .stream
+            .write_all(&crate::wire::query(&sql))
+            .await
+            .map_err(|e| e.to_string())?;
+        started.stream.flush().await.map_err(|e| e.to_string())?;
+        let buffered = std::mem::take(&mut started.leftover);
+        let mut reader =
+            crate::wire::MessageReader::with_buffered(crate::wire::MAX_HANDSHAKE_MESSAGE, buffered);
+        let mut error = None;
+        loop {
+            let msg = reader
+                .read(&mut started.stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            match msg.tag {
+                backend::PARAMETER_STATUS => started.messages.push(msg),
+                backend::ERROR_RESPONSE if error.is_none() => {
+                    error = Some(crate::wire::parse_error_fields(&msg.body).message)
+                }
+                backend::READY_FOR_QUERY => break,
+                _ => {}
+            }
+        }
+        started.leftover = reader.into_leftover();
+        error.map_or(Ok(()), Err)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), work)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 10 s".into()))
 }

@@ -351,11 +351,12 @@ async fn session(shared: &Shared, mut tcp: TcpStream) -> Result<(), Ended> {
         .filter(|d| !d.is_empty())
         .unwrap_or(&user)
         .clone();
-    let forwarded: Vec<(String, String)> = params
+    let mut forwarded: Vec<(String, String)> = params
         .iter()
-        .filter(|(k, _)| forwardable(k))
+        .filter(|(k, _)| forwardable(k) && k.as_str() != "query_group")
         .cloned()
         .collect();
+    with_query_group(&mut forwarded, param("query_group").map(String::as_str));
     let declined: Vec<&str> = params
         .iter()
         .map(|(k, _)| k.as_str())
@@ -504,6 +505,77 @@ async fn authenticate(
         return Ok(None);
     }
     Ok(Some(password))
+}
+
+/// Redshift's `query_group` (a setting PostgreSQL lacks) lives on PostgreSQL as the custom
+/// setting `redshift.query_group`, started at the login's value or Redshift's default
+/// `unset`, so `SET`, `RESET`, `SHOW`, `set_config` and `current_setting` of it behave.
+fn with_query_group(forwarded: &mut Vec<(String, String)>, value: Option<&str>) {
+    let value: String = value
+        .unwrap_or("unset")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        .collect();
+    let option = format!("-c redshift.query_group={value}");
+    match forwarded.iter_mut().find(|(k, _)| k == "options") {
+        Some((_, v)) => {
+            v.push(' ');
+            v.push_str(&option);
+        }
+        None => forwarded.push(("options".into(), option)),
+    }
+}
+
+/// A Query or Parse whose SQL names `query_group`, with the name as PostgreSQL knows it.
+fn with_query_group_sql(tag: u8, msg: BytesMut) -> BytesMut {
+    let body = &msg[5..];
+    let text = if tag == b'Q' {
+        wire::parse_query(body)
+    } else {
+        wire::parse_parse_query(body)
+    };
+    let Ok(text) = text else { return msg };
+    let Some(renamed) = rename_query_group(&text) else {
+        return msg;
+    };
+    if tag == b'Q' {
+        return wire::query(&renamed);
+    }
+    match wire::Parse::decode(body) {
+        Ok(mut p) => {
+            p.query = renamed;
+            let name = p.name.clone();
+            p.encode_as(&name)
+        }
+        Err(_) => msg,
+    }
+}
+
+/// `sql` with each `query_group` word (not already qualified) as `redshift.query_group`.
+fn rename_query_group(sql: &str) -> Option<String> {
+    const NAME: &str = "query_group";
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains(NAME) {
+        return None;
+    }
+    let bytes = lower.as_bytes();
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut i = 0;
+    while let Some(found) = lower[i..].find(NAME) {
+        let at = i + found;
+        let end = at + NAME.len();
+        let word_char = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'.';
+        let standalone = (at == 0 || !word_char(bytes[at - 1]))
+            && (end == bytes.len() || !word_char(bytes[end]));
+        out.push_str(&sql[i..at]);
+        if standalone {
+            out.push_str("redshift.");
+        }
+        out.push_str(&sql[at..end]);
+        i = end;
+    }
+    out.push_str(&sql[i..]);
+    Some(out)
 }
 
 /// Startup parameters passed on to PostgreSQL.
@@ -716,11 +788,11 @@ impl ClientFramer {
                         refusals.push((self.expected_rfq + 1, error));
                     }
                     (b'Q', None) => {
-                        out.extend_from_slice(&msg);
+                        out.extend_from_slice(&with_query_group_sql(tag, msg));
                         self.expected_rfq += 1;
                         self.syncs_since_execute = 0;
                     }
-                    (_, None) => out.extend_from_slice(&msg),
+                    (_, None) => out.extend_from_slice(&with_query_group_sql(tag, msg)),
                 }
                 continue;
             }

@@ -254,7 +254,8 @@ impl Machine {
     /// Asks the server for the session's settings before it is released.
     fn read_settings_back(&mut self, srv: &Tracked) {
         self.client.settings_dirty = false;
-        let sql = params::read_back_sql(&self.client.custom, srv.redshift);
+        let named = self.client.custom.iter().chain(self.client.startup.keys());
+        let sql = params::read_back_sql(named, srv.redshift);
         self.to_server.extend_from_slice(&wire::query(&sql));
         self.queue.push(Sent::own(Kind::Query, Own::ReadBack));
         self.read_back = Some(params::Settings::new());
