@@ -455,7 +455,6 @@ impl<'a> Console<'a> {
                     s(c.id),
                     s(&c.user),
                     s(&c.database),
-                    s(&c.principal),
                     s(&i.db_user),
                     s(&i.target),
                     s(&i.pool),
@@ -469,6 +468,7 @@ impl<'a> Console<'a> {
                     s(if c.tls { "yes" } else { "no" }),
                     s(&c.application_name),
                     i.server_id.map(|x| x.to_string()),
+                    s(&c.principal),
                 ]
             })
             .collect();
@@ -477,7 +477,6 @@ impl<'a> Console<'a> {
                 "id",
                 "user",
                 "database",
-                "principal",
                 "db_user",
                 "target",
                 "pool",
@@ -489,6 +488,7 @@ impl<'a> Console<'a> {
                 "tls",
                 "application_name",
                 "server_id",
+                "principal",
             ],
             out,
         )
