@@ -38,7 +38,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use cli::{run, ClusterSpec, EmulatorArgs, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY};
+pub use cli::{
+    run, AccessKeySpec, ClusterSpec, EmulatorArgs, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY,
+};
 
 /// Why: the newest password minted for a login role, or `None`: how a server standing in for
 /// Redshift checks the passwords the emulator hands out.
