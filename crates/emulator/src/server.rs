@@ -275,7 +275,8 @@ async fn handle(
             400,
             "InvalidAction",
             format!(
-                "Could not find operation {action} for version {} by query-string                  authentication: the emulator serves GetCallerIdentity only that way.",
+                "Could not find operation {action} for version {} by query-string \
+                 authentication: the emulator serves GetCallerIdentity only that way.",
                 sts::API_VERSION
             ),
         );

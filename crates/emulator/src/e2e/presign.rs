@@ -389,7 +389,7 @@ async fn refused_identity_tokens_get_stss_json_errors() {
             "proxy-1",
             400,
             "InvalidAction",
-            "GetCallerIdentity only",
+            "by query-string authentication: the emulator serves GetCallerIdentity only",
         ),
     ];
     let mut wrong = Vec::new();
