@@ -88,17 +88,44 @@ fn parse_custom_domain(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_access_key(s: &str) -> Result<AccessKey, String> {
-    let mut parts = s.splitn(3, ':');
+/// Why: one `--access-key`: the key, and the identity given with it (`=ARN`), if any; keys
+/// without one get `--key-arn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKeySpec {
+    pub key: AccessKey,
+    pub arn: Option<String>,
+}
+
+/// `--access-key ID:SECRET[:SESSION_TOKEN][=ARN]`. The identity starts at the first `=arn:`
+/// (a session token may contain `=`, never `:`, and an ARN always starts with `arn:`).
+fn parse_access_key(s: &str) -> Result<AccessKeySpec, String> {
+    let usage = || {
+        format!(
+            "expected ID:SECRET, ID:SECRET:SESSION_TOKEN, optionally followed by =ARN, got '{s}'"
+        )
+    };
+    let (key, arn) = match s.find("=arn:") {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    if let Some(arn) = arn {
+        if arn.split(':').count() < 6 || arn.ends_with(':') || arn.ends_with('/') {
+            return Err(format!("'{arn}' is not an ARN; {}", usage()));
+        }
+    }
+    let mut parts = key.splitn(3, ':');
     let (Some(id), Some(secret)) = (parts.next(), parts.next()) else {
-        return Err("expected ID:SECRET or ID:SECRET:SESSION_TOKEN".to_owned());
+        return Err(usage());
     };
     if id.is_empty() || secret.is_empty() {
-        return Err("expected ID:SECRET or ID:SECRET:SESSION_TOKEN".to_owned());
+        return Err(usage());
     }
     let mut key = AccessKey::new(id, secret);
     key.session_token = parts.next().filter(|t| !t.is_empty()).map(str::to_owned);
-    Ok(key)
+    Ok(AccessKeySpec {
+        key,
+        arn: arn.map(str::to_owned),
+    })
 }
 
 fn parse_conninfo(s: &str) -> Result<tokio_postgres::Config, String> {
@@ -117,16 +144,19 @@ pub struct EmulatorArgs {
     /// Region clients must sign for.
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
-    /// Accepted access key, ID:SECRET or ID:SECRET:SESSION_TOKEN (repeatable).
+    /// Accepted access key, ID:SECRET or ID:SECRET:SESSION_TOKEN, optionally followed by
+    /// =ARN, the identity behind this key (IAM user or assumed role; default --key-arn)
+    /// (repeatable).
     #[arg(
         long = "access-key",
-        value_name = "ID:SECRET",
+        value_name = "ID:SECRET[:TOKEN][=ARN]",
         value_parser = parse_access_key,
         default_value = "AKIDEXAMPLE:emulator-secret"
     )]
-    pub access_keys: Vec<AccessKey>,
-    /// Identity (IAM user ARN) behind every --access-key; decides the IAM:NAME DbUser of
-    /// GetClusterCredentialsWithIAM / GetCredentials.
+    pub access_keys: Vec<AccessKeySpec>,
+    /// Identity (IAM user ARN) behind every --access-key not given its own =ARN; decides the
+    /// IAM:NAME DbUser of GetClusterCredentialsWithIAM / GetCredentials and what
+    /// GetCallerIdentity answers.
     #[arg(
         long,
         value_name = "ARN",
@@ -198,8 +228,8 @@ impl EmulatorArgs {
             .access_keys
             .iter()
             .map(|k| AccessKey {
-                arn: self.key_arn.clone(),
-                ..k.clone()
+                arn: k.arn.clone().unwrap_or_else(|| self.key_arn.clone()),
+                ..k.key.clone()
             })
             .collect();
         EmulatorConfig {
@@ -257,6 +287,10 @@ mod tests {
             "AK1:s1",
             "--access-key",
             "AK2:s2:tok",
+            "--access-key",
+            "AK3:s3=arn:aws:iam::123456789012:user/bob",
+            "--access-key",
+            "ASIA4:s4:tok/en==+=arn:aws:sts::123456789012:assumed-role/analyst/s1",
             "--cluster",
             "c1=localhost:5432",
             "--cluster",
@@ -292,10 +326,10 @@ mod tests {
         assert_eq!(a.region, "us-east-1");
         assert_eq!(
             a.access_keys,
-            vec![AccessKey::new(
-                DEFAULT_ACCESS_KEY_ID,
-                DEFAULT_SECRET_ACCESS_KEY
-            )]
+            vec![AccessKeySpec {
+                key: AccessKey::new(DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY),
+                arn: None,
+            }]
         );
         assert!(a.clusters.is_empty());
         assert_eq!(
@@ -307,16 +341,35 @@ mod tests {
     #[test]
     fn access_keys_are_repeatable_and_may_carry_a_session_token() {
         let cfg = full_config();
-        assert_eq!(cfg.keys.len(), 2);
+        assert_eq!(cfg.keys.len(), 4);
         assert_eq!(cfg.keys[1].session_token.as_deref(), Some("tok"));
     }
 
     #[test]
-    fn key_arn_is_the_identity_of_every_access_key() {
-        assert!(full_config()
+    fn an_access_key_has_its_own_identity_or_else_key_arn() {
+        let keys: Vec<(String, String, Option<String>)> = full_config()
             .keys
-            .iter()
-            .all(|k| k.arn == "arn:aws:iam::123456789012:user/ci"));
+            .into_iter()
+            .map(|k| (k.access_key_id, k.arn, k.session_token))
+            .collect();
+        let ci = "arn:aws:iam::123456789012:user/ci";
+        assert_eq!(
+            keys,
+            vec![
+                ("AK1".into(), ci.into(), None),
+                ("AK2".into(), ci.into(), Some("tok".into())),
+                (
+                    "AK3".into(),
+                    "arn:aws:iam::123456789012:user/bob".into(),
+                    None
+                ),
+                (
+                    "ASIA4".into(),
+                    "arn:aws:sts::123456789012:assumed-role/analyst/s1".into(),
+                    Some("tok/en==+".into())
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -385,6 +438,16 @@ mod tests {
             ("custom domain without id", "--custom-domain", "nodomain"),
             ("cluster without endpoint", "--cluster", "c1"),
             ("access key without secret", "--access-key", "nosecret"),
+            (
+                "access key identity that is not an ARN",
+                "--access-key",
+                "AK:s=arn:aws:iam",
+            ),
+            (
+                "access key with an identity but no secret",
+                "--access-key",
+                "AK=arn:aws:iam::123456789012:user/x",
+            ),
             ("unterminated conninfo", "--admin", "host='unterminated"),
         ] {
             assert!(parse(&[option, value]).is_err(), "{case}");

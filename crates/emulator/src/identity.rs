@@ -116,6 +116,12 @@ pub(crate) fn access_denied(key: &AccessKey, action: &str, resource: &str) -> Ap
     )
 }
 
+/// What a role's unique id is derived from: its account and name (IAM ids do not depend on
+/// the path, and an assumed-role ARN carries none).
+pub(crate) fn role_seed(account: &str, role_name: &str) -> String {
+    format!("{account}/{role_name}")
+}
+
 /// A stable IAM-style unique id (`AIDA…`, `AROA…`) derived from `seed`.
 pub(crate) fn unique_id(prefix: &str, seed: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

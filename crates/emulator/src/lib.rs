@@ -8,6 +8,11 @@
 //! and provisions every minted password as a real PostgreSQL login role (`IAM:<DbUser>`,
 //! `IAMA:<DbUser>`, `IAMR:<role>`) with `VALID UNTIL`, so logins made with emulated credentials
 //! are real logins. Tests can inject faults and delays.
+//!
+//! STS also answers presigned (SigV4 query-string) `GetCallerIdentity` GETs, in JSON when asked
+//! (`Accept: application/json`): the AWS-signed identity tokens of aws-iam-authenticator and
+//! Vault's AWS auth. Each configured [`AccessKey`] carries its own identity, and principals'
+//! unique ids can be re-created ([`Emulator::recreate_role`]).
 
 mod api;
 pub mod cli;
@@ -33,7 +38,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use cli::{run, ClusterSpec, EmulatorArgs, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY};
+pub use cli::{
+    run, AccessKeySpec, ClusterSpec, EmulatorArgs, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY,
+};
 
 /// Why: the newest password minted for a login role, or `None`: how a server standing in for
 /// Redshift checks the passwords the emulator hands out.
@@ -49,7 +56,9 @@ pub const DEFAULT_KEY_ARN: &str = "arn:aws:iam::123456789012:user/emulator";
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccessKey {
     /// The caller identity (`arn:aws:iam::ACCOUNT:user/NAME`, or for temporary keys
-    /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`); decides the IAM-mapped DbUser.
+    /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`); decides the IAM-mapped DbUser and
+    /// what `GetCallerIdentity` answers. Each key has its own, so one emulator can serve
+    /// several principals.
     pub arn: String,
     pub access_key_id: String,
     pub secret_access_key: String,
@@ -302,6 +311,40 @@ impl Emulator {
         })
     }
 
+    /// The unique id IAM gives principal `arn` now: `AROA…` for a role
+    /// (`arn:aws:iam::ACCOUNT:role[/PATH]/NAME`), `AIDA…` for an IAM user
+    /// (`arn:aws:iam::ACCOUNT:user[/PATH]/NAME`); `None` for other ARNs. It is what
+    /// `GetCallerIdentity` reports as `UserId` (for an assumed role, before `:SESSION`), stable
+    /// per principal until [`Emulator::recreate_role`] / [`Emulator::recreate_user`].
+    pub fn unique_id(&self, arn: &str) -> Option<String> {
+        Some(match identity::principal(arn) {
+            identity::Principal::User { .. } => self.state.unique_id("AIDA", arn),
+            _ => self.state.unique_id("AROA", &role_seed_of(arn)?),
+        })
+    }
+
+    /// Deletes and re-creates role `role_arn` as far as identities go: its unique id (`AROA…`)
+    /// changes, so sessions assumed from now on report a new `UserId`, while sessions assumed
+    /// before keep the old one (as in AWS, a session is bound to the role it was issued for).
+    /// Returns the new unique id; `None` if `role_arn` is not a role ARN. The role need not be
+    /// configured (a key may carry an assumed-role ARN of its own).
+    pub fn recreate_role(&self, role_arn: &str) -> Option<String> {
+        let seed = role_seed_of(role_arn)?;
+        self.state.recreate(&seed);
+        Some(self.state.unique_id("AROA", &seed))
+    }
+
+    /// Deletes and re-creates IAM user `user_arn` as far as identities go: its unique id
+    /// (`AIDA…`) changes; its access keys keep working. Returns the new unique id; `None` if
+    /// `user_arn` is not an IAM user ARN.
+    pub fn recreate_user(&self, user_arn: &str) -> Option<String> {
+        let identity::Principal::User { .. } = identity::principal(user_arn) else {
+            return None;
+        };
+        self.state.recreate(user_arn);
+        Some(self.state.unique_id("AIDA", user_arn))
+    }
+
     /// All HTTP requests received.
     pub fn total_calls(&self) -> u64 {
         self.state.total_calls()
@@ -318,6 +361,13 @@ impl Emulator {
             tracing::warn!("Redshift emulator tasks did not stop within 5 s");
         }
     }
+}
+
+/// The unique-id seed of a role ARN (`ACCOUNT/NAME`), or `None` for other ARNs.
+fn role_seed_of(role_arn: &str) -> Option<String> {
+    let name = identity::role_name(role_arn)?;
+    let account = identity::account_of(role_arn)?;
+    Some(identity::role_seed(account, name))
 }
 
 impl Drop for Emulator {

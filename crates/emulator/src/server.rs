@@ -115,12 +115,46 @@ fn response(
     resp
 }
 
-fn error_response(service: Service, err: &ApiError, request_id: &str) -> Response<Full<Bytes>> {
-    match service {
+/// Why: how a response is rendered: the service's wire format, and for STS whether the
+/// caller asked for JSON (`Accept: application/json`).
+#[derive(Debug, Clone, Copy)]
+struct Format {
+    service: Service,
+    json: bool,
+}
+
+impl Format {
+    fn of(service: Service) -> Format {
+        Format {
+            service,
+            json: false,
+        }
+    }
+}
+
+/// The request accepts `application/json` (one of its `Accept` media ranges, parameters aside).
+fn accepts_json(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|range| range.split(';').next())
+        .any(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn error_response(fmt: Format, err: &ApiError, request_id: &str) -> Response<Full<Bytes>> {
+    match fmt.service {
         Service::Redshift => response(
             err.status,
             "text/xml",
             xml::error(err, request_id),
+            request_id,
+        ),
+        Service::Sts if fmt.json => response(
+            err.status,
+            sts::JSON_CONTENT_TYPE,
+            sts::json_error(err, request_id),
             request_id,
         ),
         Service::Sts => response(
@@ -171,13 +205,13 @@ async fn handle(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         state.record_call("");
-        return error_response(early_service, &too_large(), &request_id);
+        return error_response(Format::of(early_service), &too_large(), &request_id);
     }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
             state.record_call("");
-            return error_response(early_service, &too_large(), &request_id);
+            return error_response(Format::of(early_service), &too_large(), &request_id);
         }
     };
 
@@ -205,6 +239,10 @@ async fn handle(
         }
     };
     state.record_call(&action);
+    let fmt = Format {
+        service,
+        json: service == Service::Sts && accepts_json(&parts.headers),
+    };
 
     let signed = sigv4::SignedParts {
         method: parts.method.as_str(),
@@ -220,14 +258,30 @@ async fn handle(
         region: &state.config.region,
         now,
         keys: &keys,
+        // Only STS takes presigned requests here (the identity-token pattern).
+        query_auth: service == Service::Sts,
     };
-    let key = match sigv4::verify(&signed, &expected) {
-        Ok(k) => k.clone(),
+    let (key, form) = match sigv4::verify(&signed, &expected) {
+        Ok(v) => (v.key.clone(), v.form),
         Err(e) => {
             tracing::debug!(action = %action, code = %e.code, "Redshift emulator rejected signature");
-            return error_response(service, &e, &request_id);
+            return error_response(fmt, &e, &request_id);
         }
     };
+    if form == sigv4::Form::Query && action != "GetCallerIdentity" {
+        // Real STS would run any action presigned (AWS Query takes GET); the emulator serves
+        // the identity-token pattern only, and says so.
+        let e = ApiError::new(
+            400,
+            "InvalidAction",
+            format!(
+                "Could not find operation {action} for version {} by query-string \
+                 authentication: the emulator serves GetCallerIdentity only that way.",
+                sts::API_VERSION
+            ),
+        );
+        return error_response(fmt, &e, &request_id);
+    }
     if state
         .session(&key.access_key_id)
         .is_some_and(|s| s.expires <= now)
@@ -237,7 +291,7 @@ async fn handle(
             "ExpiredToken",
             "The security token included in the request is expired",
         );
-        return error_response(service, &e, &request_id);
+        return error_response(fmt, &e, &request_id);
     }
 
     let fault = state.take_fault(&action);
@@ -245,7 +299,7 @@ async fn handle(
     if !delay.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = conn.cancelled() => return error_response(service, &ApiError::internal("stopping"), &request_id),
+            _ = conn.cancelled() => return error_response(fmt, &ApiError::internal("stopping"), &request_id),
         }
     }
     match fault {
@@ -253,7 +307,7 @@ async fn handle(
         Some(Fault::Throttle) => {
             tracing::debug!(action = %action, "Redshift emulator injected Throttling");
             return error_response(
-                service,
+                fmt,
                 &ApiError::new(400, "Throttling", "Rate exceeded"),
                 &request_id,
             );
@@ -264,12 +318,12 @@ async fn handle(
             message,
         }) => {
             tracing::debug!(action = %action, %code, "Redshift emulator injected error");
-            return error_response(service, &ApiError::new(status, &code, message), &request_id);
+            return error_response(fmt, &ApiError::new(status, &code, message), &request_id);
         }
         Some(Fault::Hang) => {
             tracing::debug!(action = %action, "Redshift emulator injected hang");
             state.stop.cancelled().await;
-            return error_response(service, &ApiError::internal("stopping"), &request_id);
+            return error_response(fmt, &ApiError::internal("stopping"), &request_id);
         }
         Some(Fault::Disconnect) => {
             tracing::debug!(action = %action, "Redshift emulator injected disconnect");
@@ -283,13 +337,13 @@ async fn handle(
         Service::Redshift => api::dispatch(state, &key, &params, &request_id)
             .await
             .map(|b| (b, "text/xml")),
-        Service::Sts => sts::dispatch(state, &key, &params, &request_id).map(|b| (b, "text/xml")),
+        Service::Sts => sts::dispatch(state, &key, &params, &request_id, fmt.json),
         Service::Serverless => serverless::dispatch(state, &key, &action, &body)
             .await
             .map(|v| (v.to_string(), serverless::CONTENT_TYPE)),
     };
     match result {
         Ok((body, content_type)) => response(200, content_type, body, &request_id),
-        Err(e) => error_response(service, &e, &request_id),
+        Err(e) => error_response(fmt, &e, &request_id),
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct TempSession {
     /// Its `arn` is the assumed-role ARN; a session token is always set.
     pub(crate) key: AccessKey,
     pub(crate) expires: time::OffsetDateTime,
+    /// The unique id (`AROA…`) of the role when the session was minted.
+    pub(crate) role_id: String,
 }
 
 /// Why: a queued fault, optionally reserved for one action.
@@ -48,6 +50,9 @@ pub(crate) struct State {
     delay: Mutex<Duration>,
     counts: Mutex<HashMap<String, u64>>,
     total: AtomicU64,
+    /// How often each principal (by unique-id seed: a user ARN, or `ACCOUNT/ROLE`) was
+    /// re-created; each re-creation gives it a new unique id.
+    generations: Mutex<HashMap<String, u32>>,
     /// Every password handed out with the login role it was minted for, oldest first, so tests
     /// can check that none leaks into logs and a Redshift-like front can check logins.
     issued: Mutex<Vec<(String, String)>>,
@@ -92,6 +97,7 @@ impl State {
             counts: Mutex::new(HashMap::new()),
             issued: Mutex::new(Vec::new()),
             total: AtomicU64::new(0),
+            generations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -135,6 +141,21 @@ impl State {
         let horizon = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
         sessions.retain(|s| s.expires > horizon);
         sessions.push(session);
+    }
+
+    /// The current unique id (`PREFIX…`) of the principal `seed` stands for: stable until it
+    /// is re-created.
+    pub(crate) fn unique_id(&self, prefix: &str, seed: &str) -> String {
+        match lock(&self.generations).get(seed).copied().unwrap_or(0) {
+            0 => crate::identity::unique_id(prefix, seed),
+            n => crate::identity::unique_id(prefix, &format!("{seed}#{n}")),
+        }
+    }
+
+    /// Gives the principal `seed` stands for a new unique id, as deleting and re-creating it
+    /// in IAM would.
+    pub(crate) fn recreate(&self, seed: &str) {
+        *lock(&self.generations).entry(seed.to_owned()).or_insert(0) += 1;
     }
 
     pub(crate) fn is_md5_user(&self, db_user: &str, login_role: &str) -> bool {
@@ -216,6 +237,30 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_unique_id_is_stable_until_its_principal_is_re_created() {
+        let state = State::new(
+            EmulatorConfig::default(),
+            Vec::new(),
+            CancellationToken::new(),
+        );
+        let first = state.unique_id("AROA", "123456789012/analyst");
+        let other = state.unique_id("AROA", "123456789012/other");
+        assert_eq!(first, state.unique_id("AROA", "123456789012/analyst"));
+        state.recreate("123456789012/analyst");
+        let second = state.unique_id("AROA", "123456789012/analyst");
+        state.recreate("123456789012/analyst");
+        let third = state.unique_id("AROA", "123456789012/analyst");
+        assert_eq!(
+            (
+                first != second && second != third && first != third,
+                second.len(),
+                state.unique_id("AROA", "123456789012/other")
+            ),
+            (true, 21, other)
+        );
+    }
 
     #[test]
     fn newest_password_is_the_last_one_minted_for_that_role() {

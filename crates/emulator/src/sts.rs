@@ -1,5 +1,7 @@
 //! The STS actions (`GetCallerIdentity`, `AssumeRole`), AWS Query with XML responses in the STS
-//! namespace. `AssumeRole` mints temporary keys the emulator then accepts for every service.
+//! namespace, or for `GetCallerIdentity` and errors JSON when the caller asks for it (as
+//! identity-token verifiers do). `AssumeRole` mints temporary keys the emulator then accepts
+//! for every service.
 
 use rand::Rng;
 use time::{Duration, OffsetDateTime};
@@ -18,17 +20,30 @@ const MIN_DURATION: i64 = 900;
 const MAX_DURATION: i64 = 43200;
 const DEFAULT_DURATION: i64 = 3600;
 
-/// Routes a signed STS request to its action and returns the success XML document.
+/// Content type of STS's JSON answers (`Accept: application/json`).
+pub(crate) const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// Routes a signed STS request to its action and returns the success document and its content
+/// type: JSON for `GetCallerIdentity` when `json` (the caller accepts `application/json`),
+/// XML otherwise (`AssumeRole` always answers XML here).
 pub(crate) fn dispatch(
     state: &State,
     key: &AccessKey,
     params: &Params,
     request_id: &str,
-) -> Result<String, ApiError> {
+    json: bool,
+) -> Result<(String, &'static str), ApiError> {
     let action = params.get("Action");
     let result = match action {
-        Some("GetCallerIdentity") => Ok(get_caller_identity(key, request_id)),
-        Some("AssumeRole") => assume_role(state, key, params, request_id),
+        Some("GetCallerIdentity") => {
+            let who = caller_identity(state, key);
+            Ok(if json {
+                (who.json(request_id), JSON_CONTENT_TYPE)
+            } else {
+                (who.xml(request_id), "text/xml")
+            })
+        }
+        Some("AssumeRole") => assume_role(state, key, params, request_id).map(|b| (b, "text/xml")),
         Some(other) => Err(ApiError::new(
             400,
             "InvalidAction",
@@ -57,34 +72,83 @@ fn validation(message: String) -> ApiError {
     ApiError::new(400, "ValidationError", message)
 }
 
-fn get_caller_identity(key: &AccessKey, request_id: &str) -> String {
+/// Why: what `GetCallerIdentity` answers about a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CallerIdentity {
+    pub(crate) account: String,
+    pub(crate) arn: String,
+    /// `AIDA…` for an IAM user, `AROA…:SESSION` for an assumed role.
+    pub(crate) user_id: String,
+}
+
+impl CallerIdentity {
+    fn xml(&self, request_id: &str) -> String {
+        let body = format!(
+            "{}{}{}",
+            xml::element("Arn", &self.arn),
+            xml::element("UserId", &self.user_id),
+            xml::element("Account", &self.account),
+        );
+        success("GetCallerIdentity", &body, request_id)
+    }
+
+    /// STS's JSON shape (what aws-iam-authenticator and Vault read).
+    fn json(&self, request_id: &str) -> String {
+        serde_json::json!({
+            "GetCallerIdentityResponse": {
+                "GetCallerIdentityResult": {
+                    "Account": self.account,
+                    "Arn": self.arn,
+                    "UserId": self.user_id,
+                },
+                "ResponseMetadata": { "RequestId": request_id },
+            }
+        })
+        .to_string()
+    }
+}
+
+/// STS's JSON error document: `{"Error":{"Code","Message","Type"},"RequestId"}`.
+pub(crate) fn json_error(err: &ApiError, request_id: &str) -> String {
+    serde_json::json!({
+        "Error": {
+            "Code": err.code,
+            "Message": err.message,
+            "Type": err.fault_type(),
+        },
+        "RequestId": request_id,
+    })
+    .to_string()
+}
+
+/// Who `key` is: its ARN, account and unique id. An assumed role's unique id is the one its
+/// session was minted with (a role re-created since keeps old sessions on the old id).
+pub(crate) fn caller_identity(state: &State, key: &AccessKey) -> CallerIdentity {
     let (user_id, account) = match identity::principal(&key.arn) {
-        Principal::User { account, .. } => (identity::unique_id("AIDA", &key.arn), account),
+        Principal::User { account, .. } => (state.unique_id("AIDA", &key.arn), account),
         Principal::AssumedRole {
             account,
             role,
             session,
-        } => (
-            format!(
-                "{}:{session}",
-                identity::unique_id("AROA", &format!("{account}/{role}"))
-            ),
-            account,
-        ),
+        } => {
+            let role_id = state
+                .session(&key.access_key_id)
+                .map(|s| s.role_id)
+                .unwrap_or_else(|| state.unique_id("AROA", &identity::role_seed(&account, &role)));
+            (format!("{role_id}:{session}"), account)
+        }
         Principal::Other => (
-            identity::unique_id("AIDA", &key.arn),
+            state.unique_id("AIDA", &key.arn),
             identity::account_of(&key.arn)
                 .unwrap_or(ACCOUNT_ID)
                 .to_owned(),
         ),
     };
-    let body = format!(
-        "{}{}{}",
-        xml::element("Arn", &key.arn),
-        xml::element("UserId", &user_id),
-        xml::element("Account", &account),
-    );
-    success("GetCallerIdentity", &body, request_id)
+    CallerIdentity {
+        account,
+        arn: key.arn.clone(),
+        user_id,
+    }
 }
 
 fn check_chars(
@@ -174,7 +238,7 @@ fn assume_role(
     let account = identity::account_of(&role.arn).unwrap_or(ACCOUNT_ID);
 
     let assumed_arn = format!("arn:aws:sts::{account}:assumed-role/{role_name}/{session_name}");
-    let role_id = identity::unique_id("AROA", &format!("{account}/{role_name}"));
+    let role_id = state.unique_id("AROA", &identity::role_seed(account, role_name));
     const KEY_ID: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut temp = AccessKey::new(
@@ -199,6 +263,10 @@ fn assume_role(
         xml::element("Expiration", &iso8601(expires)?),
     );
     tracing::debug!(access_key_id = %temp.access_key_id, arn = %assumed_arn, "STS emulator minted temporary credentials");
-    state.add_session(TempSession { key: temp, expires });
+    state.add_session(TempSession {
+        key: temp,
+        expires,
+        role_id,
+    });
     Ok(success("AssumeRole", &body, request_id))
 }

@@ -10,6 +10,7 @@
 
 mod faults;
 mod postgres;
+mod presign;
 mod redshift;
 mod serverless;
 mod signing;
