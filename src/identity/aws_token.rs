@@ -440,7 +440,12 @@ fn sts_refusal(status: u16, json: &serde_json::Value, server_id: &str) -> TokenE
             "STS could not verify the AWS identity token now (HTTP {status} {code}); try again"
         ));
     }
+    let message = json["Error"]["Message"].as_str().unwrap_or_default();
     let (outcome, why) = match code {
+        // STS answers an expired presigned request so too ("Signature expired: …").
+        "SignatureDoesNotMatch" if message.contains("expired") => {
+            ("expired", "STS says it expired; make a new one".to_owned())
+        }
         "SignatureDoesNotMatch" => (
             "bad_signature",
             format!("its signature does not match: it was made for another server id (this proxy is {server_id:?}) or altered"),
