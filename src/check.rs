@@ -54,6 +54,30 @@ impl CheckLine {
     }
 }
 
+/// Each OIDC issuer's keys can be read (discovery document and JWKS, or the JWKS file).
+async fn token_issuers(config: &Config) -> Vec<CheckLine> {
+    let mut lines = Vec::new();
+    let Ok(Some(tls)) = tls::upstream_config(crate::config::SslMode::VerifyFull, None) else {
+        return lines;
+    };
+    let timeout = std::time::Duration::from_secs(config.aws.timeout_secs);
+    for c in &config.client_auth.oidc {
+        let what = format!("OIDC issuer {}", c.issuer);
+        match crate::identity::oidc::Issuer::new(c, crate::identity::client(tls.clone(), timeout))
+            .keys_available()
+            .await
+        {
+            Ok(n) => lines.push(CheckLine::pass(what, format!("{n} signing keys"))),
+            Err(e) => lines.push(CheckLine::fail(
+                what,
+                e.message,
+                "check the issuer URL (its /.well-known/openid-configuration must be reachable from the proxy), or set jwks_file",
+            )),
+        }
+    }
+    lines
+}
+
 /// Runs every check; the lines come back in order.
 pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs) -> Vec<CheckLine> {
     let mut lines = Vec::new();
@@ -72,13 +96,14 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
             "the proxy's AWS identity".to_owned()
         }
     };
+    lines.extend(token_issuers(config).await);
     let users = UserMap::new(config.users.clone());
     let names: Vec<String> = if args.users.is_empty() {
         config
             .users
             .iter()
             .map(|u| u.client_user.clone())
-            .filter(|u| u != "*")
+            .filter(|u| u != "*" && !u.is_empty())
             .collect()
     } else {
         args.users.clone()

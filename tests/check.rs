@@ -165,3 +165,21 @@ async fn check_names_get_cluster_credentials_as_the_fix_when_it_is_denied() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_an_oidc_issuer_whose_keys_cannot_be_read() {
+    let parts = bed(&[]).await;
+    let unreachable = format!(
+        "http://127.0.0.1:{}",
+        redshift_iam_proxy::testbed::free_port().unwrap()
+    );
+    let config = parts
+        .config_toml_with(&format!(
+            "[client_auth]\n[[client_auth.oidc]]\nissuer = \"{unreachable}\"\naudience = \"proxy\"\n"
+        ))
+        .unwrap();
+    let (code, out) = check(&config, SECRET_KEY, &[]);
+    assert_eq!(code, 1, "{out}");
+    let line = fail_line(&out, "OIDC issuer");
+    assert!(line.contains("jwks_file"), "{line}");
+}

@@ -19,7 +19,7 @@
 //! A verified token is cached until it expires; failures are remembered briefly, and STS
 //! calls are bounded in number, so bad tokens cannot be amplified into an STS flood.
 
-use super::http::HttpClient;
+use super::HttpClient;
 use super::{AwsPrincipal, Principal, Token, TokenError};
 use crate::config::AwsTokenConfig;
 use crate::sync::lock;

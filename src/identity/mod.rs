@@ -16,6 +16,7 @@
 
 pub mod aws_token;
 mod http;
+pub use http::HttpClient;
 pub mod oidc;
 pub mod presign;
 
@@ -161,6 +162,11 @@ impl TokenError {
             outcome: "unavailable",
         }
     }
+}
+
+/// The HTTP(S) client the verifiers use (verified TLS with `tls`, bounded by `timeout`).
+pub fn client(tls: Arc<rustls::ClientConfig>, timeout: std::time::Duration) -> HttpClient {
+    HttpClient::new(tls, timeout)
 }
 
 /// Every configured token verifier.

@@ -10,7 +10,7 @@
 //! for again for [`MISSING_FOR`], and refreshes are capped at [`MAX_REFRESHES`] a minute,
 //! so forged key ids cannot turn into a flood of fetches.
 
-use super::http::HttpClient;
+use super::HttpClient;
 use super::{OidcPrincipal, Principal, TokenError};
 use crate::config::OidcIssuerConfig;
 use base64::Engine;
@@ -138,6 +138,11 @@ impl Issuer {
                 format!("JWT refused: the issuer's key is unusable: {e}"),
             )
         })
+    }
+
+    /// How many keys the issuer publishes now (for `check`).
+    pub async fn keys_available(&self) -> Result<usize, TokenError> {
+        self.fetch().await.map(|set| set.keys.len())
     }
 
     async fn fetch(&self) -> Result<JwkSet, TokenError> {
