@@ -25,9 +25,8 @@ use crate::wire::protocol::sqlstate;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
-/// The largest token accepted (a presigned URL with a session token is about 2 KiB, a
-/// Kubernetes service-account JWT about 1 KiB).
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+pub use redshift_tokens::aws::AwsPrincipal;
+pub use redshift_tokens::{TokenKind, MAX_TOKEN_BYTES};
 
 /// A token a client sent as its password; never printed.
 pub struct Token(SecretString);
@@ -43,40 +42,13 @@ impl Token {
 
     /// Which kind of token this looks like, if any.
     pub fn kind(&self) -> Option<TokenKind> {
-        let t = self.expose();
-        if t.starts_with(aws_token::PREFIX) {
-            return Some(TokenKind::Aws);
-        }
-        let parts: Vec<&str> = t.split('.').collect();
-        let b64url = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
-        };
-        (parts.len() == 3 && parts[..2].iter().all(|p| b64url(p)) && t.starts_with("ey"))
-            .then_some(TokenKind::Jwt)
+        TokenKind::of(self.expose())
     }
 }
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Token([redacted])")
-    }
-}
-
-/// The two token shapes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenKind {
-    Aws,
-    Jwt,
-}
-
-impl TokenKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenKind::Aws => "aws",
-            TokenKind::Jwt => "oidc",
-        }
     }
 }
 
@@ -87,22 +59,6 @@ pub enum Principal {
     Aws(AwsPrincipal),
     /// An OIDC subject of a configured issuer, with the token's claims.
     Oidc(OidcPrincipal),
-}
-
-/// An AWS caller. Assumed roles are named by the role's ARN plus the session name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsPrincipal {
-    /// `arn:aws:iam::ACCOUNT:user/NAME`, `arn:aws:iam::ACCOUNT:role/NAME` (for an assumed
-    /// role; the path is not in the assumed-role ARN), or the ARN STS gave otherwise.
-    pub arn: String,
-    pub account: String,
-    /// The unique id without the session part (`AIDA…` for users, `AROA…` for roles):
-    /// a role deleted and re-created under the same name gets another one.
-    pub unique_id: String,
-    /// The role session name (assumed roles only).
-    pub session_name: Option<String>,
-    /// The user or role name.
-    pub name: String,
 }
 
 /// An OIDC subject.

@@ -13,7 +13,6 @@
 use super::HttpClient;
 use super::{OidcPrincipal, Principal, TokenError};
 use crate::config::OidcIssuerConfig;
-use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use std::str::FromStr;
@@ -190,8 +189,8 @@ impl Issuer {
 
     /// Verifies `token` issued by this issuer.
     async fn verify(&self, token: &str) -> Result<OidcPrincipal, TokenError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| match raw_algorithm(token) {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            match redshift_tokens::jwt::raw_algorithm(token) {
                 Some(alg) => TokenError::refused(
                     "bad_algorithm",
                     format!(
@@ -200,7 +199,8 @@ impl Issuer {
                     ),
                 ),
                 None => TokenError::refused("malformed", format!("JWT refused: {e}")),
-            })?;
+            }
+        })?;
         if !self.algorithms.contains(&header.alg) {
             return Err(TokenError::refused(
                 "bad_algorithm",
@@ -260,26 +260,6 @@ fn refusal(e: &jsonwebtoken::errors::Error, issuer: &str) -> TokenError {
     TokenError::refused(outcome, format!("JWT refused: {why}"))
 }
 
-/// The `alg` a JWT header names, read without judging it (for the refusal's message).
-fn raw_algorithm(token: &str) -> Option<String> {
-    let header = token.split('.').next()?;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-    v["alg"].as_str().map(str::to_owned)
-}
-
-/// The `iss` a JWT claims (read only to pick the issuer whose keys check it).
-fn claimed_issuer(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-    claims["iss"].as_str().map(str::to_owned)
-}
-
 /// Verifies a JWT against the configured issuer it names.
 pub async fn verify(issuers: &[Issuer], token: &str) -> Result<Principal, TokenError> {
     if token.len() > super::MAX_TOKEN_BYTES {
@@ -288,7 +268,7 @@ pub async fn verify(issuers: &[Issuer], token: &str) -> Result<Principal, TokenE
             "JWT refused: it is larger than 16 KiB",
         ));
     }
-    let claimed = claimed_issuer(token).ok_or_else(|| {
+    let claimed = redshift_tokens::jwt::claimed_issuer(token).ok_or_else(|| {
         TokenError::refused("malformed", "JWT refused: it has no readable iss claim")
     })?;
     let issuer = issuers.iter().find(|i| i.issuer == claimed).ok_or_else(|| {
@@ -300,54 +280,4 @@ pub async fn verify(issuers: &[Issuer], token: &str) -> Result<Principal, TokenE
     issuer.verify(token).await.map(Principal::Oidc)
 }
 
-/// The value at a dotted claim path (`kubernetes.io.namespace`): at each level the longest
-/// run of segments that is a key wins, since claim names may contain dots themselves.
-pub fn claim<'a>(claims: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
-    let segments: Vec<&str> = path.split('.').collect();
-    let mut node = claims;
-    let mut i = 0;
-    'levels: while i < segments.len() {
-        let obj = node.as_object()?;
-        for j in (i + 1..=segments.len()).rev() {
-            if let Some(v) = obj.get(&segments[i..j].join(".")) {
-                node = v;
-                i = j;
-                continue 'levels;
-            }
-        }
-        return None;
-    }
-    Some(node)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn claim_paths_find_keys_that_contain_dots() {
-        let c = json!({"kubernetes.io": {"namespace": "reporting", "serviceaccount": {"name": "etl"}}, "groups": ["a"]});
-        assert_eq!(
-            claim(&c, "kubernetes.io.namespace"),
-            Some(&json!("reporting"))
-        );
-        assert_eq!(
-            claim(&c, "kubernetes.io.serviceaccount.name"),
-            Some(&json!("etl"))
-        );
-        assert_eq!(claim(&c, "groups"), Some(&json!(["a"])));
-        assert_eq!(claim(&c, "kubernetes.io.nope"), None);
-    }
-
-    #[test]
-    fn the_claimed_issuer_is_read_from_the_payload() {
-        let payload =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"iss":"https://i"}"#);
-        assert_eq!(
-            claimed_issuer(&format!("eyJ.{payload}.sig")).as_deref(),
-            Some("https://i")
-        );
-        assert_eq!(claimed_issuer("garbage"), None);
-    }
-}
+pub use redshift_tokens::jwt::claim;

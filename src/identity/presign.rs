@@ -2,14 +2,10 @@
 //! (the SDK's chain: environment, profile, SSO, instance role, web identity), for a client
 //! to send as its password.
 
-use super::aws_token::{AUDIENCE_HEADER, MAX_EXPIRES_SECS, PREFIX};
+use super::aws_token::MAX_EXPIRES_SECS;
 use aws_config::BehaviorVersion;
 use aws_credential_types::provider::ProvideCredentials;
-use aws_sigv4::http_request::{
-    sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
-};
-use aws_sigv4::sign::v4;
-use base64::Engine;
+pub use redshift_tokens::presign::presign;
 use std::time::{Duration, SystemTime};
 
 /// Why: the token subcommand's flags (clap).
@@ -74,53 +70,4 @@ pub async fn make(args: &TokenArgs) -> Result<String, String> {
         Duration::from_secs(args.expires),
         SystemTime::now(),
     )
-}
-
-/// The token for a presigned GetCallerIdentity at `endpoint` with `creds`, signed at `now`.
-pub fn presign(
-    endpoint: &str,
-    region: &str,
-    server_id: &str,
-    creds: aws_credential_types::Credentials,
-    expires: Duration,
-    now: SystemTime,
-) -> Result<String, String> {
-    let base = url::Url::parse(endpoint).map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
-    let host = match (base.host_str(), base.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_owned(),
-        (None, _) => return Err(format!("endpoint {endpoint:?} has no host")),
-    };
-    let url = format!(
-        "{}://{host}/?Action=GetCallerIdentity&Version=2011-06-15",
-        base.scheme()
-    );
-    let mut settings = SigningSettings::default();
-    settings.signature_location = SignatureLocation::QueryParams;
-    settings.expires_in = Some(expires);
-    let identity = creds.into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("sts")
-        .time(now)
-        .settings(settings)
-        .build()
-        .map_err(|e| format!("signing parameters: {e}"))?
-        .into();
-    let headers = [("host", host.as_str()), (AUDIENCE_HEADER, server_id)];
-    let signable = SignableRequest::new("GET", &url, headers.into_iter(), SignableBody::Bytes(&[]))
-        .map_err(|e| format!("signing: {e}"))?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| format!("signing: {e}"))?
-        .into_parts();
-    let mut request = http::Request::get(&url)
-        .body(())
-        .map_err(|e| format!("signing: {e}"))?;
-    instructions.apply_to_request_http1x(&mut request);
-    let signed = request.uri().to_string();
-    Ok(format!(
-        "{PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signed)
-    ))
 }

@@ -1,7 +1,7 @@
 //! Every check a token passes before STS is asked, one refusal each.
 
 use super::*;
-use crate::identity::presign::presign;
+use crate::presign::presign;
 use std::time::{Duration, UNIX_EPOCH};
 
 const SIGNED_AT: u64 = 1_780_000_000;
@@ -160,7 +160,7 @@ fn a_token_dated_in_the_future_is_refused() {
 
 #[test]
 fn a_token_over_the_size_limit_is_refused_unread() {
-    let t = format!("{PREFIX}{}", "A".repeat(crate::identity::MAX_TOKEN_BYTES));
+    let t = format!("{PREFIX}{}", "A".repeat(crate::MAX_TOKEN_BYTES));
     assert_eq!(outcome(&t), "too_large");
 }
 
