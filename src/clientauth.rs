@@ -225,6 +225,17 @@ pub async fn scram(
     Ok(())
 }
 
+/// Tokens are bearer credentials: they travel only over TLS, or over loopback.
+pub fn tokens_may_travel(tls: bool, loopback: bool) -> Result<(), crate::identity::TokenError> {
+    if tls || loopback {
+        return Ok(());
+    }
+    Err(crate::identity::TokenError::refused(
+        "no_tls",
+        "this proxy takes identity tokens only over TLS: connect with sslmode=require (or verify-full)",
+    ))
+}
+
 /// Asks for a password (AuthenticationCleartextPassword) and takes it as an identity token.
 /// Tokens travel only over TLS, or over loopback.
 pub async fn token_password(
@@ -233,12 +244,7 @@ pub async fn token_password(
     loopback: bool,
 ) -> Result<crate::identity::Token, ClientAuthError> {
     use crate::identity::{TokenError, MAX_TOKEN_BYTES};
-    if !stream.is_tls() && !loopback {
-        return Err(ClientAuthError::Token(TokenError::refused(
-            "no_tls",
-            "this proxy takes identity tokens only over TLS: connect with sslmode=require (or verify-full)",
-        )));
-    }
+    tokens_may_travel(stream.is_tls(), loopback).map_err(ClientAuthError::Token)?;
     send(stream, &wire::auth_request(3, &[])).await?;
     let msg = reader.read(stream).await?;
     if msg.tag != b'p' {
@@ -292,6 +298,15 @@ pub fn client_cert_name(stream: &Stream) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_sent_without_tls_from_off_loopback_is_refused() {
+        assert!(tokens_may_travel(true, false).is_ok());
+        assert!(tokens_may_travel(false, true).is_ok());
+        let e = tokens_may_travel(false, false).expect_err("plaintext over the network");
+        assert_eq!((e.code, e.outcome), ("28000", "no_tls"));
+        assert!(e.message.contains("sslmode=require"), "{}", e.message);
+    }
 
     #[test]
     fn verifiers_parse_and_garbage_does_not() {

@@ -346,21 +346,24 @@ enum Exchange {
 /// The exchange for a client: the configured method, or a token where the method has
 /// nothing to go by and tokens are accepted (a client off loopback under `trust`, a user
 /// without a SCRAM verifier, a client without a certificate).
-fn exchange(live: &crate::admin::Live, stream: &Stream, peer: SocketAddr, user: &str) -> Exchange {
-    let tokens = live.tokens.is_some();
-    match live.config.client_auth.method {
+fn exchange(method: ClientAuthMethod, tokens: bool, on: Facts) -> Exchange {
+    match method {
         ClientAuthMethod::Token => Exchange::Token,
-        ClientAuthMethod::Trust if tokens && !peer.ip().is_loopback() => Exchange::Token,
+        ClientAuthMethod::Trust if tokens && !on.loopback => Exchange::Token,
         ClientAuthMethod::Trust => Exchange::Trust,
-        ClientAuthMethod::ScramSha256 if tokens && !live.verifiers.contains_key(user) => {
-            Exchange::Token
-        }
+        ClientAuthMethod::ScramSha256 if tokens && !on.has_verifier => Exchange::Token,
         ClientAuthMethod::ScramSha256 => Exchange::Scram,
-        ClientAuthMethod::Cert if tokens && clientauth::client_cert_name(stream).is_none() => {
-            Exchange::Token
-        }
+        ClientAuthMethod::Cert if tokens && !on.has_cert => Exchange::Token,
         ClientAuthMethod::Cert => Exchange::Cert,
     }
+}
+
+/// What the connection shows before authentication.
+#[derive(Debug, Clone, Copy)]
+struct Facts {
+    loopback: bool,
+    has_verifier: bool,
+    has_cert: bool,
 }
 
 /// Applies `[client_auth]`: nothing for trust, a SCRAM exchange, the certificate check, or
@@ -373,7 +376,12 @@ async fn authenticate_client(
     user: &str,
 ) -> Result<Option<crate::identity::Principal>, ClientAuthError> {
     let auth = &live.config.client_auth;
-    match exchange(live, stream, peer, user) {
+    let facts = Facts {
+        loopback: peer.ip().is_loopback(),
+        has_verifier: live.verifiers.contains_key(user),
+        has_cert: clientauth::client_cert_name(stream).is_some(),
+    };
+    match exchange(auth.method, live.tokens.is_some(), facts) {
         Exchange::Trust => Ok(None),
         Exchange::Scram => clientauth::scram(stream, reader, user, live.verifiers.get(user))
             .await
@@ -406,6 +414,39 @@ async fn authenticate_client(
                 .await
                 .map(Some)
                 .map_err(ClientAuthError::Token)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_asked_of_clients_the_method_has_nothing_to_go_by() {
+        use ClientAuthMethod::*;
+        let on = |loopback, has_verifier, has_cert| Facts {
+            loopback,
+            has_verifier,
+            has_cert,
+        };
+        let cases = [
+            (Token, false, on(true, true, true), Exchange::Token),
+            (Trust, false, on(false, false, false), Exchange::Trust),
+            (Trust, true, on(true, false, false), Exchange::Trust),
+            (Trust, true, on(false, false, false), Exchange::Token),
+            (ScramSha256, true, on(false, true, false), Exchange::Scram),
+            (ScramSha256, true, on(false, false, false), Exchange::Token),
+            (ScramSha256, false, on(false, false, false), Exchange::Scram),
+            (Cert, true, on(false, false, true), Exchange::Cert),
+            (Cert, true, on(false, false, false), Exchange::Token),
+        ];
+        for (method, tokens, facts, want) in cases {
+            assert_eq!(
+                exchange(method, tokens, facts),
+                want,
+                "{method:?} tokens={tokens} {facts:?}"
+            );
         }
     }
 }
