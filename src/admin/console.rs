@@ -693,6 +693,24 @@ impl<'a> Console<'a> {
                 ),
                 "reload",
             ),
+            (
+                "client_auth.aws_token.server_id".into(),
+                c.client_auth
+                    .aws_token
+                    .as_ref()
+                    .map_or_else(String::new, |t| t.server_id.clone()),
+                "reload",
+            ),
+            (
+                "client_auth.oidc".into(),
+                c.client_auth
+                    .oidc
+                    .iter()
+                    .map(|o| o.issuer.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                "reload",
+            ),
             ("users".into(), format!("{} rules", c.users.len()), "reload"),
             ("pool.mode".into(), c.pool.mode.as_str().into(), "restart"),
             (
