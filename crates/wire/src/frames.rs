@@ -274,6 +274,11 @@ pub fn query(text: &str) -> BytesMut {
     written(|out| frontend::query(&no_nul(text), out))
 }
 
+/// An Execute (`E`) of portal `portal`, returning at most `max_rows` rows (0: all).
+pub fn execute(portal: &str, max_rows: i32) -> BytesMut {
+    written(|out| frontend::execute(&no_nul(portal), max_rows, out))
+}
+
 /// Terminate.
 pub fn terminate() -> BytesMut {
     let mut out = BytesMut::with_capacity(5);

@@ -11,7 +11,6 @@ use crate::refusal::Refusal;
 use crate::wire::protocol::{frontend, sqlstate, target};
 use crate::wire::sql::{self, Effect};
 use crate::wire::{self, Bind, Execute, Frame, NamedTarget, Parse, TxnStatus};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// The proxy's own statement names start so; a client name that does too is never sent
@@ -87,6 +86,7 @@ impl Machine {
     fn query(&mut self, raw: &[u8], body: &[u8], srv: &mut Tracked) -> Result<(), Refusal> {
         let text = wire::query_text(body).map_err(malformed)?;
         self.counts.queries += 1;
+        let mut undo = Vec::new();
         if self.txn() {
             if let Some(name) = sql::single_deallocate(&text) {
                 if let Some(was) = self.client.statements.remove(&name) {
@@ -99,22 +99,23 @@ impl Machine {
                     return Ok(());
                 }
             }
-            // A simple Query drops the unnamed statement, the client's and the server's.
-            self.client.unnamed = None;
-            srv.unnamed = UnnamedOnServer::Unknown;
+            // A simple Query drops the unnamed statement, the client's and the server's
+            // (unless the server skips it, after an extended error earlier in its batch).
+            undo.push(Change::ClientUnnamed(self.client.unnamed.take()));
+            undo.push(Change::ServerUnnamed(std::mem::replace(
+                &mut srv.unnamed,
+                UnnamedOnServer::Empty,
+            )));
         }
         let effects = sql::classify(&text);
         self.note_effects(&effects, srv);
-        let restore = self.restore_sql(&effects);
-        let mut sent = Sent::client(Kind::Query);
+        self.note_resets(&effects);
+        let mut sent = Sent::client(Kind::Query).undo(undo);
         sent.tags = effects;
+        self.group += 1;
         self.send(raw, sent);
-        if let Some(sql) = restore {
-            self.send(
-                &wire::query(&sql),
-                Sent::own(Kind::Query, Own::RestoreStartup),
-            );
-        }
+        // A batch a simple Query ends is committed with it: put startup values back now.
+        self.restore_startup(srv);
         Ok(())
     }
 
@@ -143,30 +144,58 @@ impl Machine {
         }
     }
 
-    /// The statement that puts the client's startup values back after the `RESET`s among
-    /// `effects` (a private session resets to those, a pooled server to its login's).
-    fn restore_sql(&self, effects: &[Effect]) -> Option<String> {
-        let mut names = BTreeSet::new();
-        let mut all = false;
+    /// Notes the `RESET`s among `effects`: the client's startup values of those settings
+    /// are put back at the end of the batch (a private session resets to those, a pooled
+    /// server to its login's).
+    fn note_resets(&mut self, effects: &[Effect]) {
         for e in effects {
             match e {
-                Effect::Reset(n) => {
-                    names.insert(n.clone());
+                Effect::Reset(n) if self.client.startup.contains_key(n) => {
+                    self.pending_restore.names.insert(n.clone());
                 }
-                Effect::ResetAll | Effect::DiscardAll => all = true,
+                Effect::ResetAll | Effect::DiscardAll => self.pending_restore.all = true,
                 _ => {}
             }
         }
-        if names.is_empty() && !all {
-            return None;
+    }
+
+    /// Sends the statement that puts startup values back after the `RESET`s noted, if any:
+    /// as an extended-protocol batch of its own under names no client uses, so the client's
+    /// unnamed statement and portals stay as they were; its answers are swallowed, and the
+    /// client's ReadyForQuery waits for it.
+    fn restore_startup(&mut self, _srv: &mut Tracked) {
+        let pending = std::mem::take(&mut self.pending_restore);
+        if !pending.all && pending.names.is_empty() {
+            return;
         }
-        let startup = &self.client.startup;
-        let names = (!all).then_some(&names);
-        params::restore_startup_sql(params::startup_to_restore(
-            startup,
+        let names = (!pending.all).then_some(&pending.names);
+        let Some(sql) = params::restore_startup_sql(params::startup_to_restore(
+            &self.client.startup,
             names,
             &self.login_defaults,
-        ))
+        )) else {
+            return;
+        };
+        self.restores += 1;
+        let name = format!("{SERVER_PREFIX}restore_{}", self.restores);
+        let parse = Parse {
+            name: name.clone(),
+            query: sql,
+            param_types: bytes::Bytes::from_static(&[0, 0]),
+        };
+        let own = |kind| Sent::own(kind, Own::RestoreStartup);
+        self.send(&parse.encode_as(&name), own(Kind::Parse));
+        let bind = Bind {
+            portal: name.clone(),
+            statement: name.clone(),
+            rest: bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0]),
+        };
+        self.send(&bind.encode_for(&name), own(Kind::Bind));
+        self.send(&wire::execute(&name, 0), own(Kind::Execute));
+        self.send(&wire::close(target::PORTAL, &name), own(Kind::Close));
+        self.send(&wire::close(target::STATEMENT, &name), own(Kind::Close));
+        self.send(&wire::sync(), own(Kind::Sync));
+        self.group += 1;
     }
 
     fn parse(&mut self, raw: &[u8], body: &[u8], srv: &mut Tracked) -> Result<(), Refusal> {
@@ -195,8 +224,16 @@ impl Machine {
             self.send(raw, Sent::client(Kind::Parse).undo(undo));
             return Ok(());
         }
-        match srv.statements.touch(&st.server_name) {
-            Presence::Present => self.local(wire::parse_complete(), undo),
+        match self.presence(&st.server_name, srv) {
+            // In a failed transaction PostgreSQL refuses a Parse (25P02): the server says so.
+            Presence::Present if self.status != TxnStatus::Failed => {
+                self.local(wire::parse_complete(), undo)
+            }
+            Presence::Present => {
+                let mut sent = Sent::client(Kind::Parse).undo(undo);
+                sent.rename = Some((st.server_name.clone(), st.parse.name.clone()));
+                self.send(&st.parse.encode_as(&st.server_name), sent);
+            }
             Presence::Stale => {
                 self.close_stale(&st.server_name, srv);
                 self.prepare(&st, None, undo, srv);
@@ -204,6 +241,22 @@ impl Machine {
             Presence::Absent => self.prepare(&st, None, undo, srv),
         }
         Ok(())
+    }
+
+    /// Whether the held server has `name` for the messages sent now. A Parse still pending
+    /// in an earlier Sync group does not count (an error before it there makes the server
+    /// skip it): such a statement is closed and prepared again, as if stale.
+    fn presence(&mut self, name: &str, srv: &mut Tracked) -> Presence {
+        match srv.statements.touch(name) {
+            Presence::Present if self.pending_before(name) => Presence::Stale,
+            p => p,
+        }
+    }
+
+    fn pending_before(&self, name: &str) -> bool {
+        self.pending_prepares
+            .get(name)
+            .is_some_and(|g| *g < self.group)
     }
 
     /// A Parse of a name the client holds: PostgreSQL answers 42P05 and keeps the first.
@@ -251,10 +304,12 @@ impl Machine {
             .unnamed
             .replace(Unnamed::Prepared { token, statement });
         let was_server = std::mem::replace(&mut srv.unnamed, UnnamedOnServer::Of(token));
+        self.pending_unnamed = Some(self.group);
         let mut sent = Sent::client(Kind::Parse).undo(vec![
             Change::ClientUnnamed(was),
             Change::ServerUnnamed(was_server),
         ]);
+        sent.stmt = Some(String::new());
         // A failed Parse still dropped the statement before it, on the server and for the client.
         sent.on_error = Some(vec![
             Change::ClientUnnamed(None),
@@ -288,6 +343,9 @@ impl Machine {
         let mut sent = Sent::client(Kind::Parse).undo(undo);
         sent.own = own;
         sent.stmt = Some(name.clone());
+        // Its error is the client's to hear, about the statement as the client named it.
+        sent.rename = Some((name.clone(), st.parse.name.clone()));
+        self.pending_prepares.insert(name.clone(), self.group);
         self.send(&st.parse.encode_as(name), sent);
     }
 
@@ -303,7 +361,7 @@ impl Machine {
 
     /// Prepares `st` on the held server unless it has it (transaction mode).
     fn ensure_prepared(&mut self, st: &Arc<Statement>, srv: &mut Tracked) {
-        match srv.statements.touch(&st.server_name) {
+        match self.presence(&st.server_name, srv) {
             Presence::Present => {}
             Presence::Stale => {
                 self.close_stale(&st.server_name, srv);
@@ -317,13 +375,16 @@ impl Machine {
     fn ensure_unnamed(&mut self, srv: &mut Tracked) {
         match self.client.unnamed.clone() {
             Some(Unnamed::Prepared { token, statement }) => {
-                if srv.unnamed == UnnamedOnServer::Of(token) {
+                let pending_before = self.pending_unnamed.is_some_and(|g| g < self.group);
+                if srv.unnamed == UnnamedOnServer::Of(token) && !pending_before {
                     return;
                 }
+                self.pending_unnamed = Some(self.group);
                 let was = std::mem::replace(&mut srv.unnamed, UnnamedOnServer::Of(token));
                 let mut sent =
                     Sent::own(Kind::Parse, Own::Prepare).undo(vec![Change::ServerUnnamed(was)]);
                 sent.on_error = Some(vec![Change::ServerUnnamed(UnnamedOnServer::Empty)]);
+                sent.stmt = Some(String::new());
                 self.send(&statement.parse.encode_as(""), sent);
             }
             _ => {
@@ -448,9 +509,7 @@ impl Machine {
         let mut sent = Sent::client(Kind::Execute);
         if !effects.is_empty() {
             self.note_effects(&effects, srv);
-            if let Some(sql) = self.restore_sql(&effects) {
-                self.restore_after_sync = Some(sql);
-            }
+            self.note_resets(&effects);
             sent.tags = effects;
         }
         self.send(raw, sent);
@@ -544,14 +603,9 @@ impl Machine {
     }
 
     fn sync(&mut self, raw: &[u8], srv: &mut Tracked) {
-        let _ = srv;
         self.skipping = false;
         self.send(raw, Sent::client(Kind::Sync));
-        if let Some(sql) = self.restore_after_sync.take() {
-            self.send(
-                &wire::query(&sql),
-                Sent::own(Kind::Query, Own::RestoreStartup),
-            );
-        }
+        self.group += 1;
+        self.restore_startup(srv);
     }
 }

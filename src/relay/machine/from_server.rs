@@ -65,6 +65,15 @@ impl Machine {
             return;
         };
         let (kind, own) = (head.kind, head.own);
+        if (tag, kind) == (backend::PARSE_COMPLETE, Kind::Parse) {
+            match head.stmt.as_deref() {
+                Some("") => self.pending_unnamed = None,
+                Some(name) => {
+                    self.pending_prepares.remove(name);
+                }
+                None => {}
+            }
+        }
         let done = match (tag, kind) {
             (backend::PARSE_COMPLETE, Kind::Parse)
             | (backend::BIND_COMPLETE, Kind::Bind)
@@ -183,21 +192,23 @@ impl Machine {
         fields: &wire::ErrorFields,
         srv: &mut Tracked,
     ) {
-        if let Some(name) = &failed.stmt {
+        if let Some(name) = failed.stmt.as_ref().filter(|n| !n.is_empty()) {
             if fields.code == sqlstate::FEATURE_NOT_SUPPORTED && fields.message.contains(STALE_PLAN)
             {
                 srv.statements.mark_stale(name);
                 self.invalidated.push(name.clone());
             }
         }
-        match &failed.rename {
-            Some((said, name)) => self.to_client.extend_from_slice(&wire::rename_in_error(
+        match (&failed.rename, failed.own) {
+            // The startup restore's own batch: its failure is the proxy's to handle.
+            (_, Some(Own::RestoreStartup)) => self.own_error = Some(fields.message.clone()),
+            (Some((said, name)), _) => self.to_client.extend_from_slice(&wire::rename_in_error(
                 backend::ERROR_RESPONSE,
                 body,
                 said,
                 name,
             )),
-            None => self.to_client.extend_from_slice(raw),
+            (None, _) => self.to_client.extend_from_slice(raw),
         }
         let mut skipped = Vec::new();
         let sync_queued = self.queue.skip_to_sync(&mut skipped);
@@ -231,7 +242,8 @@ impl Machine {
             }
         }
         if status == TxnStatus::Idle {
-            self.client.transaction_ended();
+            // Portals end with the transaction; the map of their effects is kept until the
+            // server is released (messages already sent may still name a portal).
             self.counts.transactions += 1;
         }
         Ok(())
@@ -282,8 +294,12 @@ impl Machine {
                         self.client.settings = rows;
                     }
                     (e, _) => {
-                        tracing::warn!(error = ?e, "reading the session's settings back failed; the server will be reset");
+                        // Which settings the session has is unknown: it keeps this server,
+                        // where they are, rather than lose them (and the server is reset
+                        // when the client leaves).
+                        tracing::warn!(error = ?e, "reading the session's settings back failed; the client keeps its server");
                         srv.settings_known = false;
+                        self.pin("settings could not be read back");
                     }
                 }
             }

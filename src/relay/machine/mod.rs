@@ -29,7 +29,7 @@ pub use client::{server_name, ClientState, Statement, Unnamed, MAX_CLIENT_STATEM
 use crate::config::PoolMode;
 use crate::pool::params;
 use crate::pool::reset::Leftovers;
-use crate::pool::tracked::Tracked;
+use crate::pool::tracked::{Tracked, UnnamedOnServer};
 use crate::refusal::Refusal;
 use crate::wire::protocol::{frontend, sqlstate};
 use crate::wire::{self, Frame, TxnStatus};
@@ -61,6 +61,14 @@ pub enum Event {
     SyncFailed(String),
 }
 
+/// Settings a batch `RESET`: the client's startup values of them are put back at its end.
+#[derive(Debug, Default)]
+struct PendingRestore {
+    /// `RESET ALL` (or `DISCARD ALL`).
+    all: bool,
+    names: std::collections::BTreeSet<String>,
+}
+
 /// Counters the relay adds to the pool's statistics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
@@ -85,8 +93,16 @@ pub struct Machine {
     skipping: bool,
     /// Last ReadyForQuery status (Idle while no server is held).
     status: TxnStatus,
-    /// An Execute may have reset settings: restore startup values after the next Sync.
-    restore_after_sync: Option<String>,
+    /// `RESET`s sent since the last batch ended: their startup values go back at its end.
+    pending_restore: PendingRestore,
+    /// Startup restores sent (their statement names are numbered).
+    restores: u64,
+    /// Sync groups sent on the held server: a Sync or a simple Query ends one.
+    group: u64,
+    /// Proxy-named statements whose Parse is unanswered, with the group it was sent in.
+    pending_prepares: std::collections::HashMap<String, u64>,
+    /// The group of an unanswered Parse of the unnamed statement.
+    pending_unnamed: Option<u64>,
     /// Rows of the settings read-back in flight.
     read_back: Option<params::Settings>,
     /// The error of the proxy's own simple query in flight.
@@ -124,7 +140,11 @@ impl Machine {
             backlog_bytes: 0,
             skipping: false,
             status: TxnStatus::Idle,
-            restore_after_sync: None,
+            pending_restore: PendingRestore::default(),
+            restores: 0,
+            group: 0,
+            pending_prepares: std::collections::HashMap::new(),
+            pending_unnamed: None,
             read_back: None,
             own_error: None,
             stashed_ready: None,
@@ -168,6 +188,9 @@ impl Machine {
         self.queue.reset();
         self.status = srv.txn;
         self.skipping = false;
+        self.pending_prepares.clear();
+        self.pending_unnamed = None;
+        self.pending_restore = PendingRestore::default();
         self.stashed_ready = None;
         self.read_back = None;
         self.own_error = None;
@@ -178,6 +201,8 @@ impl Machine {
             self.to_server.extend_from_slice(&wire::query(&sql));
             self.queue.push(Sent::own(Kind::Query, Own::Sync));
             srv.settings = desired.clone();
+            // A simple query drops the server's unnamed statement.
+            srv.unnamed = UnnamedOnServer::Empty;
             if verify {
                 self.phase = Phase::Syncing;
                 return Ok(());
@@ -252,12 +277,14 @@ impl Machine {
     }
 
     /// Asks the server for the session's settings before it is released.
-    fn read_settings_back(&mut self, srv: &Tracked) {
+    fn read_settings_back(&mut self, srv: &mut Tracked) {
         self.client.settings_dirty = false;
         let named = self.client.custom.iter().chain(self.client.startup.keys());
         let sql = params::read_back_sql(named, srv.redshift);
         self.to_server.extend_from_slice(&wire::query(&sql));
         self.queue.push(Sent::own(Kind::Query, Own::ReadBack));
+        // A simple query drops the server's unnamed statement.
+        srv.unnamed = UnnamedOnServer::Empty;
         self.read_back = Some(params::Settings::new());
     }
 
@@ -425,7 +452,10 @@ impl Machine {
             Change::ServerStatement { name, was } => {
                 use crate::pool::tracked::Presence;
                 match was {
-                    Presence::Absent => srv.statements.remove(&name),
+                    Presence::Absent => {
+                        self.pending_prepares.remove(&name);
+                        srv.statements.remove(&name)
+                    }
                     Presence::Present => srv.statements.restore(&name, false),
                     Presence::Stale => srv.statements.restore(&name, true),
                 }

@@ -533,10 +533,13 @@ fn a_reset_restores_the_clients_startup_value_before_its_ready_for_query() {
         "ReadyForQuery held"
     );
     b.server(cat(&[
+        wire::parse_complete(),
+        wire::bind_complete(),
         wire::parameter_status("DateStyle", "ISO, DMY"),
-        wire::row_description(&["set_config"]),
         row(&["ISO, DMY"]),
         wire::command_complete("SELECT 1"),
+        wire::close_complete(),
+        wire::close_complete(),
         ready(TxnStatus::Idle),
     ]));
     assert_eq!(b.heard(), vec!["S DateStyle=ISO, DMY", "Z I"]);
