@@ -1,0 +1,254 @@
+//! The runner: each client's script through two sides at once, in lock step (a step on
+//! the first side, the same step on the second, compare), all clients concurrently; the
+//! first step whose answers differ is reported with the script that led there.
+
+use super::conn::RawConn;
+use super::generate;
+use super::script::Script;
+use super::setup::{self, DATABASES};
+use super::transcript::Event;
+use super::DiffError;
+use crate::testbed::Bed;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why: where one side of a comparison sends a client's script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Through the proxy, as the client user (`alice`).
+    Proxy,
+    /// A private session of its own as the database user (`IAM:alice`): directly to
+    /// PostgreSQL, or through the Redshift-like front when the bed has one.
+    Oracle,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Proxy => "proxy",
+            Side::Oracle => "oracle (private session)",
+        })
+    }
+}
+
+/// Why: one run: which scripts (seed, clients, steps) go to which two sides.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub seed: u64,
+    pub clients: usize,
+    pub steps: usize,
+    pub sides: [Side; 2],
+    /// Longest wait for one step's answers.
+    pub step_limit: Duration,
+}
+
+impl RunSpec {
+    /// The proxy against the oracle.
+    pub fn proxy_vs_oracle(seed: u64, clients: usize, steps: usize) -> RunSpec {
+        RunSpec {
+            seed,
+            clients,
+            steps,
+            sides: [Side::Proxy, Side::Oracle],
+            step_limit: Duration::from_secs(20),
+        }
+    }
+
+    /// Two private sessions per client (the harness's self-check).
+    pub fn oracle_vs_oracle(seed: u64, clients: usize, steps: usize) -> RunSpec {
+        RunSpec {
+            sides: [Side::Oracle, Side::Oracle],
+            ..Self::proxy_vs_oracle(seed, clients, steps)
+        }
+    }
+}
+
+/// Why: the first step where the two sides answered differently, with all it takes to
+/// read and reproduce it.
+#[derive(Debug, Clone)]
+pub struct Divergence {
+    pub seed: u64,
+    pub sides: [Side; 2],
+    pub script: Script,
+    pub step: usize,
+    pub answers: [Vec<Event>; 2],
+}
+
+/// What a run found.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub seed: u64,
+    /// Steps compared over all clients.
+    pub steps_compared: usize,
+    pub divergence: Option<Divergence>,
+}
+
+/// The scripts of `spec`'s seed for the bed's flavor, run on both sides.
+pub async fn run(bed: &Bed, spec: &RunSpec) -> Result<RunOutcome, DiffError> {
+    let flavor = setup::flavor_of(bed);
+    let scripts = (0..spec.clients)
+        .map(|c| generate::script(spec.seed, c, spec.steps, flavor))
+        .collect();
+    run_scripts(bed, spec, scripts).await
+}
+
+/// Runs given scripts (each with its own client number) on both sides of `spec`.
+pub async fn run_scripts(
+    bed: &Bed,
+    spec: &RunSpec,
+    scripts: Vec<Script>,
+) -> Result<RunOutcome, DiffError> {
+    let clients: Vec<usize> = scripts.iter().map(|s| s.client).collect();
+    setup::reset_tables(bed, &clients).await?;
+    let ends = Ends::of(bed)?;
+    // Every first-side session logs in before any second-side one: the proxy's logins
+    // mint the password the front checks the oracle's logins against.
+    let mut first = Vec::new();
+    for s in &scripts {
+        first.push(ends.open(spec.sides[0], DATABASES[0], s).await?);
+    }
+    let mut second = Vec::new();
+    for s in &scripts {
+        second.push(ends.open(spec.sides[1], DATABASES[1], s).await?);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for ((script, a), b) in scripts.into_iter().zip(first).zip(second) {
+        let (stop, limit) = (stop.clone(), spec.step_limit);
+        tasks.spawn(drive(script, [a, b], stop, limit));
+    }
+    let mut outcome = RunOutcome {
+        seed: spec.seed,
+        steps_compared: 0,
+        divergence: None,
+    };
+    let mut earliest: Option<Instant> = None;
+    while let Some(done) = tasks.join_next().await {
+        let driven = done.map_err(|e| DiffError::new("a client task", e))?;
+        outcome.steps_compared += driven.compared;
+        if let Some((at, step, answers, script)) = driven.diverged {
+            if earliest.is_none_or(|e| at < e) {
+                earliest = Some(at);
+                outcome.divergence = Some(Divergence {
+                    seed: spec.seed,
+                    sides: spec.sides,
+                    script,
+                    step,
+                    answers,
+                });
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// Why: what one client's lock-step drive found.
+struct Driven {
+    compared: usize,
+    /// When, at which step, both answers, and the script.
+    diverged: Option<(Instant, usize, [Vec<Event>; 2], Script)>,
+}
+
+/// One client: each step on the first side, then on the second, compared; stops at the
+/// first difference (telling the other clients to stop) or when another client found one.
+async fn drive(
+    script: Script,
+    conns: [RawConn; 2],
+    stop: Arc<AtomicBool>,
+    limit: Duration,
+) -> Driven {
+    let [mut a, mut b] = conns;
+    let mut driven = Driven {
+        compared: 0,
+        diverged: None,
+    };
+    for (i, step) in script.steps.iter().enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let touched = script.touched_through(i);
+        let first = a.step(&step.msgs, &touched, limit).await;
+        let second = b.step(&step.msgs, &touched, limit).await;
+        driven.compared += 1;
+        if first != second {
+            stop.store(true, Ordering::Relaxed);
+            driven.diverged = Some((Instant::now(), i, [first, second], script.clone()));
+            break;
+        }
+    }
+    a.terminate().await;
+    b.terminate().await;
+    driven
+}
+
+/// Why: where each side's sessions are opened on this bed.
+struct Ends {
+    proxy: SocketAddr,
+    postgres: SocketAddr,
+    front: Option<crate::upstream::UpstreamTarget>,
+    passwords: crate::testbed::PasswordLookup,
+}
+
+impl Ends {
+    fn of(bed: &Bed) -> Result<Ends, DiffError> {
+        Ok(Ends {
+            proxy: bed.proxy_addr,
+            postgres: ([127, 0, 0, 1], bed.pg.port()).into(),
+            front: setup::front_target(bed)?,
+            passwords: bed.emu.password_lookup(),
+        })
+    }
+
+    async fn open(&self, side: Side, database: &str, s: &Script) -> Result<RawConn, DiffError> {
+        let user = s.identity;
+        match (side, &self.front) {
+            (Side::Proxy, _) => {
+                RawConn::plain(self.proxy, user.client_user(), database, &s.startup).await
+            }
+            (Side::Oracle, None) => {
+                RawConn::plain(self.postgres, user.db_user(), database, &s.startup).await
+            }
+            (Side::Oracle, Some(front)) => {
+                let password = (self.passwords)(user.db_user()).ok_or_else(|| {
+                    DiffError::msg(format!("no password minted for {}", user.db_user()))
+                })?;
+                RawConn::tls(front, user.db_user(), &password, database, &s.startup).await
+            }
+        }
+    }
+}
+
+impl Divergence {
+    /// Where the two answers first differ (index into both).
+    pub fn first_difference(&self) -> usize {
+        let [a, b] = &self.answers;
+        a.iter().zip(b).take_while(|(x, y)| x == y).count()
+    }
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "answers differ: seed {}, client {}, step {}",
+            self.seed, self.script.client, self.step
+        )?;
+        writeln!(f, "script up to that step:")?;
+        f.write_str(&self.script.text_through(self.step))?;
+        let mark = self.first_difference();
+        for (side, answers) in self.sides.iter().zip(&self.answers) {
+            writeln!(f, "{side} answered:")?;
+            for (i, e) in answers.iter().enumerate() {
+                let arrow = if i == mark { "->" } else { "  " };
+                writeln!(f, "  {arrow} {e}")?;
+            }
+            if answers.len() == mark {
+                writeln!(f, "  -> (nothing more)")?;
+            }
+        }
+        Ok(())
+    }
+}

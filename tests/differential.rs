@@ -1,0 +1,68 @@
+//! Differential tests of pooling: random client scripts (settings in every spelling,
+//! transactions and savepoints, failing statements, the extended protocol split over
+//! Syncs, prepared statements) run through the proxy and, step by step, through a private
+//! session of their own; PostgreSQL (or the Redshift-like front) is the oracle, and every
+//! answer must be the same. A failure prints the seed, the client, the step, the script up
+//! to it and both answers (and a shrunk script when the client fails alone).
+//!
+//! The long run: `cargo bench --bench differential -- --minutes 10`.
+
+use redshift_iam_proxy::config::PoolMode;
+use redshift_iam_proxy::testbed::differential::{self, shrink, RunSpec};
+use redshift_iam_proxy::testbed::Bed;
+
+const CLIENTS: usize = 8;
+const STEPS: usize = 40;
+const FIXED_SEEDS: [u64; 3] = [1, 2, 3];
+
+/// A seed from the clock, printed so a failure can be replayed.
+fn time_seed() -> u64 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    eprintln!("time seed: {seed}");
+    seed
+}
+
+async fn bed(mode: PoolMode, pool_size: usize, redshift_front: bool) -> Bed {
+    let bed = Bed::with(differential::bed_options(mode, pool_size, redshift_front)).await;
+    differential::prepare(&bed).await.expect("prepare the bed");
+    bed
+}
+
+/// Runs each seed; panics with the first divergence (and its shrunk form, if any).
+async fn assert_no_divergence(bed: &Bed, seeds: &[u64], spec: impl Fn(u64) -> RunSpec) {
+    for &seed in seeds {
+        let spec = spec(seed);
+        let outcome = differential::run(bed, &spec).await.expect("run");
+        if let Some(d) = outcome.divergence {
+            let shrunk = shrink::shrink(bed, &spec, &d, 40).await.expect("shrink");
+            let shrunk = shrunk.map_or("(does not diverge alone)".into(), |s| s.to_string());
+            panic!("{d}\nshrunk (the client alone):\n{shrunk}");
+        }
+    }
+}
+
+fn seeds() -> Vec<u64> {
+    let mut seeds = FIXED_SEEDS.to_vec();
+    seeds.push(time_seed());
+    seeds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_finds_no_difference_between_two_private_sessions() {
+    let bed = bed(PoolMode::Transaction, 1, false).await;
+    assert_no_divergence(&bed, &seeds(), |seed| {
+        RunSpec::oracle_vs_oracle(seed, CLIENTS, STEPS)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_pool_of_one_answers_every_random_script_like_a_private_session() {
+    let bed = bed(PoolMode::Transaction, 1, false).await;
+    assert_no_divergence(&bed, &seeds(), |seed| {
+        RunSpec::proxy_vs_oracle(seed, CLIENTS, STEPS)
+    })
+    .await;
+}
