@@ -103,22 +103,18 @@ pub async fn run_scripts(
 ) -> Result<RunOutcome, DiffError> {
     let clients: Vec<usize> = scripts.iter().map(|s| s.client).collect();
     setup::reset_tables(bed, &clients).await?;
-    let ends = Ends::of(bed)?;
-    // Every first-side session logs in before any second-side one: the proxy's logins
-    // mint the password the front checks the oracle's logins against.
-    let mut first = Vec::new();
-    for s in &scripts {
-        first.push(ends.open(spec.sides[0], DATABASES[0], s).await?);
-    }
-    let mut second = Vec::new();
-    for s in &scripts {
-        second.push(ends.open(spec.sides[1], DATABASES[1], s).await?);
-    }
+    let ends = Arc::new(Ends::of(bed)?);
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    for ((script, a), b) in scripts.into_iter().zip(first).zip(second) {
-        let (stop, limit) = (stop.clone(), spec.step_limit);
-        tasks.spawn(drive(script, [a, b], stop, limit));
+    for script in scripts {
+        let (ends, stop, spec) = (ends.clone(), stop.clone(), spec.clone());
+        tasks.spawn(async move {
+            // The first side logs in first: through the proxy, that mints the password
+            // the front checks the oracle's login against.
+            let a = ends.open(spec.sides[0], DATABASES[0], &script).await?;
+            let b = ends.open(spec.sides[1], DATABASES[1], &script).await?;
+            Ok::<_, DiffError>(drive(script, [a, b], stop, spec.step_limit).await)
+        });
     }
     let mut outcome = RunOutcome {
         seed: spec.seed,
@@ -127,7 +123,7 @@ pub async fn run_scripts(
     };
     let mut earliest: Option<Instant> = None;
     while let Some(done) = tasks.join_next().await {
-        let driven = done.map_err(|e| DiffError::new("a client task", e))?;
+        let driven = done.map_err(|e| DiffError::new("a client task", e))??;
         outcome.steps_compared += driven.compared;
         if let Some((at, step, answers, script)) = driven.diverged {
             if earliest.is_none_or(|e| at < e) {
@@ -212,12 +208,28 @@ impl Ends {
                 RawConn::plain(self.postgres, user.db_user(), database, &s.startup).await
             }
             (Side::Oracle, Some(front)) => {
-                let password = (self.passwords)(user.db_user()).ok_or_else(|| {
-                    DiffError::msg(format!("no password minted for {}", user.db_user()))
-                })?;
-                RawConn::tls(front, user.db_user(), &password, database, &s.startup).await
+                // The front checks the newest password: one the proxy minted while this
+                // login was under way fails it once.
+                match self.front_login(front, database, s).await {
+                    Err(_) => self.front_login(front, database, s).await,
+                    ok => ok,
+                }
             }
         }
+    }
+}
+
+impl Ends {
+    async fn front_login(
+        &self,
+        front: &crate::upstream::UpstreamTarget,
+        database: &str,
+        s: &Script,
+    ) -> Result<RawConn, DiffError> {
+        let user = s.identity.db_user();
+        let password = (self.passwords)(user)
+            .ok_or_else(|| DiffError::msg(format!("no password minted for {user}")))?;
+        RawConn::tls(front, user, &password, database, &s.startup).await
     }
 }
 

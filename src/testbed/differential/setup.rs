@@ -74,7 +74,7 @@ pub async fn prepare(bed: &Bed) -> Result<(), DiffError> {
     Ok(())
 }
 
-/// Gives each of `clients` its schema `cN` with table `t` holding rows 1..=N+1, afresh, in
+/// Gives each of `clients` its schema `cN` with table `t` holding rows 1..=N+3, afresh, in
 /// both databases.
 pub async fn reset_tables(bed: &Bed, clients: &[usize]) -> Result<(), DiffError> {
     let mut sql = String::new();
@@ -84,7 +84,7 @@ pub async fn reset_tables(bed: &Bed, clients: &[usize]) -> Result<(), DiffError>
             "CREATE SCHEMA IF NOT EXISTS {s}; GRANT USAGE ON SCHEMA {s} TO PUBLIC; \
              CREATE TABLE IF NOT EXISTS {s}.t (id int, v text); GRANT ALL ON {s}.t TO PUBLIC; \
              TRUNCATE {s}.t; INSERT INTO {s}.t SELECT g, 'r' || g FROM generate_series(1, {}) g;\n",
-            c + 1
+            c + 3
         ));
     }
     for db in DATABASES {
