@@ -1,6 +1,12 @@
 //! The seeded script generator. A small model of the client's session (open transaction,
 //! savepoints, statement names that may exist) steers it towards sequences that mean
 //! something; it need not be exact, since the oracle decides what the right answer is.
+//!
+//! One thing is left out on purpose: reading a custom setting (`myapp.color`) the client
+//! has not set in its session. A PostgreSQL backend keeps every custom name it has seen as
+//! a placeholder for good (`DISCARD ALL` and `RESET ALL` keep it, with an empty value), so
+//! on a pooled server such a read shows whether *another* client used the name (`''`
+//! instead of NULL or error 42704) — a limit of pooling itself, not of this proxy.
 
 use super::msg::{Msg, Target};
 use super::script::{schema_of, Flavor, Identity, Script, Step};
@@ -38,6 +44,8 @@ struct Gen {
     statements: BTreeMap<String, &'static Prepared>,
     /// Whether this client uses what keeps it on one server (SQL PREPARE, set_config).
     pins: bool,
+    /// Custom settings the client has set in its session (so reading them is fair).
+    custom: BTreeSet<&'static str>,
     counter: u32,
 }
 
@@ -54,6 +62,7 @@ impl Gen {
             savepoints: vec![],
             statements: BTreeMap::new(),
             pins,
+            custom: BTreeSet::new(),
             counter: 0,
         }
     }
@@ -121,7 +130,8 @@ impl Gen {
         let name = self.spelled(s.name);
         let value = self.pick(s.values).0;
         let value = self.fill(value);
-        let sql = match self.rng.gen_range(0..10) {
+        let form = self.rng.gen_range(0..10);
+        let sql = match form {
             0 => format!("SET {name} TO {value}"),
             1 => format!("SET SESSION {name} = {value}"),
             2 => format!("SET LOCAL {name} = {value}"),
@@ -131,8 +141,28 @@ impl Gen {
             6 if !s.refused.is_empty() => format!("SET {name} = {}", self.pick(s.refused)),
             _ => format!("SET {name} = {value}"),
         };
+        if is_custom(s) {
+            match form {
+                3..=5 => {
+                    self.custom.remove(s.name);
+                }
+                0 | 1 | 7.. if !self.in_txn => {
+                    self.custom.insert(s.name);
+                }
+                _ => {}
+            }
+        }
         let sql = self.decorate(sql);
         Step::query(sql).touching(s.reported.as_slice())
+    }
+
+    /// A setting to read: any built-in one, or a custom one the client has set.
+    fn readable_setting(&mut self) -> &'static Setting {
+        let readable: Vec<&'static Setting> = vocab::SETTINGS
+            .iter()
+            .filter(|s| !is_custom(s) || self.custom.contains(s.name))
+            .collect();
+        self.pick(&readable)
     }
 
     /// Comments and spellings a client may wrap a statement in.
@@ -154,6 +184,7 @@ impl Gen {
     }
 
     fn reset_all(&mut self) -> Step {
+        self.custom.clear();
         let sql = self.decorate("RESET ALL".into());
         Step::query(sql).touching(&vocab::reported_names())
     }
@@ -161,10 +192,13 @@ impl Gen {
     fn read(&mut self) -> Step {
         let sql = match self.rng.gen_range(0..6) {
             0 => {
-                let name = self.setting().name;
+                let name = self.readable_setting().name;
                 format!("SHOW {}", self.spelled(name))
             }
-            1 => format!("SELECT current_setting('{}')", self.setting().name),
+            1 => format!(
+                "SELECT current_setting('{}')",
+                self.readable_setting().name
+            ),
             2 => "SHOW TIME ZONE".to_owned(),
             _ => self.fill_pick(vocab::READS),
         };
@@ -239,7 +273,10 @@ impl Gen {
 
     /// Several statements in one Query (an implicit transaction unless one is open).
     fn multi(&mut self) -> Step {
+        // What the statements do depends on whether the others fail: assume nothing new.
+        let custom = self.custom.clone();
         let set = self.set();
+        self.custom = custom;
         let sql = match self.rng.gen_range(0..6) {
             0 => format!("{}; {}", query_text(&set), self.pick(vocab::FAILING)),
             1 => {
@@ -277,6 +314,9 @@ impl Gen {
         let value = self.pick(s.values).1;
         let value = self.fill(value).replace('\'', "''");
         let local = self.rng.gen_bool(0.5);
+        if is_custom(s) && !local && !self.in_txn {
+            self.custom.insert(s.name);
+        }
         let sql = format!("SELECT set_config('{}', '{value}', {local})", s.name);
         Step::query(sql).touching(s.reported.as_slice())
     }
@@ -290,6 +330,7 @@ impl Gen {
         if self.rng.gen_bool(0.5) {
             Step::query("DEALLOCATE ALL")
         } else {
+            self.custom.clear();
             Step::query("DISCARD ALL").touching(&vocab::reported_names())
         }
     }
@@ -487,6 +528,10 @@ impl Gen {
             Step::messages(vec![Msg::Close(Target::Portal, "p1".into()), Msg::Sync]),
         ]
     }
+}
+
+fn is_custom(s: &Setting) -> bool {
+    s.name.starts_with("myapp.")
 }
 
 /// The SQL of a one-Query step.

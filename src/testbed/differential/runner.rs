@@ -73,8 +73,17 @@ pub struct Divergence {
     pub seed: u64,
     pub sides: [Side; 2],
     pub script: Script,
-    pub step: usize,
+    pub at: At,
     pub answers: [Vec<Event>; 2],
+}
+
+/// Where a client's answers first differed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// One side accepted the login and the other refused it.
+    Login,
+    /// At this step (numbered from 0).
+    Step(usize),
 }
 
 /// What a run found.
@@ -111,9 +120,13 @@ pub async fn run_scripts(
         tasks.spawn(async move {
             // The first side logs in first: through the proxy, that mints the password
             // the front checks the oracle's login against.
-            let a = ends.open(spec.sides[0], DATABASES[0], &script).await?;
-            let b = ends.open(spec.sides[1], DATABASES[1], &script).await?;
-            Ok::<_, DiffError>(drive(script, [a, b], stop, spec.step_limit).await)
+            let a = ends.open(spec.sides[0], DATABASES[0], &script).await;
+            let b = ends.open(spec.sides[1], DATABASES[1], &script).await;
+            match (a, b) {
+                (Ok(a), Ok(b)) => Ok(drive(script, [a, b], stop, spec.step_limit).await),
+                (Err(e), Err(_)) => Err(e),
+                (a, b) => Ok(login_differs(script, a, b, &stop).await),
+            }
         });
     }
     let mut outcome = RunOutcome {
@@ -125,14 +138,14 @@ pub async fn run_scripts(
     while let Some(done) = tasks.join_next().await {
         let driven = done.map_err(|e| DiffError::new("a client task", e))??;
         outcome.steps_compared += driven.compared;
-        if let Some((at, step, answers, script)) = driven.diverged {
-            if earliest.is_none_or(|e| at < e) {
-                earliest = Some(at);
+        if let Some((when, at, answers, script)) = driven.diverged {
+            if earliest.is_none_or(|e| when < e) {
+                earliest = Some(when);
                 outcome.divergence = Some(Divergence {
                     seed: spec.seed,
                     sides: spec.sides,
                     script,
-                    step,
+                    at,
                     answers,
                 });
             }
@@ -144,8 +157,32 @@ pub async fn run_scripts(
 /// Why: what one client's lock-step drive found.
 struct Driven {
     compared: usize,
-    /// When, at which step, both answers, and the script.
-    diverged: Option<(Instant, usize, [Vec<Event>; 2], Script)>,
+    /// When, where, both answers, and the script.
+    diverged: Option<(Instant, At, [Vec<Event>; 2], Script)>,
+}
+
+/// One side refused the login the other accepted: that is the client's difference.
+async fn login_differs(
+    script: Script,
+    a: Result<RawConn, DiffError>,
+    b: Result<RawConn, DiffError>,
+    stop: &AtomicBool,
+) -> Driven {
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = [vec![], vec![]];
+    for (answer, conn) in answers.iter_mut().zip([a, b]) {
+        match conn {
+            Ok(c) => {
+                answer.push(Event::Ready('I', vec![]));
+                c.terminate().await;
+            }
+            Err(e) => answer.push(Event::Closed(e.to_string())),
+        }
+    }
+    Driven {
+        compared: 0,
+        diverged: Some((Instant::now(), At::Login, answers, script)),
+    }
 }
 
 /// One client: each step on the first side, then on the second, compared; stops at the
@@ -171,7 +208,7 @@ async fn drive(
         driven.compared += 1;
         if first != second {
             stop.store(true, Ordering::Relaxed);
-            driven.diverged = Some((Instant::now(), i, [first, second], script.clone()));
+            driven.diverged = Some((Instant::now(), At::Step(i), [first, second], script.clone()));
             break;
         }
     }
@@ -243,13 +280,18 @@ impl Divergence {
 
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "answers differ: seed {}, client {}, step {}",
-            self.seed, self.script.client, self.step
-        )?;
-        writeln!(f, "script up to that step:")?;
-        f.write_str(&self.script.text_through(self.step))?;
+        let (seed, client) = (self.seed, self.script.client);
+        match self.at {
+            At::Login => {
+                writeln!(f, "answers differ: seed {seed}, client {client}, at login")?;
+                f.write_str(&self.script.header())?;
+            }
+            At::Step(step) => {
+                writeln!(f, "answers differ: seed {seed}, client {client}, step {step}")?;
+                writeln!(f, "script up to that step:")?;
+                f.write_str(&self.script.text_through(step))?;
+            }
+        }
         let mark = self.first_difference();
         for (side, answers) in self.sides.iter().zip(&self.answers) {
             writeln!(f, "{side} answered:")?;

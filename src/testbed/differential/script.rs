@@ -128,15 +128,20 @@ impl Script {
         names
     }
 
-    /// The script as text, steps numbered, up to and including `last`.
-    pub fn text_through(&self, last: usize) -> String {
-        let mut out = format!(
+    /// Who the client is and what it sends at startup, as a line of text.
+    pub fn header(&self) -> String {
+        format!(
             "client {} ({} → {}), startup {:?}\n",
             self.client,
             self.identity.client_user(),
             self.identity.db_user(),
             self.startup
-        );
+        )
+    }
+
+    /// The script as text, steps numbered, up to and including `last`.
+    pub fn text_through(&self, last: usize) -> String {
+        let mut out = self.header();
         for (i, step) in self.steps.iter().enumerate().take(last + 1) {
             out.push_str(&format!("  {i:>3}: {step}\n"));
         }

@@ -98,7 +98,10 @@ pub async fn reset_tables(bed: &Bed, clients: &[usize]) -> Result<(), DiffError>
         client
             .batch_execute(&sql)
             .await
-            .map_err(|e| DiffError::new(format!("reset the clients' tables in {db}"), e))?;
+            .map_err(|e| {
+                let (code, message) = crate::testbed::db_error(&e);
+                DiffError::msg(format!("reset the clients' tables in {db}: {code} {message}"))
+            })?;
         drop(client);
         let _ = conn.await;
     }

@@ -1,7 +1,7 @@
 //! A simple shrinker: replays the diverging client's script alone, then drops steps (a
 //! glued pair together) while the run still diverges, within a budget of runs.
 
-use super::runner::{run_scripts, Divergence, RunSpec};
+use super::runner::{run_scripts, At, Divergence, RunSpec};
 use super::script::{Script, Step};
 use super::DiffError;
 use crate::testbed::Bed;
@@ -14,9 +14,12 @@ pub async fn shrink(
     found: &Divergence,
     budget: usize,
 ) -> Result<Option<Divergence>, DiffError> {
+    let At::Step(step) = found.at else {
+        return Ok(None);
+    };
     let mut runs = 0;
     let mut script = found.script.clone();
-    script.steps.truncate(found.step + 1);
+    script.steps.truncate(step + 1);
     let Some(mut best) = alone(bed, spec, &script, &mut runs).await? else {
         return Ok(None);
     };
@@ -51,7 +54,9 @@ async fn alone(
     *runs += 1;
     let outcome = run_scripts(bed, spec, vec![script.clone()]).await?;
     Ok(outcome.divergence.map(|mut d| {
-        d.script.steps.truncate(d.step + 1);
+        if let At::Step(step) = d.at {
+            d.script.steps.truncate(step + 1);
+        }
         d
     }))
 }

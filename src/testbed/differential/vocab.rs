@@ -134,10 +134,11 @@ pub const TIME_ZONE_FORMS: &[&str] = &[
     "SET TIME ZONE 'Nowhere/Bad'",
 ];
 
-/// Reads of what the session holds (besides `SHOW x` and `current_setting('x')`).
+/// Reads of what the session holds (besides `SHOW x` and `current_setting('x')`). Custom
+/// settings (`myapp.*`) are read only by name, once the client has set them: whether a
+/// server knows a custom name at all is not something a pool can hand on (see `generate`).
 pub const READS: &[&str] = &[
     "SELECT current_user",
-    "SELECT current_setting('myapp.color', true), current_setting('myapp.level', true)",
     "SELECT name, setting FROM pg_settings WHERE lower(name) IN ('search_path', 'statement_timeout', \
      'datestyle', 'intervalstyle', 'timezone', 'extra_float_digits', 'work_mem', 'application_name', \
      'default_transaction_read_only', 'lock_timeout', 'client_encoding') ORDER BY name",
