@@ -169,7 +169,11 @@ fn kind(d: &Divergence) -> String {
     let at = d.first_difference();
     let step = match d.at {
         At::Login => "(login)".to_owned(),
-        At::Step(i) => d.script.steps.get(i).map_or(String::new(), |s| s.to_string()),
+        At::Step(i) => d
+            .script
+            .steps
+            .get(i)
+            .map_or(String::new(), |s| s.to_string()),
     };
     let answer = |i: usize| {
         d.answers[i]

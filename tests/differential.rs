@@ -69,7 +69,10 @@ async fn the_oracles_trust_line_leaves_the_proxy_logging_in_over_tls() {
         )
         .await
         .expect("the server's TLS state");
-    assert!(row.get::<_, bool>(0), "the proxy's server session is not TLS");
+    assert!(
+        row.get::<_, bool>(0),
+        "the proxy's server session is not TLS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -195,10 +195,7 @@ impl Gen {
                 let name = self.readable_setting().name;
                 format!("SHOW {}", self.spelled(name))
             }
-            1 => format!(
-                "SELECT current_setting('{}')",
-                self.readable_setting().name
-            ),
+            1 => format!("SELECT current_setting('{}')", self.readable_setting().name),
             2 => "SHOW TIME ZONE".to_owned(),
             _ => self.fill_pick(vocab::READS),
         };
@@ -223,7 +220,11 @@ impl Gen {
             3 if !self.savepoints.is_empty() => {
                 let at = self.rng.gen_range(0..self.savepoints.len());
                 self.savepoints.truncate(at + 1);
-                let word = self.pick(&["ROLLBACK TO SAVEPOINT", "ROLLBACK TO", "rollback to savepoint"]);
+                let word = self.pick(&[
+                    "ROLLBACK TO SAVEPOINT",
+                    "ROLLBACK TO",
+                    "rollback to savepoint",
+                ]);
                 format!("{word} {}", self.savepoints[at])
             }
             4 if !self.savepoints.is_empty() => {
@@ -287,7 +288,11 @@ impl Gen {
                 self.end_txn(&["ROLLBACK"]);
                 format!("BEGIN; {}; ROLLBACK", query_text(&set))
             }
-            3 => format!("{}; {}", self.fill_pick(vocab::WRITES), self.pick(vocab::FAILING)),
+            3 => format!(
+                "{}; {}",
+                self.fill_pick(vocab::WRITES),
+                self.pick(vocab::FAILING)
+            ),
             _ => format!("{}; {}", query_text(&set), query_text(&self.read())),
         };
         Step {
@@ -617,7 +622,10 @@ mod tests {
             "DISCARD ALL",
             "1/0",
         ] {
-            assert!(all.iter().any(|s| s.contains(needle)), "{needle} never appears");
+            assert!(
+                all.iter().any(|s| s.contains(needle)),
+                "{needle} never appears"
+            );
         }
     }
 }

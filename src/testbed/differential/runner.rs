@@ -287,7 +287,10 @@ impl fmt::Display for Divergence {
                 f.write_str(&self.script.header())?;
             }
             At::Step(step) => {
-                writeln!(f, "answers differ: seed {seed}, client {client}, step {step}")?;
+                writeln!(
+                    f,
+                    "answers differ: seed {seed}, client {client}, step {step}"
+                )?;
                 writeln!(f, "script up to that step:")?;
                 f.write_str(&self.script.text_through(step))?;
             }

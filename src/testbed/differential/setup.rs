@@ -95,13 +95,12 @@ pub async fn reset_tables(bed: &Bed, clients: &[usize]) -> Result<(), DiffError>
             .await
             .map_err(|e| DiffError::new(format!("connect to {db} as admin"), e))?;
         let conn = tokio::spawn(conn);
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| {
-                let (code, message) = crate::testbed::db_error(&e);
-                DiffError::msg(format!("reset the clients' tables in {db}: {code} {message}"))
-            })?;
+        client.batch_execute(&sql).await.map_err(|e| {
+            let (code, message) = crate::testbed::db_error(&e);
+            DiffError::msg(format!(
+                "reset the clients' tables in {db}: {code} {message}"
+            ))
+        })?;
         drop(client);
         let _ = conn.await;
     }

@@ -1,5 +1,6 @@
-//! A simple shrinker: replays the diverging client's script alone, then drops steps (a
-//! glued pair together) while the run still diverges, within a budget of runs.
+//! A simple shrinker: replays the diverging client's script alone, then drops earlier steps
+//! (a glued pair together) while the run still diverges at the same last step, within a
+//! budget of runs.
 
 use super::runner::{run_scripts, At, Divergence, RunSpec};
 use super::script::{Script, Step};
@@ -23,12 +24,15 @@ pub async fn shrink(
     let Some(mut best) = alone(bed, spec, &script, &mut runs).await? else {
         return Ok(None);
     };
-    let mut chunk = groups(&best.script.steps).len().div_ceil(2);
+    // Every group but the last (which holds the diverging step) may go.
+    let droppable = |s: &Script| groups(&s.steps).len().saturating_sub(1);
+    let mut chunk = droppable(&best.script).div_ceil(2);
     while chunk >= 1 && runs < budget {
         let mut removed_any = false;
         let mut at = 0;
-        while at < groups(&best.script.steps).len() && runs < budget {
-            let candidate = without(&best.script, at, chunk);
+        while at < droppable(&best.script) && runs < budget {
+            let count = chunk.min(droppable(&best.script) - at);
+            let candidate = without(&best.script, at, count);
             match alone(bed, spec, &candidate, &mut runs).await? {
                 Some(smaller) => {
                     best = smaller;
@@ -44,7 +48,9 @@ pub async fn shrink(
     Ok(Some(best))
 }
 
-/// Runs `script` (cut after its diverging step) as the only client.
+/// Runs `script` as the only client: its divergence, if the answers differ at its last
+/// step (the step that diverged first), so the shrunk script keeps the original failure
+/// rather than one its cut made.
 async fn alone(
     bed: &Bed,
     spec: &RunSpec,
@@ -53,12 +59,8 @@ async fn alone(
 ) -> Result<Option<Divergence>, DiffError> {
     *runs += 1;
     let outcome = run_scripts(bed, spec, vec![script.clone()]).await?;
-    Ok(outcome.divergence.map(|mut d| {
-        if let At::Step(step) = d.at {
-            d.script.steps.truncate(step + 1);
-        }
-        d
-    }))
+    let last = script.steps.len().checked_sub(1).map(At::Step);
+    Ok(outcome.divergence.filter(|d| Some(d.at) == last))
 }
 
 /// Step ranges that stay together: a glued step with the step that finishes its batch.

@@ -59,7 +59,10 @@ impl Event {
             b'E' => Event::Error(report(&msg.body)),
             b'N' => Event::Notice(report(&msg.body)),
             b'S' | b'K' | b'A' => return None,
-            b'Z' => Event::Ready(char::from(msg.body.first().copied().unwrap_or(b'?')), vec![]),
+            b'Z' => Event::Ready(
+                char::from(msg.body.first().copied().unwrap_or(b'?')),
+                vec![],
+            ),
             other => Event::Other(char::from(other)),
         };
         Some(event)
@@ -181,7 +184,11 @@ impl fmt::Display for Event {
             Event::Ready(status, params) => {
                 write!(f, "ReadyForQuery {status}")?;
                 for (name, value) in params {
-                    write!(f, " {name}={}", value.as_deref().unwrap_or("(never reported)"))?;
+                    write!(
+                        f,
+                        " {name}={}",
+                        value.as_deref().unwrap_or("(never reported)")
+                    )?;
                 }
                 Ok(())
             }
@@ -242,6 +249,9 @@ mod tests {
     #[test]
     fn parameter_status_and_backend_keys_are_left_out() {
         assert_eq!(Event::from_message(&msg(b'S', b"TimeZone\0UTC\0")), None);
-        assert_eq!(Event::from_message(&msg(b'K', b"\0\0\0\x01\0\0\0\x02")), None);
+        assert_eq!(
+            Event::from_message(&msg(b'K', b"\0\0\0\x01\0\0\0\x02")),
+            None
+        );
     }
 }

@@ -28,13 +28,22 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "statement_timeout",
         reported: None,
-        values: &[("0", "0"), ("'5s'", "5s"), ("12345", "12345"), ("'1min'", "1min")],
+        values: &[
+            ("0", "0"),
+            ("'5s'", "5s"),
+            ("12345", "12345"),
+            ("'1min'", "1min"),
+        ],
         refused: &["'abc'", "-1"],
     },
     Setting {
         name: "application_name",
         reported: Some("application_name"),
-        values: &[("'app_one'", "app_one"), ("'app two'", "app two"), ("''", "")],
+        values: &[
+            ("'app_one'", "app_one"),
+            ("'app two'", "app two"),
+            ("''", ""),
+        ],
         refused: &[],
     },
     Setting {
@@ -96,7 +105,11 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "client_encoding",
         reported: Some("client_encoding"),
-        values: &[("'UTF8'", "UTF8"), ("'LATIN1'", "LATIN1"), ("'SQL_ASCII'", "SQL_ASCII")],
+        values: &[
+            ("'UTF8'", "UTF8"),
+            ("'LATIN1'", "LATIN1"),
+            ("'SQL_ASCII'", "SQL_ASCII"),
+        ],
         refused: &["'klingon'"],
     },
     Setting {
