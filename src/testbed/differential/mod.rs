@@ -22,6 +22,6 @@ pub mod vocab;
 
 /// Errors of the harness itself (a part that failed, not a difference found).
 pub use super::BedError as DiffError;
-pub use runner::{run, run_scripts, At, Divergence, RunOutcome, RunSpec, Side};
+pub use runner::{run, run_in_order, run_scripts, At, Divergence, RunOutcome, RunSpec, Side};
 pub use script::{Flavor, Identity, Script, Step};
 pub use setup::{bed_options, prepare};

@@ -154,6 +154,79 @@ pub async fn run_scripts(
     Ok(outcome)
 }
 
+/// Runs `scripts` one step at a time in `order` (indices into `scripts`), each step on
+/// both sides before the next, logging each client in at its first step: a deterministic
+/// interleaving, for reproductions. A client whose script is done is skipped; a step that
+/// waits for a server another client holds waits until `spec.step_limit`.
+pub async fn run_in_order(
+    bed: &Bed,
+    spec: &RunSpec,
+    scripts: Vec<Script>,
+    order: &[usize],
+) -> Result<RunOutcome, DiffError> {
+    let clients: Vec<usize> = scripts.iter().map(|s| s.client).collect();
+    setup::reset_tables(bed, &clients).await?;
+    let ends = Ends::of(bed)?;
+    let mut conns: Vec<Option<[RawConn; 2]>> = scripts.iter().map(|_| None).collect();
+    let mut next = vec![0; scripts.len()];
+    let mut outcome = RunOutcome {
+        seed: spec.seed,
+        steps_compared: 0,
+        divergence: None,
+    };
+    for &who in order {
+        let (Some(script), Some(slot)) = (scripts.get(who), conns.get_mut(who)) else {
+            continue;
+        };
+        let Some(step) = script.steps.get(next[who]) else {
+            continue;
+        };
+        if slot.is_none() {
+            let a = ends.open(spec.sides[0], DATABASES[0], script).await;
+            let b = ends.open(spec.sides[1], DATABASES[1], script).await;
+            match (a, b) {
+                (Ok(a), Ok(b)) => *slot = Some([a, b]),
+                (Err(e), Err(_)) => return Err(e),
+                (a, b) => {
+                    let driven = login_differs(script.clone(), a, b, &AtomicBool::new(false)).await;
+                    outcome.divergence =
+                        driven.diverged.map(|(_, at, answers, script)| Divergence {
+                            seed: spec.seed,
+                            sides: spec.sides,
+                            script,
+                            at,
+                            answers,
+                        });
+                    break;
+                }
+            }
+        }
+        let Some([a, b]) = slot.as_mut() else {
+            continue;
+        };
+        let touched = script.touched_through(next[who]);
+        let first = a.step(&step.msgs, &touched, spec.step_limit).await;
+        let second = b.step(&step.msgs, &touched, spec.step_limit).await;
+        outcome.steps_compared += 1;
+        if first != second {
+            outcome.divergence = Some(Divergence {
+                seed: spec.seed,
+                sides: spec.sides,
+                script: script.clone(),
+                at: At::Step(next[who]),
+                answers: [first, second],
+            });
+            break;
+        }
+        next[who] += 1;
+    }
+    for [a, b] in conns.into_iter().flatten() {
+        a.terminate().await;
+        b.terminate().await;
+    }
+    Ok(outcome)
+}
+
 /// Why: what one client's lock-step drive found.
 struct Driven {
     compared: usize,
