@@ -547,19 +547,6 @@ fn query_text(step: &Step) -> String {
     }
 }
 
-/// Protocol statement names a script may leave behind (for tests of the generator).
-pub fn statement_names(script: &Script) -> BTreeSet<String> {
-    script
-        .steps
-        .iter()
-        .flat_map(|s| s.msgs.iter())
-        .filter_map(|m| match m {
-            Msg::Parse { name, .. } if !name.is_empty() => Some(name.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

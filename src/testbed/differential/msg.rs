@@ -72,11 +72,6 @@ impl Msg {
             }
         }
     }
-
-    /// Messages that end with ReadyForQuery.
-    pub fn ends_with_ready(&self) -> bool {
-        matches!(self, Msg::Query(_) | Msg::Sync)
-    }
 }
 
 /// Bind with text parameters and text results.

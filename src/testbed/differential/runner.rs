@@ -118,14 +118,12 @@ pub async fn run_scripts(
     for script in scripts {
         let (ends, stop, spec) = (ends.clone(), stop.clone(), spec.clone());
         tasks.spawn(async move {
-            // The first side logs in first: through the proxy, that mints the password
-            // the front checks the oracle's login against.
-            let a = ends.open(spec.sides[0], DATABASES[0], &script).await;
-            let b = ends.open(spec.sides[1], DATABASES[1], &script).await;
-            match (a, b) {
-                (Ok(a), Ok(b)) => Ok(drive(script, [a, b], stop, spec.step_limit).await),
-                (Err(e), Err(_)) => Err(e),
-                (a, b) => Ok(login_differs(script, a, b, &stop).await),
+            match open_both(&ends, &spec, &script).await? {
+                Ok(conns) => Ok(drive(&spec, script, conns, &stop).await),
+                Err(refused) => {
+                    stop.store(true, Ordering::Relaxed);
+                    Ok((0, Some((Instant::now(), refused))))
+                }
             }
         });
     }
@@ -136,18 +134,12 @@ pub async fn run_scripts(
     };
     let mut earliest: Option<Instant> = None;
     while let Some(done) = tasks.join_next().await {
-        let driven = done.map_err(|e| DiffError::new("a client task", e))??;
-        outcome.steps_compared += driven.compared;
-        if let Some((when, at, answers, script)) = driven.diverged {
+        let (compared, diverged) = done.map_err(|e| DiffError::new("a client task", e))??;
+        outcome.steps_compared += compared;
+        if let Some((when, divergence)) = diverged {
             if earliest.is_none_or(|e| when < e) {
                 earliest = Some(when);
-                outcome.divergence = Some(Divergence {
-                    seed: spec.seed,
-                    sides: spec.sides,
-                    script,
-                    at,
-                    answers,
-                });
+                outcome.divergence = Some(divergence);
             }
         }
     }
@@ -178,44 +170,24 @@ pub async fn run_in_order(
         let (Some(script), Some(slot)) = (scripts.get(who), conns.get_mut(who)) else {
             continue;
         };
-        let Some(step) = script.steps.get(next[who]) else {
+        if next[who] >= script.steps.len() {
             continue;
-        };
+        }
         if slot.is_none() {
-            let a = ends.open(spec.sides[0], DATABASES[0], script).await;
-            let b = ends.open(spec.sides[1], DATABASES[1], script).await;
-            match (a, b) {
-                (Ok(a), Ok(b)) => *slot = Some([a, b]),
-                (Err(e), Err(_)) => return Err(e),
-                (a, b) => {
-                    let driven = login_differs(script.clone(), a, b, &AtomicBool::new(false)).await;
-                    outcome.divergence =
-                        driven.diverged.map(|(_, at, answers, script)| Divergence {
-                            seed: spec.seed,
-                            sides: spec.sides,
-                            script,
-                            at,
-                            answers,
-                        });
+            match open_both(&ends, spec, script).await? {
+                Ok(both) => *slot = Some(both),
+                Err(refused) => {
+                    outcome.divergence = Some(refused);
                     break;
                 }
             }
         }
-        let Some([a, b]) = slot.as_mut() else {
+        let Some(both) = slot.as_mut() else {
             continue;
         };
-        let touched = script.touched_through(next[who]);
-        let first = a.step(&step.msgs, &touched, spec.step_limit).await;
-        let second = b.step(&step.msgs, &touched, spec.step_limit).await;
         outcome.steps_compared += 1;
-        if first != second {
-            outcome.divergence = Some(Divergence {
-                seed: spec.seed,
-                sides: spec.sides,
-                script: script.clone(),
-                at: At::Step(next[who]),
-                answers: [first, second],
-            });
+        if let Some(answers) = compare_step(spec, script, next[who], both).await {
+            outcome.divergence = Some(divergence(spec, script, At::Step(next[who]), answers));
             break;
         }
         next[who] += 1;
@@ -227,21 +199,21 @@ pub async fn run_in_order(
     Ok(outcome)
 }
 
-/// Why: what one client's lock-step drive found.
-struct Driven {
-    compared: usize,
-    /// When, where, both answers, and the script.
-    diverged: Option<(Instant, At, [Vec<Event>; 2], Script)>,
-}
-
-/// One side refused the login the other accepted: that is the client's difference.
-async fn login_differs(
-    script: Script,
-    a: Result<RawConn, DiffError>,
-    b: Result<RawConn, DiffError>,
-    stop: &AtomicBool,
-) -> Driven {
-    stop.store(true, Ordering::Relaxed);
+/// Both sides' sessions of `script`, the first side first: through the proxy, that login
+/// mints the password the front checks the oracle's login against. `Ok(Err(_))`: one side
+/// refused the login the other accepted; `Err`: both refused (the harness is broken).
+async fn open_both(
+    ends: &Ends,
+    spec: &RunSpec,
+    script: &Script,
+) -> Result<Result<[RawConn; 2], Divergence>, DiffError> {
+    let a = ends.open(spec.sides[0], DATABASES[0], script).await;
+    let b = ends.open(spec.sides[1], DATABASES[1], script).await;
+    let (a, b) = match (a, b) {
+        (Ok(a), Ok(b)) => return Ok(Ok([a, b])),
+        (Err(e), Err(_)) => return Err(e),
+        other => other,
+    };
     let mut answers = [vec![], vec![]];
     for (answer, conn) in answers.iter_mut().zip([a, b]) {
         match conn {
@@ -252,42 +224,60 @@ async fn login_differs(
             Err(e) => answer.push(Event::Closed(e.to_string())),
         }
     }
-    Driven {
-        compared: 0,
-        diverged: Some((Instant::now(), At::Login, answers, script)),
+    Ok(Err(divergence(spec, script, At::Login, answers)))
+}
+
+fn divergence(spec: &RunSpec, script: &Script, at: At, answers: [Vec<Event>; 2]) -> Divergence {
+    Divergence {
+        seed: spec.seed,
+        sides: spec.sides,
+        script: script.clone(),
+        at,
+        answers,
     }
 }
 
-/// One client: each step on the first side, then on the second, compared; stops at the
-/// first difference (telling the other clients to stop) or when another client found one.
+/// Step `i` of `script` on the first side, then on the second; both answers if they differ.
+async fn compare_step(
+    spec: &RunSpec,
+    script: &Script,
+    i: usize,
+    [a, b]: &mut [RawConn; 2],
+) -> Option<[Vec<Event>; 2]> {
+    let step = script.steps.get(i)?;
+    let touched = script.touched_through(i);
+    let first = a.step(&step.msgs, &touched, spec.step_limit).await;
+    let second = b.step(&step.msgs, &touched, spec.step_limit).await;
+    (first != second).then_some([first, second])
+}
+
+/// One client in lock step: steps compared, and when and where it diverged. It stops at
+/// the first difference (telling the other clients to stop) or when another client found
+/// one.
 async fn drive(
+    spec: &RunSpec,
     script: Script,
-    conns: [RawConn; 2],
-    stop: Arc<AtomicBool>,
-    limit: Duration,
-) -> Driven {
-    let [mut a, mut b] = conns;
-    let mut driven = Driven {
-        compared: 0,
-        diverged: None,
-    };
-    for (i, step) in script.steps.iter().enumerate() {
+    mut conns: [RawConn; 2],
+    stop: &AtomicBool,
+) -> (usize, Option<(Instant, Divergence)>) {
+    let mut compared = 0;
+    let mut diverged = None;
+    for i in 0..script.steps.len() {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let touched = script.touched_through(i);
-        let first = a.step(&step.msgs, &touched, limit).await;
-        let second = b.step(&step.msgs, &touched, limit).await;
-        driven.compared += 1;
-        if first != second {
+        compared += 1;
+        if let Some(answers) = compare_step(spec, &script, i, &mut conns).await {
             stop.store(true, Ordering::Relaxed);
-            driven.diverged = Some((Instant::now(), At::Step(i), [first, second], script.clone()));
+            let d = divergence(spec, &script, At::Step(i), answers);
+            diverged = Some((Instant::now(), d));
             break;
         }
     }
+    let [a, b] = conns;
     a.terminate().await;
     b.terminate().await;
-    driven
+    (compared, diverged)
 }
 
 /// Why: where each side's sessions are opened on this bed.
