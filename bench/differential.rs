@@ -147,21 +147,21 @@ impl Found {
     }
 }
 
-/// A difference, shrunk when the client diverges alone, as printed.
+/// A difference, shrunk when the client diverges alone, with the command that replays it,
+/// as printed; and its kind.
 async fn report(bed: &Bed, o: &Options, spec: &RunSpec, d: &Divergence) -> (String, String) {
-    let shrunk = match shrink::shrink(bed, spec, d, SHRINK_BUDGET).await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            let text = format!("{d}(does not diverge with the client alone)\n");
-            return (kind(d), text);
-        }
-        Err(e) => return (kind(d), format!("{d}(shrinking failed: {e})\n")),
-    };
-    let text = format!(
-        "{d}shrunk (the client alone):\n{shrunk}replay: {}\n",
-        o.replay(d.seed)
-    );
-    (kind(&shrunk), text)
+    let replay = format!("replay: {}\n", o.replay(d.seed));
+    match shrink::shrink(bed, spec, d, SHRINK_BUDGET).await {
+        Ok(Some(s)) => (
+            kind(&s),
+            format!("{d}shrunk (the client alone):\n{s}{replay}"),
+        ),
+        Ok(None) => (
+            kind(d),
+            format!("{d}(does not diverge with the client alone)\n{replay}"),
+        ),
+        Err(e) => (kind(d), format!("{d}(shrinking failed: {e})\n{replay}")),
+    }
 }
 
 /// What kind of difference: the diverging step's messages and the first answers apart.

@@ -30,15 +30,26 @@ async fn bed(mode: PoolMode, pool_size: usize, redshift_front: bool) -> Bed {
     bed
 }
 
-/// Runs each seed; panics with the first divergence (and its shrunk form, if any).
-async fn assert_no_divergence(bed: &Bed, seeds: &[u64], spec: impl Fn(u64) -> RunSpec) {
+/// Runs each seed; panics with the first divergence (and its shrunk form, if any) and the
+/// long-run command that replays the seed (`bench_flags`: the bed's pool and front).
+async fn assert_no_divergence(
+    bed: &Bed,
+    seeds: &[u64],
+    bench_flags: &str,
+    spec: impl Fn(u64) -> RunSpec,
+) {
     for &seed in seeds {
         let spec = spec(seed);
         let outcome = differential::run(bed, &spec).await.expect("run");
         if let Some(d) = outcome.divergence {
             let shrunk = shrink::shrink(bed, &spec, &d, 40).await.expect("shrink");
-            let shrunk = shrunk.map_or("(does not diverge alone)".into(), |s| s.to_string());
-            panic!("{d}\nshrunk (the client alone):\n{shrunk}");
+            let shrunk = shrunk.map_or("(does not diverge alone)\n".into(), |s| s.to_string());
+            panic!(
+                "{d}\nshrunk (the client alone):\n{shrunk}\nreplay (after the earlier seeds {:?} \
+                 on the same bed): cargo bench --bench differential -- --seed {seed} --runs 1 \
+                 --clients {CLIENTS} --steps {STEPS} {bench_flags}",
+                &seeds[..seeds.iter().position(|&s| s == seed).unwrap_or(0)]
+            );
         }
     }
 }
@@ -52,7 +63,7 @@ fn seeds() -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_harness_finds_no_difference_between_two_private_sessions() {
     let bed = bed(PoolMode::Transaction, 1, false).await;
-    assert_no_divergence(&bed, &seeds(), |seed| {
+    assert_no_divergence(&bed, &seeds(), "--oracle-vs-oracle", |seed| {
         RunSpec::oracle_vs_oracle(seed, CLIENTS, STEPS)
     })
     .await;
@@ -78,7 +89,7 @@ async fn the_oracles_trust_line_leaves_the_proxy_logging_in_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_pool_of_one_answers_every_random_script_like_a_private_session() {
     let bed = bed(PoolMode::Transaction, 1, false).await;
-    assert_no_divergence(&bed, &seeds(), |seed| {
+    assert_no_divergence(&bed, &seeds(), "--pool-size 1 --mode transaction", |seed| {
         RunSpec::proxy_vs_oracle(seed, CLIENTS, STEPS)
     })
     .await;
@@ -87,7 +98,7 @@ async fn transaction_pool_of_one_answers_every_random_script_like_a_private_sess
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_pool_of_two_answers_every_random_script_like_a_private_session() {
     let bed = bed(PoolMode::Transaction, 2, false).await;
-    assert_no_divergence(&bed, &seeds(), |seed| {
+    assert_no_divergence(&bed, &seeds(), "--pool-size 2 --mode transaction", |seed| {
         RunSpec::proxy_vs_oracle(seed, CLIENTS, STEPS)
     })
     .await;
@@ -98,7 +109,7 @@ async fn session_pool_answers_every_random_script_like_a_private_session() {
     // A server per client at a time (4 per identity); servers are reset and reused from
     // one seed's clients to the next.
     let bed = bed(PoolMode::Session, CLIENTS / 2, false).await;
-    assert_no_divergence(&bed, &seeds(), |seed| {
+    assert_no_divergence(&bed, &seeds(), "--pool-size 4 --mode session", |seed| {
         RunSpec::proxy_vs_oracle(seed, CLIENTS, STEPS)
     })
     .await;
@@ -107,8 +118,11 @@ async fn session_pool_answers_every_random_script_like_a_private_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_pool_behind_the_redshift_front_answers_like_a_private_front_session() {
     let bed = bed(PoolMode::Transaction, 2, true).await;
-    assert_no_divergence(&bed, &seeds(), |seed| {
-        RunSpec::proxy_vs_oracle(seed, CLIENTS, STEPS)
-    })
+    assert_no_divergence(
+        &bed,
+        &seeds(),
+        "--pool-size 2 --mode transaction --redshift-front",
+        |seed| RunSpec::proxy_vs_oracle(seed, CLIENTS, STEPS),
+    )
     .await;
 }
