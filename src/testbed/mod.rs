@@ -10,6 +10,7 @@
 mod bed;
 mod client;
 mod config;
+pub mod differential;
 pub mod faultline;
 mod oidc;
 mod options;
