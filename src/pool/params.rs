@@ -222,6 +222,7 @@ pub fn add_read_back_row(into: &mut Settings, body: &[u8]) -> Result<(), WireErr
 /// a private session would return to the client's startup value. This query puts each
 /// given startup value back where the setting is no longer set by the session; it runs
 /// right behind the client's statement, in its transaction, so a rollback undoes both.
+/// One statement (it is prepared through the extended protocol).
 pub fn restore_startup_sql<'a>(
     startup: impl Iterator<Item = (&'a String, &'a String)>,
 ) -> Option<String> {
@@ -235,7 +236,7 @@ pub fn restore_startup_sql<'a>(
             )
         })
         .collect();
-    (!stmts.is_empty()).then(|| stmts.join("; "))
+    (!stmts.is_empty()).then(|| stmts.join(" UNION ALL "))
 }
 
 /// The startup values a `RESET` of `names` (None: all) must restore: those that differ

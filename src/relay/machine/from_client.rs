@@ -45,6 +45,16 @@ impl Machine {
             // The server discards these too (an earlier message of the batch failed).
             return Ok(());
         }
+        let frame = Frame::Whole { tag, raw };
+        if self.txn() && self.waits_for_earlier_group(&frame) {
+            self.backlog_bytes += frame.raw().len();
+            self.backlog.push_front(frame);
+            self.phase = super::Phase::Waiting;
+            return Ok(());
+        }
+        let Frame::Whole { tag, raw } = frame else {
+            return Ok(());
+        };
         let body = wire::body(&raw);
         match tag {
             frontend::TERMINATE => self.terminated = true,
@@ -74,7 +84,8 @@ impl Machine {
         Ok(())
     }
 
-    fn send(&mut self, bytes: &[u8], sent: Sent) {
+    fn send(&mut self, bytes: &[u8], mut sent: Sent) {
+        sent.group = self.group;
         self.to_server.extend_from_slice(bytes);
         self.queue.push(sent);
     }
@@ -112,8 +123,8 @@ impl Machine {
         self.note_resets(&effects);
         let mut sent = Sent::client(Kind::Query).undo(undo);
         sent.tags = effects;
-        self.group += 1;
         self.send(raw, sent);
+        self.group += 1;
         // A batch a simple Query ends is committed with it: put startup values back now.
         self.restore_startup(srv);
         Ok(())
@@ -219,6 +230,7 @@ impl Machine {
         let effects = sql::classify(&parse.query);
         let st = Statement::new(parse, effects);
         self.client.statements.insert(name.clone(), st.clone());
+        self.created_now(&name);
         let undo = vec![Change::ClientStatement { name, was: None }];
         if !self.txn() {
             self.send(raw, Sent::client(Kind::Parse).undo(undo));
@@ -243,20 +255,41 @@ impl Machine {
         Ok(())
     }
 
-    /// Whether the held server has `name` for the messages sent now. A Parse still pending
-    /// in an earlier Sync group does not count (an error before it there makes the server
-    /// skip it): such a statement is closed and prepared again, as if stale.
+    /// Whether the held server has `name`.
     fn presence(&mut self, name: &str, srv: &mut Tracked) -> Presence {
-        match srv.statements.touch(name) {
-            Presence::Present if self.pending_before(name) => Presence::Stale,
-            p => p,
-        }
+        srv.statements.touch(name)
     }
 
-    fn pending_before(&self, name: &str) -> bool {
-        self.pending_prepares
-            .get(name)
-            .is_some_and(|g| *g < self.group)
+    /// Whether `frame` names a statement a Parse of an earlier, still unanswered Sync group
+    /// made (the client's own, or the proxy's on the server): whether it exists depends on
+    /// that group's outcome (an error before the Parse makes the server skip it), so the
+    /// frame waits for the answer.
+    pub(super) fn waits_for_earlier_group(&self, frame: &Frame) -> bool {
+        if self.created.is_empty() {
+            return false;
+        }
+        let Frame::Whole { tag, raw } = frame else {
+            return false;
+        };
+        let body = wire::body(raw);
+        let name = match *tag {
+            frontend::BIND => Bind::decode(&body).map(|b| b.statement).ok(),
+            frontend::DESCRIBE => NamedTarget::decode(&body)
+                .ok()
+                .filter(|t| t.kind == target::STATEMENT)
+                .map(|t| t.name),
+            frontend::PARSE => Parse::decode(&body).map(|p| p.name).ok(),
+            _ => None,
+        };
+        let Some(name) = name else {
+            return false;
+        };
+        self.created_in_unanswered_group(&name)
+            || self
+                .client
+                .statements
+                .get(&name)
+                .is_some_and(|st| self.created_in_unanswered_group(&st.server_name))
     }
 
     /// A Parse of a name the client holds: PostgreSQL answers 42P05 and keeps the first.
@@ -304,7 +337,7 @@ impl Machine {
             .unnamed
             .replace(Unnamed::Prepared { token, statement });
         let was_server = std::mem::replace(&mut srv.unnamed, UnnamedOnServer::Of(token));
-        self.pending_unnamed = Some(self.group);
+        self.created_now("");
         let mut sent = Sent::client(Kind::Parse).undo(vec![
             Change::ClientUnnamed(was),
             Change::ServerUnnamed(was_server),
@@ -345,7 +378,7 @@ impl Machine {
         sent.stmt = Some(name.clone());
         // Its error is the client's to hear, about the statement as the client named it.
         sent.rename = Some((name.clone(), st.parse.name.clone()));
-        self.pending_prepares.insert(name.clone(), self.group);
+        self.created_now(name);
         self.send(&st.parse.encode_as(name), sent);
     }
 
@@ -375,11 +408,10 @@ impl Machine {
     fn ensure_unnamed(&mut self, srv: &mut Tracked) {
         match self.client.unnamed.clone() {
             Some(Unnamed::Prepared { token, statement }) => {
-                let pending_before = self.pending_unnamed.is_some_and(|g| g < self.group);
-                if srv.unnamed == UnnamedOnServer::Of(token) && !pending_before {
+                if srv.unnamed == UnnamedOnServer::Of(token) {
                     return;
                 }
-                self.pending_unnamed = Some(self.group);
+                self.created_now("");
                 let was = std::mem::replace(&mut srv.unnamed, UnnamedOnServer::Of(token));
                 let mut sent =
                     Sent::own(Kind::Parse, Own::Prepare).undo(vec![Change::ServerUnnamed(was)]);

@@ -29,6 +29,11 @@ impl Machine {
             Frame::Whole { tag, raw } => {
                 self.on_server_message(tag, raw, srv)?;
                 self.drain_local(srv);
+                if self.phase == Phase::Waiting {
+                    // Maybe the answer the waiting messages need came: try them again.
+                    self.phase = Phase::Ready;
+                    self.replay_backlog(srv)?;
+                }
             }
         }
         Ok(())
@@ -65,15 +70,6 @@ impl Machine {
             return;
         };
         let (kind, own) = (head.kind, head.own);
-        if (tag, kind) == (backend::PARSE_COMPLETE, Kind::Parse) {
-            match head.stmt.as_deref() {
-                Some("") => self.pending_unnamed = None,
-                Some(name) => {
-                    self.pending_prepares.remove(name);
-                }
-                None => {}
-            }
-        }
         let done = match (tag, kind) {
             (backend::PARSE_COMPLETE, Kind::Parse)
             | (backend::BIND_COMPLETE, Kind::Bind)
@@ -231,6 +227,9 @@ impl Machine {
         self.status = status;
         srv.txn = status;
         let answered = self.pop_answered(srv);
+        if let Some(s) = &answered {
+            self.group_answered(s.group);
+        }
         match answered.and_then(|s| s.own) {
             Some(own) => self.own_done(own, srv)?,
             None => {

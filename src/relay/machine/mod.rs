@@ -48,6 +48,9 @@ pub enum Phase {
     Syncing,
     /// The server carries the client's session: messages flow.
     Ready,
+    /// A client message names a statement whose Parse an earlier Sync group has not
+    /// answered yet: it and what follows wait for that answer.
+    Waiting,
 }
 
 /// What the relay must do next.
@@ -97,12 +100,14 @@ pub struct Machine {
     pending_restore: PendingRestore,
     /// Startup restores sent (their statement names are numbered).
     restores: u64,
-    /// Sync groups sent on the held server: a Sync or a simple Query ends one.
+    /// The Sync group being sent: a Sync or a simple Query ends one.
     group: u64,
-    /// Proxy-named statements whose Parse is unanswered, with the group it was sent in.
-    pending_prepares: std::collections::HashMap<String, u64>,
-    /// The group of an unanswered Parse of the unnamed statement.
-    pending_unnamed: Option<u64>,
+    /// Every group up to this one is answered (its ReadyForQuery arrived).
+    answered: u64,
+    /// Statement names (the client's, the unnamed `""`, and the proxy's `rip_…` on the
+    /// server) a Parse made in a group not answered yet, with that group: whether they
+    /// exist depends on its outcome.
+    created: std::collections::HashMap<String, u64>,
     /// Rows of the settings read-back in flight.
     read_back: Option<params::Settings>,
     /// The error of the proxy's own simple query in flight.
@@ -143,8 +148,8 @@ impl Machine {
             pending_restore: PendingRestore::default(),
             restores: 0,
             group: 0,
-            pending_prepares: std::collections::HashMap::new(),
-            pending_unnamed: None,
+            answered: 0,
+            created: std::collections::HashMap::new(),
             read_back: None,
             own_error: None,
             stashed_ready: None,
@@ -188,8 +193,8 @@ impl Machine {
         self.queue.reset();
         self.status = srv.txn;
         self.skipping = false;
-        self.pending_prepares.clear();
-        self.pending_unnamed = None;
+        self.created.clear();
+        self.answered = self.group;
         self.pending_restore = PendingRestore::default();
         self.stashed_ready = None;
         self.read_back = None;
@@ -199,7 +204,10 @@ impl Machine {
         if let Some(sql) = params::sync_sql(desired, &srv.settings, &srv.params) {
             let verify = params::sync_can_fail(desired, &srv.settings, &srv.params);
             self.to_server.extend_from_slice(&wire::query(&sql));
-            self.queue.push(Sent::own(Kind::Query, Own::Sync));
+            let mut sent = Sent::own(Kind::Query, Own::Sync);
+            sent.group = self.group;
+            self.group += 1;
+            self.queue.push(sent);
             srv.settings = desired.clone();
             // A simple query drops the server's unnamed statement.
             srv.unnamed = UnnamedOnServer::Empty;
@@ -282,7 +290,10 @@ impl Machine {
         let named = self.client.custom.iter().chain(self.client.startup.keys());
         let sql = params::read_back_sql(named, srv.redshift);
         self.to_server.extend_from_slice(&wire::query(&sql));
-        self.queue.push(Sent::own(Kind::Query, Own::ReadBack));
+        let mut sent = Sent::own(Kind::Query, Own::ReadBack);
+        sent.group = self.group;
+        self.group += 1;
+        self.queue.push(sent);
         // A simple query drops the server's unnamed statement.
         srv.unnamed = UnnamedOnServer::Empty;
         self.read_back = Some(params::Settings::new());
@@ -452,10 +463,7 @@ impl Machine {
             Change::ServerStatement { name, was } => {
                 use crate::pool::tracked::Presence;
                 match was {
-                    Presence::Absent => {
-                        self.pending_prepares.remove(&name);
-                        srv.statements.remove(&name)
-                    }
+                    Presence::Absent => srv.statements.remove(&name),
                     Presence::Present => srv.statements.restore(&name, false),
                     Presence::Stale => srv.statements.restore(&name, true),
                 }
@@ -507,6 +515,27 @@ impl Machine {
         if self.client.reported.get(&name) != Some(&value) {
             self.to_client.extend_from_slice(raw);
             self.client.reported.insert(name, value);
+        }
+    }
+
+    /// Marks `name` as made by a Parse of the group being sent.
+    fn created_now(&mut self, name: &str) {
+        self.created.insert(name.to_owned(), self.group);
+    }
+
+    /// Whether `name` was made by a Parse of an earlier group still unanswered.
+    fn created_in_unanswered_group(&self, name: &str) -> bool {
+        self.created
+            .get(name)
+            .is_some_and(|g| *g > self.answered && *g < self.group)
+    }
+
+    /// Groups up to `group` are answered: what their Parses made is settled.
+    fn group_answered(&mut self, group: u64) {
+        if group > self.answered {
+            self.answered = group;
+            let answered = self.answered;
+            self.created.retain(|_, g| *g > answered);
         }
     }
 

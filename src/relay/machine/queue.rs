@@ -87,6 +87,8 @@ pub struct Sent {
     pub rename: Option<(String, String)>,
     /// The proxy-named statement this message uses (a stale plan is noticed on it).
     pub stmt: Option<String>,
+    /// The Sync group it was sent in.
+    pub group: u64,
 }
 
 impl Sent {
@@ -99,6 +101,7 @@ impl Sent {
             tags: Vec::new(),
             rename: None,
             stmt: None,
+            group: 0,
         }
     }
 
