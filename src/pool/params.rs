@@ -164,7 +164,8 @@ pub fn sync_sql(
 
 /// The query that reads a session's settings back: `pg_settings` rows set by the session,
 /// plus each setting in `named` read by name: custom settings (`pg_settings` does not list
-/// them) and the client's startup settings (whatever source the server gives them).
+/// them; Redshift calls them session context variables) and the client's startup settings
+/// (whatever source the server gives them).
 /// Rows: (lower-case name, value, or NULL when undefined).
 pub fn read_back_sql<'a>(named: impl Iterator<Item = &'a String>, redshift: bool) -> String {
     let not_carried: Vec<String> = NOT_CARRIED.iter().map(|n| quote(n)).collect();
@@ -174,10 +175,8 @@ pub fn read_back_sql<'a>(named: impl Iterator<Item = &'a String>, redshift: bool
         not_carried.join(", ")
     );
     for name in named {
-        // Redshift has no custom settings and only the one-argument current_setting.
-        if redshift && name.contains('.') {
-            continue;
-        }
+        // Redshift knows only the one-argument current_setting: a name it does not know
+        // fails the read-back, and the client then keeps its server (nothing is lost).
         let read = if redshift {
             format!("pg_catalog.current_setting({})", quote(name))
         } else {
@@ -410,7 +409,10 @@ mod tests {
         assert!(pg.contains("source = 'session'"), "{pg}");
         assert!(pg.contains("current_setting(E'myapp.flag', true)"), "{pg}");
         let redshift = read_back_sql(named.iter(), true);
-        assert!(!redshift.contains("myapp.flag"), "{redshift}");
+        assert!(
+            redshift.contains("current_setting(E'myapp.flag')"),
+            "{redshift}"
+        );
         assert!(
             redshift.contains("current_setting(E'query_group')"),
             "{redshift}"

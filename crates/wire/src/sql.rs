@@ -64,6 +64,26 @@ pub fn classify(sql: &str) -> Vec<Effect> {
     out
 }
 
+/// Whether `sql` is one statement that ends a transaction (`COMMIT`, `END`, `ROLLBACK`,
+/// `ABORT`, `ROLLBACK TO`, `PREPARE TRANSACTION`, `COMMIT/ROLLBACK PREPARED`): PostgreSQL
+/// parses and runs those inside a failed transaction, and refuses everything else (25P02).
+pub fn ends_transaction(sql: &str) -> bool {
+    let statements: Vec<Statement<'_>> = split_statements(sql)
+        .into_iter()
+        .filter(|s| !s.words.is_empty())
+        .collect();
+    let [s] = statements.as_slice() else {
+        return false;
+    };
+    let w = &s.words;
+    let at = |i: usize, k: &str| w.get(i).is_some_and(|x| x.is(k));
+    at(0, "COMMIT")
+        || at(0, "END")
+        || at(0, "ROLLBACK")
+        || at(0, "ABORT")
+        || (at(0, "PREPARE") && at(1, "TRANSACTION"))
+}
+
 /// The statement name of `sql` when it is exactly one `DEALLOCATE [PREPARE] name` (not
 /// `ALL`): the pool answers that itself for protocol-level statements.
 pub fn single_deallocate(sql: &str) -> Option<String> {
@@ -632,6 +652,29 @@ mod tests {
         assert_eq!(single_deallocate("DEALLOCATE ALL"), None);
         assert_eq!(single_deallocate("DEALLOCATE a; SELECT 1"), None);
         assert_eq!(single_deallocate("SELECT 1"), None);
+    }
+
+    #[test]
+    fn statements_that_end_a_transaction_are_told_apart() {
+        for sql in [
+            "COMMIT",
+            "end",
+            "ROLLBACK TO SAVEPOINT a",
+            "abort;",
+            "PREPARE TRANSACTION 'x'",
+            "COMMIT PREPARED 'x'",
+        ] {
+            assert!(ends_transaction(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "COMMIT; SELECT 1",
+            "PREPARE q AS SELECT 1",
+            "BEGIN",
+            "",
+        ] {
+            assert!(!ends_transaction(sql), "{sql}");
+        }
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Machine {
                 self.queue.flushed();
             }
             frontend::FUNCTION_CALL => {
-                self.client.settings_dirty = true;
+                self.client.settings_may_change();
                 self.send(&raw, Sent::client(Kind::FunctionCall));
             }
             frontend::COPY_DONE | frontend::COPY_FAIL => {
@@ -134,7 +134,7 @@ impl Machine {
     fn note_effects(&mut self, effects: &[Effect], srv: &Tracked) {
         for e in effects {
             if e.touches_settings() {
-                self.client.settings_dirty = true;
+                self.client.settings_may_change();
             }
             match e {
                 Effect::Sticky(why) => {
@@ -228,23 +228,36 @@ impl Machine {
             ));
         }
         let effects = sql::classify(&parse.query);
-        let st = Statement::new(parse, effects);
+        let st = Statement::new(parse, effects, self.client.fingerprint);
         self.client.statements.insert(name.clone(), st.clone());
         self.created_now(&name);
-        let undo = vec![Change::ClientStatement { name, was: None }];
+        let undo = vec![Change::ClientStatement {
+            name: name.clone(),
+            was: None,
+        }];
         if !self.txn() {
             self.send(raw, Sent::client(Kind::Parse).undo(undo));
             return Ok(());
         }
         match self.presence(&st.server_name, srv) {
-            // In a failed transaction PostgreSQL refuses a Parse (25P02): the server says so.
-            Presence::Present if self.status != TxnStatus::Failed => {
+            // PostgreSQL takes a Parse that ends a transaction in any state, any other only
+            // outside a failed transaction (25P02): answered here where that state is known.
+            Presence::Present
+                if sql::ends_transaction(&st.parse.query)
+                    || (self.status_settled() && self.status != TxnStatus::Failed) =>
+            {
                 self.local(wire::parse_complete(), undo)
             }
+            // The transaction failed, or an earlier group still in flight may fail it: a copy
+            // under a name of the client's own goes to the server, which answers as it must.
             Presence::Present => {
-                let mut sent = Sent::client(Kind::Parse).undo(undo);
-                sent.rename = Some((st.server_name.clone(), st.parse.name.clone()));
-                self.send(&st.parse.encode_as(&st.server_name), sent);
+                let private = Statement::new(
+                    st.parse.clone(),
+                    st.effects.clone(),
+                    unnamed_token() | (1 << 63),
+                );
+                self.client.statements.insert(name, private.clone());
+                self.prepare(&private, None, undo, srv);
             }
             Presence::Stale => {
                 self.close_stale(&st.server_name, srv);
@@ -300,7 +313,7 @@ impl Machine {
         parse: &Parse,
         srv: &mut Tracked,
     ) -> Result<(), Refusal> {
-        let existing = self.client.statements.get(&parse.name).cloned();
+        let existing = self.client.statement(&parse.name);
         match existing {
             Some(st) if self.txn() => {
                 self.ensure_prepared(&st, srv);
@@ -331,7 +344,7 @@ impl Machine {
         }
         let effects = sql::classify(&parse.query);
         let token = unnamed_token();
-        let statement = Statement::new(parse, effects);
+        let statement = Statement::new(parse, effects, self.client.fingerprint);
         let was = self
             .client
             .unnamed
@@ -471,7 +484,7 @@ impl Machine {
             self.send(raw, Sent::client(Kind::Bind));
             return Ok(());
         }
-        match self.client.statements.get(&bind.statement).cloned() {
+        match self.client.statement(&bind.statement) {
             Some(st) => {
                 self.ensure_prepared(&st, srv);
                 let mut sent = Sent::client(Kind::Bind);
@@ -573,7 +586,7 @@ impl Machine {
             self.send(raw, Sent::client(Kind::DescribeStatement));
             return Ok(());
         }
-        let (said, rename) = match self.client.statements.get(&t.name).cloned() {
+        let (said, rename) = match self.client.statement(&t.name) {
             Some(st) => {
                 self.ensure_prepared(&st, srv);
                 let said = st.server_name.clone();

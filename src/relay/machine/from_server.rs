@@ -290,7 +290,7 @@ impl Machine {
                 match (error, rows) {
                     (None, Some(rows)) => {
                         srv.settings = rows.clone();
-                        self.client.settings = rows;
+                        self.client.settings_read_back(rows);
                     }
                     (e, _) => {
                         // Which settings the session has is unknown: it keeps this server,

@@ -147,7 +147,7 @@ impl Machine {
             status: TxnStatus::Idle,
             pending_restore: PendingRestore::default(),
             restores: 0,
-            group: 0,
+            group: 1,
             answered: 0,
             created: std::collections::HashMap::new(),
             read_back: None,
@@ -194,7 +194,8 @@ impl Machine {
         self.status = srv.txn;
         self.skipping = false;
         self.created.clear();
-        self.answered = self.group;
+        // Every group before the next one was answered (on the previous server).
+        self.answered = self.group - 1;
         self.pending_restore = PendingRestore::default();
         self.stashed_ready = None;
         self.read_back = None;
@@ -521,6 +522,12 @@ impl Machine {
     /// Marks `name` as made by a Parse of the group being sent.
     fn created_now(&mut self, name: &str) {
         self.created.insert(name.to_owned(), self.group);
+    }
+
+    /// Whether every earlier group was answered, so `status` is the state the next message
+    /// meets on the server.
+    fn status_settled(&self) -> bool {
+        self.answered + 1 >= self.group
     }
 
     /// Whether `name` was made by a Parse of an earlier group still unanswered.

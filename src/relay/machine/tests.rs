@@ -200,11 +200,15 @@ impl Bench {
 }
 
 fn rip(q: &str) -> String {
-    server_name(&Parse {
-        name: String::new(),
-        query: q.into(),
-        param_types: Bytes::from_static(&[0, 0]),
-    })
+    let settings = params::Settings::new();
+    server_name(
+        &Parse {
+            name: String::new(),
+            query: q.into(),
+            param_types: Bytes::from_static(&[0, 0]),
+        },
+        super::client::settings_fingerprint(&settings),
+    )
 }
 
 #[test]
