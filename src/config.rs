@@ -153,6 +153,10 @@ pub struct PoolConfig {
     pub max_prepared_statements: usize,
     /// Replaces the reset the proxy chooses (PostgreSQL: DISCARD ALL; Redshift: RESET ALL).
     pub reset_query: Option<String>,
+    /// How long a login (and a client waiting for a server) is held and retried while the
+    /// cluster cannot take logins (reboot, maintenance, resume); 0 = fail at once.
+    #[serde(default = "default_outage_hold")]
+    pub outage_hold_secs: u64,
 }
 
 impl Default for PoolConfig {
@@ -168,8 +172,13 @@ impl Default for PoolConfig {
             server_check_delay_secs: default_server_check_delay(),
             max_prepared_statements: default_max_prepared(),
             reset_query: None,
+            outage_hold_secs: default_outage_hold(),
         }
     }
+}
+
+fn default_outage_hold() -> u64 {
+    120
 }
 
 fn default_pool_size() -> usize {

@@ -6,11 +6,13 @@
 
 use crate::cache::Source;
 use crate::credentials::CredentialRequest;
+use crate::outage::{Failure, Holding, Verdict};
 use crate::refusal::Refusal;
 use crate::session::{Shared, Target};
 use crate::stream::Stream;
 use crate::upstream::{self, Started, UpstreamError, UpstreamTarget};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A fresh server connection and how it was made.
 pub struct Opened {
@@ -31,9 +33,69 @@ pub struct LoginSpec {
     pub params: Vec<(String, String)>,
 }
 
-/// Logs in to `target` as `spec` describes; bounded by the caller's timeout.
+/// Logs in to `target` as `spec` describes, once; bounded by the caller's timeout.
 pub async fn open(shared: &Shared, target: &Target, spec: &LoginSpec) -> Result<Opened, Refusal> {
-    let started = std::time::Instant::now();
+    open_once(shared, target, spec).await.map_err(|f| f.refusal)
+}
+
+/// Logs in to `target`, each attempt bounded by `attempt_timeout`; while the cluster
+/// cannot take logins (an outage) the login is held and retried up to
+/// `[pool] outage_hold_secs` (see [`crate::outage`]).
+pub async fn open_held(
+    shared: &Shared,
+    target: &Target,
+    spec: &LoginSpec,
+    attempt_timeout: Duration,
+) -> Result<Opened, Refusal> {
+    let hold = Duration::from_secs(shared.admin.live().config.pool.outage_hold_secs);
+    let outage = &target.outage;
+    let label = target.config.label();
+    let started = Instant::now();
+    let deadline = started + hold;
+    let mut holding = None;
+    let mut attempt = 0u32;
+    let mut last_cause = String::new();
+    loop {
+        let Some(turn) = outage.probe_turn(deadline).await else {
+            let r = outage.gave_up(label, &last_cause, started);
+            outage.hold_finished(started.elapsed(), false);
+            return Err(r);
+        };
+        let failure = match tokio::time::timeout(attempt_timeout, open_once(shared, target, spec))
+            .await
+        {
+            Ok(Ok(opened)) => {
+                outage.ended(label);
+                if holding.is_some() {
+                    outage.hold_finished(started.elapsed(), true);
+                    tracing::info!(target = %label, held_secs = started.elapsed().as_secs_f64(), "held login succeeded");
+                }
+                return Ok(opened);
+            }
+            Ok(Err(f)) => f,
+            Err(_) => Failure::timed_out(attempt_timeout),
+        };
+        last_cause = failure.cause.clone();
+        match outage.after_failure(label, failure, attempt, started, hold) {
+            Verdict::Retry(pause) => {
+                holding.get_or_insert_with(|| Holding::new(outage));
+                tracing::debug!(target = %label, attempt, cause = %last_cause, "cluster unavailable; login held");
+                tokio::time::sleep(pause).await;
+                drop(turn);
+                attempt += 1;
+            }
+            Verdict::Fail(r) => {
+                if holding.is_some() {
+                    outage.hold_finished(started.elapsed(), false);
+                }
+                return Err(r);
+            }
+        }
+    }
+}
+
+async fn open_once(shared: &Shared, target: &Target, spec: &LoginSpec) -> Result<Opened, Failure> {
+    let started = Instant::now();
     let opened = open_timed(shared, target, spec).await;
     if opened.is_ok() {
         crate::admin::metrics::upstream_login(target.config.label(), started.elapsed());
@@ -41,19 +103,24 @@ pub async fn open(shared: &Shared, target: &Target, spec: &LoginSpec) -> Result<
     opened
 }
 
-async fn open_timed(shared: &Shared, target: &Target, spec: &LoginSpec) -> Result<Opened, Refusal> {
-    let upstream_target = target.endpoint.target().await?;
+async fn open_timed(shared: &Shared, target: &Target, spec: &LoginSpec) -> Result<Opened, Failure> {
+    let upstream_target = target
+        .endpoint
+        .target()
+        .await
+        .map_err(|e| Failure::refused(e.into()))?;
     let req = &spec.request;
     let mut retried = false;
     loop {
         // The credential (maybe an AWS call) and the TCP+TLS connection are independent:
         // do both at once, so a cold login costs max(API, handshake), not their sum.
         let (cred, stream) = tokio::join!(shared.cache.get(req), connect(target, &upstream_target));
-        let (cred, source) =
-            cred.map_err(|c| Refusal::new(c.sqlstate(), c.to_string(), c.hint()))?;
+        let (cred, source) = cred
+            .map_err(|c| Failure::refused(Refusal::new(c.sqlstate(), c.to_string(), c.hint())))?;
+        let stream = stream.map_err(|e| Failure::upstream(&e))?;
         let c = &cred.credential;
         let login = upstream::login(
-            stream?,
+            stream,
             &c.db_user,
             &c.password,
             &spec.database,
@@ -63,7 +130,9 @@ async fn open_timed(shared: &Shared, target: &Target, spec: &LoginSpec) -> Resul
         match login {
             Ok(l) => {
                 cred.mark_worked();
-                let started = upstream::finish_startup(l).await?;
+                let started = upstream::finish_startup(l)
+                    .await
+                    .map_err(|e| Failure::upstream(&e))?;
                 return Ok(Opened {
                     started,
                     upstream: upstream_target,
@@ -79,7 +148,7 @@ async fn open_timed(shared: &Shared, target: &Target, spec: &LoginSpec) -> Resul
                 shared.cache.invalidate(req, &cred);
                 retried = true;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Failure::upstream(&e)),
         }
     }
 }

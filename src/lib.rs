@@ -52,6 +52,7 @@ pub mod identity;
 pub mod localca;
 pub mod login;
 pub mod mapping;
+pub mod outage;
 pub mod pool;
 pub mod refusal;
 pub mod relay;

@@ -36,7 +36,14 @@ impl From<EndpointError> for Refusal {
 
 impl From<UpstreamError> for Refusal {
     fn from(e: UpstreamError) -> Self {
-        let hint = match &e {
+        Refusal::from_upstream(&e)
+    }
+}
+
+impl Refusal {
+    /// A failed server login as the client hears it.
+    pub fn from_upstream(e: &UpstreamError) -> Self {
+        let hint = match e {
             UpstreamError::AuthFailed(f) | UpstreamError::Server(f) => f.hint.clone(),
             _ => None,
         };

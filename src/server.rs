@@ -56,8 +56,9 @@ impl Proxy {
             tls::client_side_config(&config.client_tls, &server_names, client_ca)?;
         log_client_cert(&cert_source);
         let api = Arc::new(RedshiftApi::new(&config.aws, identity).await);
+        let pools = Pools::new(&config);
         let mut targets = Vec::new();
-        for c in &config.cluster {
+        for (i, c) in config.cluster.iter().enumerate() {
             let upstream_tls = tls::upstream_config(c.sslmode, c.sslrootcert.as_deref())?;
             targets.push(Target {
                 endpoint: EndpointResolver::new(
@@ -67,6 +68,7 @@ impl Proxy {
                     api.clone(),
                 ),
                 config: c.clone(),
+                outage: pools.outage(i),
             });
         }
         let mut listeners = vec![(bind(&config.listen).await?, None)];
@@ -92,7 +94,7 @@ impl Proxy {
             hard_stop: CancellationToken::new(),
             user_slots: Arc::new(UserSlots::new(config.limits.max_connections_per_user)),
             verifiers: admin.live().verifiers.clone(),
-            pools: Pools::new(&config),
+            pools,
             admin,
             config,
         });

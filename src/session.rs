@@ -36,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Target {
     pub config: ClusterConfig,
     pub endpoint: EndpointResolver,
+    /// Whether the cluster is in an outage, and the holds it causes (shared with the pools).
+    pub outage: Arc<crate::outage::Outage>,
 }
 
 /// Everything sessions share: configuration, caches, TLS and the cancel registry.

@@ -35,6 +35,8 @@ pub struct PoolSettings {
     pub reset_query: Option<String>,
     /// Time allowed to open (log in) one server.
     pub login_timeout: Duration,
+    /// How long logins and waiting clients are held through a cluster outage.
+    pub outage_hold: Duration,
 }
 
 /// Server count of one target across its pools (`max_server_connections`).
@@ -44,6 +46,8 @@ pub struct TargetSlots {
     /// 0 = no cap.
     pub cap: usize,
     notify: Notify,
+    /// The target's outage state: clients wait for a server as long as a login is held.
+    pub outage: Arc<crate::outage::Outage>,
 }
 
 impl TargetSlots {
@@ -52,6 +56,7 @@ impl TargetSlots {
             used: AtomicUsize::new(0),
             cap,
             notify: Notify::new(),
+            outage: Arc::default(),
         }
     }
 
@@ -229,8 +234,12 @@ impl Pool {
         Fut: Future<Output = Result<Opened, Refusal>>,
     {
         let started = Instant::now();
-        let deadline = started + self.settings.checkout_timeout;
+        let mut deadline = started + self.settings.checkout_timeout;
         loop {
+            // While the cluster is in an outage, waiting clients are held as long as logins.
+            if self.target.outage.active() {
+                deadline = deadline.max(started + self.settings.outage_hold);
+            }
             let next = self.next_step()?;
             let handoff = match next {
                 Step::Ready(h) => h,
@@ -296,19 +305,9 @@ impl Pool {
                 }
                 Handoff::Slot(slot) => {
                     self.opening.fetch_add(1, Ordering::Relaxed);
-                    let opened = tokio::time::timeout(self.settings.login_timeout, open()).await;
+                    // `open` bounds each attempt and holds the login through an outage.
+                    let opened = open().await;
                     self.opening.fetch_sub(1, Ordering::Relaxed);
-                    let opened = match opened {
-                        Ok(r) => r,
-                        Err(_) => Err(Refusal::new(
-                            "08001",
-                            format!(
-                                "login to the cluster did not complete within {} s (limits.login_timeout_secs): AWS credential API or cluster too slow",
-                                self.settings.login_timeout.as_secs()
-                            ),
-                            None,
-                        )),
-                    };
                     match opened {
                         Ok(o) => {
                             PoolStats::add(&self.stats.servers_opened, 1);

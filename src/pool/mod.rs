@@ -65,6 +65,14 @@ impl Pools {
         }
     }
 
+    /// The outage state of target `i` (shared with its sessions).
+    pub fn outage(&self, target: usize) -> Arc<crate::outage::Outage> {
+        self.targets
+            .get(target)
+            .map(|t| t.outage.clone())
+            .unwrap_or_default()
+    }
+
     /// The pool mode of target `i`.
     pub fn mode(&self, target: usize) -> PoolMode {
         self.settings.get(target).map_or(PoolMode::None, |s| s.mode)
@@ -274,6 +282,7 @@ fn pool_settings(config: &Config, i: usize, mode: PoolMode) -> PoolSettings {
         max_prepared: p.max_prepared_statements,
         reset_query: p.reset_query.clone(),
         login_timeout: config.limits.login_timeout(),
+        outage_hold: Duration::from_secs(p.outage_hold_secs),
     }
 }
 
@@ -323,7 +332,8 @@ impl PoolHandle {
             let shared = self.shared.clone();
             let spec = self.spec.clone();
             let t = self.target;
-            async move { connector::open(&shared, &shared.targets[t], &spec).await }
+            let attempt = Duration::from_secs(shared.config.limits.login_timeout_secs);
+            async move { connector::open_held(&shared, &shared.targets[t], &spec, attempt).await }
         };
         let shared = self.shared.clone();
         let pool = self.pool.clone();

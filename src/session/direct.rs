@@ -12,11 +12,15 @@ pub async fn run(shared: &Shared, mut login: Login) {
     let target = &shared.targets[login.plan.target];
     let started = Instant::now();
     let limits = shared.admin.live().config.limits.clone();
-    let opened = tokio::time::timeout(limits.login_timeout(), async {
+    let opened = async {
+        let identifier =
+            tokio::time::timeout(limits.login_timeout(), target.endpoint.cluster_identifier())
+                .await
+                .map_err(|_| login_timeout_refusal(limits.login_timeout_secs))??;
         let request = crate::login::credential_request(
             &target.config,
             login.plan.identity.clone(),
-            target.endpoint.cluster_identifier().await?,
+            identifier,
             &login.plan.database,
         );
         let spec = LoginSpec {
@@ -24,13 +28,10 @@ pub async fn run(shared: &Shared, mut login: Login) {
             database: login.plan.database.clone(),
             params: login.plan.forwarded.clone(),
         };
-        connector::open(shared, target, &spec).await
-    })
-    .await
-    .unwrap_or_else(|_| {
-        tracing::warn!(parent: &login.span, "login did not complete in time");
-        Err(login_timeout_refusal(limits.login_timeout_secs))
-    });
+        // Each attempt is bounded by the login timeout; an outage holds the login.
+        connector::open_held(shared, target, &spec, limits.login_timeout()).await
+    }
+    .await;
     let mut opened = match opened {
         Ok(o) => o,
         Err(r) => return login.refuse(&r).await,

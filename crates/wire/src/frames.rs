@@ -170,6 +170,14 @@ pub struct Parse {
 }
 
 impl Parse {
+    /// How many parameter types it declares.
+    pub fn param_count(&self) -> usize {
+        match self.param_types.get(..2) {
+            Some(&[a, b]) => usize::from(u16::from_be_bytes([a, b])),
+            _ => 0,
+        }
+    }
+
     pub fn decode(body: &[u8]) -> Result<Parse, WireError> {
         let mut b = body;
         let name = take_cstr(&mut b)?;
@@ -205,6 +213,17 @@ pub struct Bind {
 }
 
 impl Bind {
+    /// How many parameter values it supplies (`None` if the body is cut short).
+    pub fn param_count(&self) -> Option<usize> {
+        let r: &[u8] = &self.rest;
+        let formats = usize::from(u16::from_be_bytes([*r.first()?, *r.get(1)?]));
+        let at = 2 + 2 * formats;
+        Some(usize::from(u16::from_be_bytes([
+            *r.get(at)?,
+            *r.get(at + 1)?,
+        ])))
+    }
+
     pub fn decode(body: &Bytes) -> Result<Bind, WireError> {
         let mut b: &[u8] = body;
         let portal = take_cstr(&mut b)?;

@@ -84,6 +84,52 @@ pub fn ends_transaction(sql: &str) -> bool {
         || (at(0, "PREPARE") && at(1, "TRANSACTION"))
 }
 
+/// The highest `$n` parameter `sql` refers to (outside quotes and comments): with the
+/// declared types, what decides how many parameters a Bind must supply.
+pub fn highest_parameter(sql: &str) -> usize {
+    let b = sql.as_bytes();
+    let (mut i, mut top) = (0, 0usize);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit)
+                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+            {
+                let start = i + 1;
+                let mut end = start;
+                while end < b.len() && b[end].is_ascii_digit() {
+                    end += 1;
+                }
+                if let Ok(n) = sql[start..end].parse::<usize>() {
+                    top = top.max(n);
+                }
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    top
+}
+
 /// The statement name of `sql` when it is exactly one `DEALLOCATE [PREPARE] name` (not
 /// `ALL`): the pool answers that itself for protocol-level statements.
 pub fn single_deallocate(sql: &str) -> Option<String> {
@@ -652,6 +698,16 @@ mod tests {
         assert_eq!(single_deallocate("DEALLOCATE ALL"), None);
         assert_eq!(single_deallocate("DEALLOCATE a; SELECT 1"), None);
         assert_eq!(single_deallocate("SELECT 1"), None);
+    }
+
+    #[test]
+    fn the_highest_parameter_is_found_outside_quotes_and_comments() {
+        assert_eq!(highest_parameter("SELECT $1::int + $3"), 3);
+        assert_eq!(
+            highest_parameter("SELECT '$9', \"$8\" -- $7\n/* $6 */ FROM t"),
+            0
+        );
+        assert_eq!(highest_parameter("SELECT a$1 FROM t WHERE x = $2"), 2);
     }
 
     #[test]

@@ -17,6 +17,10 @@ use std::sync::Arc;
 /// to the server as is.
 const SERVER_PREFIX: &str = "rip_";
 
+/// PostgreSQL's words for a statement refused in a failed transaction (25P02).
+pub(super) const IN_FAILED_MESSAGE: &str =
+    "current transaction is aborted, commands ignored until end of transaction block";
+
 fn malformed(e: wire::WireError) -> Refusal {
     Refusal::new(
         sqlstate::PROTOCOL_VIOLATION,
@@ -92,6 +96,27 @@ impl Machine {
 
     fn local(&mut self, reply: bytes::BytesMut, undo: Vec<Change>) {
         self.queue.push_local(Reply::Bytes(reply), undo, true);
+    }
+
+    /// Answers the client's current message with an ERROR as PostgreSQL would; the rest of
+    /// its batch is dropped up to the Sync, as the server would skip it.
+    fn local_error(&mut self, code: &str, message: &str) {
+        self.local(
+            wire::error_response("ERROR", code, message, None),
+            Vec::new(),
+        );
+        self.skipping = true;
+    }
+
+    /// Puts the client's message back until the earlier groups are answered.
+    fn wait_for_answers(&mut self, raw: &[u8]) {
+        let frame = Frame::Whole {
+            tag: raw[0],
+            raw: bytes::Bytes::copy_from_slice(raw),
+        };
+        self.backlog_bytes += raw.len();
+        self.backlog.push_front(frame);
+        self.phase = super::Phase::Waiting;
     }
 
     fn query(&mut self, raw: &[u8], body: &[u8], srv: &mut Tracked) -> Result<(), Refusal> {
@@ -316,10 +341,33 @@ impl Machine {
         let existing = self.client.statement(&parse.name);
         match existing {
             Some(st) if self.txn() => {
-                self.ensure_prepared(&st, srv);
-                let mut sent = Sent::client(Kind::Parse);
-                sent.rename = Some((st.server_name.clone(), parse.name.clone()));
-                self.send(&parse.encode_as(&st.server_name), sent);
+                let present = self.presence(&st.server_name, srv) == Presence::Present;
+                if present || (self.status_settled() && self.status != TxnStatus::Failed) {
+                    // The server checks it in PostgreSQL's order (syntax, failed
+                    // transaction, then the duplicate name) against the statement it holds.
+                    self.ensure_prepared(&st, srv);
+                    let mut sent = Sent::client(Kind::Parse);
+                    sent.rename = Some((st.server_name.clone(), parse.name.clone()));
+                    self.send(&parse.encode_as(&st.server_name), sent);
+                } else if !self.status_settled() {
+                    // Whether the transaction failed decides the answer: wait for it.
+                    self.wait_for_answers(raw);
+                } else if sql::ends_transaction(&parse.query) {
+                    // Taken in a failed transaction, so the name is what PostgreSQL refuses.
+                    self.local_error(
+                        sqlstate::DUPLICATE_PREPARED_STATEMENT,
+                        &format!("prepared statement \"{}\" already exists", parse.name),
+                    );
+                } else {
+                    // Refused in a failed transaction (syntax first): a throwaway name
+                    // lets the server say which, and is closed should it be taken.
+                    let throwaway = format!("{SERVER_PREFIX}dup_{}", unnamed_token());
+                    let mut sent = Sent::client(Kind::Parse);
+                    sent.rename = Some((throwaway.clone(), parse.name.clone()));
+                    self.send(&parse.encode_as(&throwaway), sent);
+                    let close = Sent::own(Kind::Close, Own::Close);
+                    self.send(&wire::close(target::STATEMENT, &throwaway), close);
+                }
             }
             // The server has the name itself (session mode, or an SQL PREPARE).
             _ => self.send(raw, Sent::client(Kind::Parse)),
@@ -405,6 +453,15 @@ impl Machine {
         self.send(&wire::close(target::STATEMENT, name), close);
     }
 
+    /// Whether `st` is missing on the held server while its transaction failed (and it
+    /// does not end the transaction): it cannot be prepared there now.
+    fn lacks_in_failed_transaction(&mut self, st: &Arc<Statement>, srv: &mut Tracked) -> bool {
+        self.status_settled()
+            && self.status == TxnStatus::Failed
+            && !sql::ends_transaction(&st.parse.query)
+            && self.presence(&st.server_name, srv) != Presence::Present
+    }
+
     /// Prepares `st` on the held server unless it has it (transaction mode).
     fn ensure_prepared(&mut self, st: &Arc<Statement>, srv: &mut Tracked) {
         match self.presence(&st.server_name, srv) {
@@ -485,6 +542,26 @@ impl Machine {
             return Ok(());
         }
         match self.client.statement(&bind.statement) {
+            Some(st) if self.lacks_in_failed_transaction(&st, srv) => {
+                // It cannot be prepared here now; PostgreSQL checks the parameter count
+                // before it refuses the Bind for the failed transaction.
+                let wanted = st
+                    .parse
+                    .param_count()
+                    .max(sql::highest_parameter(&st.parse.query));
+                let supplied = bind.param_count().unwrap_or(0);
+                if supplied != wanted {
+                    self.local_error(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        &format!(
+                            "bind message supplies {} parameters, but prepared statement \"{}\" requires {wanted}",
+                            supplied, bind.statement
+                        ),
+                    );
+                } else {
+                    self.local_error(sqlstate::IN_FAILED_SQL_TRANSACTION, IN_FAILED_MESSAGE);
+                }
+            }
             Some(st) => {
                 self.ensure_prepared(&st, srv);
                 let mut sent = Sent::client(Kind::Bind);

@@ -490,7 +490,7 @@ impl Machine {
                     self.to_client.extend_from_slice(&wire::error_response(
                         "ERROR",
                         sqlstate::IN_FAILED_SQL_TRANSACTION,
-                        "current transaction is aborted, commands ignored until end of transaction block",
+                        from_client::IN_FAILED_MESSAGE,
                         None,
                     ));
                     self.to_client

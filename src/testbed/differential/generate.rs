@@ -515,6 +515,12 @@ impl Gen {
     }
 
     fn describe_statement(&mut self) -> Step {
+        if self.in_txn {
+            // A documented pooling limit: a statement the client's current server lacks
+            // cannot be described there inside a failed transaction (25P02, where
+            // PostgreSQL describes a statement that returns no rows).
+            return self.read();
+        }
         let name = self.used_name();
         Step::messages(vec![Msg::Describe(Target::Statement, name), Msg::Sync])
     }
