@@ -132,8 +132,9 @@ impl Failure {
             ),
             None,
         );
+        // Not held: a slow AWS API looks the same, and holding it would only add waiting.
         Failure {
-            unavailable: true,
+            unavailable: false,
             cause: format!("login did not complete within {} s", limit.as_secs()),
             refusal,
         }
@@ -205,11 +206,12 @@ impl Outage {
             return Verdict::Fail(failure.refusal);
         }
         self.began(target, &failure.cause);
-        let pause = backoff(attempt);
-        if held_since.elapsed() + pause >= hold {
+        // The last attempt comes when the budget is spent, not before.
+        let left = hold.saturating_sub(held_since.elapsed());
+        if left.is_zero() {
             return Verdict::Fail(self.gave_up(target, &failure.cause, held_since));
         }
-        Verdict::Retry(pause)
+        Verdict::Retry(backoff(attempt).min(left))
     }
 
     /// The refusal for a login held `held_since` ago and given up on.

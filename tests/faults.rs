@@ -40,9 +40,11 @@ async fn aws_endpoint_refusing_connections_is_08001_until_it_comes_back() {
 }
 
 #[tokio::test]
-async fn cluster_closing_mid_handshake_is_a_connection_error_until_it_recovers() {
+async fn without_an_outage_hold_a_cluster_closing_mid_handshake_is_a_connection_error_until_it_recovers(
+) {
     let bed = Bed::with(BedOptions {
         faultline: true,
+        tweak: Box::new(|c| c.pool.outage_hold_secs = 0),
         ..Default::default()
     })
     .await;
@@ -68,7 +70,7 @@ async fn cluster_closing_mid_handshake_is_a_connection_error_until_it_recovers()
 }
 
 #[tokio::test]
-async fn cluster_dying_mid_session_ends_only_that_session() {
+async fn a_session_whose_idle_server_is_terminated_goes_on_with_a_new_server() {
     let bed = Bed::start().await;
     let victim = bed.connect("bob").await.unwrap();
     let survivor = bed.connect("alice").await.unwrap();
@@ -82,13 +84,20 @@ async fn cluster_dying_mid_session_ends_only_that_session() {
         .execute("SELECT pg_terminate_backend($1)", &[&pid])
         .await
         .unwrap();
-    // The victim's client sees the cluster's error (or a closed connection)...
-    let err = victim.query_one("SELECT 1", &[]).await.unwrap_err();
-    assert!(err.is_closed() || db_error(&err).0 == "57P01", "{err}");
-    // ...while the other session and new logins carry on.
+    wait_for(
+        &admin,
+        &format!("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = {pid}"),
+        "the backend to end",
+    )
+    .await;
+    let new_pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("the idle session goes on")
+        .get(0);
+    assert_ne!(new_pid, pid);
     let one: i32 = survivor.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
-    bed.connect("bob").await.expect("new logins work");
 }
 
 #[tokio::test]
@@ -218,4 +227,156 @@ async fn a_thousand_concurrent_logins_of_mixed_identities_all_log_in_as_themselv
         "one API call per identity"
     );
     drop(held);
+}
+
+// ---- Cluster outages: logins held, clients carried over a restart ----
+
+/// Polls `done` until it holds (a deadline, never a fixed sleep as synchronisation).
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn held_now(bed: &Bed) -> usize {
+    bed.shared.as_ref().unwrap().targets[0]
+        .outage
+        .held_now
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_login_during_a_cluster_outage_is_held_and_succeeds_when_the_cluster_returns() {
+    let bed = Bed::with(BedOptions {
+        faultline: true,
+        ..Default::default()
+    })
+    .await;
+    let line = bed.faultline.as_ref().unwrap();
+    line.set(Mode::CloseImmediately);
+    let login = bed.connect("bob");
+    tokio::pin!(login);
+    let waited = tokio::select! {
+        r = &mut login => panic!("the login ended during the outage: {:?}", r.err()),
+        () = until("the login to be held", || held_now(&bed) >= 1) => true,
+    };
+    assert!(waited);
+    line.set(Mode::Forward);
+    let client = login
+        .await
+        .expect("held login succeeds once the cluster is back");
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_the_hold_ends_the_login_with_08001_naming_the_outage() {
+    let bed = Bed::with(BedOptions {
+        faultline: true,
+        tweak: Box::new(|c| c.pool.outage_hold_secs = 1),
+        ..Default::default()
+    })
+    .await;
+    bed.faultline.as_ref().unwrap().set(Mode::CloseImmediately);
+    let (code, msg) = db_error(&bed.connect("bob").await.unwrap_err());
+    assert_eq!(code, "08001");
+    assert!(msg.contains("unavailable (outage"), "{msg}");
+    assert!(msg.contains("held 1 s"), "{msg}");
+}
+
+fn pool_mode(mode: redshift_iam_proxy::config::PoolMode) -> BedOptions {
+    BedOptions {
+        tweak: Box::new(move |c| {
+            c.pool.mode = mode;
+            c.pool.size = 2;
+        }),
+        ..Default::default()
+    }
+}
+
+/// Restarts the test cluster (fast shutdown, as a reboot does) and waits until it is up.
+async fn restart_cluster(bed: &mut Bed) {
+    bed.pg.shut_down().await;
+    bed.pg.start_again().await.expect("cluster starts again");
+}
+
+#[tokio::test]
+async fn a_transaction_pool_client_idle_during_a_cluster_restart_sees_no_error() {
+    use redshift_iam_proxy::config::PoolMode;
+    let mut bed = Bed::with(pool_mode(PoolMode::Transaction)).await;
+    let client = bed.connect("bob").await.unwrap();
+    client
+        .batch_execute("SET search_path TO public, pg_catalog")
+        .await
+        .unwrap();
+    restart_cluster(&mut bed).await;
+    let path: String = client
+        .query_one("SHOW search_path", &[])
+        .await
+        .expect("the next statement runs on a new server")
+        .get(0);
+    assert_eq!(path, "public, pg_catalog");
+}
+
+#[tokio::test]
+async fn a_session_pool_client_idle_during_a_cluster_restart_sees_no_error() {
+    use redshift_iam_proxy::config::PoolMode;
+    let mut bed = Bed::with(pool_mode(PoolMode::Session)).await;
+    let client = bed.connect("bob").await.unwrap();
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    restart_cluster(&mut bed).await;
+    let one: i32 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("re-attached to a new server")
+        .get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn a_session_pool_client_with_a_temporary_table_hears_the_restart_at_its_next_query() {
+    use redshift_iam_proxy::config::PoolMode;
+    let mut bed = Bed::with(pool_mode(PoolMode::Session)).await;
+    let client = bed.connect("bob").await.unwrap();
+    client
+        .batch_execute("CREATE TEMP TABLE t (a int)")
+        .await
+        .unwrap();
+    restart_cluster(&mut bed).await;
+    let err = client.query_one("SELECT 1", &[]).await.unwrap_err();
+    let (code, msg) = db_error(&err);
+    assert_eq!(code, "08006", "{msg}");
+    assert!(msg.contains("temporary table"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_transaction_pool_client_mid_query_during_a_restart_gets_one_error_and_goes_on() {
+    use redshift_iam_proxy::config::PoolMode;
+    let mut bed = Bed::with(pool_mode(PoolMode::Transaction)).await;
+    let client = std::sync::Arc::new(bed.connect("bob").await.unwrap());
+    let admin = bed.pg.admin().await.unwrap();
+    let c = client.clone();
+    let sleeping = tokio::spawn(async move { c.batch_execute("SELECT pg_sleep(60)").await });
+    wait_for(
+        &admin,
+        "SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'",
+        "the statement to run",
+    )
+    .await;
+    drop(admin);
+    restart_cluster(&mut bed).await;
+    let err = sleeping.await.unwrap().unwrap_err();
+    let (code, msg) = db_error(&err);
+    assert_eq!(code, "57P01", "{msg}");
+    let one: i32 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("the connection stays usable")
+        .get(0);
+    assert_eq!(one, 1);
 }

@@ -429,7 +429,7 @@ async fn untrusted_or_wrong_host_certificates_are_refused() {
 }
 
 #[tokio::test]
-async fn unreachable_cluster_is_a_connection_error() {
+async fn unreachable_cluster_is_a_connection_error_once_the_outage_hold_ends() {
     let free_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -438,6 +438,7 @@ async fn unreachable_cluster_is_a_connection_error() {
         tweak: Box::new(move |c| {
             c.cluster[0].host = Some("127.0.0.1".into());
             c.cluster[0].port = Some(free_port);
+            c.pool.outage_hold_secs = 1;
         }),
         ..Default::default()
     })
@@ -445,6 +446,7 @@ async fn unreachable_cluster_is_a_connection_error() {
     let (code, msg) = db_error(&bed.connect("bob").await.unwrap_err());
     assert_eq!(code, "08001");
     assert!(msg.contains("cannot connect"), "{msg}");
+    assert!(msg.contains("pool.outage_hold_secs"), "{msg}");
 }
 
 /// Reads one backend message (tag, body) from a raw socket.

@@ -8,7 +8,7 @@
 //! server that refused the client's settings. Rows, COPY data and Redshift's extended
 //! RowDescription stream through as they arrived.
 
-use super::machine::{Event, Machine, Phase};
+use super::machine::{Event, Lost, Machine, Phase};
 use super::Traffic;
 use crate::cancel::{Attached, CancelKey};
 use crate::config::PoolMode;
@@ -81,6 +81,9 @@ pub struct Relay {
     machine: Machine,
     /// Servers that refused the client's settings for the statement waiting now.
     settings_refusals: u32,
+    /// Session mode: the server was lost with state that cannot move; the client's next
+    /// message hears this and the session ends.
+    lost: Option<String>,
     traffic: Traffic,
 }
 
@@ -109,6 +112,7 @@ impl Relay {
             server_unflushed: false,
             machine,
             settings_refusals: 0,
+            lost: None,
             traffic: Traffic::default(),
         };
         if let Some(c) = held {
@@ -136,7 +140,14 @@ impl Relay {
                 }
             };
             let outcome = match step {
-                Step::Machine(Event::NeedServer) => self.take_server(&stop).await,
+                Step::Machine(Event::NeedServer) => match self.lost.take() {
+                    Some(reason) => Err(End::Refused(Refusal::new(
+                        sqlstate::CONNECTION_FAILURE,
+                        reason,
+                        None,
+                    ))),
+                    None => self.take_server(&stop).await,
+                },
                 Step::Machine(Event::Release) => {
                     self.release();
                     Ok(())
@@ -153,6 +164,7 @@ impl Relay {
                     Ok(())
                 }
                 Step::HalfClosed => Ok(()),
+                Step::Done(End::ServerClosed(why)) => self.server_lost(why),
                 Step::Done(end) => Err(end),
             };
             if let Err(end) = outcome {
@@ -217,6 +229,31 @@ impl Relay {
         let result = self.machine.attach(&mut s.tracked);
         self.held = Some(c);
         result
+    }
+
+    /// The held server's connection ended: the session goes on with a new server for its
+    /// next statement where the machine says it can (see `Machine::server_lost`).
+    fn server_lost(&mut self, why: String) -> Result<(), End> {
+        if self.held.is_none() {
+            return Err(End::ServerClosed(why));
+        }
+        match self.machine.server_lost(&why) {
+            Lost::GoesOn => {}
+            Lost::EndsNow => return Err(End::ServerClosed(why)),
+            Lost::EndsAtNextMessage(reason) => self.lost = Some(reason),
+        }
+        tracing::info!(pool = %self.handle.pool.label, cause = %why, "server connection lost; the client goes on with a new server");
+        self.cancel.detach();
+        self.settings_refusals = 0;
+        if let Some(c) = self.held.take() {
+            c.pool()
+                .stats
+                .clients_active
+                .fetch_sub(1, Ordering::Relaxed);
+            c.close(CloseReason::Broken);
+        }
+        self.server_unflushed = false;
+        Ok(())
     }
 
     /// Hands the server back between transactions (transaction mode).
@@ -301,7 +338,11 @@ impl Relay {
                 r.hint.as_deref(),
             )),
             // The server's own FATAL already told the client why.
-            End::ServerClosed(_) if self.machine.server_fatal => None,
+            End::ServerClosed(_) if self.machine.server_fatal.is_some() => self
+                .machine
+                .server_fatal
+                .take()
+                .map(|raw| BytesMut::from(&raw[..])),
             End::ServerClosed(why) => Some(wire::error_response(
                 "FATAL",
                 sqlstate::CONNECTION_FAILURE,
@@ -489,8 +530,14 @@ impl Relay {
         };
         let ev = self.machine.event(tracked, idle);
         if self.mode == PoolMode::Session {
-            // A session-mode client keeps its server; the machine never hands it back.
-            return ev.filter(|e| !matches!(e, Event::Release | Event::NeedServer));
+            // A session-mode client keeps its server; the machine never hands it back (it
+            // needs one again only after its server was lost).
+            let lost = self.held.is_none();
+            return ev.filter(|e| match e {
+                Event::Release => false,
+                Event::NeedServer => lost,
+                _ => true,
+            });
         }
         ev
     }

@@ -339,6 +339,33 @@ impl LocalPg {
         self.socket_dir.join("postgres.log")
     }
 
+    /// Stops the server as a cluster reboot does: a fast shutdown (its sessions get FATAL
+    /// 57P01, new connections are refused) that keeps its files, for [`LocalPg::start_again`].
+    pub async fn shut_down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            server::fast_shutdown(&mut child).await;
+        }
+    }
+
+    /// Starts a server stopped with [`LocalPg::shut_down`] again, on the same port.
+    pub async fn start_again(&mut self) -> Result<(), LocalPgError> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let tpl = template().await?;
+        let log_path = self.log_path();
+        let child = launch(tpl, &self.data_dir, &self.socket_dir, self.port, &log_path)
+            .await
+            .map_err(|(reason, _)| LocalPgError::Start {
+                reason,
+                tail: log_tail(&log_path),
+                log: log_path.clone(),
+            })?;
+        self.pid = child.id().unwrap_or(0);
+        self.child = Some(child);
+        Ok(())
+    }
+
     /// Immediate shutdown, waits for the server to exit, removes all files.
     pub async fn stop(mut self) {
         if let Some(mut child) = self.child.take() {

@@ -220,6 +220,20 @@ pub(super) fn shutdown_child_blocking(child: &mut Child) {
     }
 }
 
+/// Fast shutdown of a server child (SIGINT: sessions end with FATAL 57P01), bounded wait,
+/// then the immediate one.
+pub(super) async fn fast_shutdown(child: &mut Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+    }
+    if tokio::time::timeout(STOP_DEADLINE, child.wait())
+        .await
+        .is_err()
+    {
+        shutdown_child(child).await;
+    }
+}
+
 /// Immediate shutdown of a server child: SIGQUIT, bounded wait, then SIGKILL.
 pub(super) async fn shutdown_child(child: &mut Child) {
     sigquit(child);

@@ -155,9 +155,9 @@ impl Machine {
     fn error(&mut self, raw: &Bytes, body: &[u8], srv: &mut Tracked) {
         let fields = wire::parse_error_fields(body);
         if matches!(fields.severity.as_str(), "FATAL" | "PANIC") {
-            // The server ends the session; the client hears its reason, and only that.
-            self.server_fatal = true;
-            self.to_client.extend_from_slice(raw);
+            // The server ends its session; whether the client's ends too is the relay's
+            // call (see `server_lost`): the client hears this reason, and only this.
+            self.server_fatal = Some(raw.clone());
             return;
         }
         let Some(head) = self.queue.head() else {

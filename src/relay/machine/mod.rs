@@ -33,10 +33,21 @@ use crate::pool::tracked::{Tracked, UnnamedOnServer};
 use crate::refusal::Refusal;
 use crate::wire::protocol::{frontend, sqlstate};
 use crate::wire::{self, Frame, TxnStatus};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use queue::{Change, Kind, Own, Queue, Reply, Sent};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+
+/// What becomes of a session whose server connection was lost.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// It goes on; its next statement gets a new server.
+    GoesOn,
+    /// It ends now (the server's FATAL tells the client why).
+    EndsNow,
+    /// It ends at the client's next message, with this reason.
+    EndsAtNextMessage(String),
+}
 
 /// Where the session stands with its server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +134,10 @@ pub struct Machine {
     /// The client sent Terminate.
     pub terminated: bool,
     /// The server sent a FATAL (it closes next; the client already knows why).
-    pub server_fatal: bool,
+    pub server_fatal: Option<Bytes>,
+    /// Session mode: the client's statements must be prepared again on the next server
+    /// (its server was lost).
+    rebuild_statements: bool,
     /// Proxy-named statements whose plans went stale (the pool invalidates them).
     pub invalidated: Vec<String>,
     counts: Counts,
@@ -158,7 +172,8 @@ impl Machine {
             to_server: BytesMut::new(),
             to_client: BytesMut::new(),
             terminated: false,
-            server_fatal: false,
+            server_fatal: None,
+            rebuild_statements: false,
             invalidated: Vec::new(),
             counts: Counts::default(),
         }
@@ -216,6 +231,9 @@ impl Machine {
                 self.phase = Phase::Syncing;
                 return Ok(());
             }
+        }
+        if std::mem::take(&mut self.rebuild_statements) {
+            self.prepare_again();
         }
         self.replay_backlog(srv)
     }
@@ -375,6 +393,103 @@ impl Machine {
         }
         // An extended batch without its Sync yet: the rest of it is dropped as it comes.
         self.skipping = true;
+    }
+
+    /// The held server's connection is gone (a restart, failover, a terminated backend).
+    /// In transaction mode the session goes on unless the client holds state only that
+    /// server had (a temporary table, …); a client with work in flight hears one ERROR per
+    /// answer it waits for (its transaction is gone). In session mode an idle client goes
+    /// on with a new server (its prepared statements are prepared again there) unless it
+    /// had state the proxy cannot rebuild: then its next message hears why and the session
+    /// ends. Otherwise the session ends now with the server's FATAL.
+    pub fn server_lost(&mut self, why: &str) -> Lost {
+        let (readies, open_batch) = self.queue.owed_to_client();
+        let busy = readies > 0 || open_batch || self.status != TxnStatus::Idle;
+        match self.mode {
+            PoolMode::Transaction if self.client.pinned.is_none() => {}
+            PoolMode::Session if !busy && self.backlog.is_empty() => {
+                if let Some(state) = self.unmovable_state() {
+                    self.server_fatal = None;
+                    self.to_server.clear();
+                    self.detach();
+                    return Lost::EndsAtNextMessage(format!(
+                        "the server connection was lost ({why}) and this session had state the proxy cannot rebuild on a new server ({state}); reconnect"
+                    ));
+                }
+                self.server_fatal = None;
+                self.to_server.clear();
+                self.detach();
+                self.rebuild_statements = !self.client.statements.is_empty();
+                return Lost::GoesOn;
+            }
+            _ => return Lost::EndsNow,
+        }
+        let (code, message) = match self.server_fatal.take() {
+            Some(raw) => {
+                let f = wire::parse_error_fields(&wire::body(&raw));
+                (
+                    f.code,
+                    format!("the server connection was lost: {}", f.message),
+                )
+            }
+            None => (
+                sqlstate::CONNECTION_FAILURE.to_owned(),
+                format!("the server connection was lost: {why}"),
+            ),
+        };
+        let hint = "the cluster closed it (restart, failover or maintenance); the open transaction was rolled back; this connection goes on: run the transaction again";
+        let error = wire::error_response("ERROR", &code, &message, Some(hint));
+        for _ in 0..readies {
+            self.to_client.extend_from_slice(&error);
+            self.to_client
+                .extend_from_slice(&wire::ready_for_query(TxnStatus::Idle));
+        }
+        if open_batch {
+            self.to_client.extend_from_slice(&error);
+        }
+        self.to_server.clear();
+        self.detach();
+        // The batch's Sync (still to come) gets its ReadyForQuery without a server.
+        self.skipping = open_batch;
+        // Settings changed in the lost transaction were rolled back with it.
+        self.client.settings_dirty = false;
+        self.pending_restore = PendingRestore::default();
+        self.stashed_ready = None;
+        self.read_back = None;
+        self.own_error = None;
+        Lost::GoesOn
+    }
+
+    /// Session mode, a new server after the last was lost: the client's statements are
+    /// prepared again under its names (a failure leaves that statement missing, as the
+    /// client will hear when it uses it).
+    fn prepare_again(&mut self) {
+        let own = |kind| Sent::own(kind, Own::RestoreStartup);
+        let parses: Vec<bytes::BytesMut> = self
+            .client
+            .statements
+            .iter()
+            .map(|(name, st)| st.parse.encode_as(name))
+            .collect();
+        for p in parses {
+            self.to_server.extend_from_slice(&p);
+            self.queue.push(own(Kind::Parse));
+        }
+        self.to_server.extend_from_slice(&wire::sync());
+        let mut sync = own(Kind::Sync);
+        sync.group = self.group;
+        self.group += 1;
+        self.queue.push(sync);
+    }
+
+    /// Session state that lives only on the server the client had.
+    fn unmovable_state(&self) -> Option<&'static str> {
+        let c = &self.client;
+        c.sticky
+            .or(c.pinned)
+            .or(c.called_procedure.then_some("a procedure call"))
+            .or(c.settings_dirty.then_some("settings it changed"))
+            .or((!c.sql_prepared.is_empty()).then_some("SQL PREPARE statements"))
     }
 
     /// Checks that a client that closed its sending side still reads: a ParameterStatus it

@@ -295,6 +295,26 @@ impl Queue {
         })
     }
 
+    /// What the client is still owed: how many ReadyForQuery (its Syncs, simple queries,
+    /// function calls), and whether client messages follow the last of them (a batch whose
+    /// Sync has not come yet).
+    pub fn owed_to_client(&self) -> (usize, bool) {
+        let (mut readies, mut trailing) = (0, self.unsynced);
+        for e in &self.entries {
+            match e {
+                Entry::Sent(s) if s.own.is_some() => {}
+                Entry::Sent(s) if s.kind == Kind::Sync || s.kind.simple() => {
+                    readies += 1;
+                    trailing = false;
+                }
+                Entry::Sent(_) => trailing = true,
+                Entry::Local { reply, .. } if matches!(reply, Reply::Deallocate) => readies += 1,
+                Entry::Local { .. } | Entry::CopyEnd => {}
+            }
+        }
+        (readies, trailing && self.unsynced)
+    }
+
     /// No answer outstanding and no extended batch open.
     pub fn settled(&self) -> bool {
         self.entries.is_empty() && !self.unsynced

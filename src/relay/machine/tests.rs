@@ -562,12 +562,32 @@ fn a_parameter_status_the_client_knows_is_not_repeated() {
 }
 
 #[test]
-fn a_server_fatal_is_the_only_fatal_the_client_hears() {
+fn a_server_fatal_waits_for_the_relay_to_decide_whether_the_session_ends() {
     let mut b = Bench::txn();
     b.client(wire::query("SELECT pg_terminate_backend(pg_backend_pid())"));
     b.server(wire::error_response("FATAL", "57P01", "terminating", None));
-    assert!(b.m.server_fatal);
-    assert_eq!(b.heard(), vec!["E 57P01 terminating"]);
+    assert!(b.m.server_fatal.is_some());
+    assert!(b.heard().is_empty());
+}
+
+#[test]
+fn a_transaction_pool_client_whose_server_dies_mid_query_hears_one_error_and_goes_on() {
+    let mut b = Bench::txn();
+    b.client(wire::query("SELECT pg_sleep(10)"));
+    b.server(wire::error_response("FATAL", "57P01", "terminating", None));
+    assert_eq!(b.m.server_lost("connection closed"), super::Lost::GoesOn);
+    assert_eq!(
+        b.heard(),
+        vec!["E 57P01 the server connection was lost: terminating", "Z I"]
+    );
+    assert_eq!(b.m.phase(), Phase::NoServer);
+}
+
+#[test]
+fn a_temporary_table_makes_a_lost_server_end_the_session() {
+    let mut b = Bench::txn();
+    b.simple("CREATE TEMP TABLE t (a int)", "CREATE TABLE");
+    assert_eq!(b.m.server_lost("connection closed"), super::Lost::EndsNow);
 }
 
 #[test]

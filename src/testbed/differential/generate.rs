@@ -282,10 +282,13 @@ impl Gen {
             0 => format!("{}; {}", query_text(&set), self.pick(vocab::FAILING)),
             1 => {
                 self.end_txn(&["COMMIT"]);
+                // A line comment swallows the COMMIT: the block stays open.
+                self.in_txn = query_text(&set).contains("--");
                 format!("BEGIN; {}; COMMIT", query_text(&set))
             }
             2 => {
                 self.end_txn(&["ROLLBACK"]);
+                self.in_txn = query_text(&set).contains("--");
                 format!("BEGIN; {}; ROLLBACK", query_text(&set))
             }
             3 => format!(
