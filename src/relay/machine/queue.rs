@@ -308,7 +308,10 @@ impl Queue {
                     trailing = false;
                 }
                 Entry::Sent(_) => trailing = true,
-                Entry::Local { reply, .. } if matches!(reply, Reply::Deallocate) => readies += 1,
+                Entry::Local {
+                    reply: Reply::Deallocate,
+                    ..
+                } => readies += 1,
                 Entry::Local { .. } | Entry::CopyEnd => {}
             }
         }
