@@ -130,9 +130,12 @@ async fn open_timed(shared: &Shared, target: &Target, spec: &LoginSpec) -> Resul
         match login {
             Ok(l) => {
                 cred.mark_worked();
-                let started = upstream::finish_startup(l)
+                let mut started = upstream::finish_startup(l)
                     .await
                     .map_err(|e| Failure::upstream(&e))?;
+                if is_redshift(&started) {
+                    absorb_resume_artefact(&mut started, target.config.label()).await?;
+                }
                 return Ok(Opened {
                     started,
                     upstream: upstream_target,
@@ -151,6 +154,39 @@ async fn open_timed(shared: &Shared, target: &Target, spec: &LoginSpec) -> Resul
             Err(e) => return Err(Failure::upstream(&e)),
         }
     }
+}
+
+/// Whether the server is Redshift (its server_version is 8.0.2).
+fn is_redshift(started: &Started) -> bool {
+    started
+        .parameters()
+        .iter()
+        .any(|(k, v)| k == "server_version" && v.starts_with("8.0.2"))
+}
+
+/// Redshift Serverless fails the first statement after it resumed with 57014 "Query
+/// cancelled." from routine `NFTSetupSessionStateOnRestore` (aws/amazon-redshift-python-
+/// driver #150). A `SELECT 1` of the proxy's, on every new Redshift server, takes that
+/// artefact (retried once), so no client statement does.
+async fn absorb_resume_artefact(started: &mut Started, target: &str) -> Result<(), Failure> {
+    const PROBE_LIMIT: Duration = Duration::from_secs(30);
+    for attempt in 0..2 {
+        match upstream::simple_query(started, "SELECT 1", PROBE_LIMIT).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(e)) if attempt == 0 && is_resume_artefact(&e) => {
+                tracing::info!(target = %target, "first statement after a resume was cancelled (NFTSetupSessionStateOnRestore); retried before any client statement");
+            }
+            Ok(Some(e)) => return Err(Failure::upstream(&UpstreamError::Server(e))),
+            Err(why) => return Err(Failure::upstream(&UpstreamError::Protocol(why))),
+        }
+    }
+    Ok(())
+}
+
+fn is_resume_artefact(e: &crate::wire::ErrorFields) -> bool {
+    e.code == "57014"
+        && (e.routine.as_deref() == Some("NFTSetupSessionStateOnRestore")
+            || e.message.eq_ignore_ascii_case("Query cancelled."))
 }
 
 /// Connects to the cluster; a looked-up endpoint that refuses is forgotten.

@@ -294,6 +294,47 @@ pub async fn login(
 
 /// A server connection whose whole startup is done: authenticated, its ParameterStatus
 /// values and BackendKeyData read, and its first ReadyForQuery received.
+/// Runs `sql` as one simple query on a session just started (before it is relayed);
+/// returns the first error the server answered with. ParameterStatus messages are kept
+/// with the startup's; `Err` when the connection failed or `limit` passed.
+pub async fn simple_query(
+    started: &mut Started,
+    sql: &str,
+    limit: Duration,
+) -> Result<Option<ErrorFields>, String> {
+    use crate::wire::protocol::backend;
+    let work = async {
+        started
+            .stream
+            .write_all(&wire::query(sql))
+            .await
+            .map_err(|e| e.to_string())?;
+        started.stream.flush().await.map_err(|e| e.to_string())?;
+        let buffered = std::mem::take(&mut started.leftover);
+        let mut reader = MessageReader::with_buffered(wire::MAX_HANDSHAKE_MESSAGE, buffered);
+        let mut error = None;
+        loop {
+            let msg = reader
+                .read(&mut started.stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            match msg.tag {
+                backend::PARAMETER_STATUS => started.messages.push(msg),
+                backend::ERROR_RESPONSE if error.is_none() => {
+                    error = Some(wire::parse_error_fields(&msg.body));
+                }
+                backend::READY_FOR_QUERY => break,
+                _ => {}
+            }
+        }
+        started.leftover = reader.into_leftover();
+        Ok(error)
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", limit.as_secs())))
+}
+
 pub struct Started {
     pub stream: Stream,
     /// Bytes the server sent after its first ReadyForQuery (normally none).

@@ -380,3 +380,32 @@ async fn a_transaction_pool_client_mid_query_during_a_restart_gets_one_error_and
         .get(0);
     assert_eq!(one, 1);
 }
+
+#[tokio::test]
+async fn operators_see_a_held_login_and_the_outage_in_the_metrics() {
+    let bed = Bed::with(BedOptions {
+        faultline: true,
+        ..Default::default()
+    })
+    .await;
+    let line = bed.faultline.as_ref().unwrap();
+    line.set(Mode::CloseImmediately);
+    let login = bed.connect("bob");
+    tokio::pin!(login);
+    tokio::select! {
+        r = &mut login => panic!("the login ended during the outage: {:?}", r.err()),
+        () = until("the login to be held", || held_now(&bed) >= 1) => {}
+    }
+    let shared = bed.shared.as_ref().unwrap();
+    let text = redshift_iam_proxy::admin::metrics::encode(shared);
+    assert!(
+        text.contains("redshift_iam_proxy_cluster_logins_held{target=\"testcluster\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("redshift_iam_proxy_cluster_in_outage{target=\"testcluster\"} 1"),
+        "{text}"
+    );
+    line.set(Mode::Forward);
+    login.await.expect("held login succeeds");
+}

@@ -371,3 +371,16 @@ async fn cancel_through_the_proxy_reaches_the_query_behind_the_front() {
         .expect("task");
     assert_eq!(db_error(&result.expect_err("cancelled")).0, "57014");
 }
+
+#[tokio::test]
+async fn the_first_statement_after_a_serverless_resume_is_cancelled_for_the_proxy_not_the_client() {
+    let bed = front_bed().await;
+    front(&bed).resume_artefact_for_next_sessions(1);
+    let client = bed.connect("bob").await.unwrap();
+    let rows = client
+        .query("SELECT id FROM generate_series(1, 3) AS id", &[])
+        .await
+        .expect("the client's first statement runs");
+    assert_eq!(rows.len(), 3);
+    assert_eq!(front(&bed).resume_artefacts_sent(), 1);
+}

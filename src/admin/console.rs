@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 
 /// Every command, for the error that lists them.
-pub const COMMANDS: &str = "SHOW POOLS | SHOW CLIENTS | SHOW SERVERS | SHOW STATS | SHOW CREDENTIALS | SHOW CONFIG | SHOW VERSION | RELOAD | PAUSE [pool] | RESUME [pool] | RECONNECT [pool] | KILL_CLIENT id";
+pub const COMMANDS: &str = "SHOW POOLS | SHOW CLIENTS | SHOW SERVERS | SHOW STATS | SHOW TARGETS | SHOW CREDENTIALS | SHOW CONFIG | SHOW VERSION | RELOAD | PAUSE [pool] | RESUME [pool] | RECONNECT [pool] | KILL_CLIENT id";
 
 /// One console connection.
 pub struct Console<'a> {
@@ -244,6 +244,7 @@ impl<'a> Console<'a> {
                     "CLIENTS" => self.show_clients(),
                     "SERVERS" => self.show_servers(),
                     "STATS" => self.show_stats(),
+                    "TARGETS" => self.show_targets(),
                     "CREDENTIALS" => self.show_credentials(),
                     "CONFIG" => self.show_config(),
                     "VERSION" => rows(
@@ -594,6 +595,47 @@ impl<'a> Console<'a> {
                 "resets",
                 "resets_failed",
                 "servers_closed",
+            ],
+            out,
+        )
+    }
+
+    /// Per target: whether the cluster is in an outage, and the logins it held.
+    fn show_targets(&self) -> Reply {
+        use std::sync::atomic::Ordering::Relaxed;
+        let out = self
+            .shared
+            .targets
+            .iter()
+            .map(|t| {
+                let o = &t.outage;
+                let state = match o.since() {
+                    Some(since) => format!("outage for {} s", since.elapsed().as_secs()),
+                    None => "ok".to_owned(),
+                };
+                vec![
+                    s(t.config.label()),
+                    s(state),
+                    s(o.held_now.load(Relaxed)),
+                    s(o.held_ok.load(Relaxed)),
+                    s(o.held_failed.load(Relaxed)),
+                    s(format!(
+                        "{:.1}",
+                        o.longest_hold_ms.load(Relaxed) as f64 / 1e3
+                    )),
+                    s(o.outages.load(Relaxed)),
+                ]
+            })
+            .collect();
+        rows(
+            &[
+                "target",
+                "state",
+                "logins_held",
+                "holds_ended_in_login",
+                "holds_ended_in_error",
+                "longest_hold_secs",
+                "outages",
             ],
             out,
         )

@@ -59,6 +59,64 @@ pub fn metrics() -> &'static Metrics {
     })
 }
 
+/// Per target: logins held through an outage now, holds by outcome, the longest hold,
+/// outages seen, whether one is on now.
+fn register_outages(state: &mut Registry, shared: &Shared) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let held = Family::<Labels, Gauge>::default();
+    let holds = Family::<Labels, Counter>::default();
+    let longest = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let outages = Family::<Labels, Counter>::default();
+    let now = Family::<Labels, Gauge>::default();
+    for t in &shared.targets {
+        let base: Labels = vec![("target", t.config.label().to_owned())];
+        let with = |v: &str| {
+            let mut l = base.clone();
+            l.push(("outcome", v.to_owned()));
+            l
+        };
+        let o = &t.outage;
+        held.get_or_create(&base)
+            .set(i64::try_from(o.held_now.load(Relaxed)).unwrap_or(i64::MAX));
+        holds
+            .get_or_create(&with("login"))
+            .inc_by(o.held_ok.load(Relaxed));
+        holds
+            .get_or_create(&with("error"))
+            .inc_by(o.held_failed.load(Relaxed));
+        longest
+            .get_or_create(&base)
+            .set(o.longest_hold_ms.load(Relaxed) as f64 / 1e3);
+        outages.get_or_create(&base).inc_by(o.outages.load(Relaxed));
+        now.get_or_create(&base).set(i64::from(o.active()));
+    }
+    state.register(
+        "cluster_logins_held",
+        "Server logins held now because the cluster is in an outage",
+        held,
+    );
+    state.register(
+        "cluster_login_holds",
+        "Held logins by how they ended (login: the cluster came back in time; error: pool.outage_hold_secs ran out)",
+        holds,
+    );
+    state.register(
+        "cluster_longest_hold_seconds",
+        "Longest held login that ended in a login",
+        longest,
+    );
+    state.register(
+        "cluster_outages",
+        "Outages seen (the cluster stopped taking logins)",
+        outages,
+    );
+    state.register(
+        "cluster_in_outage",
+        "1 while the cluster is not taking logins (readiness stays ready: the proxy is holding its clients)",
+        now,
+    );
+}
+
 /// Counts one open client connection on a listener until dropped.
 pub struct OpenClient(Labels);
 
@@ -398,6 +456,8 @@ pub fn encode(shared: &Shared) -> String {
         "Bytes relayed per pool by direction",
         pool_bytes,
     );
+
+    register_outages(&mut state, shared);
 
     let mut out = String::new();
     // Writing to a String cannot fail.

@@ -117,41 +117,13 @@ async fn apply_defaults(
     started: &mut crate::upstream::Started,
     defaults: &crate::pool::params::Settings,
 ) -> Result<(), String> {
-    use crate::wire::protocol::backend;
     let Some(sql) =
         crate::pool::params::sync_sql(defaults, &Default::default(), &Default::default())
     else {
         return Ok(());
     };
-    let work = async {
-        started
-            .stream
-            .write_all(&crate::wire::query(&sql))
-            .await
-            .map_err(|e| e.to_string())?;
-        started.stream.flush().await.map_err(|e| e.to_string())?;
-        let buffered = std::mem::take(&mut started.leftover);
-        let mut reader =
-            crate::wire::MessageReader::with_buffered(crate::wire::MAX_HANDSHAKE_MESSAGE, buffered);
-        let mut error = None;
-        loop {
-            let msg = reader
-                .read(&mut started.stream)
-                .await
-                .map_err(|e| e.to_string())?;
-            match msg.tag {
-                backend::PARAMETER_STATUS => started.messages.push(msg),
-                backend::ERROR_RESPONSE if error.is_none() => {
-                    error = Some(crate::wire::parse_error_fields(&msg.body).message)
-                }
-                backend::READY_FOR_QUERY => break,
-                _ => {}
-            }
-        }
-        started.leftover = reader.into_leftover();
-        error.map_or(Ok(()), Err)
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), work)
-        .await
-        .unwrap_or_else(|_| Err("no answer within 10 s".into()))
+    match crate::upstream::simple_query(started, &sql, std::time::Duration::from_secs(10)).await? {
+        Some(e) => Err(e.message),
+        None => Ok(()),
+    }
 }

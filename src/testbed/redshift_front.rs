@@ -85,6 +85,9 @@ struct Counters {
     refused_bad_nonce: AtomicU64,
     refused_bad_password: AtomicU64,
     statements_refused: AtomicU64,
+    /// Sessions still to come whose first statement gets the resume artefact.
+    artefacts_armed: AtomicU64,
+    artefacts_sent: AtomicU64,
 }
 
 /// Why: what every connection of one front shares.
@@ -178,6 +181,21 @@ impl RedshiftFront {
             .counters
             .refused_bad_password
             .load(Ordering::Relaxed)
+    }
+
+    /// The first statement of each of the next `n` sessions fails as the first statement
+    /// after a Redshift Serverless resume does: 57014 "Query cancelled." from routine
+    /// `NFTSetupSessionStateOnRestore` (aws/amazon-redshift-python-driver #150).
+    pub fn resume_artefact_for_next_sessions(&self, n: u64) {
+        self.shared
+            .counters
+            .artefacts_armed
+            .store(n, Ordering::SeqCst);
+    }
+
+    /// Resume artefacts sent so far.
+    pub fn resume_artefacts_sent(&self) -> u64 {
+        self.shared.counters.artefacts_sent.load(Ordering::SeqCst)
     }
 
     /// Statements answered with an error by the front (Redshift refuses them).
@@ -644,9 +662,20 @@ async fn relay(
     let pending = PendingRefusals::default();
     let up = async {
         let mut framer = ClientFramer::new(client_leftover);
+        framer.artefact = shared
+            .counters
+            .artefacts_armed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
         pump(&mut client_r, &mut server_w, |chunk, out| {
             framer.buf.extend_from_slice(chunk);
             let refusals = framer.feed(out)?;
+            if std::mem::take(&mut framer.artefact_sent) {
+                shared
+                    .counters
+                    .artefacts_sent
+                    .fetch_add(1, Ordering::SeqCst);
+            }
             if !refusals.is_empty() {
                 shared
                     .counters
@@ -711,6 +740,10 @@ struct ClientFramer {
     /// Syncs forwarded since the last Query or Execute: PostgreSQL ignores those sent during
     /// COPY FROM STDIN, which ends with CopyDone or CopyFail.
     syncs_since_execute: u64,
+    /// The session's first statement gets the resume artefact.
+    artefact: bool,
+    /// It got it (counted once by the relay).
+    artefact_sent: bool,
 }
 
 impl ClientFramer {
@@ -722,6 +755,8 @@ impl ClientFramer {
             skipping: false,
             expected_rfq: 0,
             syncs_since_execute: 0,
+            artefact: false,
+            artefact_sent: false,
         }
     }
 
@@ -771,20 +806,25 @@ impl ClientFramer {
                 } else {
                     wire::parse_parse_query(&msg[5..])
                 };
-                let refusal = sql.ok().and_then(|sql| refusal(&sql));
+                let refusal = if std::mem::take(&mut self.artefact) {
+                    self.artefact_sent = true;
+                    Some(RESUME_ARTEFACT)
+                } else {
+                    sql.ok().and_then(|sql| refusal(&sql))
+                };
                 match (tag, refusal) {
                     (b'Q', Some((code, message))) => {
                         // A Sync in its place: PostgreSQL's ReadyForQuery keeps the order.
                         out.extend_from_slice(&wire::sync());
                         self.expected_rfq += 1;
                         self.syncs_since_execute = 0;
-                        let error = wire::error_response("ERROR", code, &message, None);
+                        let error = refusal_error(code, &message);
                         refusals.push((self.expected_rfq, error));
                     }
                     (_, Some((code, message))) => {
                         // The client's next Sync is answered after the error.
                         self.skipping = true;
-                        let error = wire::error_response("ERROR", code, &message, None);
+                        let error = refusal_error(code, &message);
                         refusals.push((self.expected_rfq + 1, error));
                     }
                     (b'Q', None) => {
@@ -881,6 +921,39 @@ impl ServerFramer {
 }
 
 /// The SQLSTATE and message Redshift answers `sql` with, if it refuses any of its statements.
+/// Marks the resume artefact among refusals (its ErrorResponse names the routine).
+const RESUME_ARTEFACT: (&str, String) = ("57014", String::new());
+
+/// The ErrorResponse of a refusal: the resume artefact as Redshift sends it, else plain.
+fn refusal_error(code: &str, message: &str) -> BytesMut {
+    if code != "57014" || !message.is_empty() {
+        return wire::error_response("ERROR", code, message, None);
+    }
+    let mut body = Vec::new();
+    for (k, v) in [
+        (b'S', "ERROR"),
+        (b'C', "57014"),
+        (b'M', "Query cancelled."),
+        (b'F', "/home/ec2-user/padb/src/sys/xen_execute.cpp"),
+        (b'L', "10542"),
+        (b'R', "NFTSetupSessionStateOnRestore"),
+    ] {
+        body.push(k);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.extend_from_slice(&[b'E']);
+    out.extend_from_slice(
+        &i32::try_from(body.len() + 4)
+            .unwrap_or(i32::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(&body);
+    out
+}
+
 fn refusal(sql: &str) -> Option<(&'static str, String)> {
     wire::sql::statement_words(sql)
         .iter()

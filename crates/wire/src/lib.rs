@@ -334,6 +334,9 @@ pub struct ErrorFields {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// The server routine that raised it (`R`), e.g. Redshift's
+    /// `NFTSetupSessionStateOnRestore`.
+    pub routine: Option<String>,
 }
 
 /// Parses an ErrorResponse body into its main fields.
@@ -352,6 +355,7 @@ pub fn parse_error_fields(body: &[u8]) -> ErrorFields {
             b'M' => f.message = value,
             b'D' => f.detail = Some(value),
             b'H' => f.hint = Some(value),
+            b'R' => f.routine = Some(value),
             _ => {}
         }
     }
