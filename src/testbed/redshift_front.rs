@@ -944,7 +944,7 @@ fn refusal_error(code: &str, message: &str) -> BytesMut {
     }
     body.push(0);
     let mut out = BytesMut::with_capacity(body.len() + 5);
-    out.extend_from_slice(&[b'E']);
+    out.extend_from_slice(b"E");
     out.extend_from_slice(
         &i32::try_from(body.len() + 4)
             .unwrap_or(i32::MAX)
