@@ -542,6 +542,15 @@ impl Machine {
             return Ok(());
         }
         match self.client.statement(&bind.statement) {
+            // Whether it can be prepared here depends on whether an earlier group still in
+            // flight fails the transaction block: wait for it.
+            Some(st)
+                if !self.status_settled()
+                    && self.status != TxnStatus::Idle
+                    && self.presence(&st.server_name, srv) != Presence::Present =>
+            {
+                self.wait_for_answers(raw);
+            }
             Some(st) if self.lacks_in_failed_transaction(&st, srv) => {
                 // It cannot be prepared here now; PostgreSQL checks the parameter count
                 // before it refuses the Bind for the failed transaction.
