@@ -463,7 +463,7 @@ async fn a_half_closed_client_gets_its_answer_in_every_pooled_mode() {
 }
 
 #[tokio::test]
-async fn a_server_fatal_reaches_the_client_once() {
+async fn a_server_terminated_mid_query_is_one_error_and_the_session_goes_on() {
     let bed = Bed::with(pooled(PoolMode::Transaction, 1, |_| {})).await;
     let admin = bed.pg.admin().await.expect("admin");
     let mut a = Raw::login(&bed, "alice").await;
@@ -478,16 +478,15 @@ async fn a_server_fatal_reaches_the_client_once() {
         .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'")
         .await
         .expect("terminated");
-    let mut got = Vec::new();
-    while let Some(m) = a.next().await {
-        got.push(m);
-    }
+    let got = a.until_ready().await;
     let errors: Vec<String> = got
         .iter()
         .filter(|(t, _)| *t == b'E')
         .map(|(_, b)| wire::parse_error_fields(b).code)
         .collect();
     assert_eq!(errors, vec!["57P01".to_owned()]);
+    a.send(&wire::query("SELECT 1")).await;
+    assert_eq!(tags(&a.until_ready().await), "TDCZ");
 }
 
 #[tokio::test]

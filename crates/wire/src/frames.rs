@@ -342,6 +342,12 @@ pub fn no_data() -> BytesMut {
     frame(backend::NO_DATA, &[])
 }
 
+/// ParameterDescription with the parameter types given as a Parse's `param_types` (an
+/// Int16 count and Int32 OIDs: the same layout).
+pub fn parameter_description(param_types: &[u8]) -> BytesMut {
+    frame(backend::PARAMETER_DESCRIPTION, param_types)
+}
+
 /// ParameterDescription of a statement without parameters.
 pub fn no_parameters() -> BytesMut {
     frame(backend::PARAMETER_DESCRIPTION, &0i16.to_be_bytes())

@@ -84,6 +84,24 @@ pub fn ends_transaction(sql: &str) -> bool {
         || (at(0, "PREPARE") && at(1, "TRANSACTION"))
 }
 
+/// Whether running `sql` (one statement) may return rows: a query, `SHOW`, `EXPLAIN`,
+/// `FETCH`, or anything with `RETURNING`. PostgreSQL refuses to describe those in a failed
+/// transaction and describes the others.
+pub fn may_return_rows(sql: &str) -> bool {
+    let words = statement_words(sql);
+    let [w] = words.as_slice() else {
+        return true;
+    };
+    let first = w
+        .first()
+        .map(|f| f.to_ascii_uppercase())
+        .unwrap_or_default();
+    matches!(
+        first.as_str(),
+        "SELECT" | "WITH" | "VALUES" | "TABLE" | "SHOW" | "EXPLAIN" | "FETCH" | "("
+    ) || w.iter().any(|x| x.eq_ignore_ascii_case("RETURNING"))
+}
+
 /// The highest `$n` parameter `sql` refers to (outside quotes and comments): with the
 /// declared types, what decides how many parameters a Bind must supply.
 pub fn highest_parameter(sql: &str) -> usize {
@@ -698,6 +716,14 @@ mod tests {
         assert_eq!(single_deallocate("DEALLOCATE ALL"), None);
         assert_eq!(single_deallocate("DEALLOCATE a; SELECT 1"), None);
         assert_eq!(single_deallocate("SELECT 1"), None);
+    }
+
+    #[test]
+    fn statements_that_may_return_rows_are_told_apart() {
+        assert!(may_return_rows("SELECT 1"));
+        assert!(may_return_rows("insert into t values (1) returning id"));
+        assert!(!may_return_rows("SET statement_timeout = '7s'"));
+        assert!(!may_return_rows("COMMIT"));
     }
 
     #[test]

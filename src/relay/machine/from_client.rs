@@ -342,37 +342,52 @@ impl Machine {
         match existing {
             Some(st) if self.txn() => {
                 let present = self.presence(&st.server_name, srv) == Presence::Present;
-                if present || (self.status_settled() && self.status != TxnStatus::Failed) {
-                    // The server checks it in PostgreSQL's order (syntax, failed
+                if present {
+                    // The server checks it in PostgreSQL's order (syntax, analysis, failed
                     // transaction, then the duplicate name) against the statement it holds.
-                    self.ensure_prepared(&st, srv);
                     let mut sent = Sent::client(Kind::Parse);
                     sent.rename = Some((st.server_name.clone(), parse.name.clone()));
                     self.send(&parse.encode_as(&st.server_name), sent);
                 } else if !self.status_settled() {
                     // Whether the transaction failed decides the answer: wait for it.
                     self.wait_for_answers(raw);
-                } else if sql::ends_transaction(&parse.query) {
+                } else if self.status == TxnStatus::Failed && sql::ends_transaction(&parse.query) {
                     // Taken in a failed transaction, so the name is what PostgreSQL refuses.
                     self.local_error(
                         sqlstate::DUPLICATE_PREPARED_STATEMENT,
                         &format!("prepared statement \"{}\" already exists", parse.name),
                     );
                 } else {
-                    // Refused in a failed transaction (syntax first): a throwaway name
-                    // lets the server say which, and is closed should it be taken.
-                    let throwaway = format!("{SERVER_PREFIX}dup_{}", unnamed_token());
-                    let mut sent = Sent::client(Kind::Parse);
-                    sent.rename = Some((throwaway.clone(), parse.name.clone()));
-                    self.send(&parse.encode_as(&throwaway), sent);
-                    let close = Sent::own(Kind::Close, Own::Close);
-                    self.send(&wire::close(target::STATEMENT, &throwaway), close);
+                    self.parse_duplicate_elsewhere(parse);
                 }
             }
             // The server has the name itself (session mode, or an SQL PREPARE).
             _ => self.send(raw, Sent::client(Kind::Parse)),
         }
         Ok(())
+    }
+
+    /// A duplicate Parse where the server lacks the client's statement: the new text goes
+    /// to the server under a throwaway name, so its errors (syntax, analysis, a failed
+    /// transaction) come in PostgreSQL's order; if it is taken, it is closed and a message
+    /// made to fail stands for PostgreSQL's 42P05 (the server then skips the rest of the
+    /// batch, as PostgreSQL would).
+    fn parse_duplicate_elsewhere(&mut self, parse: &Parse) {
+        let throwaway = format!("{SERVER_PREFIX}dup_{}", unnamed_token());
+        let rename = Some((throwaway.clone(), parse.name.clone()));
+        let mut sent = Sent::own(Kind::Parse, Own::Close);
+        sent.rename = rename.clone();
+        self.send(&parse.encode_as(&throwaway), sent);
+        let close = Sent::own(Kind::Close, Own::Close);
+        self.send(&wire::close(target::STATEMENT, &throwaway), close);
+        let mut fail = Sent::own(Kind::Parse, Own::Duplicate);
+        fail.rename = rename;
+        let failing = Parse {
+            name: format!("{throwaway}_x"),
+            query: "rip duplicate".to_owned(),
+            param_types: bytes::Bytes::from_static(&[0, 0]),
+        };
+        self.send(&failing.encode_as(&failing.name), fail);
     }
 
     fn parse_unnamed(
@@ -673,6 +688,36 @@ impl Machine {
             return Ok(());
         }
         let (said, rename) = match self.client.statement(&t.name) {
+            Some(st)
+                if !self.status_settled()
+                    && self.status != TxnStatus::Idle
+                    && self.presence(&st.server_name, srv) != Presence::Present =>
+            {
+                self.wait_for_answers(raw);
+                return Ok(());
+            }
+            Some(st) if self.lacks_in_failed_transaction(&st, srv) => {
+                // It cannot be prepared here now: answered as PostgreSQL would, which
+                // describes parameters (when all were declared) and statements without rows.
+                let declared = st.parse.param_count();
+                if sql::may_return_rows(&st.parse.query)
+                    || sql::highest_parameter(&st.parse.query) > declared
+                    || st
+                        .parse
+                        .param_types
+                        .get(2..)
+                        .unwrap_or_default()
+                        .chunks(4)
+                        .any(|oid| oid == [0, 0, 0, 0])
+                {
+                    self.local_error(sqlstate::IN_FAILED_SQL_TRANSACTION, IN_FAILED_MESSAGE);
+                } else {
+                    let mut reply = wire::parameter_description(&st.parse.param_types);
+                    reply.extend_from_slice(&wire::no_data());
+                    self.local(reply, Vec::new());
+                }
+                return Ok(());
+            }
             Some(st) => {
                 self.ensure_prepared(&st, srv);
                 let said = st.server_name.clone();

@@ -198,6 +198,14 @@ impl Machine {
         match (&failed.rename, failed.own) {
             // The startup restore's own batch: its failure is the proxy's to handle.
             (_, Some(Own::RestoreStartup)) => self.own_error = Some(fields.message.clone()),
+            (Some((_, name)), Some(Own::Duplicate)) => {
+                self.to_client.extend_from_slice(&wire::error_response(
+                    "ERROR",
+                    sqlstate::DUPLICATE_PREPARED_STATEMENT,
+                    &format!("prepared statement \"{name}\" already exists"),
+                    None,
+                ));
+            }
             (Some((said, name)), _) => self.to_client.extend_from_slice(&wire::rename_in_error(
                 backend::ERROR_RESPONSE,
                 body,
@@ -313,7 +321,7 @@ impl Machine {
                     self.to_client.extend_from_slice(&ready);
                 }
             }
-            Own::Prepare | Own::Close => {}
+            Own::Prepare | Own::Close | Own::Duplicate => {}
         }
         Ok(())
     }

@@ -49,6 +49,10 @@ pub enum Own {
     Prepare,
     /// A Close of a statement (evicted, stale, or an unnamed one of someone else).
     Close,
+    /// A message that must fail (so the server skips the rest of the batch, as after
+    /// PostgreSQL's 42P05): its error becomes "prepared statement already exists" about
+    /// the client's name (in `rename`).
+    Duplicate,
 }
 
 /// A bookkeeping change, recorded so it can be taken back.

@@ -450,12 +450,6 @@ impl Gen {
     fn use_statement(&mut self) -> Step {
         let (name, portal) = (self.used_name(), self.portal());
         let p = self.statements.get(&name).copied();
-        if p.is_none() && self.in_txn {
-            // A documented pooling limit: a statement the client's current server lacks
-            // cannot be prepared there inside a failed transaction, so a Bind of it with the
-            // wrong parameter count answers 25P02 where PostgreSQL first says 08P01.
-            return self.read();
-        }
         let mut msgs = vec![self.bind(&portal, &name, p)];
         if self.rng.gen_bool(0.3) {
             msgs.push(Msg::Describe(Target::Portal, portal.clone()));
@@ -518,12 +512,6 @@ impl Gen {
     }
 
     fn describe_statement(&mut self) -> Step {
-        if self.in_txn {
-            // A documented pooling limit: a statement the client's current server lacks
-            // cannot be described there inside a failed transaction (25P02, where
-            // PostgreSQL describes a statement that returns no rows).
-            return self.read();
-        }
         let name = self.used_name();
         Step::messages(vec![Msg::Describe(Target::Statement, name), Msg::Sync])
     }
