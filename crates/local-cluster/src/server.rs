@@ -193,8 +193,28 @@ pub(super) fn log_tail(path: &Path) -> String {
 
 /// Sends SIGQUIT (immediate shutdown) to a process, ignoring "already gone".
 fn sigquit(child: &Child) {
+    signal(child, Signal::SIGQUIT);
+}
+
+/// Sends `sig` to a process, ignoring "already gone".
+fn signal(child: &Child, sig: Signal) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+        let _ = kill(Pid::from_raw(pid), sig);
+    }
+}
+
+/// Fast shutdown of a server child (SIGINT: sessions ended, checkpoint written), bounded
+/// wait, then the immediate shutdown of [`shutdown_child`].
+pub(super) async fn shutdown_child_fast(child: &mut Child) {
+    signal(child, Signal::SIGINT);
+    if tokio::time::timeout(STOP_DEADLINE, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "localpg: postgres ignored SIGINT for {STOP_DEADLINE:?}; shutting it down immediately"
+        );
+        shutdown_child(child).await;
     }
 }
 

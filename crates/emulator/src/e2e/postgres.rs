@@ -204,3 +204,40 @@ async fn provisioned_logins_are_valid_until_the_credentials_expire() {
     assert_eq!(row.get::<_, i64>(0), 2);
     bed.stop().await;
 }
+
+#[tokio::test]
+async fn a_paused_cluster_refuses_connections_and_once_resumed_takes_the_logins_minted_meanwhile() {
+    use crate::ClusterStatus;
+    use std::time::Duration;
+    let bed = PgBed::start().await;
+    bed.emu
+        .set_cluster_power("c1", std::sync::Arc::new(bed.pg.power()));
+    let alice = aws_sdk_redshift::Client::new(&bed.alice().await);
+    alice
+        .pause_cluster()
+        .cluster_identifier("c1")
+        .send()
+        .await
+        .unwrap();
+    bed.emu
+        .wait_cluster_status("c1", ClusterStatus::Paused, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", bed.pg.port()))
+        .await
+        .is_err();
+    let (user, password) = Mint::ClusterBobInAnalysts.mint(&bed).await;
+    alice
+        .resume_cluster()
+        .cluster_identifier("c1")
+        .send()
+        .await
+        .unwrap();
+    bed.emu
+        .wait_cluster_status("c1", ClusterStatus::Available, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let login = bed.login(&user, &password).await.map(|(who, _)| who);
+    assert_eq!((refused, login.ok().as_deref()), (true, Some("IAM:bob")));
+    bed.stop().await;
+}
