@@ -41,7 +41,63 @@ pub async fn open(shared: &Shared, target: &Target, spec: &LoginSpec) -> Result<
     opened
 }
 
+// ---- BEGIN resume hook (issue 19 item 4, branch `resume`) --------------------------------
+// Minimal call site of `crate::resume::hold_for_resume`, to be merged into the outage
+// hold/retry loop: a login that failed to reach the cluster asks whether the cluster is
+// paused (and, with `resume_paused`, has it resumed and waits for it), then retries once.
+// Only client logins (run inside `crate::resume::client_login`) ever wake a cluster.
+
+/// Why a login attempt failed: at the cluster (kept whole, so a paused cluster can be
+/// told apart), or anywhere else (already a refusal).
+enum Failure {
+    Upstream(UpstreamError),
+    Refused(Refusal),
+}
+
+impl From<UpstreamError> for Failure {
+    fn from(e: UpstreamError) -> Self {
+        Failure::Upstream(e)
+    }
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        Failure::Refused(r)
+    }
+}
+
+impl From<crate::endpoint::EndpointError> for Failure {
+    fn from(e: crate::endpoint::EndpointError) -> Self {
+        Failure::Refused(e.into())
+    }
+}
+
 async fn open_timed(shared: &Shared, target: &Target, spec: &LoginSpec) -> Result<Opened, Refusal> {
+    let mut hold = crate::resume::LoginHold::default();
+    let label = target.config.label().to_owned();
+    let mut notify = move |text: String| tracing::info!(target = %label, "{text}");
+    loop {
+        match open_attempt(shared, target, spec).await {
+            Ok(opened) => return Ok(opened),
+            Err(Failure::Refused(r)) => return Err(r),
+            Err(Failure::Upstream(e)) => {
+                if crate::resume::hold_for_resume(&shared.api, target, &e, &mut hold, &mut notify)
+                    .await?
+                {
+                    continue;
+                }
+                return Err(e.into());
+            }
+        }
+    }
+}
+// ---- END resume hook --------------------------------------------------------------------
+
+async fn open_attempt(
+    shared: &Shared,
+    target: &Target,
+    spec: &LoginSpec,
+) -> Result<Opened, Failure> {
     let upstream_target = target.endpoint.target().await?;
     let req = &spec.request;
     let mut retried = false;

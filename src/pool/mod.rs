@@ -323,7 +323,11 @@ impl PoolHandle {
             let shared = self.shared.clone();
             let spec = self.spec.clone();
             let t = self.target;
-            async move { connector::open(&shared, &shared.targets[t], &spec).await }
+            // resume hook (issue 19 item 4): a client's login may wake a paused cluster.
+            async move {
+                crate::resume::client_login(connector::open(&shared, &shared.targets[t], &spec))
+                    .await
+            }
         };
         let shared = self.shared.clone();
         let pool = self.pool.clone();

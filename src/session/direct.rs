@@ -24,7 +24,8 @@ pub async fn run(shared: &Shared, mut login: Login) {
             database: login.plan.database.clone(),
             params: login.plan.forwarded.clone(),
         };
-        connector::open(shared, target, &spec).await
+        // resume hook (issue 19 item 4): a client's login may wake a paused cluster.
+        crate::resume::client_login(connector::open(shared, target, &spec)).await
     })
     .await
     .unwrap_or_else(|_| {
