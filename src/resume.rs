@@ -130,6 +130,8 @@ pub enum WakeState {
 struct Seen {
     /// The last DescribeClusters answer and when it came.
     status: Option<(Instant, String)>,
+    /// When DescribeClusters last failed (the failure is reused like an answer).
+    failed: Option<(Instant, CredentialError)>,
     /// When this proxy first saw the cluster on its way back, while it is.
     waking_since: Option<Instant>,
     /// When AWS last accepted a ResumeCluster of ours.
@@ -190,9 +192,23 @@ impl Waker {
                 return Ok(status.clone());
             }
         }
-        let state = describe(api, identifier).await?;
-        seen.status = Some((Instant::now(), state.status.clone()));
-        Ok(state.status)
+        if let Some((at, e)) = &seen.failed {
+            if at.elapsed() < STATUS_TTL {
+                return Err(e.clone());
+            }
+        }
+        match describe(api, identifier).await {
+            Ok(state) => {
+                seen.failed = None;
+                seen.status = Some((Instant::now(), state.status.clone()));
+                Ok(state.status)
+            }
+            Err(e) => {
+                seen.status = None;
+                seen.failed = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// Called when a login could not reach the cluster: looks its status up (single flight)
