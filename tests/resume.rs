@@ -52,6 +52,27 @@ async fn a_login_to_a_paused_cluster_is_held_until_the_proxy_has_resumed_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn without_pooling_a_login_to_a_paused_cluster_is_held_until_the_proxy_has_resumed_it() {
+    let bed = Bed::with(BedOptions {
+        tweak: Box::new(|c| {
+            c.pool.mode = redshift_iam_proxy::config::PoolMode::None;
+            c.cluster[0].resume_paused = true;
+        }),
+        ..Default::default()
+    })
+    .await;
+    bed.emu.set_resume_delay(RESUME_DELAY);
+    bed.pause_cluster().await.unwrap();
+    assert_eq!(
+        (
+            login(bed.conninfo("alice")).await.map_err(|e| db_error(&e)),
+            bed.emu.call_count("ResumeCluster")
+        ),
+        (Ok("IAM:alice".to_owned()), 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_logins_to_a_paused_cluster_resume_it_once() {
     let bed = paused_bed(true, 60, BedOptions::default()).await;
     let logins: Vec<_> = ["alice", "bob", "bob", "md5user", "plainuser"]
