@@ -1,9 +1,15 @@
 //! `redshift-iam-proxy check`: proves a configuration works before clients depend on it.
 //!
-//! It resolves the AWS identity (STS GetCallerIdentity), each target's endpoint, mints a
-//! credential for each configured user (through the same code the proxy uses, bypassing
-//! the cache), opens one upstream login over TLS per target, and prints one line per step
-//! with the fix for each failure.
+//! It resolves the AWS identity (STS GetCallerIdentity), each target's endpoint, reports a
+//! provisioned cluster's status (DescribeClusters) and, with `resume_paused`, whether the
+//! identity may call ResumeCluster, mints a credential for each configured user (through the
+//! same code the proxy uses, bypassing the cache), opens one upstream login over TLS per
+//! target, and prints one line per step with the fix for each failure.
+//!
+//! The ResumeCluster permission is probed by calling it on a cluster that is not paused:
+//! IAM is evaluated first, so a denied identity gets AccessDenied and an allowed one
+//! InvalidClusterState, and nothing changes. A paused cluster is not probed (the call would
+//! resume it). Serverless workgroups need no call: they resume on the first connection.
 
 use crate::aws_error::{CredentialError, FailureKind};
 use crate::config::{ClusterConfig, Config, CredentialMode};
@@ -11,6 +17,7 @@ use crate::credentials::{AwsIdentitySource, RedshiftApi};
 use crate::endpoint::{EndpointError, EndpointResolver};
 use crate::login;
 use crate::mapping::UserMap;
+use crate::resume;
 use crate::tls;
 use crate::upstream::{self, UpstreamError};
 use std::sync::Arc;
@@ -147,8 +154,19 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
                 continue;
             }
         };
+        let mut paused = false;
+        if let (
+            CredentialMode::GetClusterCredentials | CredentialMode::GetClusterCredentialsWithIam,
+            Some(id),
+        ) = (c.credentials, cluster_identifier.as_deref())
+        {
+            let (state_lines, is_paused) = cluster_state(&api, c, id, &caller).await;
+            lines.extend(state_lines);
+            paused = is_paused;
+        }
         let db_name = login_database(c);
-        let mut login_done = false;
+        // A paused cluster takes no logins: its status line says so (and what to do).
+        let mut login_done = paused;
         let mut checked = names.clone();
         if args.first {
             checked.truncate(1);
@@ -238,6 +256,78 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
     lines
 }
 
+/// The status line of a provisioned cluster and, with `resume_paused`, the ResumeCluster
+/// permission line; true when the cluster is paused (or pausing).
+async fn cluster_state(
+    api: &RedshiftApi,
+    c: &ClusterConfig,
+    id: &str,
+    caller: &str,
+) -> (Vec<CheckLine>, bool) {
+    let label = c.label();
+    let what = format!("[{label}] cluster status");
+    let mut lines = Vec::new();
+    let state = match resume::describe(api, id).await {
+        Ok(s) => s,
+        Err(e) if c.resume_paused => {
+            lines.push(CheckLine::fail(
+                what,
+                e.to_string(),
+                format!("{} (resume_paused needs it)", aws_fix(&e, caller)),
+            ));
+            return (lines, false);
+        }
+        Err(e) => {
+            lines.push(CheckLine::pass(
+                what,
+                format!("unknown ({}: {}; DescribeClusters is needed only with resume_paused = true or without host)", e.operation, e.code),
+            ));
+            return (lines, false);
+        }
+    };
+    let shown = match &state.availability {
+        Some(a) => format!("{} ({a})", state.status),
+        None => state.status.clone(),
+    };
+    let paused = matches!(state.status.as_str(), "paused" | "pausing");
+    lines.push(match (paused, c.resume_paused) {
+        (false, _) => CheckLine::pass(what, shown),
+        (true, true) => CheckLine::pass(
+            what,
+            format!("{shown}: the first client login will resume it (resume_paused = true); login not tried"),
+        ),
+        (true, false) => CheckLine::fail(
+            what,
+            format!("{shown}: clients cannot log in"),
+            format!(
+                "resume the cluster (aws redshift resume-cluster --cluster-identifier {id}), or set resume_paused = true in [cluster] to resume it at the first login"
+            ),
+        ),
+    });
+    if c.resume_paused {
+        let what = format!("[{label}] may resume the cluster");
+        lines.push(if paused {
+            CheckLine::pass(
+                what,
+                "not probed: the cluster is paused, and calling ResumeCluster would resume it",
+            )
+        } else {
+            match resume::resume(api, id).await {
+                Ok(false) => CheckLine::pass(
+                    what,
+                    format!("redshift:ResumeCluster allowed for {caller} (probed: InvalidClusterState on a cluster that is {})", state.status),
+                ),
+                Ok(true) => CheckLine::pass(
+                    what,
+                    "redshift:ResumeCluster allowed: the cluster was paused meanwhile and is resuming now",
+                ),
+                Err(e) => CheckLine::fail(what, e.to_string(), aws_fix(&e, caller)),
+            }
+        });
+    }
+    (lines, paused)
+}
+
 /// The database `check` logs in to: the one a client naming only this target gets.
 fn login_database(cluster: &ClusterConfig) -> String {
     login::default_database(cluster.default_database.as_deref(), None)
@@ -289,6 +379,7 @@ fn action_of(operation: &str) -> &'static str {
             "redshift:DescribeCustomDomainAssociations (or set identifier)"
         }
         "GetCallerIdentity" => "sts:GetCallerIdentity",
+        "ResumeCluster" => "redshift:ResumeCluster (on the cluster's ARN)",
         _ => "the action named in the message",
     }
 }

@@ -349,6 +349,14 @@ pub struct ClusterConfig {
     pub pool_mode: Option<PoolMode>,
     /// Overrides `[pool] size` for this target.
     pub pool_size: Option<usize>,
+    /// A login that finds the provisioned cluster `paused` (DescribeClusters) calls
+    /// ResumeCluster once and is held until the cluster is `available` (needs
+    /// `redshift:ResumeCluster`). Off: such a login fails at once, naming the paused cluster.
+    #[serde(default)]
+    pub resume_paused: bool,
+    /// Longest a login is held while the cluster resumes (`resume_paused`).
+    #[serde(default = "default_resume_hold")]
+    pub resume_hold_secs: u64,
 }
 
 impl ClusterConfig {
@@ -606,6 +614,9 @@ fn default_max_attempts() -> u32 {
 }
 fn default_duration() -> u32 {
     900
+}
+fn default_resume_hold() -> u64 {
+    600
 }
 fn default_max_clients() -> usize {
     1000
@@ -1153,6 +1164,14 @@ impl ClusterConfig {
         }
         if let Some(db) = &self.default_database {
             check_name(&format!("{key}.default_database"), db, false)?;
+        }
+        if self.resume_paused && self.credentials == CredentialMode::Serverless {
+            return bad(format!(
+                "{key}.resume_paused applies to provisioned clusters: a Serverless workgroup resumes by itself on the first connection"
+            ));
+        }
+        if self.resume_hold_secs == 0 {
+            return bad(format!("{key}.resume_hold_secs must be at least 1"));
         }
         Ok(())
     }

@@ -50,11 +50,13 @@ pub async fn open_held(
     let hold = Duration::from_secs(shared.admin.live().config.pool.outage_hold_secs);
     let outage = &target.outage;
     let label = target.config.label();
-    let started = Instant::now();
-    let deadline = started + hold;
+    let mut started = Instant::now();
+    let mut deadline = started + hold;
     let mut holding = None;
     let mut attempt = 0u32;
     let mut last_cause = String::new();
+    let mut resume = crate::resume::LoginHold::default();
+    let mut notify = |text: String| tracing::info!(target = %label, "{text}");
     loop {
         let Some(turn) = outage.probe_turn(deadline).await else {
             let r = outage.gave_up(label, &last_cause, started);
@@ -76,6 +78,17 @@ pub async fn open_held(
             Err(_) => Failure::timed_out(attempt_timeout),
         };
         last_cause = failure.cause.clone();
+        if let Some(e) = &failure.upstream {
+            // A paused cluster (woken with `resume_paused`): its wait is not an outage's.
+            if crate::resume::hold_for_resume(&shared.api, target, e, &mut resume, &mut notify)
+                .await?
+            {
+                drop(turn);
+                started = Instant::now();
+                deadline = started + hold;
+                continue;
+            }
+        }
         match outage.after_failure(label, failure, attempt, started, hold) {
             Verdict::Retry(pause) => {
                 holding.get_or_insert_with(|| Holding::new(outage));
@@ -117,7 +130,7 @@ async fn open_timed(shared: &Shared, target: &Target, spec: &LoginSpec) -> Resul
         let (cred, stream) = tokio::join!(shared.cache.get(req), connect(target, &upstream_target));
         let (cred, source) = cred
             .map_err(|c| Failure::refused(Refusal::new(c.sqlstate(), c.to_string(), c.hint())))?;
-        let stream = stream.map_err(|e| Failure::upstream(&e))?;
+        let stream = stream.map_err(Failure::upstream)?;
         let c = &cred.credential;
         let login = upstream::login(
             stream,
@@ -132,7 +145,7 @@ async fn open_timed(shared: &Shared, target: &Target, spec: &LoginSpec) -> Resul
                 cred.mark_worked();
                 let mut started = upstream::finish_startup(l)
                     .await
-                    .map_err(|e| Failure::upstream(&e))?;
+                    .map_err(Failure::upstream)?;
                 if is_redshift(&started) {
                     absorb_resume_artefact(&mut started, target.config.label()).await?;
                 }
@@ -151,7 +164,7 @@ async fn open_timed(shared: &Shared, target: &Target, spec: &LoginSpec) -> Resul
                 shared.cache.invalidate(req, &cred);
                 retried = true;
             }
-            Err(e) => return Err(Failure::upstream(&e)),
+            Err(e) => return Err(Failure::upstream(e)),
         }
     }
 }
@@ -176,8 +189,8 @@ async fn absorb_resume_artefact(started: &mut Started, target: &str) -> Result<(
             Ok(Some(e)) if attempt == 0 && is_resume_artefact(&e) => {
                 tracing::info!(target = %target, "first statement after a resume was cancelled (NFTSetupSessionStateOnRestore); retried before any client statement");
             }
-            Ok(Some(e)) => return Err(Failure::upstream(&UpstreamError::Server(e))),
-            Err(why) => return Err(Failure::upstream(&UpstreamError::Protocol(why))),
+            Ok(Some(e)) => return Err(Failure::upstream(UpstreamError::Server(e))),
+            Err(why) => return Err(Failure::upstream(UpstreamError::Protocol(why))),
         }
     }
     Ok(())

@@ -24,6 +24,8 @@ pub struct EndpointResolver {
     cached: Mutex<Option<Arc<UpstreamTarget>>>,
     /// ClusterIdentifier found through DescribeCustomDomainAssociations.
     domain_cluster: Mutex<Option<String>>,
+    /// Wakes the cluster when a login finds it paused (`resume_paused`).
+    waker: crate::resume::Waker,
 }
 
 /// Why no endpoint could be had.
@@ -49,7 +51,13 @@ impl EndpointResolver {
             api,
             cached: Mutex::new(None),
             domain_cluster: Mutex::new(None),
+            waker: crate::resume::Waker::new(cluster),
         }
+    }
+
+    /// This target's paused-cluster waker (one per target, shared by all its logins).
+    pub fn waker(&self) -> &crate::resume::Waker {
+        &self.waker
     }
 
     /// The ClusterIdentifier to use: configured, or looked up from the custom domain

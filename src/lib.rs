@@ -16,7 +16,8 @@
 //! - `credentials`: credential minting (the AWS API calls); `aws_error`: AWS errors
 //!   classified (SQLSTATE, retry, back-off); `cache`: credential cache and single flight;
 //! - `endpoint`: where the cluster is (config, DescribeClusters, GetWorkgroup, custom
-//!   domain); `connector`: opens one logged-in server (credential, TLS, login, re-mint
+//!   domain); `resume`: waking a paused cluster (DescribeClusters status, ResumeCluster,
+//!   single flight per target); `connector`: opens one logged-in server (credential, TLS, login, re-mint
 //!   once); `upstream`: TLS + login + startup to the cluster; `tls`, `localca`: TLS
 //!   settings and the local CA that signs the client-side certificate;
 //! - `pool`: pools per identity (`checkout`, `server`, `guard`, `reset`, `params`,
@@ -56,6 +57,7 @@ pub mod outage;
 pub mod pool;
 pub mod refusal;
 pub mod relay;
+pub mod resume;
 pub mod server;
 pub mod session;
 pub mod stream;

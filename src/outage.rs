@@ -102,14 +102,18 @@ pub struct Failure {
     pub unavailable: bool,
     pub cause: String,
     pub refusal: Refusal,
+    /// The cluster's side of it, when the failure was there (a paused cluster is told
+    /// apart by it).
+    pub upstream: Option<UpstreamError>,
 }
 
 impl Failure {
-    pub fn upstream(e: &UpstreamError) -> Failure {
+    pub fn upstream(e: UpstreamError) -> Failure {
         Failure {
-            unavailable: is_unavailable(e),
+            unavailable: is_unavailable(&e),
             cause: e.to_string(),
-            refusal: Refusal::from_upstream(e),
+            refusal: Refusal::from_upstream(&e),
+            upstream: Some(e),
         }
     }
 
@@ -119,6 +123,7 @@ impl Failure {
             unavailable: false,
             cause: refusal.message.clone(),
             refusal,
+            upstream: None,
         }
     }
 
@@ -137,6 +142,7 @@ impl Failure {
             unavailable: false,
             cause: format!("login did not complete within {} s", limit.as_secs()),
             refusal,
+            upstream: None,
         }
     }
 }
@@ -321,7 +327,7 @@ mod tests {
     #[test]
     fn a_hold_past_its_budget_gives_up_with_08001_naming_the_outage() {
         let o = Outage::default();
-        let f = Failure::upstream(&UpstreamError::Closed);
+        let f = Failure::upstream(UpstreamError::Closed);
         let since = Instant::now() - Duration::from_secs(30);
         match o.after_failure("prod", f, 3, since, Duration::from_secs(10)) {
             Verdict::Fail(r) => {

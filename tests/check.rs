@@ -183,3 +183,91 @@ async fn check_names_an_oidc_issuer_whose_keys_cannot_be_read() {
     let line = fail_line(&out, "OIDC issuer");
     assert!(line.contains("jwks_file"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_the_cluster_status() {
+    let parts = bed(&[]).await;
+    let (code, out) = check(&parts.config_toml().unwrap(), SECRET_KEY, &["--first"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("PASS")
+            && l.contains("cluster status")
+            && l.ends_with("available (Available)")),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_resume_paused_as_the_fix_for_a_paused_cluster() {
+    let parts = bed(&[]).await;
+    parts.pause_cluster().await.unwrap();
+    let (code, out) = check(&parts.config_toml().unwrap(), SECRET_KEY, &["--first"]);
+    assert_eq!(code, 1, "{out}");
+    let line = fail_line(&out, "cluster status");
+    assert!(
+        line.contains("paused (Unavailable)")
+            && line.contains("fix: resume the cluster")
+            && line.contains("resume_paused = true"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_probes_resume_cluster_without_changing_an_available_cluster() {
+    let parts = bed(&[]).await;
+    let config = parts
+        .config_toml_with("[cluster]\nresume_paused = true")
+        .unwrap();
+    let (code, out) = check(&config, SECRET_KEY, &["--first"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("PASS")
+            && l.contains("may resume the cluster")
+            && l.contains("redshift:ResumeCluster allowed")),
+        "{out}"
+    );
+    assert_eq!(
+        parts.emu.cluster_status(parts.cluster_identifier()),
+        Some(redshift_emulator::ClusterStatus::Available)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_resume_cluster_on_the_cluster_as_the_fix_when_it_is_denied() {
+    let parts = bed(&["redshift:ResumeCluster"]).await;
+    let config = parts
+        .config_toml_with("[cluster]\nresume_paused = true")
+        .unwrap();
+    let (code, out) = check(&config, SECRET_KEY, &["--first"]);
+    assert_eq!(code, 1, "{out}");
+    let line = fail_line(&out, "may resume the cluster");
+    assert!(
+        line.contains(
+            "fix: allow redshift:ResumeCluster on arn:aws:redshift:us-east-1:123456789012:cluster:testcluster for arn:aws:iam::123456789012:user/emulator"
+        ),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_leaves_a_paused_cluster_paused_with_resume_paused() {
+    let parts = bed(&[]).await;
+    parts.pause_cluster().await.unwrap();
+    let config = parts
+        .config_toml_with("[cluster]\nresume_paused = true")
+        .unwrap();
+    let (code, out) = check(&config, SECRET_KEY, &["--first"]);
+    assert_eq!(
+        (
+            code,
+            parts.emu.call_count("ResumeCluster"),
+            parts.emu.cluster_status(parts.cluster_identifier())
+        ),
+        (0, 0, Some(redshift_emulator::ClusterStatus::Paused)),
+        "{out}"
+    );
+    assert!(
+        out.contains("the first client login will resume it"),
+        "{out}"
+    );
+}

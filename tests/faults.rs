@@ -301,8 +301,9 @@ fn pool_mode(mode: redshift_iam_proxy::config::PoolMode) -> BedOptions {
 
 /// Restarts the test cluster (fast shutdown, as a reboot does) and waits until it is up.
 async fn restart_cluster(bed: &mut Bed) {
-    bed.pg.shut_down().await;
-    bed.pg.start_again().await.expect("cluster starts again");
+    let power = bed.pg.power();
+    power.stop().await;
+    power.start().await.expect("cluster starts again");
 }
 
 #[tokio::test]

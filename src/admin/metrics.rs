@@ -34,6 +34,7 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     pub console_commands: Family<Labels, Counter>,
     pub token_verifications: Family<Labels, Counter>,
+    pub cluster_resumes: Family<Labels, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -56,6 +57,7 @@ pub fn metrics() -> &'static Metrics {
         reloads: Family::default(),
         console_commands: Family::default(),
         token_verifications: Family::default(),
+        cluster_resumes: Family::default(),
     })
 }
 
@@ -223,6 +225,19 @@ pub fn token_verification(kind: &str, outcome: &str) {
         .inc();
 }
 
+/// A ResumeCluster this proxy sent for a paused cluster (`[cluster] resume_paused`), by
+/// target and outcome: `ok`, `already_resuming` (InvalidClusterState: someone else resumed
+/// it first), `denied`, `failed`.
+pub fn cluster_resume(target: &str, outcome: &str) {
+    metrics()
+        .cluster_resumes
+        .get_or_create(&vec![
+            ("target", target.to_owned()),
+            ("outcome", outcome.to_owned()),
+        ])
+        .inc();
+}
+
 /// A configuration reload: `ok` or `refused`.
 pub fn reload(outcome: &str) {
     metrics()
@@ -287,6 +302,11 @@ pub fn encode(shared: &Shared) -> String {
         "client_token_verifications",
         "Client identity tokens verified, by kind (aws, oidc, unknown) and outcome (ok, expired, wrong_audience, bad_signature, …)",
         m.token_verifications.clone(),
+    );
+    events.register(
+        "cluster_resumes_requested",
+        "ResumeCluster calls for a paused cluster (resume_paused), by target and outcome (ok, already_resuming, denied, failed)",
+        m.cluster_resumes.clone(),
     );
     events.register(
         "config_reloads",

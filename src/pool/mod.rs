@@ -333,7 +333,16 @@ impl PoolHandle {
             let spec = self.spec.clone();
             let t = self.target;
             let attempt = Duration::from_secs(shared.config.limits.login_timeout_secs);
-            async move { connector::open_held(&shared, &shared.targets[t], &spec, attempt).await }
+            // A client's login: it may wake a paused cluster (`resume_paused`).
+            async move {
+                crate::resume::client_login(connector::open_held(
+                    &shared,
+                    &shared.targets[t],
+                    &spec,
+                    attempt,
+                ))
+                .await
+            }
         };
         let shared = self.shared.clone();
         let pool = self.pool.clone();

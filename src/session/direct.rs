@@ -29,7 +29,14 @@ pub async fn run(shared: &Shared, mut login: Login) {
             params: login.plan.forwarded.clone(),
         };
         // Each attempt is bounded by the login timeout; an outage holds the login.
-        connector::open_held(shared, target, &spec, limits.login_timeout()).await
+        // A client's login: it may wake a paused cluster (`resume_paused`).
+        crate::resume::client_login(connector::open_held(
+            shared,
+            target,
+            &spec,
+            limits.login_timeout(),
+        ))
+        .await
     }
     .await;
     let mut opened = match opened {

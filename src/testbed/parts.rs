@@ -1,6 +1,6 @@
 //! The parts of a bed: a private PostgreSQL cluster (TLS, SCRAM), optionally the
 //! Redshift-like front before it, and the credential-API emulator provisioning real role
-//! passwords on it.
+//! passwords on it and stopping/starting the cluster as it is paused and resumed.
 
 use super::config::{base_toml, merge_toml};
 use super::{
@@ -79,6 +79,12 @@ impl Parts {
             .await
             .map_err(|e| BedError::new("start the credential-API emulator", e))?;
         let _ = lookup.set(emu.password_lookup());
+        // Pausing, resuming or rebooting a cluster in the emulator stops and starts its
+        // PostgreSQL to match (see `Parts::pause_cluster`).
+        emu.set_cluster_power(&opts.cluster, Arc::new(pg.power()));
+        for (id, pg) in &more_clusters {
+            emu.set_cluster_power(id, Arc::new(pg.power()));
+        }
         Ok(Parts {
             pg,
             front,
@@ -154,6 +160,28 @@ impl Parts {
         Proxy::bind(config, AwsIdentitySource::Static(creds))
             .await
             .map_err(|e| BedError::new(format!("bind the proxy on {listen}"), e))
+    }
+
+    /// Pauses the bed's cluster in the emulator, as PauseCluster does, and waits until it is
+    /// `paused`: its PostgreSQL is stopped (fast shutdown) and refuses connections until the
+    /// cluster is resumed (by the proxy, or [`redshift_emulator::Emulator::resume_cluster`]).
+    pub async fn pause_cluster(&self) -> Result<(), BedError> {
+        self.emu
+            .pause_cluster(&self.cluster)
+            .map_err(|e| BedError::msg(format!("pause cluster {}: {e}", self.cluster)))?;
+        self.emu
+            .wait_cluster_status(
+                &self.cluster,
+                redshift_emulator::ClusterStatus::Paused,
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .map_err(BedError::msg)
+    }
+
+    /// The identifier of the bed's (first) cluster.
+    pub fn cluster_identifier(&self) -> &str {
+        &self.cluster
     }
 
     /// The configuration the bed's emulator was started with (to start another like it).

@@ -1,6 +1,7 @@
 //! The Redshift actions: version/action routing, IAM permission checks, and the
-//! `GetClusterCredentials`, `GetClusterCredentialsWithIAM`, `DescribeClusters` and
-//! `DescribeCustomDomainAssociations` handlers; plus credential minting shared with Serverless.
+//! `GetClusterCredentials`, `GetClusterCredentialsWithIAM`, `DescribeClusters`,
+//! `DescribeCustomDomainAssociations`, `PauseCluster`, `ResumeCluster` and `RebootCluster`
+//! handlers; plus credential minting shared with Serverless.
 
 use std::sync::Arc;
 
@@ -9,10 +10,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::ApiError;
 use crate::identity::{self, authorize};
+use crate::lifecycle::{Action, ClusterStatus};
 use crate::provision::{self, Outcome, ProvisionRequest, RoleProvisioner};
 use crate::state::State;
 use crate::validate::{self, Params, Target};
-use crate::{xml, AccessKey, ACCOUNT_ID};
+use crate::{xml, AccessKey, EmulatedCluster, ACCOUNT_ID};
 
 /// API version every request must name.
 pub(crate) const API_VERSION: &str = "2012-12-01";
@@ -52,6 +54,9 @@ pub(crate) async fn dispatch(
         Some("DescribeCustomDomainAssociations") => {
             describe_custom_domain_associations(state, key, params, request_id)
         }
+        Some("PauseCluster") => change_state(state, key, params, request_id, Action::Pause),
+        Some("ResumeCluster") => change_state(state, key, params, request_id, Action::Resume),
+        Some("RebootCluster") => change_state(state, key, params, request_id, Action::Reboot),
         Some(other) => Err(ApiError::new(
             400,
             "InvalidAction",
@@ -307,21 +312,54 @@ fn describe_clusters(
             .ok_or_else(|| ApiError::cluster_not_found(id))?],
         None => state.clusters.iter().collect(),
     };
-    let mut clusters = String::new();
-    for e in entries {
-        let c = &e.cluster;
-        clusters.push_str(&format!(
-            "<Cluster>{}<ClusterStatus>available</ClusterStatus>\
-             <ClusterAvailabilityStatus>Available</ClusterAvailabilityStatus>\
-             <Endpoint>{}<Port>{}</Port></Endpoint></Cluster>",
-            xml::element("ClusterIdentifier", &c.identifier),
-            xml::element("Address", &c.host),
-            c.port
-        ));
-    }
+    let clusters: String = entries
+        .iter()
+        .map(|e| cluster_xml(&e.cluster, e.lifecycle.status()))
+        .collect();
     Ok(xml::success(
         "DescribeClusters",
         &format!("<Clusters>{clusters}</Clusters>"),
+        request_id,
+    ))
+}
+
+/// One `<Cluster>` element: identifier, status, availability and endpoint (a paused cluster
+/// keeps its endpoint).
+fn cluster_xml(c: &EmulatedCluster, status: ClusterStatus) -> String {
+    format!(
+        "<Cluster>{}{}{}<Endpoint>{}<Port>{}</Port></Endpoint></Cluster>",
+        xml::element("ClusterIdentifier", &c.identifier),
+        xml::element("ClusterStatus", status.as_str()),
+        xml::element("ClusterAvailabilityStatus", status.availability()),
+        xml::element("Address", &c.host),
+        c.port
+    )
+}
+
+/// PauseCluster, ResumeCluster, RebootCluster: IAM (`redshift:ACTION` on the cluster ARN),
+/// then the state check; the answer is the cluster in its new, transient state.
+fn change_state(
+    state: &State,
+    key: &AccessKey,
+    params: &Params,
+    request_id: &str,
+    action: Action,
+) -> Result<String, ApiError> {
+    let op = action.operation();
+    let id = params
+        .get("ClusterIdentifier")
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::missing_parameter("ClusterIdentifier"))?;
+    authorize(key, &format!("redshift:{op}"), &arn(state, "cluster", id))?;
+    let entry = state
+        .cluster(id)
+        .ok_or_else(|| ApiError::cluster_not_found(id))?;
+    let status = entry
+        .lifecycle
+        .begin(action, state.resume_delay(), state.stop.clone())?;
+    Ok(xml::success(
+        op,
+        &cluster_xml(&entry.cluster, status),
         request_id,
     ))
 }

@@ -189,6 +189,13 @@ pub struct EmulatorArgs {
     /// Answer the first N calls with Throttling ("Rate exceeded").
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub throttle_first: usize,
+    /// Milliseconds ResumeCluster (and RebootCluster) take before a cluster is available again.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub resume_delay_ms: u64,
+    /// Cluster that starts paused (DescribeClusters says `paused` until ResumeCluster; the
+    /// standalone emulator does not stop or start the database itself) (repeatable).
+    #[arg(long = "paused", value_name = "ID")]
+    pub paused: Vec<String>,
 }
 
 impl EmulatorArgs {
@@ -240,6 +247,8 @@ impl EmulatorArgs {
             roles: self.roles.clone(),
             workgroups,
             custom_domains: self.custom_domains.clone(),
+            resume_delay: Duration::from_millis(self.resume_delay_ms),
+            paused_clusters: self.paused.clone(),
         }
     }
 }
@@ -313,6 +322,10 @@ mod tests {
             "wg1=localhost:5440",
             "--custom-domain",
             "db.example.com=c1",
+            "--resume-delay-ms",
+            "1500",
+            "--paused",
+            "c2",
         ])
         .unwrap()
         .to_config()
@@ -418,6 +431,15 @@ mod tests {
         assert_eq!(
             cfg.custom_domains,
             vec![("db.example.com".to_string(), "c1".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_cluster_may_start_paused_with_a_resume_delay() {
+        let cfg = full_config();
+        assert_eq!(
+            (cfg.paused_clusters, cfg.resume_delay),
+            (vec!["c2".to_string()], Duration::from_millis(1500))
         );
     }
 

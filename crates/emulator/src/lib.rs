@@ -1,7 +1,14 @@
 //! Emulator of the Amazon Redshift credential APIs: Redshift (`GetClusterCredentials`,
-//! `GetClusterCredentialsWithIAM`, `DescribeClusters`, `DescribeCustomDomainAssociations`),
+//! `GetClusterCredentialsWithIAM`, `DescribeClusters`, `DescribeCustomDomainAssociations`,
+//! and the cluster state changes `PauseCluster`, `ResumeCluster`, `RebootCluster`),
 //! Redshift Serverless (`GetCredentials`, `GetWorkgroup`) and STS (`AssumeRole`,
 //! `GetCallerIdentity`), all on one endpoint.
+//!
+//! Provisioned clusters have a state (`available`, `pausing`, `paused`, `resuming`,
+//! `rebooting`; see [`ClusterStatus`]) that DescribeClusters reports; a [`ClusterPower`] hook
+//! ([`Emulator::set_cluster_power`]) stops and starts the database behind a cluster to match,
+//! so a paused cluster refuses connections. Resuming and rebooting take a configurable delay
+//! ([`EmulatorConfig::resume_delay`], [`Emulator::set_resume_delay`]).
 //!
 //! It speaks AWS Query (Redshift, STS) and JSON 1.1 (Serverless) over HTTP/1.1, verifies SigV4
 //! signatures for each service's signing name, validates parameters as the API reference says,
@@ -18,6 +25,7 @@ mod api;
 pub mod cli;
 mod error;
 mod identity;
+mod lifecycle;
 mod provision;
 mod server;
 mod serverless;
@@ -41,6 +49,7 @@ use tokio_util::task::TaskTracker;
 pub use cli::{
     run, AccessKeySpec, ClusterSpec, EmulatorArgs, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY,
 };
+pub use lifecycle::{ClusterPower, ClusterStatus};
 
 /// Why: the newest password minted for a login role, or `None`: how a server standing in for
 /// Redshift checks the passwords the emulator hands out.
@@ -158,10 +167,16 @@ pub struct EmulatorConfig {
     /// `(domain, id)`: a custom domain name and the cluster identifier (Redshift APIs) or
     /// workgroup name (Serverless APIs) it is associated with.
     pub custom_domains: Vec<(String, String)>,
+    /// How long ResumeCluster (and RebootCluster, after stopping) takes before the database
+    /// starts again and the cluster is `available`.
+    pub resume_delay: Duration,
+    /// Identifiers of clusters that start `paused` (their databases are not stopped here:
+    /// that is for a [`ClusterPower`] hook, see [`Emulator::pause_cluster`]).
+    pub paused_clusters: Vec<String>,
 }
 
 impl Default for EmulatorConfig {
-    /// Region `us-east-1`, everything else empty.
+    /// Region `us-east-1`, no resume delay, everything else empty.
     fn default() -> Self {
         EmulatorConfig {
             region: "us-east-1".to_owned(),
@@ -171,6 +186,8 @@ impl Default for EmulatorConfig {
             roles: Vec::new(),
             workgroups: Vec::new(),
             custom_domains: Vec::new(),
+            resume_delay: Duration::ZERO,
+            paused_clusters: Vec::new(),
         }
     }
 }
@@ -283,7 +300,94 @@ impl Emulator {
         self.state.set_delay(d);
     }
 
-    /// Drops queued faults and turns the delay off.
+    /// The next `n` calls of `action` are answered only once all `n` have arrived (or after
+    /// 10 s), then all at once: callers that raced in the real world race here too (e.g. two
+    /// proxies resuming one cluster: both saw it paused, one resumes it, the other gets
+    /// `InvalidClusterState`).
+    pub fn rendezvous(&self, action: &str, n: usize) {
+        self.state.set_rendezvous(action, n);
+    }
+
+    /// ResumeCluster and RebootCluster take `d` from then on before the database starts
+    /// again.
+    pub fn set_resume_delay(&self, d: Duration) {
+        self.state.set_resume_delay(d);
+    }
+
+    /// Lets the emulator stop and start the database standing in for cluster `id` as the
+    /// cluster is paused, resumed and rebooted. False if there is no such cluster.
+    pub fn set_cluster_power(&self, id: &str, power: Arc<dyn ClusterPower>) -> bool {
+        match self.state.cluster(id) {
+            Some(c) => {
+                c.lifecycle.set_power(power);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The status DescribeClusters reports for cluster `id` now.
+    pub fn cluster_status(&self, id: &str) -> Option<ClusterStatus> {
+        Some(self.state.cluster(id)?.lifecycle.status())
+    }
+
+    /// Starts pausing cluster `id` as PauseCluster does (no signature, no IAM): `pausing`,
+    /// its database stops, `paused`. Returns the status it moved to, or why it cannot.
+    pub fn pause_cluster(&self, id: &str) -> Result<ClusterStatus, String> {
+        self.change_state(id, lifecycle::Action::Pause)
+    }
+
+    /// Starts resuming cluster `id` as ResumeCluster does: `resuming`, the resume delay, its
+    /// database starts, `available`.
+    pub fn resume_cluster(&self, id: &str) -> Result<ClusterStatus, String> {
+        self.change_state(id, lifecycle::Action::Resume)
+    }
+
+    /// Starts rebooting cluster `id` as RebootCluster does: `rebooting`, its database stops,
+    /// the resume delay, it starts, `available`.
+    pub fn reboot_cluster(&self, id: &str) -> Result<ClusterStatus, String> {
+        self.change_state(id, lifecycle::Action::Reboot)
+    }
+
+    fn change_state(&self, id: &str, action: lifecycle::Action) -> Result<ClusterStatus, String> {
+        let entry = self
+            .state
+            .cluster(id)
+            .ok_or_else(|| format!("no cluster {id}"))?;
+        entry
+            .lifecycle
+            .begin(action, self.state.resume_delay(), self.state.stop.clone())
+            .map_err(|e| format!("{}: {}", e.code, e.message))
+    }
+
+    /// Waits until cluster `id` reports `status` (the emulator's state changes are events,
+    /// not polls); fails after `within`, saying what it reports instead.
+    pub async fn wait_cluster_status(
+        &self,
+        id: &str,
+        status: ClusterStatus,
+        within: Duration,
+    ) -> Result<(), String> {
+        let mut rx = self
+            .state
+            .cluster(id)
+            .ok_or_else(|| format!("no cluster {id}"))?
+            .lifecycle
+            .watch();
+        let reached = tokio::time::timeout(within, rx.wait_for(|s| *s == status))
+            .await
+            .map(|r| r.is_ok());
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("cluster {id}: the emulator stopped")),
+            Err(_) => Err(format!(
+                "cluster {id} is still {} after {within:?}, not {status}",
+                *rx.borrow()
+            )),
+        }
+    }
+
+    /// Drops queued faults and rendezvous and turns the delay off (the resume delay stays).
     pub fn clear_faults(&self) {
         self.state.clear_faults();
     }

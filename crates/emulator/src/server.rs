@@ -25,6 +25,8 @@ use crate::{api, serverless, sigv4, sts, xml, Fault};
 
 /// Largest accepted request body.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
+/// Longest a call waits for the others of its rendezvous ([`crate::Emulator::rendezvous`]).
+const RENDEZVOUS_LIMIT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -330,6 +332,16 @@ async fn handle(
             // Dropping the connection in `serve_connection` closes the socket unanswered.
             conn.cancel();
             std::future::pending::<()>().await;
+        }
+    }
+
+    if let Some(barrier) = state.rendezvous_for(&action) {
+        tokio::select! {
+            _ = barrier.wait() => {}
+            _ = tokio::time::sleep(RENDEZVOUS_LIMIT) => {
+                tracing::warn!(action = %action, "Redshift emulator rendezvous incomplete after {RENDEZVOUS_LIMIT:?}; answering anyway");
+            }
+            _ = conn.cancelled() => return error_response(fmt, &ApiError::internal("stopping"), &request_id),
         }
     }
 

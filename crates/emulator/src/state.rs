@@ -1,5 +1,5 @@
-//! Shared emulator state: configuration, provisioners, temporary STS sessions, fault queue,
-//! delay, call counters.
+//! Shared emulator state: configuration, provisioners, cluster lifecycles, temporary STS
+//! sessions, fault queue, delay, rendezvous, call counters.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::lifecycle::{ClusterStatus, Lifecycle};
 use crate::provision::RoleProvisioner;
 use crate::{AccessKey, EmulatedCluster, EmulatedWorkgroup, EmulatorConfig, Fault};
 
-/// Why: one cluster together with the provisioner that owns its admin connection.
+/// Why: one cluster together with its state and the provisioner that owns its admin
+/// connection (through the lifecycle, which defers provisioning while the cluster is down).
 pub(crate) struct ClusterEntry {
     pub(crate) cluster: EmulatedCluster,
     pub(crate) provisioner: Option<Arc<dyn RoleProvisioner>>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
 }
 
 /// Why: one Serverless workgroup together with the provisioner that owns its admin connection.
@@ -48,6 +51,10 @@ pub(crate) struct State {
     sessions: Mutex<Vec<TempSession>>,
     faults: Mutex<VecDeque<QueuedFault>>,
     delay: Mutex<Duration>,
+    /// How long ResumeCluster and RebootCluster take before the database starts again.
+    resume_delay: Mutex<Duration>,
+    /// Per action: calls that wait until all of them arrived, and how many are still to come.
+    rendezvous: Mutex<HashMap<String, (Arc<tokio::sync::Barrier>, usize)>>,
     counts: Mutex<HashMap<String, u64>>,
     total: AtomicU64,
     /// How often each principal (by unique-id seed: a user ARN, or `ACCOUNT/ROLE`) was
@@ -67,12 +74,24 @@ impl State {
         let clusters = config
             .clusters
             .iter()
-            .map(|c| ClusterEntry {
-                cluster: c.clone(),
-                provisioner: provisioners
+            .map(|c| {
+                let inner = provisioners
                     .iter()
                     .find(|(id, _)| *id == c.identifier)
-                    .map(|(_, p)| p.clone()),
+                    .map(|(_, p)| p.clone());
+                let initial = if config.paused_clusters.contains(&c.identifier) {
+                    ClusterStatus::Paused
+                } else {
+                    ClusterStatus::Available
+                };
+                let has_provisioner = inner.is_some();
+                let lifecycle = Arc::new(Lifecycle::new(c.identifier.clone(), initial, inner));
+                ClusterEntry {
+                    cluster: c.clone(),
+                    provisioner: has_provisioner
+                        .then(|| lifecycle.clone() as Arc<dyn RoleProvisioner>),
+                    lifecycle,
+                }
             })
             .collect();
         let workgroups = config
@@ -86,8 +105,11 @@ impl State {
                     .map(|(_, p)| p.clone()),
             })
             .collect();
+        let resume_delay = Mutex::new(config.resume_delay);
         State {
             config,
+            resume_delay,
+            rendezvous: Mutex::new(HashMap::new()),
             clusters,
             workgroups,
             stop,
@@ -222,8 +244,40 @@ impl State {
         *lock(&self.delay)
     }
 
+    pub(crate) fn set_resume_delay(&self, d: Duration) {
+        *lock(&self.resume_delay) = d;
+    }
+
+    pub(crate) fn resume_delay(&self) -> Duration {
+        *lock(&self.resume_delay)
+    }
+
+    /// The next `n` calls of `action` wait for each other (see [`State::rendezvous_for`]).
+    pub(crate) fn set_rendezvous(&self, action: &str, n: usize) {
+        if n > 0 {
+            lock(&self.rendezvous).insert(
+                action.to_owned(),
+                (Arc::new(tokio::sync::Barrier::new(n)), n),
+            );
+        }
+    }
+
+    /// The barrier a call of `action` must pass, if a rendezvous is set for it (each call
+    /// takes one of its places; the last place removes it).
+    pub(crate) fn rendezvous_for(&self, action: &str) -> Option<Arc<tokio::sync::Barrier>> {
+        let mut map = lock(&self.rendezvous);
+        let (barrier, left) = map.get_mut(action)?;
+        let barrier = barrier.clone();
+        *left -= 1;
+        if *left == 0 {
+            map.remove(action);
+        }
+        Some(barrier)
+    }
+
     pub(crate) fn clear_faults(&self) {
         lock(&self.faults).clear();
+        lock(&self.rendezvous).clear();
         *lock(&self.delay) = Duration::ZERO;
     }
 }

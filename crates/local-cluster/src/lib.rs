@@ -8,6 +8,10 @@
 //!
 //! The proxy's test bed puts a Redshift-like front (TLS only, auth code 13,
 //! `server_version` 8.0.2, Redshift's refusals) in front of one.
+//!
+//! A cluster can be stopped (fast shutdown) and started again on the same port and data
+//! directory through a [`PgPower`] handle: how the credential-API emulator makes a paused
+//! cluster refuse connections and a resumed one take them again.
 
 mod ca;
 mod server;
@@ -18,13 +22,15 @@ pub use ca::TestCa;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
 use server::{
     chmod, conf_quote, free_port, launch, log_tail, private_dir, run_checked, shutdown_child,
-    shutdown_child_blocking, template, write_file,
+    shutdown_child_blocking, shutdown_child_fast, template, write_file,
 };
 
 /// Start attempts (each with a fresh port) when the chosen port was taken.
@@ -146,10 +152,8 @@ pub fn find_bin_dir() -> Result<PathBuf, LocalPgError> {
 
 /// A running throwaway cluster; stopping or dropping it kills the server and deletes its files.
 pub struct LocalPg {
-    /// The postmaster; `None` once stopped.
-    child: Option<Child>,
-    /// The postmaster's pid.
-    pid: u32,
+    /// The postmaster, shared with [`PgPower`] handles.
+    server: Arc<Server>,
     /// Socket dir holding data dir and log; `None` once removed.
     dir: Option<tempfile::TempDir>,
     /// World-readable directory holding `ca.crt`.
@@ -169,10 +173,133 @@ pub struct LocalPg {
 impl std::fmt::Debug for LocalPg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalPg")
-            .field("pid", &self.pid)
+            .field("pid", &self.pid())
             .field("port", &self.port)
             .field("data_dir", &self.data_dir)
             .finish_non_exhaustive()
+    }
+}
+
+/// Why: the postmaster of one cluster and what it takes to start it again, shared by the
+/// cluster and its [`PgPower`] handles.
+struct Server {
+    /// The postmaster; `None` while stopped.
+    child: Mutex<Option<Child>>,
+    /// The postmaster's pid (0 while stopped).
+    pid: AtomicU32,
+    /// Serializes stops and starts.
+    op: tokio::sync::Mutex<()>,
+    /// Set when the cluster is stopped for good (its files are going away): no more starts.
+    retired: AtomicBool,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    port: u16,
+    log_path: PathBuf,
+}
+
+impl Server {
+    fn take_child(&self) -> Option<Child> {
+        let child = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.pid.store(0, Ordering::Relaxed);
+        child
+    }
+
+    fn running(&self) -> bool {
+        self.child
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+/// Why: stops and starts one cluster's server while its files stay (a paused and resumed
+/// cluster), without owning the cluster: cheap to clone and hand to an emulator.
+///
+/// A start after the cluster was stopped or dropped for good fails. The server is a child of
+/// the calling *thread* (PDEATHSIG): start it from a long-lived async context (a tokio worker
+/// or the test's own thread), never from `spawn_blocking`.
+#[derive(Clone)]
+pub struct PgPower(Arc<Server>);
+
+impl std::fmt::Debug for PgPower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgPower")
+            .field("port", &self.0.port)
+            .field("running", &self.0.running())
+            .finish()
+    }
+}
+
+impl PgPower {
+    /// Fast shutdown (SIGINT: sessions are ended, a checkpoint is written), waits for the server
+    /// to exit; the data directory stays. Returns at once when it is not running.
+    pub async fn stop(&self) {
+        let _op = self.0.op.lock().await;
+        if let Some(mut child) = self.0.take_child() {
+            shutdown_child_fast(&mut child).await;
+            tracing::debug!(
+                port = self.0.port,
+                "localpg: cluster stopped (fast shutdown)"
+            );
+        }
+    }
+
+    /// Starts the server again on the same port and data directory and waits until it
+    /// accepts connections. Returns at once when it is running.
+    pub async fn start(&self) -> Result<(), LocalPgError> {
+        let _op = self.0.op.lock().await;
+        if self.0.retired.load(Ordering::Acquire) {
+            return Err(LocalPgError::Start {
+                reason: "the cluster was stopped for good".into(),
+                log: self.0.log_path.clone(),
+                tail: String::new(),
+            });
+        }
+        if self.0.running() {
+            return Ok(());
+        }
+        let tpl = template().await?;
+        let s = &self.0;
+        let child = launch(tpl, &s.data_dir, &s.socket_dir, s.port, &s.log_path)
+            .await
+            .map_err(|(reason, _)| LocalPgError::Start {
+                reason,
+                tail: log_tail(&s.log_path),
+                log: s.log_path.clone(),
+            })?;
+        let pid = child.id().unwrap_or(0);
+        // Dropped while starting: the new server must not outlive its files.
+        let orphan = {
+            let mut slot = s.child.lock().unwrap_or_else(|p| p.into_inner());
+            if s.retired.load(Ordering::Acquire) {
+                Some(child)
+            } else {
+                *slot = Some(child);
+                s.pid.store(pid, Ordering::Relaxed);
+                None
+            }
+        };
+        if let Some(mut child) = orphan {
+            shutdown_child(&mut child).await;
+            return Err(LocalPgError::Start {
+                reason: "the cluster was stopped for good while starting".into(),
+                log: s.log_path.clone(),
+                tail: String::new(),
+            });
+        }
+        tracing::debug!(port = s.port, pid, "localpg: cluster started again");
+        Ok(())
+    }
+
+    /// Whether the server is running now.
+    pub fn is_running(&self) -> bool {
+        self.0.running()
+    }
+
+    /// The TCP port the server listens on when running.
+    pub fn port(&self) -> u16 {
+        self.0.port
     }
 }
 
@@ -250,9 +377,18 @@ impl LocalPg {
                 Ok(child) => {
                     let pid = child.id().unwrap_or(0);
                     tracing::debug!(port, pid, elapsed = ?started.elapsed(), "localpg: cluster ready");
+                    let server = Arc::new(Server {
+                        child: Mutex::new(Some(child)),
+                        pid: AtomicU32::new(pid),
+                        op: tokio::sync::Mutex::new(()),
+                        retired: AtomicBool::new(false),
+                        data_dir: data_dir.clone(),
+                        socket_dir: socket_dir.clone(),
+                        port,
+                        log_path: log_path.clone(),
+                    });
                     return Ok(LocalPg {
-                        child: Some(child),
-                        pid,
+                        server,
                         dir: Some(dir),
                         ca_dir: Some(ca_dir),
                         socket_dir,
@@ -274,6 +410,17 @@ impl LocalPg {
                 }
             }
         }
+    }
+
+    /// The postmaster's pid (0 while stopped).
+    pub fn pid(&self) -> u32 {
+        self.server.pid.load(Ordering::Relaxed)
+    }
+
+    /// A handle that stops (fast shutdown) and starts this cluster's server, keeping its
+    /// files: a paused cluster.
+    pub fn power(&self) -> PgPower {
+        PgPower(self.server.clone())
     }
 
     /// Host name for TCP clients; the server certificate is valid for it.
@@ -339,36 +486,11 @@ impl LocalPg {
         self.socket_dir.join("postgres.log")
     }
 
-    /// Stops the server as a cluster reboot does: a fast shutdown (its sessions get FATAL
-    /// 57P01, new connections are refused) that keeps its files, for [`LocalPg::start_again`].
-    pub async fn shut_down(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            server::fast_shutdown(&mut child).await;
-        }
-    }
-
-    /// Starts a server stopped with [`LocalPg::shut_down`] again, on the same port.
-    pub async fn start_again(&mut self) -> Result<(), LocalPgError> {
-        if self.child.is_some() {
-            return Ok(());
-        }
-        let tpl = template().await?;
-        let log_path = self.log_path();
-        let child = launch(tpl, &self.data_dir, &self.socket_dir, self.port, &log_path)
-            .await
-            .map_err(|(reason, _)| LocalPgError::Start {
-                reason,
-                tail: log_tail(&log_path),
-                log: log_path.clone(),
-            })?;
-        self.pid = child.id().unwrap_or(0);
-        self.child = Some(child);
-        Ok(())
-    }
-
     /// Immediate shutdown, waits for the server to exit, removes all files.
     pub async fn stop(mut self) {
-        if let Some(mut child) = self.child.take() {
+        self.server.retired.store(true, Ordering::Release);
+        let _op = self.server.op.lock().await;
+        if let Some(mut child) = self.server.take_child() {
             shutdown_child(&mut child).await;
         }
         for dir in [self.dir.take(), self.ca_dir.take()].into_iter().flatten() {
@@ -382,7 +504,8 @@ impl LocalPg {
 
 impl Drop for LocalPg {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        self.server.retired.store(true, Ordering::Release);
+        if let Some(mut child) = self.server.take_child() {
             shutdown_child_blocking(&mut child);
         }
         // The TempDirs remove themselves when the fields drop.

@@ -193,8 +193,28 @@ pub(super) fn log_tail(path: &Path) -> String {
 
 /// Sends SIGQUIT (immediate shutdown) to a process, ignoring "already gone".
 fn sigquit(child: &Child) {
+    signal(child, Signal::SIGQUIT);
+}
+
+/// Sends `sig` to a process, ignoring "already gone".
+fn signal(child: &Child, sig: Signal) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+        let _ = kill(Pid::from_raw(pid), sig);
+    }
+}
+
+/// Fast shutdown of a server child (SIGINT: sessions ended, checkpoint written), bounded
+/// wait, then the immediate shutdown of [`shutdown_child`].
+pub(super) async fn shutdown_child_fast(child: &mut Child) {
+    signal(child, Signal::SIGINT);
+    if tokio::time::timeout(STOP_DEADLINE, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "localpg: postgres ignored SIGINT for {STOP_DEADLINE:?}; shutting it down immediately"
+        );
+        shutdown_child(child).await;
     }
 }
 
@@ -217,20 +237,6 @@ pub(super) fn shutdown_child_blocking(child: &mut Child) {
             killed = true;
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Fast shutdown of a server child (SIGINT: sessions end with FATAL 57P01), bounded wait,
-/// then the immediate one.
-pub(super) async fn fast_shutdown(child: &mut Child) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
-    }
-    if tokio::time::timeout(STOP_DEADLINE, child.wait())
-        .await
-        .is_err()
-    {
-        shutdown_child(child).await;
     }
 }
 

@@ -78,7 +78,7 @@ async fn tls_scram_login_and_stop() {
     assert_eq!(mode & 0o444, 0o444, "ca.crt must be world-readable");
 
     let (pid, data, socket, ca_path) = (
-        pg.pid,
+        pg.pid(),
         pg.data_dir().to_path_buf(),
         pg.socket_dir().to_path_buf(),
         pg.ca_cert_path().to_path_buf(),
@@ -106,7 +106,7 @@ async fn two_clusters_and_drop() {
         let row = c.query_one("select 1::int4", &[]).await.unwrap();
         assert_eq!(row.get::<_, i32>(0), 1);
     }
-    let (pid, dir) = (a.pid, a.socket_dir().to_path_buf());
+    let (pid, dir) = (a.pid(), a.socket_dir().to_path_buf());
     drop(a);
     assert!(!alive(pid), "postgres still running after drop");
     assert!(!dir.exists());
@@ -119,6 +119,47 @@ async fn two_clusters_and_drop() {
         .expect("start c");
     eprintln!("warm start took {:?}", t.elapsed());
     c.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_cluster_refuses_connections_and_starts_again_with_its_data() {
+    let pg = LocalPg::start(LocalPgOptions::default())
+        .await
+        .expect("start");
+    pg.admin()
+        .await
+        .unwrap()
+        .batch_execute("create table kept (x int); insert into kept values (7)")
+        .await
+        .unwrap();
+    let power = pg.power();
+    let first = pg.pid();
+    power.stop().await;
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", pg.port())).await;
+    assert_eq!(
+        (power.is_running(), alive(first), pg.pid(), refused.is_err()),
+        (false, false, 0, true)
+    );
+    power.start().await.expect("start again");
+    let row = pg
+        .admin()
+        .await
+        .unwrap()
+        .query_one("select x from kept", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), power.is_running()), (7, true));
+    pg.stop().await;
+}
+
+#[tokio::test]
+async fn a_cluster_stopped_for_good_cannot_be_started_again() {
+    let pg = LocalPg::start(LocalPgOptions::default())
+        .await
+        .expect("start");
+    let power = pg.power();
+    pg.stop().await;
+    assert!(power.start().await.is_err());
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 //! (no PostgreSQL) and the SDK clients of each configured identity.
 
 mod faults;
+mod lifecycle;
 mod postgres;
 mod presign;
 mod redshift;
@@ -55,7 +56,8 @@ enum Who {
     /// `AKIDALICE`, IAM user `alice`, allowed everything.
     Alice,
     /// `AKIDDENY`, IAM user `mallory`, denied JoinGroup, CreateClusterUser, DescribeClusters,
-    /// GetClusterCredentialsWithIAM, sts:AssumeRole and all of Redshift Serverless.
+    /// GetClusterCredentialsWithIAM, ResumeCluster, sts:AssumeRole and all of Redshift
+    /// Serverless.
     Mallory,
     /// `ASIATEST`, a key that must come with session token `the-token`.
     Session,
@@ -80,6 +82,7 @@ impl Who {
                     "redshift:CreateClusterUser",
                     "redshift:DescribeClusters",
                     "redshift:GetClusterCredentialsWithIAM",
+                    "redshift:ResumeCluster",
                     "sts:AssumeRole",
                     "redshift-serverless:*",
                 ]

@@ -204,3 +204,72 @@ async fn provisioned_logins_are_valid_until_the_credentials_expire() {
     assert_eq!(row.get::<_, i64>(0), 2);
     bed.stop().await;
 }
+
+#[tokio::test]
+async fn a_paused_cluster_refuses_connections_and_once_resumed_takes_the_logins_minted_meanwhile() {
+    use crate::ClusterStatus;
+    use std::time::Duration;
+    let bed = PgBed::start().await;
+    bed.emu
+        .set_cluster_power("c1", std::sync::Arc::new(bed.pg.power()));
+    let alice = aws_sdk_redshift::Client::new(&bed.alice().await);
+    alice
+        .pause_cluster()
+        .cluster_identifier("c1")
+        .send()
+        .await
+        .unwrap();
+    bed.emu
+        .wait_cluster_status("c1", ClusterStatus::Paused, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", bed.pg.port()))
+        .await
+        .is_err();
+    let (user, password) = Mint::ClusterBobInAnalysts.mint(&bed).await;
+    alice
+        .resume_cluster()
+        .cluster_identifier("c1")
+        .send()
+        .await
+        .unwrap();
+    bed.emu
+        .wait_cluster_status("c1", ClusterStatus::Available, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let login = bed.login(&user, &password).await.map(|(who, _)| who);
+    assert_eq!((refused, login.ok().as_deref()), (true, Some("IAM:bob")));
+    bed.stop().await;
+}
+
+#[tokio::test]
+async fn a_rebooted_cluster_is_down_while_rebooting_and_takes_logins_once_available() {
+    use crate::ClusterStatus;
+    use std::time::{Duration, Instant};
+    let bed = PgBed::start().await;
+    let power = bed.pg.power();
+    bed.emu
+        .set_cluster_power("c1", std::sync::Arc::new(power.clone()));
+    bed.emu.set_resume_delay(Duration::from_millis(1500));
+    let (user, password) = Mint::ClusterBobInAnalysts.mint(&bed).await;
+    bed.emu.reboot_cluster("c1").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while power.is_running() {
+        assert!(Instant::now() < deadline, "the database did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let while_down = (
+        bed.emu.cluster_status("c1"),
+        bed.login(&user, &password).await.is_err(),
+    );
+    bed.emu
+        .wait_cluster_status("c1", ClusterStatus::Available, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let after = bed.login(&user, &password).await.map(|(who, _)| who);
+    assert_eq!(
+        (while_down, after.ok().as_deref()),
+        ((Some(ClusterStatus::Rebooting), true), Some("IAM:bob"))
+    );
+    bed.stop().await;
+}
