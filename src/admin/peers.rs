@@ -447,6 +447,90 @@ mod tests {
         assert!(peers.start_flight(7, b"abcd").is_some());
     }
 
+    /// Log lines written while `f` runs on this thread.
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Captures this thread's log lines until the guard drops.
+    fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Captured(sink.clone()))
+            .with_ansi(false)
+            .finish();
+        (buf, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn count_lines(buf: &Mutex<Vec<u8>>, needle: &str) -> usize {
+        String::from_utf8_lossy(&lock(buf)).matches(needle).count()
+    }
+
+    /// `[peers] dns` resolving through `hosts` only; this replica listens on 127.0.0.2.
+    fn discovery(hosts: &Path) -> (PeersConfig, Peers) {
+        let config: PeersConfig = toml::from_str(&format!(
+            "dns = \"replicas.invalid:5439\"\nhosts_file = {:?}\n",
+            hosts.display().to_string()
+        ))
+        .unwrap();
+        let peers = Peers::default();
+        peers.set_local(vec!["127.0.0.2:5439".parse().unwrap()]);
+        (config, peers)
+    }
+
+    const CHANGED: &str = "peers.dns resolved to a new set of replicas";
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn resolutions_are_logged_only_when_the_replicas_change() {
+        let (logs, _guard) = capture_logs();
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        let (config, peers) = discovery(&hosts);
+        std::fs::write(
+            &hosts,
+            "127.0.0.2 replicas.invalid\n127.0.0.3 replicas.invalid\n",
+        )
+        .unwrap();
+        for _ in 0..3 {
+            peers.refresh(&config).await;
+        }
+        assert_eq!(count_lines(&logs, CHANGED), 1);
+        std::fs::write(&hosts, "127.0.0.2 replicas.invalid\n").unwrap();
+        for _ in 0..3 {
+            peers.refresh(&config).await;
+        }
+        assert_eq!(count_lines(&logs, CHANGED), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failing_resolution_is_logged_once_and_the_replicas_found_stay() {
+        let (logs, _guard) = capture_logs();
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        let (config, peers) = discovery(&hosts);
+        std::fs::write(
+            &hosts,
+            "127.0.0.2 replicas.invalid\n127.0.0.3 replicas.invalid\n",
+        )
+        .unwrap();
+        peers.refresh(&config).await;
+        std::fs::remove_file(&hosts).unwrap();
+        for _ in 0..3 {
+            peers.refresh(&config).await;
+        }
+        assert_eq!(count_lines(&logs, "resolving peers.dns failed"), 1);
+        assert_eq!(peers.count(&config), 1);
+    }
+
     #[test]
     fn auto_peer_id_is_the_statefulset_ordinal_plus_one() {
         assert_eq!(auto_peer_id("redshift-iam-proxy-0"), Ok(1));
