@@ -152,28 +152,33 @@ impl CancelRegistry {
     }
 
     /// Forwards a client's cancel if the key matches a session holding a server, or ends
-    /// the wait of a session whose statement waits for one; unknown keys and idle sessions
-    /// are ignored, as PostgreSQL does. Returns once the cancel was delivered.
-    pub async fn cancel(&self, pid: i32, secret: &[u8]) {
+    /// the wait of a session whose statement waits for one; idle sessions are ignored, as
+    /// PostgreSQL does. Returns once the cancel was delivered; `false` when no session
+    /// here has the key (nothing was counted or logged: the caller decides).
+    pub async fn cancel(&self, pid: i32, secret: &[u8]) -> bool {
         let found = {
             let entries = lock(&self.entries);
-            entries
+            let Some(e) = entries
                 .get(&pid)
                 // Constant time: the secret is what makes a cancel legitimate.
                 .filter(|e| bool::from(e.secret.as_slice().ct_eq(secret)))
-                .and_then(|e| match (&e.attached, &e.waiting) {
-                    (Some(a), _) => {
-                        // Taken while the registry lock is held: a server being checked in
-                        // (detached first) can no longer be reached by this cancel.
-                        let guard = match &a.gate {
-                            Some(g) => Some(g.clone().try_read_owned().ok()?),
-                            None => None,
-                        };
-                        Some(Target::Server(a.clone(), guard))
-                    }
-                    (None, Some(w)) => Some(Target::Wait(w.clone())),
-                    (None, None) => None,
-                })
+            else {
+                return false;
+            };
+            match (&e.attached, &e.waiting) {
+                // Taken while the registry lock is held: a server being checked in
+                // (detached first) can no longer be reached by this cancel.
+                (Some(a), _) => match &a.gate {
+                    Some(g) => g
+                        .clone()
+                        .try_read_owned()
+                        .ok()
+                        .map(|guard| Target::Server(a.clone(), Some(guard))),
+                    None => Some(Target::Server(a.clone(), None)),
+                },
+                (None, Some(w)) => Some(Target::Wait(w.clone())),
+                (None, None) => None,
+            }
         };
         match found {
             Some(Target::Server(a, _guard)) => {
@@ -195,12 +200,10 @@ impl CancelRegistry {
             }
             None => {
                 crate::admin::metrics::cancel("ignored");
-                tracing::debug!(
-                    pid,
-                    "cancel request for an unknown key or an idle session ignored"
-                )
+                tracing::debug!(pid, "cancel request for an idle session ignored")
             }
         }
+        true
     }
 
     pub fn len(&self) -> usize {

@@ -63,18 +63,54 @@ pub struct AdminConfig {
 }
 
 /// `[peers]`: behind a TCP load balancer a CancelRequest may land on another replica
-/// than its session; each replica puts its `peer_id` in the cancel keys it hands out and
-/// forwards cancels for another replica's key to that peer.
+/// than its session. With `addresses`, each replica puts its `peer_id` in the cancel keys
+/// it hands out and forwards cancels for another replica's key to that peer. With `dns`,
+/// a name resolving to every replica (a headless Service) is re-resolved periodically and
+/// a client's cancel for a key no session here holds goes to every other replica found.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeersConfig {
-    /// This replica's id, 1..=255 (0 or absent: no peering).
+    /// This replica's id, 1..=255, or `"auto"` (the ordinal ending the host name, plus 1:
+    /// StatefulSet pods); 0 or absent: none.
     #[serde(default)]
-    pub peer_id: u8,
+    pub peer_id: PeerIdSetting,
     /// Other replicas: peer id → their client listener (host:port).
     #[serde(default)]
     pub addresses: std::collections::BTreeMap<String, String>,
+    /// `name:port`: a name resolving to every replica's address (a headless Service),
+    /// and the port their client listeners use.
+    pub dns: Option<String>,
+    /// How often `dns` is resolved again (seconds, default 10).
+    pub dns_refresh_secs: Option<u64>,
+    /// A hosts(5)-style file (`address name…` lines) read before DNS at each resolution.
+    pub hosts_file: Option<PathBuf>,
 }
+
+/// `[peers] peer_id` as written: a number or `"auto"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PeerIdSetting {
+    Number(i64),
+    Word(String),
+}
+
+impl Default for PeerIdSetting {
+    fn default() -> Self {
+        PeerIdSetting::Number(0)
+    }
+}
+
+/// `[peers] peer_id` once validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerId {
+    /// A fixed id (0: none).
+    Fixed(u8),
+    /// Derived from the host name at start.
+    Auto,
+}
+
+/// Default `[peers] dns_refresh_secs`.
+pub const DEFAULT_DNS_REFRESH_SECS: u64 = 10;
 
 impl PeersConfig {
     /// The peers as (id, address); ids are checked at validation.
@@ -83,6 +119,92 @@ impl PeersConfig {
             .iter()
             .filter_map(|(k, v)| k.parse().ok().map(|id| (id, v.clone())))
             .collect()
+    }
+
+    /// `peer_id` (checked at validation; anything else reads as no id).
+    pub fn id(&self) -> PeerId {
+        match &self.peer_id {
+            PeerIdSetting::Number(n) => PeerId::Fixed(u8::try_from(*n).unwrap_or(0)),
+            PeerIdSetting::Word(w) if w == "auto" => PeerId::Auto,
+            PeerIdSetting::Word(_) => PeerId::Fixed(0),
+        }
+    }
+
+    /// `dns` split into the name (brackets of an IPv6 literal removed) and the port.
+    pub fn dns_target(&self) -> Option<(String, u16)> {
+        let (host, port) = self.dns.as_deref()?.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+        (!host.is_empty()).then(|| (host.to_owned(), port))
+    }
+
+    /// `dns_refresh_secs` or its default.
+    pub fn dns_refresh(&self) -> Duration {
+        Duration::from_secs(self.dns_refresh_secs.unwrap_or(DEFAULT_DNS_REFRESH_SECS))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let own = match (&self.peer_id, self.id()) {
+            (PeerIdSetting::Number(n), PeerId::Fixed(id)) if i64::from(id) == *n => Some(id),
+            (_, PeerId::Auto) => None,
+            (PeerIdSetting::Number(n), _) => {
+                return Err(format!(
+                    "peers.peer_id = {n}: expected 1..=255 (0: none) or \"auto\""
+                ))
+            }
+            (PeerIdSetting::Word(w), _) => {
+                return Err(format!(
+                    "peers.peer_id = {w:?}: expected 1..=255 (0: none) or \"auto\""
+                ))
+            }
+        };
+        for (k, addr) in &self.addresses {
+            match k.parse::<u8>() {
+                Ok(id) if id > 0 && Some(id) != own => {}
+                _ => {
+                    return Err(format!(
+                        "peers.addresses.{k}: peer ids are 1..=255 and differ from peers.peer_id"
+                    ))
+                }
+            }
+            if !addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
+                return Err(format!(
+                    "peers.addresses.{k} = {addr:?}: expected host:port"
+                ));
+            }
+        }
+        if !self.addresses.is_empty() && own == Some(0) {
+            return Err(
+                "peers.addresses needs peers.peer_id (1..=255 or \"auto\") for this replica".into(),
+            );
+        }
+        if let Some(d) = &self.dns {
+            if self.dns_target().is_none() {
+                return Err(format!(
+                    "peers.dns = {d:?}: expected name:port (a name resolving to every replica and their client port)"
+                ));
+            }
+            if !self.addresses.is_empty() {
+                return Err("peers.dns and peers.addresses: use one of them".into());
+            }
+        }
+        if self.dns.is_none() {
+            for (key, set) in [
+                ("dns_refresh_secs", self.dns_refresh_secs.is_some()),
+                ("hosts_file", self.hosts_file.is_some()),
+            ] {
+                if set {
+                    return Err(format!("peers.{key} needs peers.dns"));
+                }
+            }
+        }
+        if self.dns_refresh_secs == Some(0) {
+            return Err("peers.dns_refresh_secs = 0: expected at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -1020,27 +1142,7 @@ impl Config {
                 ));
             }
         }
-        for (k, addr) in &self.peers.addresses {
-            match k.parse::<u8>() {
-                Ok(id) if id > 0 && id != self.peers.peer_id => {}
-                _ => {
-                    return bad(format!(
-                        "peers.addresses.{k}: peer ids are 1..=255 and differ from peers.peer_id"
-                    ))
-                }
-            }
-            if !addr
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-            {
-                return bad(format!(
-                    "peers.addresses.{k} = {addr:?}: expected host:port"
-                ));
-            }
-        }
-        if !self.peers.addresses.is_empty() && self.peers.peer_id == 0 {
-            return bad("peers.addresses needs peers.peer_id (1..=255) for this replica".into());
-        }
+        self.peers.validate().map_err(ConfigError::Invalid)?;
         if let Some(f) = &self.log_filter {
             if let Err(e) = tracing_subscriber::EnvFilter::try_new(f) {
                 return bad(format!("log_filter = {f:?}: {e}"));
@@ -1361,6 +1463,49 @@ mod tests {
         ] {
             let e = Config::from_toml(&format!("{MINIMAL}[peers]\n{bad}\n")).unwrap_err();
             assert!(e.to_string().contains("peers."), "{e}");
+        }
+    }
+
+    #[test]
+    fn peers_dns_is_a_name_and_port_with_a_refresh_and_an_optional_hosts_file() {
+        let c = Config::from_toml(&format!(
+            "{MINIMAL}[peers]\ndns = \"proxy-peers:5439\"\ndns_refresh_secs = 3\nhosts_file = \"/tmp/hosts\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.peers.dns_target(), Some(("proxy-peers".into(), 5439)));
+        assert_eq!(c.peers.dns_refresh(), Duration::from_secs(3));
+        assert_eq!(c.peers.id(), PeerId::Fixed(0));
+        let c = Config::from_toml(&format!(
+            "{MINIMAL}[peers]\ndns = \"[::1]:5439\"\npeer_id = \"auto\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.peers.dns_target(), Some(("::1".into(), 5439)));
+        assert_eq!(c.peers.dns_refresh(), Duration::from_secs(10));
+        assert_eq!(c.peers.id(), PeerId::Auto);
+    }
+
+    #[test]
+    fn bad_peers_dns_settings_are_refused_naming_the_key() {
+        for (bad, key) in [
+            ("dns = \"proxy-peers\"", "peers.dns"),
+            ("dns = \"proxy-peers:0\"", "peers.dns"),
+            ("dns = \":5439\"", "peers.dns"),
+            (
+                "dns = \"p:1\"\npeer_id = 1\naddresses = { \"2\" = \"h:1\" }",
+                "peers.dns and peers.addresses",
+            ),
+            (
+                "dns = \"p:1\"\ndns_refresh_secs = 0",
+                "peers.dns_refresh_secs",
+            ),
+            ("dns_refresh_secs = 5", "peers.dns_refresh_secs"),
+            ("hosts_file = \"/etc/hosts\"", "peers.hosts_file"),
+            ("peer_id = 256", "peers.peer_id"),
+            ("peer_id = -1", "peers.peer_id"),
+            ("peer_id = \"first\"", "peers.peer_id"),
+        ] {
+            let e = Config::from_toml(&format!("{MINIMAL}[peers]\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
         }
     }
 

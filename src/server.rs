@@ -7,7 +7,7 @@
 use crate::admin::Admin;
 use crate::cache::CredentialCache;
 use crate::cancel::CancelRegistry;
-use crate::config::{ClientAuthMethod, Config};
+use crate::config::{ClientAuthMethod, Config, PeerId};
 use crate::credentials::{AwsIdentitySource, RedshiftApi};
 use crate::endpoint::EndpointResolver;
 use crate::mapping::UserMap;
@@ -33,6 +33,9 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsSetupError),
+    /// `[peers] peer_id = "auto"` found no ordinal in the host name.
+    #[error("{0}")]
+    PeerId(String),
 }
 
 /// A bound, ready proxy; `serve` runs it.
@@ -83,7 +86,15 @@ impl Proxy {
         };
         let admin = Admin::new(&config);
         let cancels = Arc::new(CancelRegistry::default());
-        cancels.set_peer_id(config.peers.peer_id);
+        cancels.set_peer_id(peer_id(&config)?);
+        // A started replica already knows its peers (`[peers] dns`).
+        admin.peers.set_local(
+            listeners
+                .iter()
+                .filter_map(|(l, _)| l.local_addr().ok())
+                .collect(),
+        );
+        admin.peers.refresh(&config.peers).await;
         let shared = Arc::new(Shared {
             users: UserMap::new(config.users.clone()),
             cache: CredentialCache::new(api.clone()),
@@ -183,6 +194,7 @@ impl Proxy {
             ))
         });
         let maintenance = tokio::spawn(Pools::maintain(shared.clone()));
+        let discovery = tokio::spawn(crate::admin::peers::discover(shared.clone()));
         let prewarm = {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -213,6 +225,7 @@ impl Proxy {
         for l in accept_loops {
             let _ = l.await;
         }
+        discovery.abort();
         tracker.close();
         let open = tracker.len();
         tracing::info!(
@@ -233,6 +246,19 @@ impl Proxy {
         }
         stop_admin.cancel();
         tracing::info!("shutdown complete");
+    }
+}
+
+/// This replica's `[peers] peer_id` (`"auto"`: from the host name's ordinal).
+fn peer_id(config: &Config) -> Result<u8, StartError> {
+    match config.peers.id() {
+        PeerId::Fixed(id) => Ok(id),
+        PeerId::Auto => {
+            let host = crate::admin::peers::host_name().unwrap_or_default();
+            let id = crate::admin::peers::auto_peer_id(&host).map_err(StartError::PeerId)?;
+            tracing::info!(peer_id = id, host = %host, "peers.peer_id from the host name's ordinal");
+            Ok(id)
+        }
     }
 }
 

@@ -92,7 +92,7 @@ pub async fn run(
         )) => {
             // PostgreSQL closes the cancel connection after the signal was sent; a client
             // that waits for that must never see its cancel land on a later statement.
-            crate::admin::peers::cancel(&shared, pid, &secret).await;
+            crate::admin::peers::cancel(&shared, pid, &secret, peer).await;
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
             return;
         }

@@ -216,6 +216,34 @@ fn service_targets_the_deployment_ports() {
 }
 
 #[test]
+fn replicas_find_each_other_through_a_headless_service_on_the_client_port() {
+    let cm = docs("configmap.yaml");
+    let dep = docs("deployment.yaml");
+    let dep = kind(&dep, "Deployment");
+    let tmpl = &dep["spec"]["template"];
+    let c = &tmpl["spec"]["containers"][0];
+    let config = check_proxy_container(c, kind(&cm, "ConfigMap"), &tmpl["spec"]["volumes"]);
+    let peers = docs("peers-service.yaml");
+    let peers = kind(&peers, "Service");
+    assert_eq!(peers["spec"]["clusterIP"].as_str(), Some("None"));
+    // Draining replicas still run queries a cancel may be for.
+    assert_eq!(
+        peers["spec"]["publishNotReadyAddresses"].as_bool(),
+        Some(true)
+    );
+    for (k, v) in peers["spec"]["selector"].as_mapping().unwrap() {
+        assert_eq!(&tmpl["metadata"]["labels"][k], v);
+    }
+    // [peers] dns names this Service and the port the pods' client listener uses (a
+    // headless name gives pod IPs: peers connect to the container port directly).
+    let (name, port) = config.peers.dns_target().expect("[peers] dns is set");
+    assert_eq!(Some(name.as_str()), peers["metadata"]["name"].as_str());
+    assert_eq!(i64::from(port), named_port(c, "postgres"));
+    assert_eq!(i64::from(port), port_of(&config.listen));
+    assert!(config.peers.addresses.is_empty());
+}
+
+#[test]
 fn sidecar_example_listens_on_loopback_with_probes() {
     let docs = docs("sidecar.yaml");
     let dep = kind(&docs, "Deployment");

@@ -619,6 +619,179 @@ async fn a_cancel_sent_to_another_replica_reaches_the_query() {
     b.wait_log(&["cancel request forwarded to peer"]).await;
 }
 
+/// The name the DNS-discovery tests resolve through `[peers] hosts_file` (`.invalid`
+/// never resolves in DNS; the file always lists it, so no query leaves the host).
+const REPLICAS: &str = "replicas.invalid";
+
+/// A `[peers] hosts_file` listing `REPLICAS` at `ips`; rewritten whole (a rename), so a
+/// replica never reads half a file.
+struct HostsFile {
+    dir: tempfile::TempDir,
+}
+
+impl HostsFile {
+    fn new(ips: &[&str]) -> HostsFile {
+        let h = HostsFile {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        h.set(ips);
+        h
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("hosts")
+    }
+
+    fn set(&self, ips: &[&str]) {
+        let text: String = ips.iter().map(|ip| format!("{ip} {REPLICAS}\n")).collect();
+        let tmp = self.dir.path().join("hosts.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path()).unwrap();
+    }
+}
+
+/// A replica listening on `ip:port` that finds its peers as `REPLICAS:port`, re-resolved
+/// every second.
+fn dns_replica(parts: &Parts, ip: &str, port: u16, hosts: &HostsFile) -> Running {
+    let fragment = format!(
+        "listen = \"{ip}:{port}\"\n[peers]\ndns = \"{REPLICAS}:{port}\"\ndns_refresh_secs = 1\nhosts_file = {:?}\n",
+        hosts.path().display().to_string()
+    );
+    Running::start(&(parts.config_toml_with(&fragment).unwrap() + ADMIN))
+}
+
+/// Polls `/metrics` until `redshift_iam_proxy_peers` reads `n` (bounded).
+async fn wait_peers(r: &Running, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = r.get("/metrics").await;
+        let seen = metric_sum(&parse_metrics(&body), "redshift_iam_proxy_peers", &[]);
+        if seen == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redshift_iam_proxy_peers stayed {seen}, wanted {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `SELECT pg_sleep(secs)` through `runs_on`, sends its cancel to `cancel_to` once
+/// the query runs on the cluster, and returns how the query ended.
+async fn query_cancelled_through(
+    parts: &Parts,
+    runs_on: &Running,
+    cancel_to: SocketAddr,
+    secs: u32,
+) -> Result<(), tokio_postgres::Error> {
+    let conninfo = format!(
+        "host={} port={} user=bob dbname=postgres",
+        runs_on.addr.ip(),
+        runs_on.addr.port()
+    );
+    let client = connect(&conninfo).await.unwrap();
+    let token = client.cancel_token();
+    let sql = format!("SELECT pg_sleep({secs})");
+    let query = {
+        let sql = sql.clone();
+        tokio::spawn(async move { client.simple_query(&sql).await.map(|_| ()) })
+    };
+    let pg = parts.pg.admin().await.unwrap();
+    wait_for(
+        &pg,
+        &format!(
+            "SELECT count(*) = 1 FROM pg_stat_activity WHERE state = 'active' AND query = '{sql}'"
+        ),
+        "the query to run",
+    )
+    .await;
+    // The cancel connection closes once the replica handled it (forwarding included).
+    let to = tokio::net::TcpStream::connect(cancel_to).await.unwrap();
+    token
+        .cancel_query_raw(to, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), query)
+        .await
+        .expect("the query ended")
+        .unwrap()
+}
+
+fn assert_cancelled(r: Result<(), tokio_postgres::Error>) {
+    let err = r.expect_err("the query was cancelled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_sent_to_either_replica_found_by_dns_reaches_the_query_on_the_other() {
+    let parts = Parts::start(&BedOptions::default()).await.unwrap();
+    let port = free_port().unwrap();
+    let hosts = HostsFile::new(&["127.0.0.2", "127.0.0.3"]);
+    let a = dns_replica(&parts, "127.0.0.2", port, &hosts);
+    let b = dns_replica(&parts, "127.0.0.3", port, &hosts);
+    assert_cancelled(query_cancelled_through(&parts, &a, b.addr, 60).await);
+    assert_cancelled(query_cancelled_through(&parts, &b, a.addr, 60).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_passed_on_by_a_replica_found_by_dns_is_not_passed_on_again() {
+    let parts = Parts::start(&BedOptions::default()).await.unwrap();
+    let port = free_port().unwrap();
+    let hosts = HostsFile::new(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    let a = dns_replica(&parts, "127.0.0.2", port, &hosts);
+    let b = dns_replica(&parts, "127.0.0.3", port, &hosts);
+    let c = dns_replica(&parts, "127.0.0.4", port, &hosts);
+    // B passes the cancel on to A and C; C does not hold the key and came to it from B.
+    assert_cancelled(query_cancelled_through(&parts, &a, b.addr, 60).await);
+    let (_, body) = c.get("/metrics").await;
+    let scrape = parse_metrics(&body);
+    let cancels = |outcome| {
+        metric_sum(
+            &scrape,
+            "redshift_iam_proxy_cancels_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        (cancels("ignored"), cancels("forwarded_to_peer")),
+        (1.0, 0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_arriving_in_the_dns_answer_gets_cancels_without_a_restart() {
+    let parts = Parts::start(&BedOptions::default()).await.unwrap();
+    let port = free_port().unwrap();
+    let hosts = HostsFile::new(&["127.0.0.2"]);
+    let a = dns_replica(&parts, "127.0.0.2", port, &hosts);
+    let b = dns_replica(&parts, "127.0.0.3", port, &hosts);
+    wait_peers(&a, 0.0).await;
+    hosts.set(&["127.0.0.2", "127.0.0.3"]);
+    wait_peers(&a, 1.0).await;
+    assert_cancelled(query_cancelled_through(&parts, &b, a.addr, 60).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_leaving_the_dns_answer_is_sent_no_more_cancels_without_a_restart() {
+    let parts = Parts::start(&BedOptions::default()).await.unwrap();
+    let port = free_port().unwrap();
+    let hosts = HostsFile::new(&["127.0.0.2", "127.0.0.3"]);
+    let a = dns_replica(&parts, "127.0.0.2", port, &hosts);
+    let b = dns_replica(&parts, "127.0.0.3", port, &hosts);
+    wait_peers(&a, 1.0).await;
+    hosts.set(&["127.0.0.2"]);
+    wait_peers(&a, 0.0).await;
+    // A handled (and did not pass on) the cancel before the 3 s query could end.
+    query_cancelled_through(&parts, &b, a.addr, 3)
+        .await
+        .expect("the query on the replica that left ran to its end");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reloaded_pool_size_applies_to_pools_created_after_the_reload() {
     let (toml, _parts) = bed_config("", ADMIN).await;

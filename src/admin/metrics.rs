@@ -327,6 +327,13 @@ pub fn encode(shared: &Shared) -> String {
     let g = Gauge::<i64>::default();
     g.set(i64::from(admin.readiness() == super::Readiness::Ready));
     state.register("ready", "1 while /readiness answers 200", g);
+    let g = Gauge::<i64>::default();
+    g.set(admin.peers.count(&shared.config.peers) as i64);
+    state.register(
+        "peers",
+        "Other replicas cancels can be forwarded to: found by [peers] dns at the last resolution, or listed in [peers] addresses",
+        g,
+    );
     let info = Family::<Labels, Gauge>::default();
     info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
         .set(1);

@@ -6,7 +6,7 @@
 //! - `registry`: live clients, for `SHOW CLIENTS` and `KILL_CLIENT`;
 //! - `reload`: SIGHUP / `RELOAD` re-reading the configuration;
 //! - `pause`: `PAUSE` / `RESUME` holding new checkouts;
-//! - `peers`: cancels forwarded between replicas (`[peers]`).
+//! - `peers`: cancels forwarded between replicas (`[peers]`), replicas found by DNS.
 
 pub mod console;
 pub mod http;
@@ -98,6 +98,8 @@ pub struct Admin {
     slots_max: AtomicUsize,
     pub pause: pause::Pause,
     pub clients: registry::Clients,
+    /// The other replicas `[peers] dns` finds.
+    pub peers: peers::Peers,
     pub live: ArcSwap<Live>,
     /// The file SIGHUP and `RELOAD` re-read (`None`: in-process beds without a file).
     pub config_path: OnceLock<PathBuf>,
@@ -120,6 +122,7 @@ impl Admin {
             slots_max: AtomicUsize::new(config.limits.max_client_connections),
             pause: pause::Pause::default(),
             clients: registry::Clients::default(),
+            peers: peers::Peers::default(),
             live: ArcSwap::from_pointee(Live::new(config.clone())),
             config_path: OnceLock::new(),
             started_at: SystemTime::now(),

@@ -128,6 +128,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", new.client_tls),
     );
     check(
+        "peers",
+        format!("{:?}", old.peers),
+        format!("{:?}", new.peers),
+    );
+    check(
         "admin.listen",
         format!("{:?}", old.admin.listen),
         format!("{:?}", new.admin.listen),
