@@ -2,6 +2,9 @@
 //! the proxy's RSS, open file descriptors and tokio task counts at start and end.
 //!
 //! `cargo bench --bench soak -- --minutes 30`  (SOAK_MINUTES also works; default 30)
+//! `--outage-every N`: restart the cluster (fast shutdown, 3 s down) every N seconds; errors
+//! of statements caught by a restart (57P01/08006, the documented mid-transaction case) are
+//! counted apart, and every other error is unexpected.
 //!
 //! Load: short sessions, long sessions with prepared statements, COPY in/out, cancels,
 //! clients vanishing mid-query, logins the cluster refuses, and garbage packets, over 10
@@ -39,6 +42,9 @@ struct Tally {
     refused: AtomicU64,
     garbage: AtomicU64,
     unexpected_errors: AtomicU64,
+    /// Statements caught by a cluster restart (`--outage-every`).
+    caught_by_outage: AtomicU64,
+    outages: AtomicU64,
 }
 
 fn status_field(pid: u32, field: &str) -> u64 {
@@ -107,7 +113,7 @@ fn pick(n: u64) -> String {
 }
 
 /// Runs one kind of load until `until`.
-async fn worker(kind: usize, id: u64, port: u16, until: Instant, tally: Arc<Tally>) {
+async fn worker(kind: usize, id: u64, port: u16, until: Instant, tally: Arc<Tally>, outages: bool) {
     let mut n = id * 7919;
     while Instant::now() < until {
         n += 1;
@@ -189,8 +195,14 @@ async fn worker(kind: usize, id: u64, port: u16, until: Instant, tally: Arc<Tall
         .await;
         tally.sessions.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = r {
-            // Cancelled queries (57014) are expected.
-            if e.as_db_error().map(|d| d.code().code()) != Some("57014") {
+            // Cancelled queries (57014) are expected; with outages, so are statements a
+            // restart caught mid-flight (and a session-mode connection with state it lost).
+            let code = e.as_db_error().map(|d| d.code().code().to_owned());
+            let caught =
+                outages && (matches!(code.as_deref(), Some("57P01" | "08006")) || e.is_closed());
+            if caught {
+                tally.caught_by_outage.fetch_add(1, Ordering::Relaxed);
+            } else if code.as_deref() != Some("57014") {
                 tally.unexpected_errors.fetch_add(1, Ordering::Relaxed);
                 if tally.unexpected_errors.load(Ordering::Relaxed) <= 5 {
                     eprintln!("soak: unexpected error in worker kind {kind}: {e}");
@@ -218,6 +230,11 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "session".into());
+    let outage_every: Option<u64> = args
+        .iter()
+        .position(|a| a == "--outage-every")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok());
     let setup_sql = (0..IDENTITIES)
         .map(|i| format!("CREATE ROLE user{i};"))
         .chain([
@@ -295,8 +312,28 @@ async fn main() {
                 port,
                 until,
                 tally.clone(),
+                outage_every.is_some(),
             )));
         }
+    }
+    if let Some(every) = outage_every {
+        let power = parts.pg.power();
+        let tally = tally.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(every)).await;
+                if Instant::now() + Duration::from_secs(5) >= until {
+                    break;
+                }
+                power.stop().await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                if let Err(e) = power.start().await {
+                    eprintln!("soak: the cluster did not start again: {e}");
+                    break;
+                }
+                tally.outages.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
     }
     let mut under_load = Vec::new();
     let mut minute = 1u64;
@@ -333,7 +370,7 @@ async fn main() {
     println!("cluster connections: {servers_before} before, {servers_after} after the load (idle timeout 5 s)");
     let t = &tally;
     println!(
-        "load: {} sessions, {} queries, {} COPY rounds, {} cancels, {} vanished clients, {} refused logins, {} garbage packets, {} unexpected errors",
+        "load: {} sessions, {} queries, {} COPY rounds, {} cancels, {} vanished clients, {} refused logins, {} garbage packets, {} cluster restarts, {} statements caught by one, {} unexpected errors",
         t.sessions.load(Ordering::Relaxed),
         t.queries.load(Ordering::Relaxed),
         t.copies.load(Ordering::Relaxed),
@@ -341,6 +378,8 @@ async fn main() {
         t.vanished.load(Ordering::Relaxed),
         t.refused.load(Ordering::Relaxed),
         t.garbage.load(Ordering::Relaxed),
+        t.outages.load(Ordering::Relaxed),
+        t.caught_by_outage.load(Ordering::Relaxed),
         t.unexpected_errors.load(Ordering::Relaxed),
     );
     println!(
@@ -369,6 +408,11 @@ async fn main() {
         if flat && load_flat { "FLAT" } else { "GROWING" }
     );
     drop(proxy);
+    let unexpected = t.unexpected_errors.load(Ordering::Relaxed);
+    if outage_every.is_some() && unexpected > 0 {
+        println!("outages: {unexpected} unexpected client errors");
+        std::process::exit(1);
+    }
     if !(flat && load_flat) {
         std::process::exit(1);
     }

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// SQLSTATEs a cluster answers a login with while it cannot take one now.
-const UNAVAILABLE_CODES: [&str; 3] = [
+/// SQLSTATEs a cluster answers a login with while it cannot take one now. (`53300`, the
+/// connection limit, is not among them: the client hears the cluster's reason at once.)
+const UNAVAILABLE_CODES: [&str; 2] = [
     "57P03", // cannot_connect_now: starting up, shutting down, in recovery
     "57P01", // admin_shutdown: the login raced a shutdown
-    "53300", // too_many_connections: a restarting cluster's slots not yet free
 ];
 
 /// Whether a failed server login means the cluster cannot take logins now (held and

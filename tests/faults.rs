@@ -315,6 +315,16 @@ async fn a_transaction_pool_client_idle_during_a_cluster_restart_sees_no_error()
         .batch_execute("SET search_path TO public, pg_catalog")
         .await
         .unwrap();
+    let shared = bed.shared.clone().unwrap();
+    until("the client to hand its server back", || {
+        shared.pools.snapshot().iter().all(|(p, _)| {
+            p.stats
+                .clients_active
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0
+        })
+    })
+    .await;
     restart_cluster(&mut bed).await;
     let path: String = client
         .query_one("SHOW search_path", &[])
@@ -409,4 +419,97 @@ async fn operators_see_a_held_login_and_the_outage_in_the_metrics() {
     );
     line.set(Mode::Forward);
     login.await.expect("held login succeeds");
+}
+
+#[tokio::test]
+async fn twenty_transaction_pool_clients_ride_through_a_cluster_restart_without_a_login_storm() {
+    use redshift_iam_proxy::config::PoolMode;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    const CLIENTS: usize = 20;
+    const SIZE: u64 = 4;
+    let bed = Bed::with(BedOptions {
+        tweak: Box::new(|c| {
+            c.pool.mode = PoolMode::Transaction;
+            c.pool.size = SIZE as usize;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarted = Arc::new(AtomicBool::new(false));
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..CLIENTS).map(|_| AtomicU64::new(0)).collect());
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let client = bed.connect("bob").await.unwrap();
+        let (stop, restarted, progress) = (stop.clone(), restarted.clone(), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match client
+                    .batch_execute("BEGIN; SELECT pg_sleep(0.01); COMMIT")
+                    .await
+                {
+                    Ok(()) if restarted.load(Ordering::SeqCst) => {
+                        progress[i].fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(()) => {}
+                    Err(e) => errors.push(db_error(&e).0),
+                }
+                // A pause between transactions: most clients are idle at any moment.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            errors
+        }));
+    }
+    let shared = bed.shared.clone().unwrap();
+    let pool_logins = || -> u64 {
+        shared
+            .pools
+            .snapshot()
+            .iter()
+            .map(|(p, _)| p.stats.servers_opened.load(Ordering::Relaxed))
+            .sum()
+    };
+    until("every pool server to be in use", || pool_logins() >= SIZE).await;
+    let before = pool_logins();
+    let power = bed.pg.power();
+    power.stop().await;
+    // A new client's first statement during the outage is held and runs after it.
+    let held = async {
+        let c = bed.connect("bob").await?;
+        c.query_one("SELECT 1", &[]).await
+    };
+    tokio::pin!(held);
+    tokio::select! {
+        r = &mut held => panic!("a statement during the outage ended: {:?}", r.err()),
+        () = tokio::time::sleep(std::time::Duration::from_secs(3)) => {}
+    }
+    power.start().await.expect("cluster starts again");
+    restarted.store(true, Ordering::SeqCst);
+    held.await.expect("the held statement runs");
+    until("every client to run transactions after the restart", || {
+        progress.iter().all(|p| p.load(Ordering::SeqCst) >= 3)
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        let errors = tokio::time::timeout(std::time::Duration::from_secs(20), t)
+            .await
+            .expect("no client hangs")
+            .unwrap();
+        assert!(
+            errors.len() <= 1,
+            "a client heard more than one error: {errors:?}"
+        );
+        assert!(
+            errors.iter().all(|c| c == "57P01" || c == "08006"),
+            "only a transaction caught by the restart fails: {errors:?}"
+        );
+    }
+    let logins_after = pool_logins() - before;
+    assert!(
+        logins_after <= SIZE + 2,
+        "{logins_after} server logins after the restart for a pool of {SIZE}"
+    );
 }

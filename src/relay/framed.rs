@@ -237,7 +237,9 @@ impl Relay {
         if self.held.is_none() {
             return Err(End::ServerClosed(why));
         }
-        match self.machine.server_lost(&why) {
+        let lost = self.machine.server_lost(&why);
+        tracing::debug!(pool = %self.handle.pool.label, cause = %why, outcome = ?lost, "server connection lost");
+        match lost {
             Lost::GoesOn => {}
             Lost::EndsNow => return Err(End::ServerClosed(why)),
             Lost::EndsAtNextMessage(reason) => self.lost = Some(reason),
@@ -498,7 +500,10 @@ impl Relay {
             Phase::Ready if self.held.is_some() => self.machine.to_server.len() < HIGH_WATER,
             _ => self.machine.backlog_bytes() < HIGH_WATER,
         };
-        if !room || self.client_eof || self.machine.terminated {
+        // A server that sent FATAL is going away: the client's next messages wait for its
+        // end, so they go to the next server rather than into a dead one.
+        let server_leaving = self.held.is_some() && self.machine.server_fatal.is_some();
+        if !room || self.client_eof || self.machine.terminated || server_leaving {
             return Ok(false);
         }
         let buf = self.client_in.buf_mut();

@@ -403,9 +403,34 @@ impl Machine {
     /// had state the proxy cannot rebuild: then its next message hears why and the session
     /// ends. Otherwise the session ends now with the server's FATAL.
     pub fn server_lost(&mut self, why: &str) -> Lost {
+        if self.status == TxnStatus::Idle && !self.queue.unsynced() {
+            // Only Closes and Syncs in flight (a driver dropping a statement): answered here
+            // as the server would have.
+            if let Some(kinds) = self.queue.answerable_without_server() {
+                for k in kinds {
+                    self.to_client.extend_from_slice(&match k {
+                        Kind::Close => wire::close_complete(),
+                        _ => wire::ready_for_query(TxnStatus::Idle),
+                    });
+                }
+                self.queue.reset();
+            }
+        }
         let (readies, open_batch) = self.queue.owed_to_client();
         let busy = readies > 0 || open_batch || self.status != TxnStatus::Idle;
+        // A committed change of settings not read back yet (or its read-back) died with the
+        // server: what the session's settings are is unknown, so it cannot go on faithfully.
+        let settings_unknown = self.read_back.is_some()
+            || (self.client.settings_dirty && self.status == TxnStatus::Idle);
         match self.mode {
+            PoolMode::Transaction if self.client.pinned.is_none() && settings_unknown => {
+                self.server_fatal = None;
+                self.to_server.clear();
+                self.detach();
+                return Lost::EndsAtNextMessage(format!(
+                    "the server connection was lost ({why}) before the proxy could read this session's settings back; reconnect"
+                ));
+            }
             PoolMode::Transaction if self.client.pinned.is_none() => {}
             PoolMode::Session if !busy && self.backlog.is_empty() => {
                 if let Some(state) = self.unmovable_state() {

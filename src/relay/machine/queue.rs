@@ -299,6 +299,20 @@ impl Queue {
         })
     }
 
+    /// The kinds of the client's messages still unanswered, when the server's answers to
+    /// them need no server to make (Close and Sync only); `None` otherwise.
+    pub fn answerable_without_server(&self) -> Option<Vec<Kind>> {
+        let mut kinds = Vec::new();
+        for e in &self.entries {
+            match e {
+                Entry::Sent(s) if s.own.is_some() => {}
+                Entry::Sent(s) if matches!(s.kind, Kind::Close | Kind::Sync) => kinds.push(s.kind),
+                Entry::Sent(_) | Entry::Local { .. } | Entry::CopyEnd => return None,
+            }
+        }
+        Some(kinds)
+    }
+
     /// What the client is still owed: how many ReadyForQuery (its Syncs, simple queries,
     /// function calls), and whether client messages follow the last of them (a batch whose
     /// Sync has not come yet).
@@ -320,6 +334,11 @@ impl Queue {
             }
         }
         (readies, trailing && self.unsynced)
+    }
+
+    /// An extended batch is open (client messages since its last Sync).
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
     }
 
     /// No answer outstanding and no extended batch open.

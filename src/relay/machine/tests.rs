@@ -639,3 +639,26 @@ fn a_plain_application_name_goes_ahead_of_the_statement_without_a_wait() {
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(sent[1], "Q SELECT 1");
 }
+
+#[test]
+fn a_server_lost_before_the_settings_were_read_back_ends_the_session_at_its_next_message() {
+    let mut b = Bench::txn();
+    b.simple("SET search_path = a", "SET");
+    assert_eq!(b.event(), None, "the read-back is in flight");
+    assert!(matches!(
+        b.m.server_lost("connection closed"),
+        super::Lost::EndsAtNextMessage(_)
+    ));
+}
+
+#[test]
+fn a_server_lost_with_only_a_close_in_flight_answers_it_and_goes_on() {
+    let mut b = Bench::new(PoolMode::Session, &[]);
+    b.attach();
+    b.client(cat(&[
+        wire::close(crate::wire::protocol::target::STATEMENT, "s0"),
+        wire::sync(),
+    ]));
+    assert_eq!(b.m.server_lost("connection closed"), super::Lost::GoesOn);
+    assert_eq!(b.heard(), vec!["3", "Z I"]);
+}
