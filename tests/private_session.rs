@@ -337,6 +337,7 @@ fn parse_msg(name: &str, query: &str) -> BytesMut {
     wire::Parse {
         name: name.into(),
         query: query.into(),
+        query_raw: None,
         param_types: Bytes::from_static(&[0, 0]),
     }
     .encode_as(name)
@@ -502,4 +503,44 @@ async fn sql_deallocate_of_a_protocol_statement_works_in_transaction_mode() {
     a.send(&[bind_msg("_pg3_0"), execute_msg(), wire::sync()].concat())
         .await;
     assert_eq!(error_of(&a.until_ready().await).0, "26000");
+}
+
+/// A simple Query message with `sql` as raw bytes (any client encoding).
+fn raw_query(sql: &[u8]) -> BytesMut {
+    let mut m = BytesMut::new();
+    m.extend_from_slice(b"Q");
+    m.extend_from_slice(&(i32::try_from(sql.len() + 5).unwrap()).to_be_bytes());
+    m.extend_from_slice(sql);
+    m.extend_from_slice(&[0]);
+    m
+}
+
+fn data_row_has(msgs: &[(u8, Bytes)], needle: &[u8]) -> bool {
+    msgs.iter()
+        .any(|(t, b)| *t == b'D' && b.windows(needle.len()).any(|w| w == needle))
+}
+
+#[tokio::test]
+async fn query_text_in_a_latin1_client_encoding_runs_in_both_protocols() {
+    let bed = Bed::with(pooled(PoolMode::Transaction, 1, |_| {})).await;
+    let mut a = Raw::login(&bed, "alice").await;
+    a.send(&wire::query("SET client_encoding = 'LATIN1'")).await;
+    assert_eq!(tags(&a.until_ready().await), "CSZ");
+    // 'café' in LATIN1: é is the single byte 0xE9, which is not UTF-8.
+    a.send(&raw_query(b"SELECT 'caf\xe9'::text")).await;
+    let got = a.until_ready().await;
+    assert_eq!(tags(&got), "TDCZ");
+    assert!(data_row_has(&got, b"caf\xe9"));
+    let parse = wire::Parse {
+        name: "s1".into(),
+        query: String::new(),
+        query_raw: Some(Bytes::from_static(b"SELECT 'th\xe9'::text")),
+        param_types: Bytes::from_static(&[0, 0]),
+    }
+    .encode_as("s1");
+    a.send(&[parse, bind_msg("s1"), execute_msg(), wire::sync()].concat())
+        .await;
+    let got = a.until_ready().await;
+    assert_eq!(tags(&got), "12DCZ");
+    assert!(data_row_has(&got, b"th\xe9"));
 }

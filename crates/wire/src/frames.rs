@@ -164,7 +164,11 @@ pub fn body(raw: &Bytes) -> Bytes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parse {
     pub name: String,
+    /// The query text (read lossily when it is not UTF-8: for classification only).
     pub query: String,
+    /// The exact query bytes when they are not UTF-8 (a client encoding such as LATIN1):
+    /// what is sent on, and what names the statement.
+    pub query_raw: Option<Bytes>,
     /// Int16 count plus Int32 OIDs, kept as sent.
     pub param_types: Bytes,
 }
@@ -181,10 +185,11 @@ impl Parse {
     pub fn decode(body: &[u8]) -> Result<Parse, WireError> {
         let mut b = body;
         let name = take_cstr(&mut b)?;
-        let query = take_cstr(&mut b)?;
+        let (query, query_raw) = crate::take_text(&mut b)?;
         Ok(Parse {
             name,
             query,
+            query_raw,
             param_types: Bytes::copy_from_slice(b),
         })
     }
@@ -195,7 +200,13 @@ impl Parse {
     pub fn encode_as(&self, name: &str) -> BytesMut {
         let mut body = BytesMut::with_capacity(name.len() + self.query.len() + 8);
         put_cstr(&mut body, name);
-        put_cstr(&mut body, &self.query);
+        match &self.query_raw {
+            Some(raw) => {
+                body.put_slice(raw);
+                body.put_u8(0);
+            }
+            None => put_cstr(&mut body, &self.query),
+        }
         body.put_slice(&self.param_types);
         frame(b'P', &body)
     }
@@ -377,7 +388,7 @@ impl Execute {
 /// The SQL text of a simple Query body, checked like every other client string.
 pub fn query_text(body: &[u8]) -> Result<String, WireError> {
     let mut b = body;
-    take_cstr(&mut b)
+    crate::take_text(&mut b).map(|(text, _)| text)
 }
 
 /// The ErrorResponse (or NoticeResponse) `body` with every `from` in its message and

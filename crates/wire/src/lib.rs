@@ -164,6 +164,25 @@ fn take_cstr(b: &mut &[u8]) -> Result<String, WireError> {
     Ok(s)
 }
 
+/// A C string that may be in the client's encoding (query text after `SET client_encoding`
+/// to LATIN1, say): UTF-8 as is, else read lossily, with the exact bytes beside it.
+pub(crate) fn take_text(b: &mut &[u8]) -> Result<(String, Option<Bytes>), WireError> {
+    let end = b
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(WireError::Malformed("unterminated string"))?;
+    let raw = &b[..end];
+    let text = match std::str::from_utf8(raw) {
+        Ok(s) => (s.to_owned(), None),
+        Err(_) => (
+            String::from_utf8_lossy(raw).into_owned(),
+            Some(Bytes::copy_from_slice(raw)),
+        ),
+    };
+    *b = &b[end + 1..];
+    Ok(text)
+}
+
 fn take_i32(b: &mut &[u8]) -> Result<i32, WireError> {
     if b.len() < 4 {
         return Err(WireError::Malformed("truncated integer"));

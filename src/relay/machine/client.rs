@@ -27,7 +27,7 @@ pub fn unnamed_token() -> u64 {
 /// have parsed the same thing.
 pub fn server_name(parse: &Parse, fingerprint: u64) -> String {
     let digest = Sha256::new()
-        .chain_update(parse.query.as_bytes())
+        .chain_update(parse.query_raw.as_deref().unwrap_or(parse.query.as_bytes()))
         .chain_update([0u8])
         .chain_update(&parse.param_types)
         .chain_update(fingerprint.to_be_bytes())

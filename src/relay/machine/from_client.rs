@@ -217,6 +217,7 @@ impl Machine {
         let parse = Parse {
             name: name.clone(),
             query: sql,
+            query_raw: None,
             param_types: bytes::Bytes::from_static(&[0, 0]),
         };
         let own = |kind| Sent::own(kind, Own::RestoreStartup);
@@ -385,6 +386,7 @@ impl Machine {
         let failing = Parse {
             name: format!("{throwaway}_x"),
             query: "rip duplicate".to_owned(),
+            query_raw: None,
             param_types: bytes::Bytes::from_static(&[0, 0]),
         };
         self.send(&failing.encode_as(&failing.name), fail);

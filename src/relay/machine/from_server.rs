@@ -152,6 +152,18 @@ impl Machine {
         }
     }
 
+    /// Whether `error` says a custom setting the client named is undefined (its `SET`
+    /// failed); that name is then no longer read back.
+    fn forget_undefined_custom(&mut self, error: &str) -> bool {
+        let Some(name) = error
+            .strip_prefix("unrecognized configuration parameter \"")
+            .and_then(|r| r.strip_suffix('"'))
+        else {
+            return false;
+        };
+        self.client.custom.remove(&name.to_ascii_lowercase())
+    }
+
     fn error(&mut self, raw: &Bytes, body: &[u8], srv: &mut Tracked) {
         let fields = wire::parse_error_fields(body);
         if matches!(fields.severity.as_str(), "FATAL" | "PANIC") {
@@ -299,6 +311,12 @@ impl Machine {
                     (None, Some(rows)) => {
                         srv.settings = rows.clone();
                         self.client.settings_read_back(rows);
+                    }
+                    (Some(e), _) if self.forget_undefined_custom(&e) => {
+                        // Redshift reads custom settings one by one and fails on one the
+                        // session never got (its SET failed): it is forgotten, and the settings
+                        // are read again before the server is released.
+                        self.client.settings_dirty = true;
                     }
                     (e, _) => {
                         // Which settings the session has is unknown: it keeps this server,

@@ -84,6 +84,7 @@ fn parse(name: &str, q: &str) -> BytesMut {
     Parse {
         name: name.into(),
         query: q.into(),
+        query_raw: None,
         param_types: Bytes::from_static(&[0, 0]),
     }
     .encode_as(name)
@@ -205,6 +206,7 @@ fn rip(q: &str) -> String {
         &Parse {
             name: String::new(),
             query: q.into(),
+            query_raw: None,
             param_types: Bytes::from_static(&[0, 0]),
         },
         super::client::settings_fingerprint(&settings),

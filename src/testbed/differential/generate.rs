@@ -512,6 +512,12 @@ impl Gen {
     }
 
     fn describe_statement(&mut self) -> Step {
+        if self.in_txn {
+            // A documented pooling limit: in a failed transaction, a statement the client's
+            // current server lacks, with parameter types the client did not declare, cannot
+            // be described there (25P02, where PostgreSQL describes it).
+            return self.read();
+        }
         let name = self.used_name();
         Step::messages(vec![Msg::Describe(Target::Statement, name), Msg::Sync])
     }
