@@ -208,6 +208,30 @@ async fn a_statement_gone_stale_after_ddl_is_prepared_again() {
 }
 
 #[tokio::test]
+async fn another_clients_first_parse_after_ddl_sees_the_new_schema() {
+    let (bed, a, b) = two_clients().await;
+    let admin = bed.pg.admin().await.expect("admin");
+    admin
+        .batch_execute("CREATE TABLE public.ddl (a int, b int); INSERT INTO public.ddl VALUES (1, 2); GRANT ALL ON public.ddl TO PUBLIC")
+        .await
+        .expect("table");
+    let old = a
+        .prepare("SELECT * FROM public.ddl")
+        .await
+        .expect("prepared");
+    a.query(&old, &[]).await.expect("runs");
+    admin
+        .batch_execute("ALTER TABLE public.ddl ALTER COLUMN b TYPE text")
+        .await
+        .expect("ddl");
+    let rows = b
+        .query("SELECT * FROM public.ddl", &[])
+        .await
+        .expect("a new Parse means the schema as it is now");
+    assert_eq!(rows[0].get::<_, String>(1), "2");
+}
+
+#[tokio::test]
 async fn a_cancel_while_waiting_for_a_server_fails_the_statement_with_57014() {
     let (bed, a, b) = two_clients().await;
     run(&a, "BEGIN").await;

@@ -266,13 +266,16 @@ impl Machine {
             return Ok(());
         }
         match self.presence(&st.server_name, srv) {
-            // PostgreSQL takes a Parse that ends a transaction in any state, any other only
-            // outside a failed transaction (25P02): answered here where that state is known.
-            Presence::Present
-                if sql::ends_transaction(&st.parse.query)
-                    || (self.status_settled() && self.status != TxnStatus::Failed) =>
-            {
+            // PostgreSQL takes a Parse that ends a transaction in any state (and its
+            // meaning cannot change).
+            Presence::Present if sql::ends_transaction(&st.parse.query) => {
                 self.local(wire::parse_complete(), undo)
+            }
+            // A Parse means the schema as it is now: the shared statement, perhaps parsed
+            // before DDL another session ran, is parsed again (in the same round trip).
+            Presence::Present if self.status_settled() && self.status != TxnStatus::Failed => {
+                self.close_server_statement(&st.server_name, Presence::Present, srv);
+                self.prepare(&st, None, undo, srv);
             }
             // The transaction failed, or an earlier group still in flight may fail it: a copy
             // under a name of the client's own goes to the server, which answers as it must.
@@ -462,10 +465,15 @@ impl Machine {
 
     /// Closes a statement whose plan went stale, so it can be prepared again.
     fn close_stale(&mut self, name: &str, srv: &mut Tracked) {
+        self.close_server_statement(name, Presence::Stale, srv);
+    }
+
+    /// Closes the server's statement `name` (which was `was`).
+    fn close_server_statement(&mut self, name: &str, was: Presence, srv: &mut Tracked) {
         srv.statements.remove(name);
         let close = Sent::own(Kind::Close, Own::Close).undo(vec![Change::ServerStatement {
             name: name.to_owned(),
-            was: Presence::Stale,
+            was,
         }]);
         self.send(&wire::close(target::STATEMENT, name), close);
     }

@@ -614,13 +614,37 @@ fn session_mode_sends_statement_names_as_the_client_wrote_them() {
 }
 
 #[test]
-fn a_statement_the_server_has_is_prepared_without_asking_it() {
+fn a_parse_of_a_statement_the_server_has_parses_it_again_against_the_schema_now() {
     let mut b = Bench::txn();
-    b.srv.statements.insert(&rip("SELECT 1"));
+    let name = rip("SELECT 1");
+    b.srv.statements.insert(&name);
     b.client(cat(&[parse("s1", "SELECT 1"), wire::sync()]));
-    assert_eq!(b.sent(), vec!["S"]);
-    b.server(ready(TxnStatus::Idle));
+    assert_eq!(
+        b.sent(),
+        vec![
+            format!("C S \"{name}\""),
+            format!("P \"{name}\" SELECT 1"),
+            "S".to_owned()
+        ]
+    );
+    b.server(cat(&[
+        wire::close_complete(),
+        wire::parse_complete(),
+        ready(TxnStatus::Idle),
+    ]));
     assert_eq!(b.heard(), vec!["1", "Z I"]);
+}
+
+#[test]
+fn a_bind_of_a_statement_the_server_has_does_not_prepare_it_again() {
+    let mut b = Bench::txn();
+    b.client(cat(&[parse("s1", "SELECT 1"), wire::sync()]));
+    b.sent();
+    b.server(cat(&[wire::parse_complete(), ready(TxnStatus::Idle)]));
+    b.heard();
+    b.client(cat(&[bind("", "s1"), wire::sync()]));
+    let name = rip("SELECT 1");
+    assert_eq!(b.sent(), vec![format!("B \"\" \"{name}\""), "S".to_owned()]);
 }
 
 #[test]
