@@ -174,7 +174,7 @@ fn is_redshift(started: &Started) -> bool {
     started
         .parameters()
         .iter()
-        .any(|(k, v)| k == "server_version" && v.starts_with("8.0.2"))
+        .any(|(k, v)| k == "server_version" && crate::wire::protocol::is_redshift_version(v))
 }
 
 /// Redshift Serverless fails the first statement after it resumed with 57014 "Query

@@ -321,6 +321,29 @@ impl RedshiftApi {
         })
     }
 
+    /// DescribeClusters for one provisioned cluster, as the proxy itself.
+    pub async fn describe_cluster(
+        &self,
+        identifier: &str,
+    ) -> Result<aws_sdk_redshift::types::Cluster, CredentialError> {
+        const OP: &str = "DescribeClusters";
+        let out = self
+            .call(OP, || {
+                self.redshift()
+                    .describe_clusters()
+                    .cluster_identifier(identifier)
+                    .send()
+            })
+            .await?;
+        out.clusters().first().cloned().ok_or_else(|| {
+            CredentialError::other(
+                OP,
+                "ClusterNotFound",
+                format!("no cluster {identifier:?} in the response"),
+            )
+        })
+    }
+
     /// The Redshift client acting as the proxy itself (endpoint discovery).
     pub(crate) fn redshift(&self) -> &aws_sdk_redshift::Client {
         &self.own.redshift

@@ -187,21 +187,7 @@ async fn describe_cluster_endpoint(
     identifier: &str,
 ) -> Result<(String, u16), CredentialError> {
     const OP: &str = "DescribeClusters";
-    let out = api
-        .call(OP, || {
-            api.redshift()
-                .describe_clusters()
-                .cluster_identifier(identifier)
-                .send()
-        })
-        .await?;
-    let cluster = out.clusters().first().ok_or_else(|| {
-        CredentialError::other(
-            OP,
-            "ClusterNotFound",
-            format!("no cluster {identifier:?} in the response"),
-        )
-    })?;
+    let cluster = api.describe_cluster(identifier).await?;
     let status = cluster.cluster_status().unwrap_or("unknown");
     let endpoint = cluster.endpoint().ok_or_else(|| {
         no_endpoint(

@@ -64,22 +64,7 @@ pub async fn describe(
     api: &RedshiftApi,
     identifier: &str,
 ) -> Result<ClusterState, CredentialError> {
-    const OP: &str = "DescribeClusters";
-    let out = api
-        .call(OP, || {
-            api.redshift()
-                .describe_clusters()
-                .cluster_identifier(identifier)
-                .send()
-        })
-        .await?;
-    let cluster = out.clusters().first().ok_or_else(|| {
-        CredentialError::other(
-            OP,
-            "ClusterNotFound",
-            format!("no cluster {identifier:?} in the response"),
-        )
-    })?;
+    let cluster = api.describe_cluster(identifier).await?;
     Ok(ClusterState {
         status: cluster.cluster_status().unwrap_or("unknown").to_owned(),
         availability: cluster.cluster_availability_status().map(str::to_owned),

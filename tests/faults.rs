@@ -250,6 +250,17 @@ fn held_now(bed: &Bed) -> usize {
         .load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Polls `login` until the proxy holds it; it must not end during the outage.
+async fn until_held<F>(bed: &Bed, login: std::pin::Pin<&mut F>)
+where
+    F: std::future::Future<Output = Result<tokio_postgres::Client, tokio_postgres::Error>>,
+{
+    tokio::select! {
+        r = login => panic!("the login ended during the outage: {:?}", r.err()),
+        () = until("the login to be held", || held_now(bed) >= 1) => {}
+    }
+}
+
 #[tokio::test]
 async fn a_login_during_a_cluster_outage_is_held_and_succeeds_when_the_cluster_returns() {
     let bed = Bed::with(BedOptions {
@@ -261,11 +272,7 @@ async fn a_login_during_a_cluster_outage_is_held_and_succeeds_when_the_cluster_r
     line.set(Mode::CloseImmediately);
     let login = bed.connect("bob");
     tokio::pin!(login);
-    let waited = tokio::select! {
-        r = &mut login => panic!("the login ended during the outage: {:?}", r.err()),
-        () = until("the login to be held", || held_now(&bed) >= 1) => true,
-    };
-    assert!(waited);
+    until_held(&bed, login.as_mut()).await;
     line.set(Mode::Forward);
     let client = login
         .await
@@ -403,10 +410,7 @@ async fn operators_see_a_held_login_and_the_outage_in_the_metrics() {
     line.set(Mode::CloseImmediately);
     let login = bed.connect("bob");
     tokio::pin!(login);
-    tokio::select! {
-        r = &mut login => panic!("the login ended during the outage: {:?}", r.err()),
-        () = until("the login to be held", || held_now(&bed) >= 1) => {}
-    }
+    until_held(&bed, login.as_mut()).await;
     let shared = bed.shared.as_ref().unwrap();
     let text = redshift_iam_proxy::admin::metrics::encode(shared);
     assert!(

@@ -332,7 +332,7 @@ impl PoolHandle {
             let shared = self.shared.clone();
             let spec = self.spec.clone();
             let t = self.target;
-            let attempt = Duration::from_secs(shared.config.limits.login_timeout_secs);
+            let attempt = self.pool.settings.login_timeout;
             // A client's login: it may wake a paused cluster (`resume_paused`).
             async move {
                 crate::resume::client_login(connector::open_held(

@@ -147,7 +147,7 @@ impl Tracked {
     pub fn new(params: BTreeMap<String, String>, max_prepared: usize) -> Tracked {
         let redshift = params
             .get("server_version")
-            .is_some_and(|v| v.starts_with("8.0.2"));
+            .is_some_and(|v| crate::wire::protocol::is_redshift_version(v));
         Tracked {
             params,
             redshift,

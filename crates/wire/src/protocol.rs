@@ -7,6 +7,11 @@
 use super::WireError;
 
 /// Tags of messages a client (frontend) sends.
+/// Whether a server's `server_version` ParameterStatus is Redshift's (8.0.2).
+pub fn is_redshift_version(server_version: &str) -> bool {
+    server_version.starts_with("8.0.2")
+}
+
 pub mod frontend {
     pub const BIND: u8 = b'B';
     pub const CLOSE: u8 = b'C';

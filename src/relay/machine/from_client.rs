@@ -51,9 +51,7 @@ impl Machine {
         }
         let frame = Frame::Whole { tag, raw };
         if self.txn() && self.waits_for_earlier_group(&frame) {
-            self.backlog_bytes += frame.raw().len();
-            self.backlog.push_front(frame);
-            self.phase = super::Phase::Waiting;
+            self.wait_with(frame);
             return Ok(());
         }
         let Frame::Whole { tag, raw } = frame else {
@@ -110,13 +108,26 @@ impl Machine {
 
     /// Puts the client's message back until the earlier groups are answered.
     fn wait_for_answers(&mut self, raw: &[u8]) {
-        let frame = Frame::Whole {
+        self.wait_with(Frame::Whole {
             tag: raw[0],
             raw: bytes::Bytes::copy_from_slice(raw),
-        };
-        self.backlog_bytes += raw.len();
+        });
+    }
+
+    /// Puts `frame` back at the head of the waiting messages; the server's next answers
+    /// let it through again.
+    fn wait_with(&mut self, frame: Frame) {
+        self.backlog_bytes += frame.raw().len();
         self.backlog.push_front(frame);
         self.phase = super::Phase::Waiting;
+    }
+
+    /// Whether a frame using `st` must wait: the server lacks it, and whether it can be
+    /// prepared there depends on an earlier group still in flight failing the open block.
+    fn waits_for_block_outcome(&mut self, st: &Statement, srv: &mut Tracked) -> bool {
+        !self.status_settled()
+            && self.status != TxnStatus::Idle
+            && self.presence(&st.server_name, srv) != Presence::Present
     }
 
     fn query(&mut self, raw: &[u8], body: &[u8], srv: &mut Tracked) -> Result<(), Refusal> {
@@ -569,13 +580,7 @@ impl Machine {
         match self.client.statement(&bind.statement) {
             // Whether it can be prepared here depends on whether an earlier group still in
             // flight fails the transaction block: wait for it.
-            Some(st)
-                if !self.status_settled()
-                    && self.status != TxnStatus::Idle
-                    && self.presence(&st.server_name, srv) != Presence::Present =>
-            {
-                self.wait_for_answers(raw);
-            }
+            Some(st) if self.waits_for_block_outcome(&st, srv) => self.wait_for_answers(raw),
             Some(st) if self.lacks_in_failed_transaction(&st, srv) => {
                 // It cannot be prepared here now; PostgreSQL checks the parameter count
                 // before it refuses the Bind for the failed transaction.
@@ -698,11 +703,7 @@ impl Machine {
             return Ok(());
         }
         let (said, rename) = match self.client.statement(&t.name) {
-            Some(st)
-                if !self.status_settled()
-                    && self.status != TxnStatus::Idle
-                    && self.presence(&st.server_name, srv) != Presence::Present =>
-            {
+            Some(st) if self.waits_for_block_outcome(&st, srv) => {
                 self.wait_for_answers(raw);
                 return Ok(());
             }

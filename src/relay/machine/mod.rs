@@ -424,9 +424,7 @@ impl Machine {
             || (self.client.settings_dirty && self.status == TxnStatus::Idle);
         match self.mode {
             PoolMode::Transaction if self.client.pinned.is_none() && settings_unknown => {
-                self.server_fatal = None;
-                self.to_server.clear();
-                self.detach();
+                self.forget_server();
                 return Lost::EndsAtNextMessage(format!(
                     "the server connection was lost ({why}) before the proxy could read this session's settings back; reconnect"
                 ));
@@ -434,16 +432,12 @@ impl Machine {
             PoolMode::Transaction if self.client.pinned.is_none() => {}
             PoolMode::Session if !busy && self.backlog.is_empty() => {
                 if let Some(state) = self.unmovable_state() {
-                    self.server_fatal = None;
-                    self.to_server.clear();
-                    self.detach();
+                    self.forget_server();
                     return Lost::EndsAtNextMessage(format!(
                         "the server connection was lost ({why}) and this session had state the proxy cannot rebuild on a new server ({state}); reconnect"
                     ));
                 }
-                self.server_fatal = None;
-                self.to_server.clear();
-                self.detach();
+                self.forget_server();
                 self.rebuild_statements = !self.client.statements.is_empty();
                 return Lost::GoesOn;
             }
@@ -472,17 +466,23 @@ impl Machine {
         if open_batch {
             self.to_client.extend_from_slice(&error);
         }
-        self.to_server.clear();
-        self.detach();
+        self.forget_server();
         // The batch's Sync (still to come) gets its ReadyForQuery without a server.
         self.skipping = open_batch;
         // Settings changed in the lost transaction were rolled back with it.
         self.client.settings_dirty = false;
+        Lost::GoesOn
+    }
+
+    /// Drops everything that belonged to the lost server's connection.
+    fn forget_server(&mut self) {
+        self.server_fatal = None;
+        self.to_server.clear();
         self.pending_restore = PendingRestore::default();
         self.stashed_ready = None;
         self.read_back = None;
         self.own_error = None;
-        Lost::GoesOn
+        self.detach();
     }
 
     /// Session mode, a new server after the last was lost: the client's statements are
