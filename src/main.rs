@@ -1,9 +1,9 @@
 //! Command line: `redshift-iam-proxy --config FILE` runs the proxy.
 
 use clap::{Parser, Subcommand};
+use redshift_iam_proxy::app::server::Proxy;
+use redshift_iam_proxy::aws::credentials::AwsIdentitySource;
 use redshift_iam_proxy::config::Config;
-use redshift_iam_proxy::credentials::AwsIdentitySource;
-use redshift_iam_proxy::server::Proxy;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,17 +26,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check a configuration: AWS identity, endpoints, credentials for each user, one login per target.
-    Check(redshift_iam_proxy::check::CheckArgs),
+    Check(redshift_iam_proxy::app::check::CheckArgs),
     /// Print a SCRAM-SHA-256 verifier for [client_auth] scram_verifiers; the password is read from stdin.
     HashPassword,
     /// Run a self-contained demo: local PostgreSQL as the stand-in for Redshift, the emulator, and the proxy.
     #[cfg(feature = "demo")]
-    Demo(redshift_iam_proxy::demo::DemoArgs),
+    Demo(redshift_iam_proxy::app::demo::DemoArgs),
     /// Print the path of the local CA certificate clients should trust (made if missing).
     CaPath,
     /// Print an AWS identity token (from your AWS credentials) to send as the password:
     /// PGPASSWORD=$(redshift-iam-proxy token --server-id ID) psql "host=… sslmode=verify-full"
-    Token(redshift_iam_proxy::identity::presign::TokenArgs),
+    Token(redshift_iam_proxy::client::identity::presign::TokenArgs),
     /// Run the Redshift credential API emulator (for tests, CI pipelines and the demo).
     #[cfg(feature = "demo")]
     Emulator(Box<redshift_emulator::cli::EmulatorArgs>),
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
             }
             #[cfg(feature = "demo")]
             Some(Command::Demo(args)) => {
-                match redshift_iam_proxy::demo::run(args, shutdown_signal()).await {
+                match redshift_iam_proxy::app::demo::run(args, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
             }
             Some(Command::HashPassword) => hash_password(),
             Some(Command::Token(args)) => {
-                match redshift_iam_proxy::identity::presign::make(&args).await {
+                match redshift_iam_proxy::client::identity::presign::make(&args).await {
                     Ok(token) => {
                         println!("{token}");
                         ExitCode::SUCCESS
@@ -101,10 +101,13 @@ fn main() -> ExitCode {
                     }
                 };
                 println!("redshift-iam-proxy check: {}", path.display());
-                let lines =
-                    redshift_iam_proxy::check::run(&config, AwsIdentitySource::DefaultChain, &args)
-                        .await;
-                if redshift_iam_proxy::check::print(&lines) {
+                let lines = redshift_iam_proxy::app::check::run(
+                    &config,
+                    AwsIdentitySource::DefaultChain,
+                    &args,
+                )
+                .await;
+                if redshift_iam_proxy::app::check::print(&lines) {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
@@ -227,8 +230,8 @@ fn ca_path(config: Option<&std::path::Path>) -> ExitCode {
         eprintln!("error: [client_tls] local_ca = false: the proxy makes a self-signed certificate at each start, which clients cannot trust");
         return ExitCode::from(2);
     }
-    let ca = redshift_iam_proxy::localca::state_dir(&tls)
-        .and_then(|dir| redshift_iam_proxy::localca::LocalCa::open_or_create(&dir));
+    let ca = redshift_iam_proxy::client::localca::state_dir(&tls)
+        .and_then(|dir| redshift_iam_proxy::client::localca::LocalCa::open_or_create(&dir));
     match ca {
         Ok(ca) => {
             println!("{}", ca.cert_path().display());
@@ -260,7 +263,7 @@ fn hash_password() -> ExitCode {
     }
     println!(
         "{}",
-        redshift_iam_proxy::clientauth::ScramVerifier::hash(password)
+        redshift_iam_proxy::client::auth::ScramVerifier::hash(password)
     );
     line.clear();
     ExitCode::SUCCESS

@@ -2,7 +2,7 @@
 //! logins, certificate mapping, and per-user connection caps.
 
 use local_cluster::TestCa;
-use redshift_iam_proxy::clientauth::ScramVerifier;
+use redshift_iam_proxy::client::auth::ScramVerifier;
 use redshift_iam_proxy::config::ClientAuthMethod;
 use redshift_iam_proxy::testbed::{connect, db_error, Bed, BedOptions};
 use std::process::Command;

@@ -321,7 +321,7 @@ async fn a_rules_session_default_applies_in_mode_none_too() {
 
 // ---- AWS-signed identity tokens, verified by the emulator's STS ----
 
-use redshift_iam_proxy::identity::presign::presign;
+use redshift_iam_proxy::client::identity::presign::presign;
 use redshift_iam_proxy::testbed::Parts;
 use std::time::{Duration, SystemTime};
 

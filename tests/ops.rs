@@ -176,20 +176,22 @@ async fn probes_follow_start_pause_and_drain() {
 fn a_new_proxy_is_not_started_nor_ready() {
     let c =
         redshift_iam_proxy::config::Config::from_toml("[cluster]\nidentifier = \"c\"\n").unwrap();
-    let admin = redshift_iam_proxy::admin::Admin::new(&c);
+    let admin = redshift_iam_proxy::context::admin::Admin::new(&c);
     assert!(!admin.is_started());
     match admin.readiness() {
-        redshift_iam_proxy::admin::Readiness::NotReady(why) => assert!(why.contains("starting")),
+        redshift_iam_proxy::context::admin::Readiness::NotReady(why) => {
+            assert!(why.contains("starting"))
+        }
         r => panic!("{r:?}"),
     }
     admin.mark_started();
     assert_eq!(
         admin.readiness(),
-        redshift_iam_proxy::admin::Readiness::Ready
+        redshift_iam_proxy::context::admin::Readiness::Ready
     );
     admin.mark_draining();
     assert!(
-        matches!(admin.readiness(), redshift_iam_proxy::admin::Readiness::NotReady(w) if w.contains("draining"))
+        matches!(admin.readiness(), redshift_iam_proxy::context::admin::Readiness::NotReady(w) if w.contains("draining"))
     );
 }
 
@@ -912,7 +914,7 @@ async fn a_reload_that_would_expose_trust_on_the_running_listener_is_refused() {
     let exposed = toml.replacen("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"", 1);
     let proxy = Running::start(&format!(
         "{exposed}\n[client_auth]\nmethod = \"scram-sha-256\"\nscram_verifiers = {{ ops = \"{}\" }}\n",
-        redshift_iam_proxy::clientauth::ScramVerifier::hash("pw")
+        redshift_iam_proxy::client::auth::ScramVerifier::hash("pw")
     ));
     // The new file is valid alone (loopback + trust), but the listener stays 0.0.0.0.
     std::fs::write(proxy.config_path(), &toml).unwrap();

@@ -1,11 +1,11 @@
 //! The proxy against a Redshift-like front (TLS only, auth code 13 with the drivers' nonce,
 //! `server_version` 8.0.2, Redshift's refusals) in front of a real PostgreSQL cluster.
 
+use redshift_iam_proxy::base::stream::Stream;
+use redshift_iam_proxy::cluster::upstream::{self, UpstreamTarget};
 use redshift_iam_proxy::config::SslMode;
-use redshift_iam_proxy::stream::Stream;
 use redshift_iam_proxy::testbed::RedshiftFront;
 use redshift_iam_proxy::testbed::{db_error, wait_for, Bed, BedOptions};
-use redshift_iam_proxy::upstream::{self, UpstreamTarget};
 use redshift_iam_proxy::wire::{self, AuthRequest, ErrorFields, Message, MessageReader};
 use rustls::pki_types::ServerName;
 use secrecy::SecretString;
@@ -31,7 +31,7 @@ async fn tls_to_front(bed: &Bed) -> Stream {
     let target = UpstreamTarget {
         host: front.host().into(),
         port: front.port(),
-        tls: redshift_iam_proxy::tls::upstream_config(
+        tls: redshift_iam_proxy::cluster::tls::upstream_config(
             SslMode::VerifyFull,
             Some(bed.pg.ca_cert_path()),
         )

@@ -201,7 +201,7 @@ async fn the_pools_own_logins_never_resume_a_paused_cluster() {
 /// Why: a second proxy in this process on the same parts (another replica).
 struct Replica {
     addr: std::net::SocketAddr,
-    shared: std::sync::Arc<redshift_iam_proxy::session::Shared>,
+    shared: std::sync::Arc<redshift_iam_proxy::context::Shared>,
     _stop: oneshot::Sender<()>,
 }
 

@@ -7,10 +7,10 @@
 //! every message it needs there, and pulling in pgwire for five message types would
 //! add a dependency for no behaviour.
 
-use super::Live;
+use crate::base::stream::Stream;
 use crate::cancel::CancelKey;
-use crate::session::Shared;
-use crate::stream::Stream;
+use crate::context::live::LiveConfig;
+use crate::context::Shared;
 use crate::wire;
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ pub const COMMANDS: &str = "SHOW POOLS | SHOW CLIENTS | SHOW SERVERS | SHOW STAT
 /// One console connection.
 pub struct Console<'a> {
     shared: &'a Arc<Shared>,
-    live: Arc<Live>,
+    live: Arc<LiveConfig>,
     stream: Stream,
     peer: SocketAddr,
     user: String,
@@ -71,7 +71,7 @@ fn split_label(label: &str) -> (String, String) {
 impl<'a> Console<'a> {
     pub fn new(
         shared: &'a Arc<Shared>,
-        live: &Arc<Live>,
+        live: &Arc<LiveConfig>,
         stream: Stream,
         peer: SocketAddr,
         user: &str,
@@ -93,7 +93,9 @@ impl<'a> Console<'a> {
     fn admitted(&self) -> bool {
         let users = &self.live.config.admin.users;
         match &self.principal {
-            Some(p) => users.iter().any(|u| crate::mapping::glob_match(u, p)),
+            Some(p) => users
+                .iter()
+                .any(|u| crate::access::mapping::glob_match(u, p)),
             None => users.iter().any(|u| u == &self.user),
         }
     }
@@ -102,8 +104,8 @@ impl<'a> Console<'a> {
     pub async fn run(mut self, leftover: BytesMut, _minor: u16) {
         if !self.admitted() {
             tracing::info!(peer = %self.peer, user = %self.user, "admin console refused: user not in [admin] users");
-            crate::admin::metrics::login_refused("28000");
-            crate::client::reject(
+            crate::base::events::login_refused("28000");
+            crate::client::handshake::reject(
                 &mut self.stream,
                 "28000",
                 &format!(
@@ -234,7 +236,7 @@ impl<'a> Console<'a> {
         let arg = rest.trim_matches(|c| c == '"' || c == '\'').to_owned();
         let arg = (!arg.is_empty()).then_some(arg);
         let shared = self.shared;
-        let counted = |v: &str| crate::admin::metrics::console_command(v);
+        let counted = |v: &str| crate::base::events::console_command(v);
         match verb.as_str() {
             "SHOW" => {
                 let what = rest.to_ascii_uppercase();

@@ -2,8 +2,8 @@
 //! semantics and the Prometheus `/metrics` endpoint. It runs until the proxy has
 //! drained, so liveness stays green while sessions finish.
 
-use super::Readiness;
-use crate::session::Shared;
+use crate::context::admin::Readiness;
+use crate::context::Shared;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};

@@ -1,65 +1,20 @@
 //! Prometheus metrics (prometheus-client), all named `redshift_iam_proxy_*`.
 //!
-//! Event counters and histograms live in one process-wide [`Metrics`] so call sites deep
-//! in the credential code need no handle; pool and cache state is read at scrape time
+//! Event counters and histograms live in one process-wide `base::events::Metrics`, so call
+//! sites deep in the credential code need no handle; pool and cache state is read at scrape time
 //! from `Pools::snapshot()`, `PoolStats` and the credential cache. Labels stay
 //! low-cardinality: target, pool label ("dbuser/dbname@target"), outcome, API, reason;
 //! never a client address.
 
+use crate::base::events::{metrics, Labels};
+use crate::context::Shared;
 use crate::pool::stats::{PoolStats, CLOSE_REASONS};
-use crate::session::Shared;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
-use std::sync::OnceLock;
-use std::time::Duration;
-
-/// A label set: a few fixed keys with short values.
-pub type Labels = Vec<(&'static str, String)>;
-
-/// Event counters of the whole process.
-pub struct Metrics {
-    pub clients_open: Family<Labels, Gauge>,
-    pub logins: Family<Labels, Counter>,
-    pub login_seconds: Family<Labels, Histogram>,
-    pub credential_calls: Family<Labels, Counter>,
-    pub credential_cache: Family<Labels, Counter>,
-    pub upstream_login_seconds: Family<Labels, Histogram>,
-    pub bytes: Family<Labels, Counter>,
-    pub cancels: Family<Labels, Counter>,
-    pub reloads: Family<Labels, Counter>,
-    pub console_commands: Family<Labels, Counter>,
-    pub token_verifications: Family<Labels, Counter>,
-    pub cluster_resumes: Family<Labels, Counter>,
-}
-
-fn seconds_histogram() -> Histogram {
-    // 5 ms .. ~20 s
-    Histogram::new(exponential_buckets(0.005, 2.0, 13))
-}
-
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    static M: OnceLock<Metrics> = OnceLock::new();
-    M.get_or_init(|| Metrics {
-        clients_open: Family::default(),
-        logins: Family::default(),
-        login_seconds: Family::new_with_constructor(seconds_histogram),
-        credential_calls: Family::default(),
-        credential_cache: Family::default(),
-        upstream_login_seconds: Family::new_with_constructor(seconds_histogram),
-        bytes: Family::default(),
-        cancels: Family::default(),
-        reloads: Family::default(),
-        console_commands: Family::default(),
-        token_verifications: Family::default(),
-        cluster_resumes: Family::default(),
-    })
-}
 
 /// Per target: logins held through an outage now, holds by outcome, the longest hold,
 /// outages seen, whether one is on now.
@@ -70,7 +25,7 @@ fn register_outages(state: &mut Registry, shared: &Shared) {
     let longest = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let outages = Family::<Labels, Counter>::default();
     let now = Family::<Labels, Gauge>::default();
-    for t in &shared.targets {
+    for t in shared.targets.iter() {
         let base: Labels = vec![("target", t.config.label().to_owned())];
         let with = |v: &str| {
             let mut l = base.clone();
@@ -117,141 +72,6 @@ fn register_outages(state: &mut Registry, shared: &Shared) {
         "1 while the cluster is not taking logins (readiness stays ready: the proxy is holding its clients)",
         now,
     );
-}
-
-/// Counts one open client connection on a listener until dropped.
-pub struct OpenClient(Labels);
-
-impl OpenClient {
-    /// `listener` is "main" or the target of a target's own listener.
-    pub fn new(listener: &str) -> OpenClient {
-        let l = vec![("listener", listener.to_owned())];
-        metrics().clients_open.get_or_create(&l).inc();
-        OpenClient(l)
-    }
-}
-
-impl Drop for OpenClient {
-    fn drop(&mut self) {
-        metrics().clients_open.get_or_create(&self.0).dec();
-    }
-}
-
-/// A login that reached its relay (`outcome = "ok"`), with its duration.
-pub fn login_ok(target: &str, took: Duration) {
-    let m = metrics();
-    m.logins
-        .get_or_create(&vec![
-            ("target", target.to_owned()),
-            ("outcome", "ok".to_owned()),
-        ])
-        .inc();
-    m.login_seconds
-        .get_or_create(&vec![("target", target.to_owned())])
-        .observe(took.as_secs_f64());
-}
-
-/// A refused login; the outcome is the SQLSTATE (a short fixed set).
-pub fn login_refused(sqlstate: &str) {
-    metrics()
-        .logins
-        .get_or_create(&vec![
-            ("target", String::new()),
-            ("outcome", format!("refused_{sqlstate}")),
-        ])
-        .inc();
-}
-
-/// One AWS API call (after retries) by operation and outcome (`ok`, `throttled`, …).
-pub fn credential_call(api: &str, outcome: &str) {
-    metrics()
-        .credential_calls
-        .get_or_create(&vec![
-            ("api", api.to_owned()),
-            ("outcome", outcome.to_owned()),
-        ])
-        .inc();
-}
-
-/// A credential cache lookup: `hit` (no AWS call) or `miss`.
-pub fn cache_lookup(hit: bool) {
-    let r = if hit { "hit" } else { "miss" };
-    metrics()
-        .credential_cache
-        .get_or_create(&vec![("result", r.to_owned())])
-        .inc();
-}
-
-/// One server login (TCP + TLS + credential + startup) to `target`.
-pub fn upstream_login(target: &str, took: Duration) {
-    metrics()
-        .upstream_login_seconds
-        .get_or_create(&vec![("target", target.to_owned())])
-        .observe(took.as_secs_f64());
-}
-
-/// Bytes a session relayed, counted when it ends.
-pub fn session_bytes(target: &str, client_to_server: u64, server_to_client: u64) {
-    let m = metrics();
-    for (dir, n) in [
-        ("client_to_server", client_to_server),
-        ("server_to_client", server_to_client),
-    ] {
-        m.bytes
-            .get_or_create(&vec![
-                ("target", target.to_owned()),
-                ("direction", dir.to_owned()),
-            ])
-            .inc_by(n);
-    }
-}
-
-/// A CancelRequest by outcome (`forwarded`, `ignored`, `forwarded_to_peer`, …).
-pub fn cancel(outcome: &str) {
-    metrics()
-        .cancels
-        .get_or_create(&vec![("outcome", outcome.to_owned())])
-        .inc();
-}
-
-/// A client identity token checked, by kind and outcome (no token or claim in any label).
-pub fn token_verification(kind: &str, outcome: &str) {
-    metrics()
-        .token_verifications
-        .get_or_create(&vec![
-            ("kind", kind.to_owned()),
-            ("outcome", outcome.to_owned()),
-        ])
-        .inc();
-}
-
-/// A ResumeCluster this proxy sent for a paused cluster (`[cluster] resume_paused`), by
-/// target and outcome: `ok`, `already_resuming` (InvalidClusterState: someone else resumed
-/// it first), `denied`, `failed`.
-pub fn cluster_resume(target: &str, outcome: &str) {
-    metrics()
-        .cluster_resumes
-        .get_or_create(&vec![
-            ("target", target.to_owned()),
-            ("outcome", outcome.to_owned()),
-        ])
-        .inc();
-}
-
-/// A configuration reload: `ok` or `refused`.
-pub fn reload(outcome: &str) {
-    metrics()
-        .reloads
-        .get_or_create(&vec![("outcome", outcome.to_owned())])
-        .inc();
-}
-
-/// A console command by its verb.
-pub fn console_command(verb: &str) {
-    metrics()
-        .console_commands
-        .get_or_create(&vec![("command", verb.to_owned())])
-        .inc();
 }
 
 /// The whole exposition (OpenMetrics text) for one scrape.
@@ -325,10 +145,12 @@ pub fn encode(shared: &Shared) -> String {
     g.set(i64::from(admin.is_started()));
     state.register("started", "1 once listeners are up and prewarm is done", g);
     let g = Gauge::<i64>::default();
-    g.set(i64::from(admin.readiness() == super::Readiness::Ready));
+    g.set(i64::from(
+        admin.readiness() == crate::context::admin::Readiness::Ready,
+    ));
     state.register("ready", "1 while /readiness answers 200", g);
     let g = Gauge::<i64>::default();
-    g.set(admin.peers.count(&shared.config.peers) as i64);
+    g.set(admin.peers.count(&shared.started.config.peers) as i64);
     state.register(
         "peers",
         "Other replicas cancels can be forwarded to: found by [peers] dns at the last resolution, or listed in [peers] addresses",

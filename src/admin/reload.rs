@@ -5,11 +5,11 @@
 //! with what they logged in with. A file that does not validate is refused and the old
 //! configuration stays. Changes that need a restart are logged as such.
 
-use super::Live;
+use crate::access::mapping::UserMap;
+use crate::aws::credentials::CredentialRequest;
 use crate::config::{Config, CredentialMode, UserRule};
-use crate::credentials::CredentialRequest;
-use crate::mapping::UserMap;
-use crate::session::Shared;
+use crate::context::live::LiveConfig;
+use crate::context::Shared;
 use std::sync::{Arc, OnceLock};
 
 /// Applies a new log filter (set by the binary when `RUST_LOG` does not decide).
@@ -30,7 +30,7 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
     let mut new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            super::metrics::reload("refused");
+            crate::base::events::reload("refused");
             // One line: TOML errors span several, and the key must be on the logged line.
             let why = e
                 .to_string()
@@ -60,12 +60,12 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
     }
     // The merged result must hold too (e.g. "trust" with the running, exposed listener).
     if let Err(e) = new.validate() {
-        super::metrics::reload("refused");
+        crate::base::events::reload("refused");
         let why = format!("with the running listeners and targets: {e}");
         tracing::warn!(error = %why, "configuration reload refused; the running configuration stays in force");
         return Err(why);
     }
-    let live = Live::new(new);
+    let live = LiveConfig::new(new);
     shared
         .user_slots
         .set_max(live.config.limits.max_connections_per_user);
@@ -85,7 +85,7 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
     let rules = live.config.users.clone();
     let dropped = shared.cache.retain(|req| mapping_exists(&rules, req));
     shared.admin.live.store(Arc::new(live));
-    super::metrics::reload("ok");
+    crate::base::events::reload("ok");
     let summary = format!(
         "configuration reloaded from {}: new logins use it, open sessions continue ({} cached credentials of removed mappings dropped; max_client_connections now {}; {} change(s) wait for a restart)",
         path.display(),

@@ -9,11 +9,12 @@
 //! `checkout_timeout_secs` with SQLSTATE 53300.
 
 use super::server::{CloseReason, ServerConn, Slot};
+use super::slot::SlotOwner;
 use super::stats::PoolStats;
+use crate::base::refusal::Refusal;
+use crate::base::sync::lock;
+use crate::cluster::connector::Opened;
 use crate::config::PoolMode;
-use crate::connector::Opened;
-use crate::refusal::Refusal;
-use crate::sync::lock;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,7 +48,7 @@ pub struct TargetSlots {
     pub cap: usize,
     notify: Notify,
     /// The target's outage state: clients wait for a server as long as a login is held.
-    pub outage: Arc<crate::outage::Outage>,
+    pub outage: Arc<crate::cluster::outage::Outage>,
 }
 
 impl TargetSlots {
@@ -436,7 +437,7 @@ impl Pool {
     }
 
     /// A server's slot was given back (the server was dropped): let a waiter open one.
-    pub(super) fn slot_freed(self: &Arc<Self>) {
+    fn slot_freed_now(self: &Arc<Self>) {
         let waiter = {
             let mut st = lock(&self.state);
             st.total = st.total.saturating_sub(1);
@@ -646,4 +647,10 @@ enum Step {
     Ready(Handoff),
     TargetFull,
     Wait(oneshot::Receiver<Handoff>),
+}
+
+impl SlotOwner for Pool {
+    fn slot_freed(self: Arc<Self>) {
+        self.slot_freed_now();
+    }
 }

@@ -14,19 +14,21 @@
 pub mod checkout;
 pub mod guard;
 pub mod params;
+pub mod pause;
 pub mod reset;
 pub mod server;
+pub mod slot;
 pub mod stats;
 pub mod tracked;
 
+use crate::aws::credentials::CredentialRequest;
+use crate::base::refusal::Refusal;
+use crate::base::sync::lock;
+use crate::cluster::connector::{self, Connector, LoginSpec};
 use crate::config::{Config, PoolMode};
-use crate::connector::{self, LoginSpec};
-use crate::credentials::CredentialRequest;
-use crate::refusal::Refusal;
-use crate::session::Shared;
-use crate::sync::lock;
 use checkout::{Pool, PoolCounts, PoolSettings, TargetSlots};
 use guard::Checkout;
+use pause::Pause;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,7 +68,7 @@ impl Pools {
     }
 
     /// The outage state of target `i` (shared with its sessions).
-    pub fn outage(&self, target: usize) -> Arc<crate::outage::Outage> {
+    pub fn outage(&self, target: usize) -> Arc<crate::cluster::outage::Outage> {
         self.targets
             .get(target)
             .map(|t| t.outage.clone())
@@ -143,8 +145,8 @@ impl Pools {
     }
 
     /// Reaps idle/old servers, tops pools up to `min_size`, forgets unused pools.
-    async fn maintain_once(shared: &Arc<Shared>) {
-        let pools: Vec<(PoolKey, Arc<Pool>)> = lock(&shared.pools.pools)
+    async fn maintain_once(&self, connector: &Connector) {
+        let pools: Vec<(PoolKey, Arc<Pool>)> = lock(&self.pools)
             .iter()
             .map(|(k, p)| (k.clone(), p.clone()))
             .collect();
@@ -152,11 +154,10 @@ impl Pools {
             let want = pool.reap();
             for _ in 0..want {
                 let spec = spec_for(&key);
-                let sh = shared.clone();
                 let opened = pool
                     .open_idle(|| async move {
-                        let target = &sh.targets[spec.0];
-                        connector::open(&sh, target, &spec.1).await
+                        let target = &connector.targets[spec.0];
+                        connector::open(connector, target, &spec.1).await
                     })
                     .await;
                 match opened {
@@ -169,7 +170,7 @@ impl Pools {
                 }
             }
             if pool.settings.min_size == 0 && pool.is_unused() {
-                let mut map = lock(&shared.pools.pools);
+                let mut map = lock(&self.pools);
                 if map
                     .get(&key)
                     .is_some_and(|p| Arc::ptr_eq(p, &pool) && p.is_unused())
@@ -181,65 +182,12 @@ impl Pools {
     }
 
     /// Runs maintenance every second until the task is aborted.
-    pub async fn maintain(shared: Arc<Shared>) {
+    pub async fn maintain(self: Arc<Self>, connector: Connector) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            Self::maintain_once(&shared).await;
-        }
-    }
-
-    /// Logs in `min_size` servers for every `[[users]]` rule with a fixed client user,
-    /// so their first client needs no AWS call and no cluster login.
-    pub async fn prewarm(shared: Arc<Shared>) {
-        let min = shared.config.pool.min_size;
-        if min == 0 {
-            return;
-        }
-        let mut jobs = Vec::new();
-        for rule in &shared.config.users {
-            if rule.client_user == "*" {
-                continue;
-            }
-            for t in 0..shared.targets.len() {
-                if shared.pools.mode(t) == PoolMode::None {
-                    continue;
-                }
-                let plan = match crate::login::plan_for_prewarm(&shared, t, &rule.client_user).await
-                {
-                    Some(p) => p,
-                    None => continue,
-                };
-                let sh = shared.clone();
-                jobs.push(tokio::spawn(async move {
-                    let handle = PoolHandle::new(sh.clone(), &plan);
-                    let mut opened = 0;
-                    for _ in 0..min {
-                        let sh2 = sh.clone();
-                        let spec = handle.spec.clone();
-                        let t = handle.target;
-                        match handle
-                            .pool
-                            .open_idle(|| async move {
-                                connector::open(&sh2, &sh2.targets[t], &spec).await
-                            })
-                            .await
-                        {
-                            Ok(true) => opened += 1,
-                            Ok(false) => break,
-                            Err(e) => {
-                                tracing::warn!(pool = %handle.pool.label, error = %e.message, "prewarm failed");
-                                break;
-                            }
-                        }
-                    }
-                    tracing::info!(pool = %handle.pool.label, servers = opened, "prewarmed");
-                }));
-            }
-        }
-        for j in jobs {
-            let _ = j.await;
+            self.maintain_once(&connector).await;
         }
     }
 }
@@ -301,53 +249,66 @@ fn spec_for(key: &PoolKey) -> (usize, LoginSpec) {
 /// A client's way into its pool: which pool, and how to log in a new server for it.
 #[derive(Clone)]
 pub struct PoolHandle {
-    pub shared: Arc<Shared>,
+    pub connector: Connector,
+    pub pools: Arc<Pools>,
+    /// Admin PAUSE holds new checkouts (PgBouncer semantics).
+    pub pause: Arc<Pause>,
     pub pool: Arc<Pool>,
     pub spec: Arc<LoginSpec>,
     pub target: usize,
 }
 
 impl PoolHandle {
-    /// The pool for a login plan (created on first use).
-    pub fn new(shared: Arc<Shared>, plan: &crate::login::PooledLogin) -> PoolHandle {
+    /// The pool of servers logged in to `target` as `spec` (created on first use; `label`
+    /// names it in logs and counters).
+    pub fn new(
+        pools: &Arc<Pools>,
+        pause: &Arc<Pause>,
+        connector: Connector,
+        target: usize,
+        spec: &LoginSpec,
+        label: &str,
+    ) -> PoolHandle {
         let key = PoolKey {
-            target: plan.target,
-            request: plan.spec.request.clone(),
-            fixed: plan.spec.params.clone(),
+            target,
+            request: spec.request.clone(),
+            fixed: spec.params.clone(),
         };
-        let pool = shared.pools.get(&key, || plan.label.clone());
+        let pool = pools.get(&key, || label.to_owned());
         PoolHandle {
             pool,
-            spec: Arc::new(plan.spec.clone()),
-            target: plan.target,
-            shared,
+            spec: Arc::new(spec.clone()),
+            target,
+            connector,
+            pools: pools.clone(),
+            pause: pause.clone(),
         }
     }
 
     /// A server for this client (see [`Pool::checkout`]).
     pub async fn checkout(&self) -> Result<Checkout, Refusal> {
         // Admin PAUSE holds new checkouts (PgBouncer semantics).
-        self.shared.admin.pause.wait_resumed(&self.pool.label).await;
+        self.pause.wait_resumed(&self.pool.label).await;
         let open = || {
-            let shared = self.shared.clone();
+            let connector = self.connector.clone();
             let spec = self.spec.clone();
             let t = self.target;
             let attempt = self.pool.settings.login_timeout;
             // A client's login: it may wake a paused cluster (`resume_paused`).
             async move {
-                crate::resume::client_login(connector::open_held(
-                    &shared,
-                    &shared.targets[t],
+                crate::cluster::resume::client_login(connector::open_held(
+                    &connector,
+                    &connector.targets[t],
                     &spec,
                     attempt,
                 ))
                 .await
             }
         };
-        let shared = self.shared.clone();
+        let pools = self.pools.clone();
         let pool = self.pool.clone();
         let t = self.target;
-        let evict_fn = move || shared.pools.evict_idle(t, &pool);
+        let evict_fn = move || pools.evict_idle(t, &pool);
         let server = self.pool.checkout(open, &evict_fn).await?;
         Ok(Checkout::new(self.pool.clone(), server))
     }

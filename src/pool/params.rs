@@ -12,6 +12,7 @@
 //!
 //! Pure: the SQL texts and the read-back parsing; the relay sends and reads them.
 
+pub use crate::config::settings::{is_settable, SETTABLE};
 use crate::wire::WireError;
 use bytes::Buf;
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,40 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Settings by lower-case name.
 pub type Settings = BTreeMap<String, String>;
 
-/// Startup parameters the pool applies with `SET` (lower-case names) instead of putting
-/// them in the pool key. Anything else a client sends at startup (`options`,
-/// `client_protocol_version`, Redshift's driver fields, …) is part of the pool key.
-const SETTABLE: &[&str] = &[
-    "application_name",
-    "client_encoding",
-    "datestyle",
-    "timezone",
-    "intervalstyle",
-    "search_path",
-    "statement_timeout",
-    "lock_timeout",
-    "idle_in_transaction_session_timeout",
-    "extra_float_digits",
-    "standard_conforming_strings",
-    "default_transaction_isolation",
-    "default_transaction_read_only",
-    "bytea_output",
-    "client_min_messages",
-    "lc_messages",
-    "lc_monetary",
-    "lc_numeric",
-    "lc_time",
-    "query_group",
-    "enable_result_cache_for_session",
-];
-
 /// Session-level settings that follow the role, not the session: never read back or replayed.
 const NOT_CARRIED: &[&str] = &["role", "session_authorization"];
-
-/// True for startup parameters applied with `SET` on a pooled server.
-pub fn is_settable(name: &str) -> bool {
-    SETTABLE.iter().any(|s| s.eq_ignore_ascii_case(name))
-}
 
 /// Splits a client's startup parameters into settings and the rest (the pool key part).
 pub fn split_startup(params: &[(String, String)]) -> (Settings, Vec<(String, String)>) {

@@ -4,10 +4,11 @@
 //! Its [`Slot`] is the pool's count of it: dropping the server anywhere (closed,
 //! broken, lost in a cancelled task) gives the slot back.
 
-use super::checkout::Pool;
+pub use super::slot::Slot;
+pub use super::stats::CloseReason;
 use super::tracked::Tracked;
-use crate::stream::Stream;
-use crate::upstream::UpstreamTarget;
+use crate::base::stream::Stream;
+use crate::cluster::upstream::UpstreamTarget;
 use crate::wire::protocol::backend;
 use crate::wire::{self, Framer, TxnStatus};
 use std::collections::BTreeMap;
@@ -22,53 +23,6 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Largest server message the pooled relay buffers whole (rows and COPY data stream).
 pub const MAX_SERVER_MESSAGE: usize = 64 * 1024 * 1024;
-
-/// The pool's count of one server: returned when the server is dropped.
-pub struct Slot {
-    pub(super) pool: Arc<Pool>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.pool.slot_freed();
-    }
-}
-
-/// Why a server was closed (for counters and logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    Lifetime,
-    Idle,
-    Broken,
-    ResetFailed,
-    /// The client left state no reset can remove (temporary tables on Redshift, SET ROLE…).
-    Tainted,
-    /// The client left while the server was busy.
-    ClientLeftMidQuery,
-    /// The server refused a client's settings.
-    SettingsRefused,
-    Shutdown,
-    /// Made room for another pool of the same target (`max_server_connections`).
-    Evicted,
-    Reconnect,
-}
-
-impl CloseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Lifetime => "lifetime",
-            CloseReason::Idle => "idle",
-            CloseReason::Broken => "broken",
-            CloseReason::ResetFailed => "reset_failed",
-            CloseReason::Tainted => "tainted",
-            CloseReason::ClientLeftMidQuery => "client_left_mid_query",
-            CloseReason::SettingsRefused => "settings_refused",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::Evicted => "evicted",
-            CloseReason::Reconnect => "reconnect",
-        }
-    }
-}
 
 /// A logged-in server connection owned by a pool.
 pub struct ServerConn {
@@ -88,17 +42,17 @@ pub struct ServerConn {
     /// The DbUser the cluster knows this session as.
     pub db_user: String,
     /// How its login got the credential; taken by the first client (for its log line).
-    pub login_source: Option<crate::cache::Source>,
+    pub login_source: Option<crate::aws::cache::Source>,
     pub(super) _slot: Slot,
 }
 
 impl ServerConn {
     pub(super) fn new(
-        opened: crate::connector::Opened,
+        opened: crate::cluster::connector::Opened,
         slot: Slot,
         max_prepared: usize,
     ) -> ServerConn {
-        let crate::connector::Opened {
+        let crate::cluster::connector::Opened {
             started,
             upstream,
             source,

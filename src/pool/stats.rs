@@ -1,9 +1,44 @@
 //! Per-pool counters, kept with atomics so the hot path never takes a lock for them.
 //! The operations side (logs now, metrics and the console later) reads snapshots.
 
-use super::server::CloseReason;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Why a server was closed (for counters and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Lifetime,
+    Idle,
+    Broken,
+    ResetFailed,
+    /// The client left state no reset can remove (temporary tables on Redshift, SET ROLE…).
+    Tainted,
+    /// The client left while the server was busy.
+    ClientLeftMidQuery,
+    /// The server refused a client's settings.
+    SettingsRefused,
+    Shutdown,
+    /// Made room for another pool of the same target (`max_server_connections`).
+    Evicted,
+    Reconnect,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Lifetime => "lifetime",
+            CloseReason::Idle => "idle",
+            CloseReason::Broken => "broken",
+            CloseReason::ResetFailed => "reset_failed",
+            CloseReason::Tainted => "tainted",
+            CloseReason::ClientLeftMidQuery => "client_left_mid_query",
+            CloseReason::SettingsRefused => "settings_refused",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Evicted => "evicted",
+            CloseReason::Reconnect => "reconnect",
+        }
+    }
+}
 
 /// Counters of one pool since it was created.
 #[derive(Debug, Default)]

@@ -11,7 +11,7 @@
 //! bulk transfers go out in large writes and request/response traffic in one
 //! write per burst.
 
-use crate::stream::Stream;
+use crate::base::stream::Stream;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;

@@ -10,6 +10,8 @@
 
 use super::machine::{Event, Lost, Machine, Phase};
 use super::Traffic;
+use crate::base::refusal::Refusal;
+use crate::base::stream::Stream;
 use crate::cancel::{Attached, CancelKey};
 use crate::config::PoolMode;
 use crate::pool::checkout::Stale;
@@ -17,8 +19,6 @@ use crate::pool::guard::Checkout;
 use crate::pool::server::CloseReason;
 use crate::pool::stats::PoolStats;
 use crate::pool::PoolHandle;
-use crate::refusal::Refusal;
-use crate::stream::Stream;
 use crate::wire::protocol::sqlstate;
 use crate::wire::{self, Framer};
 use bytes::{Buf, BytesMut};

@@ -1,8 +1,9 @@
 //! Mode `none`: the client gets its own server login for its whole life, relayed byte
 //! for byte (today's behaviour before pooling; one cluster connection per client).
 
-use super::{credential_words, login_timeout_refusal, Login, Shared};
-use crate::connector::{self, LoginSpec};
+use super::{credential_words, login_timeout_refusal, Login};
+use crate::cluster::connector::{self, LoginSpec};
+use crate::context::Shared;
 use crate::relay::{self, RelayEnd};
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
@@ -17,7 +18,7 @@ pub async fn run(shared: &Shared, mut login: Login) {
             tokio::time::timeout(limits.login_timeout(), target.endpoint.cluster_identifier())
                 .await
                 .map_err(|_| login_timeout_refusal(limits.login_timeout_secs))??;
-        let request = crate::login::credential_request(
+        let request = crate::access::login::credential_request(
             &target.config,
             login.plan.identity.clone(),
             identifier,
@@ -30,8 +31,8 @@ pub async fn run(shared: &Shared, mut login: Login) {
         };
         // Each attempt is bounded by the login timeout; an outage holds the login.
         // A client's login: it may wake a paused cluster (`resume_paused`).
-        crate::resume::client_login(connector::open_held(
-            shared,
+        crate::cluster::resume::client_login(connector::open_held(
+            &shared.connector(),
             target,
             &spec,
             limits.login_timeout(),
@@ -45,7 +46,7 @@ pub async fn run(shared: &Shared, mut login: Login) {
     };
     if !login.plan.defaults.is_empty() {
         if let Err(e) = apply_defaults(&mut opened.started, &login.plan.defaults).await {
-            let r = crate::refusal::Refusal::new(
+            let r = crate::base::refusal::Refusal::new(
                 crate::wire::protocol::sqlstate::INVALID_PARAMETER_VALUE,
                 format!("the cluster refused this identity's session defaults ([[users]] session / query_group): {e}"),
                 None,
@@ -75,12 +76,12 @@ pub async fn run(shared: &Shared, mut login: Login) {
     login
         .client
         .logged_in(target.config.label(), &opened.db_user, "", None);
-    crate::admin::metrics::login_ok(target.config.label(), started.elapsed());
+    crate::base::events::login_ok(target.config.label(), started.elapsed());
     tracing::info!(
         parent: &login.span,
         app = %login.audit.application_name,
         db_user = %opened.db_user,
-        credential = if opened.source == crate::cache::Source::Cached { "cached" } else { "minted" },
+        credential = if opened.source == crate::aws::cache::Source::Cached { "cached" } else { "minted" },
         client_tls = login.stream.is_tls(),
         login_ms = started.elapsed().as_millis() as u64,
         pool_mode = "none",
@@ -93,7 +94,7 @@ pub async fn run(shared: &Shared, mut login: Login) {
     audit.db_user = opened.db_user.clone();
     audit.outcome = "open".into();
     let (traffic, end) = relay::relay(login.stream, upstream, stop).await;
-    crate::admin::metrics::session_bytes(
+    crate::base::events::session_bytes(
         target.config.label(),
         traffic.client_to_server,
         traffic.server_to_client,
@@ -121,7 +122,7 @@ pub async fn run(shared: &Shared, mut login: Login) {
 /// relay starts (the one statement the proxy sends in mode `none`). The ParameterStatus
 /// messages it causes join the login's, so the client hears the values it runs with.
 async fn apply_defaults(
-    started: &mut crate::upstream::Started,
+    started: &mut crate::cluster::upstream::Started,
     defaults: &crate::pool::params::Settings,
 ) -> Result<(), String> {
     let Some(sql) =
@@ -129,7 +130,9 @@ async fn apply_defaults(
     else {
         return Ok(());
     };
-    match crate::upstream::simple_query(started, &sql, std::time::Duration::from_secs(10)).await? {
+    match crate::cluster::upstream::simple_query(started, &sql, std::time::Duration::from_secs(10))
+        .await?
+    {
         Some(e) => Err(e.message),
         None => Ok(()),
     }

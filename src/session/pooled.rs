@@ -2,13 +2,13 @@
 //! settings, and the framed relay takes over (holding the server for the whole session,
 //! or per transaction).
 
-use super::{credential_words, Login, Shared};
+use super::{credential_words, Login};
+use crate::base::refusal::Refusal;
 use crate::config::{CredentialMode, PoolMode};
-use crate::login;
+use crate::context::Shared;
 use crate::pool::guard::Checkout;
 use crate::pool::params::{self, Settings};
 use crate::pool::PoolHandle;
-use crate::refusal::Refusal;
 use crate::relay::framed::{End, Relay};
 use crate::relay::machine::{ClientState, Machine};
 use crate::wire;
@@ -23,11 +23,18 @@ const SETTINGS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Logs the client in through its pool and runs the pooled relay.
 pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
     let started = Instant::now();
-    let pooled = match login::pooled(shared, &login.plan).await {
+    let pooled = match super::pooled_login(shared, &login.plan).await {
         Ok(p) => p,
         Err(r) => return login.refuse(&r).await,
     };
-    let handle = PoolHandle::new(shared.clone(), &pooled);
+    let handle = PoolHandle::new(
+        &shared.pools,
+        &shared.admin.pause,
+        shared.connector(),
+        pooled.target,
+        &pooled.spec,
+        &pooled.label,
+    );
     let desired = pooled.settings.clone();
     let credentials = shared.targets[pooled.target].config.credentials;
     let ready = match ready_server(&handle, &mut login, mode, &desired, credentials).await {
@@ -61,7 +68,7 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
             .and_then(|c| c.server_ref())
             .map(|s| s.id),
     );
-    crate::admin::metrics::login_ok(&target_label, started.elapsed());
+    crate::base::events::login_ok(&target_label, started.elapsed());
     tracing::info!(
         parent: &login.span,
         app = %login.audit.application_name,
@@ -100,7 +107,7 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
         }
     };
     let (traffic, end) = relay.run(stop).await;
-    crate::admin::metrics::session_bytes(
+    crate::base::events::session_bytes(
         &target_label,
         traffic.client_to_server,
         traffic.server_to_client,

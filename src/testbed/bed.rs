@@ -18,7 +18,7 @@ pub struct Bed {
     /// Every listener: the main one (`None`) and each target's own (`Some(name)`).
     pub listener_addrs: Vec<(Option<String>, SocketAddr)>,
     pub config: Config,
-    pub shared: Option<Arc<crate::session::Shared>>,
+    pub shared: Option<Arc<crate::context::Shared>>,
     /// The forwarder between proxy and cluster (`BedOptions::faultline`).
     pub faultline: Option<Faultline>,
     stop: Option<oneshot::Sender<()>>,

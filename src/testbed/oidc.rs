@@ -3,7 +3,7 @@
 //! and Kubernetes service-account tokens alike, and the malformed ones a proxy must refuse.
 
 use super::BedError;
-use crate::sync::lock;
+use crate::base::sync::lock;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;

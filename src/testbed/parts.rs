@@ -6,9 +6,9 @@ use super::config::{base_toml, merge_toml};
 use super::{
     BedError, BedOptions, PasswordLookup, ProxyProcess, RedshiftFront, ACCESS_KEY, SECRET_KEY,
 };
+use crate::app::server::Proxy;
+use crate::aws::credentials::AwsIdentitySource;
 use crate::config::Config;
-use crate::credentials::AwsIdentitySource;
-use crate::server::Proxy;
 use local_cluster::{LocalPg, LocalPgOptions};
 use redshift_emulator::{AccessKey, EmulatedCluster, Emulator, EmulatorConfig};
 use std::sync::{Arc, OnceLock};

@@ -42,9 +42,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::stream::Stream;
-use crate::sync::lock;
-use crate::upstream::{self, LoggedIn, UpstreamError, UpstreamTarget};
+use crate::base::stream::Stream;
+use crate::base::sync::lock;
+use crate::cluster::upstream::{self, LoggedIn, UpstreamError, UpstreamTarget};
 use crate::wire::{self, StartupFrame, WireError};
 use local_cluster::{io_ctx, LocalPg, LocalPgError};
 /// The front checks digests against the password the credential API issued last for a login

@@ -379,7 +379,7 @@ fn describe_custom_domain_associations(
         format!(
             "arn:aws:acm:{}:{ACCOUNT_ID}:certificate/{}",
             state.config.region,
-            identity::unique_id("emulator-", domain).to_ascii_lowercase()
+            crate::state::unique_id("emulator-", domain).to_ascii_lowercase()
         )
     };
     let expiry = iso8601(OffsetDateTime::now_utc() + Duration::days(365))?;

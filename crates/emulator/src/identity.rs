@@ -1,8 +1,6 @@
 //! Caller identities: the principal behind a key's ARN, the IAM-mapped database user derived
 //! from it, the groups its role grants, and IAM deny checks.
 
-use sha2::{Digest, Sha256};
-
 use crate::error::ApiError;
 use crate::state::State;
 use crate::AccessKey;
@@ -122,21 +120,10 @@ pub(crate) fn role_seed(account: &str, role_name: &str) -> String {
     format!("{account}/{role_name}")
 }
 
-/// A stable IAM-style unique id (`AIDA…`, `AROA…`) derived from `seed`.
-pub(crate) fn unique_id(prefix: &str, seed: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let digest = Sha256::digest(seed.as_bytes());
-    let tail: String = digest
-        .iter()
-        .take(17)
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect();
-    format!("{prefix}{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::unique_id;
 
     #[test]
     fn iam_db_user_maps_users_to_iam_and_assumed_roles_to_iamr() {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::{ClusterStatus, Lifecycle};
@@ -169,8 +170,8 @@ impl State {
     /// is re-created.
     pub(crate) fn unique_id(&self, prefix: &str, seed: &str) -> String {
         match lock(&self.generations).get(seed).copied().unwrap_or(0) {
-            0 => crate::identity::unique_id(prefix, seed),
-            n => crate::identity::unique_id(prefix, &format!("{seed}#{n}")),
+            0 => unique_id(prefix, seed),
+            n => unique_id(prefix, &format!("{seed}#{n}")),
         }
     }
 
@@ -286,6 +287,18 @@ impl State {
 /// counter operations that cannot leave the state half-updated.
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A stable IAM-style unique id (`AIDA…`, `AROA…`) derived from `seed`.
+pub(crate) fn unique_id(prefix: &str, seed: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let digest = Sha256::digest(seed.as_bytes());
+    let tail: String = digest
+        .iter()
+        .take(17)
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    format!("{prefix}{tail}")
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 use super::client::{unnamed_token, Statement, Unnamed, MAX_CLIENT_STATEMENTS};
 use super::queue::{Change, Kind, Own, Reply, Sent};
 use super::Machine;
+use crate::base::refusal::Refusal;
 use crate::pool::params;
 use crate::pool::tracked::{Presence, Tracked, UnnamedOnServer};
-use crate::refusal::Refusal;
 use crate::wire::protocol::{frontend, sqlstate, target};
 use crate::wire::sql::{self, Effect};
 use crate::wire::{self, Bind, Execute, Frame, NamedTarget, Parse, TxnStatus};

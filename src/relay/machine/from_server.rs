@@ -3,9 +3,9 @@
 
 use super::queue::{Entry, Kind, Own, Sent};
 use super::{Machine, Phase};
+use crate::base::refusal::Refusal;
 use crate::pool::params;
 use crate::pool::tracked::{Tracked, UnnamedOnServer};
-use crate::refusal::Refusal;
 use crate::wire::protocol::{backend, sqlstate};
 use crate::wire::sql::Effect;
 use crate::wire::{self, Frame, TxnStatus};

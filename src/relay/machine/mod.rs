@@ -26,11 +26,11 @@ mod queue;
 
 pub use client::{server_name, ClientState, Statement, Unnamed, MAX_CLIENT_STATEMENTS};
 
+use crate::base::refusal::Refusal;
 use crate::config::PoolMode;
 use crate::pool::params;
 use crate::pool::reset::Leftovers;
 use crate::pool::tracked::{Tracked, UnnamedOnServer};
-use crate::refusal::Refusal;
 use crate::wire::protocol::{frontend, sqlstate};
 use crate::wire::{self, Frame, TxnStatus};
 use bytes::{Bytes, BytesMut};

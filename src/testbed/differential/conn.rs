@@ -5,8 +5,8 @@
 use super::msg::Msg;
 use super::transcript::{view_of, Event};
 use super::DiffError;
-use crate::stream::Stream;
-use crate::upstream::{self, Started, UpstreamTarget};
+use crate::base::stream::Stream;
+use crate::cluster::upstream::{self, Started, UpstreamTarget};
 use crate::wire::{Message, MessageReader};
 use bytes::BytesMut;
 use secrecy::SecretString;

@@ -284,7 +284,7 @@ async fn drive(
 struct Ends {
     proxy: SocketAddr,
     postgres: SocketAddr,
-    front: Option<crate::upstream::UpstreamTarget>,
+    front: Option<crate::cluster::upstream::UpstreamTarget>,
     passwords: crate::testbed::PasswordLookup,
 }
 
@@ -322,7 +322,7 @@ impl Ends {
 impl Ends {
     async fn front_login(
         &self,
-        front: &crate::upstream::UpstreamTarget,
+        front: &crate::cluster::upstream::UpstreamTarget,
         database: &str,
         s: &Script,
     ) -> Result<RawConn, DiffError> {

@@ -5,9 +5,9 @@
 
 use super::script::{schema_of, Flavor, Identity};
 use super::DiffError;
+use crate::cluster::upstream::UpstreamTarget;
 use crate::config::{PoolMode, SslMode};
 use crate::testbed::{Bed, BedOptions};
-use crate::upstream::UpstreamTarget;
 use std::time::Duration;
 
 /// The database of each side: the first side (the proxy) and the second (the oracle).
@@ -113,9 +113,10 @@ pub fn front_target(bed: &Bed) -> Result<Option<UpstreamTarget>, DiffError> {
     let Some(front) = bed.front.as_ref() else {
         return Ok(None);
     };
-    let tls = crate::tls::upstream_config(SslMode::VerifyFull, Some(bed.pg.ca_cert_path()))
-        .map_err(|e| DiffError::new("TLS configuration for the front", e))?;
-    let server_name = crate::tls::server_name(front.host())
+    let tls =
+        crate::cluster::tls::upstream_config(SslMode::VerifyFull, Some(bed.pg.ca_cert_path()))
+            .map_err(|e| DiffError::new("TLS configuration for the front", e))?;
+    let server_name = crate::cluster::tls::server_name(front.host())
         .map_err(|e| DiffError::new("the front's TLS name", e))?;
     Ok(Some(UpstreamTarget {
         host: front.host().into(),

@@ -1,0 +1,510 @@
+//! The upstream connector: TCP + TLS to the cluster, then a login with a minted credential.
+//!
+//! TLS is negotiated with the standard SSLRequest and is never skipped when configured:
+//! a server that answers `N` is an error, not a reason to fall back to plaintext.
+//! The login answers every password method a cluster may ask for: cleartext, MD5,
+//! SCRAM-SHA-256 and Redshift's SHA-256 digest (code 13).
+
+use crate::base::refusal::Refusal;
+use crate::base::stream::Stream;
+use crate::wire::{self, AuthRequest, ErrorFields, Message, MessageReader, WireError};
+use bytes::Bytes;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use rustls::pki_types::ServerName;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Where the cluster is and how to secure the connection to it.
+#[derive(Clone)]
+pub struct UpstreamTarget {
+    pub host: String,
+    pub port: u16,
+    /// `None` only with `sslmode = "disable"` and the explicit allow flag.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub server_name: ServerName<'static>,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for UpstreamTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{} (tls: {})",
+            self.host,
+            self.port,
+            self.tls.is_some()
+        )
+    }
+}
+
+/// Why the upstream connection or login failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to the cluster at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("connecting to the cluster at {addr} timed out after {after:?}")]
+    ConnectTimeout { addr: String, after: Duration },
+    #[error("the cluster at {addr} refused TLS; the proxy never falls back to plaintext")]
+    TlsRefused { addr: String },
+    #[error("TLS handshake with the cluster at {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
+    #[error("the cluster closed the connection during login")]
+    Closed,
+    #[error("protocol error from the cluster: {0}")]
+    Protocol(String),
+    #[error("the cluster asked for an authentication method the proxy cannot answer: {0}")]
+    UnsupportedAuth(String),
+    /// The cluster refused the credential (wrong or expired password, unknown user).
+    #[error("{}", .0.message)]
+    AuthFailed(ErrorFields),
+    /// Any other error the cluster reported during login.
+    #[error("{}", .0.message)]
+    Server(ErrorFields),
+}
+
+impl UpstreamError {
+    /// SQLSTATE for the client.
+    pub fn sqlstate(&self) -> String {
+        match self {
+            UpstreamError::AuthFailed(f) | UpstreamError::Server(f) => f.code.clone(),
+            UpstreamError::Closed | UpstreamError::Protocol(_) => "08006".into(),
+            UpstreamError::UnsupportedAuth(_) => "28000".into(),
+            _ => "08001".into(),
+        }
+    }
+}
+
+impl From<WireError> for UpstreamError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Closed => UpstreamError::Closed,
+            WireError::Io(io) if is_disconnect(&io) => UpstreamError::Closed,
+            other => UpstreamError::Protocol(other.to_string()),
+        }
+    }
+}
+
+fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
+}
+
+/// TCP connect plus (unless disabled) SSLRequest and TLS handshake, within `connect_timeout`.
+pub async fn connect(target: &UpstreamTarget) -> Result<Stream, UpstreamError> {
+    let addr = format!("{}:{}", target.host, target.port);
+    match tokio::time::timeout(target.connect_timeout, connect_inner(target, &addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(UpstreamError::ConnectTimeout {
+            addr,
+            after: target.connect_timeout,
+        }),
+    }
+}
+
+async fn connect_inner(target: &UpstreamTarget, addr: &str) -> Result<Stream, UpstreamError> {
+    let mut tcp = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &target.tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    tcp.write_all(&wire::ssl_request())
+        .await
+        .map_err(|_| UpstreamError::Closed)?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)
+        .await
+        .map_err(|_| UpstreamError::Closed)?;
+    if answer[0] != b'S' {
+        return Err(UpstreamError::TlsRefused {
+            addr: addr.to_owned(),
+        });
+    }
+    let connector = tokio_rustls::TlsConnector::from(tls.clone());
+    let stream = connector
+        .connect(target.server_name.clone(), tcp)
+        .await
+        .map_err(|e| UpstreamError::Tls {
+            addr: addr.to_owned(),
+            reason: tls_reason(&e),
+        })?;
+    Ok(Stream::ClientTls(Box::new(stream)))
+}
+
+/// The rustls error behind an I/O error, in words a user can act on.
+fn tls_reason(e: &std::io::Error) -> String {
+    use rustls::CertificateError as C;
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return e.to_string();
+    };
+    let hint = match tls {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            " (the cluster's certificate is not signed by a trusted CA; set cluster.sslrootcert)"
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            " (the certificate does not name this host; check cluster.host, or use sslmode = \"verify-ca\")"
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            " (the cluster's certificate has expired)"
+        }
+        _ => "",
+    };
+    format!("{tls}{hint}")
+}
+
+/// A connection that has passed authentication; the rest of the startup
+/// (ParameterStatus, BackendKeyData, ReadyForQuery) is still unread in `reader`.
+pub struct LoggedIn {
+    pub stream: Stream,
+    pub reader: MessageReader,
+    /// The AuthenticationOk message, to pass on to the client unchanged.
+    pub auth_ok: Message,
+}
+
+/// Sends the StartupMessage and answers authentication requests until AuthenticationOk.
+pub async fn login(
+    mut stream: Stream,
+    db_user: &str,
+    password: &SecretString,
+    database: &str,
+    params: &[(String, String)],
+) -> Result<LoggedIn, UpstreamError> {
+    let mut startup: Vec<(&str, &str)> = vec![("user", db_user), ("database", database)];
+    startup.extend(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    stream
+        .write_all(&wire::startup_message(&startup))
+        .await
+        .map_err(|_| UpstreamError::Closed)?;
+    let mut reader = MessageReader::new(wire::MAX_HANDSHAKE_MESSAGE);
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        let msg = reader.read(&mut stream).await?;
+        match msg.tag {
+            b'R' => {}
+            b'E' => {
+                let fields = wire::parse_error_fields(&msg.body);
+                return Err(if matches!(fields.code.as_str(), "28P01" | "28000") {
+                    UpstreamError::AuthFailed(fields)
+                } else {
+                    UpstreamError::Server(fields)
+                });
+            }
+            // A notice before authentication: ignore it.
+            b'N' => continue,
+            // NegotiateProtocolVersion: we only send 3.0 options we know; tolerate it.
+            b'v' => continue,
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message {:?} during authentication",
+                    char::from(other)
+                )))
+            }
+        }
+        let reply = match wire::parse_auth_request(&msg.body)? {
+            AuthRequest::Ok => {
+                return Ok(LoggedIn {
+                    stream,
+                    reader,
+                    auth_ok: msg,
+                })
+            }
+            AuthRequest::Cleartext => wire::password_message(password.expose_secret().as_bytes()),
+            AuthRequest::Md5 { salt } => {
+                let hash = postgres_protocol::authentication::md5_hash(
+                    db_user.as_bytes(),
+                    password.expose_secret().as_bytes(),
+                    salt,
+                );
+                wire::password_message(hash.as_bytes())
+            }
+            AuthRequest::Sasl { mechanisms } => {
+                if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
+                    return Err(UpstreamError::UnsupportedAuth(format!(
+                        "SASL mechanisms {mechanisms:?}"
+                    )));
+                }
+                // Channel binding is not used; TLS already authenticates the server.
+                let s = ScramSha256::new(
+                    password.expose_secret().as_bytes(),
+                    ChannelBinding::unsupported(),
+                );
+                let first = wire::sasl_initial_response(SCRAM_SHA_256, s.message());
+                scram = Some(s);
+                first
+            }
+            AuthRequest::SaslContinue(data) => {
+                let s = scram.as_mut().ok_or_else(|| {
+                    UpstreamError::Protocol("SASL continue before SASL start".into())
+                })?;
+                s.update(&data)
+                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
+                wire::sasl_response(s.message())
+            }
+            AuthRequest::SaslFinal(data) => {
+                let mut s = scram.take().ok_or_else(|| {
+                    UpstreamError::Protocol("SASL final before SASL start".into())
+                })?;
+                s.finish(&data)
+                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM server proof: {e}")))?;
+                continue;
+            }
+            AuthRequest::RedshiftDigest {
+                algorithm,
+                salt,
+                server_nonce,
+            } => {
+                if algorithm != 0 {
+                    return Err(UpstreamError::UnsupportedAuth(format!(
+                        "Redshift digest algorithm {algorithm}"
+                    )));
+                }
+                let client_nonce = client_nonce_now();
+                let digest =
+                    redshift_digest(password, &salt, &server_nonce, client_nonce.as_bytes());
+                wire::redshift_digest_response(&digest, client_nonce.as_bytes())
+            }
+            AuthRequest::IdpToken => {
+                return Err(UpstreamError::UnsupportedAuth(
+                    "identity-provider token (code 14)".into(),
+                ))
+            }
+            AuthRequest::Unsupported(code) => {
+                return Err(UpstreamError::UnsupportedAuth(format!("code {code}")))
+            }
+        };
+        stream
+            .write_all(&reply)
+            .await
+            .map_err(|_| UpstreamError::Closed)?;
+    }
+}
+
+/// A server connection whose whole startup is done: authenticated, its ParameterStatus
+/// values and BackendKeyData read, and its first ReadyForQuery received.
+/// Runs `sql` as one simple query on a session just started (before it is relayed);
+/// returns the first error the server answered with. ParameterStatus messages are kept
+/// with the startup's; `Err` when the connection failed or `limit` passed.
+pub async fn simple_query(
+    started: &mut Started,
+    sql: &str,
+    limit: Duration,
+) -> Result<Option<ErrorFields>, String> {
+    use crate::wire::protocol::backend;
+    let work = async {
+        started
+            .stream
+            .write_all(&wire::query(sql))
+            .await
+            .map_err(|e| e.to_string())?;
+        started.stream.flush().await.map_err(|e| e.to_string())?;
+        let buffered = std::mem::take(&mut started.leftover);
+        let mut reader = MessageReader::with_buffered(wire::MAX_HANDSHAKE_MESSAGE, buffered);
+        let mut error = None;
+        loop {
+            let msg = reader
+                .read(&mut started.stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            match msg.tag {
+                backend::PARAMETER_STATUS => started.messages.push(msg),
+                backend::ERROR_RESPONSE if error.is_none() => {
+                    error = Some(wire::parse_error_fields(&msg.body));
+                }
+                backend::READY_FOR_QUERY => break,
+                _ => {}
+            }
+        }
+        started.leftover = reader.into_leftover();
+        Ok(error)
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", limit.as_secs())))
+}
+
+pub struct Started {
+    pub stream: Stream,
+    /// Bytes the server sent after its first ReadyForQuery (normally none).
+    pub leftover: bytes::BytesMut,
+    /// The AuthenticationOk message, to pass on to a client unchanged.
+    pub auth_ok: Message,
+    /// ParameterStatus and NoticeResponse messages, in the order the server sent them.
+    pub messages: Vec<Message>,
+    /// The server's cancel key (process id, secret), if it sent one.
+    pub backend_key: Option<(i32, Vec<u8>)>,
+}
+
+impl Started {
+    /// The server's ParameterStatus values, in order.
+    pub fn parameters(&self) -> Vec<(String, String)> {
+        self.messages
+            .iter()
+            .filter(|m| m.tag == b'S')
+            .filter_map(|m| wire::parse_parameter_status(&m.body).ok())
+            .collect()
+    }
+}
+
+/// Reads the rest of a server's startup after AuthenticationOk, up to ReadyForQuery.
+pub async fn finish_startup(login: LoggedIn) -> Result<Started, UpstreamError> {
+    let LoggedIn {
+        mut stream,
+        mut reader,
+        auth_ok,
+    } = login;
+    let mut messages = Vec::new();
+    let mut backend_key = None;
+    loop {
+        let msg = reader.read(&mut stream).await?;
+        match msg.tag {
+            b'K' => match wire::parse_backend_key_data(&msg.body) {
+                Ok(key) => backend_key = Some(key),
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed BackendKeyData from cluster; cancel disabled")
+                }
+            },
+            b'E' => return Err(UpstreamError::Server(wire::parse_error_fields(&msg.body))),
+            b'Z' => break,
+            b'S' | b'N' => messages.push(msg),
+            other => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message {:?} during startup",
+                    char::from(other)
+                )))
+            }
+        }
+    }
+    Ok(Started {
+        stream,
+        leftover: reader.into_leftover(),
+        auth_ok,
+        messages,
+        backend_key,
+    })
+}
+
+/// Redshift's code-13 answer: SHA256( SHA256(password ‖ salt) ‖ server nonce ‖ client nonce ).
+pub fn redshift_digest(
+    password: &SecretString,
+    salt: &Bytes,
+    server_nonce: &Bytes,
+    client_nonce: &[u8],
+) -> [u8; 32] {
+    let inner = Sha256::new()
+        .chain_update(password.expose_secret().as_bytes())
+        .chain_update(salt)
+        .finalize();
+    Sha256::new()
+        .chain_update(inner)
+        .chain_update(server_nonce)
+        .chain_update(client_nonce)
+        .finalize()
+        .into()
+}
+
+/// The code-13 client nonce as AWS's drivers form it (redshift_connector's `AUTH_REQ_DIGEST`
+/// branch, the JDBC driver too): the current time as ASCII decimal milliseconds since the epoch.
+pub fn client_nonce_now() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+        .to_string()
+}
+
+/// Sends a CancelRequest for `(pid, secret)` to the cluster over the same TLS rules.
+pub async fn send_cancel(
+    target: &UpstreamTarget,
+    pid: i32,
+    secret: &[u8],
+) -> Result<(), UpstreamError> {
+    let mut stream = connect(target).await?;
+    stream
+        .write_all(&wire::cancel_request(pid, secret))
+        .await
+        .map_err(|_| UpstreamError::Closed)?;
+    let _ = stream.flush().await;
+    // The server closes the connection once it has signalled the backend; waiting for
+    // that means the cancel has landed before the caller lets the server move on.
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout(target.connect_timeout, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+impl From<UpstreamError> for Refusal {
+    fn from(e: UpstreamError) -> Self {
+        Refusal::from_upstream(&e)
+    }
+}
+
+impl Refusal {
+    /// A failed server login as the client hears it.
+    pub fn from_upstream(e: &UpstreamError) -> Self {
+        let hint = match e {
+            UpstreamError::AuthFailed(f) | UpstreamError::Server(f) => f.hint.clone(),
+            _ => None,
+        };
+        Refusal {
+            code: e.sqlstate(),
+            message: format!("cluster: {e}"),
+            hint,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redshift_digest_matches_the_documented_formula() {
+        let pw = SecretString::from("secret".to_owned());
+        let salt = Bytes::from_static(b"salt");
+        let sn = Bytes::from_static(b"server");
+        let got = redshift_digest(&pw, &salt, &sn, b"client");
+        let inner = Sha256::digest(b"secretsalt");
+        let mut outer = inner.to_vec();
+        outer.extend_from_slice(b"serverclient");
+        assert_eq!(got.to_vec(), Sha256::digest(&outer).to_vec());
+    }
+
+    #[test]
+    fn client_nonce_is_ascii_decimal_milliseconds_since_the_epoch() {
+        fn now_ms() -> u128 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_millis()
+        }
+        let before = now_ms();
+        let nonce = client_nonce_now();
+        let after = now_ms();
+        assert!(nonce.bytes().all(|b| b.is_ascii_digit()), "{nonce:?}");
+        let ms: u128 = nonce.parse().expect("decimal");
+        assert!(
+            (before..=after).contains(&ms),
+            "{ms} not in {before}..={after}"
+        );
+    }
+}
