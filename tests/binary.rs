@@ -106,7 +106,7 @@ async fn trace_logs_of_psql_logins_over_tls_have_audit_lines_and_no_secret() {
         proxy
             .log_lines()
             .into_iter()
-            .filter(|l| l.contains("redshift_iam_proxy::session::audit"))
+            .filter(|l| l.contains("redshift_iam_proxy::audit"))
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -1,7 +1,7 @@
 //! The audit log: one structured line per client session, whatever its outcome.
 //!
-//! Emitted under the tracing target `redshift_iam_proxy::session::audit` (filter it with
-//! `RUST_LOG=redshift_iam_proxy::session::audit=info`), with client address, application name,
+//! Emitted under the tracing target `redshift_iam_proxy::audit` (filter it with
+//! `RUST_LOG=redshift_iam_proxy::audit=info`), with client address, application name,
 //! client user, verified principal (token logins), IAM identity, DbUser, target, database, start and end times, bytes each
 //! way and the outcome. Never a secret: there is no field a password could go into.
 
@@ -60,7 +60,7 @@ impl Drop for AuditRecord {
     fn drop(&mut self) {
         let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
         tracing::info!(
-            target: "redshift_iam_proxy::session::audit",
+            target: "redshift_iam_proxy::audit",
             client_addr = %self.peer,
             application_name = %self.application_name,
             client_user = %self.client_user,
