@@ -9,9 +9,11 @@
 
 use crate::base::stream::Stream;
 use crate::cancel::CancelKey;
+use crate::config::Config;
 use crate::context::live::LiveConfig;
 use crate::context::Shared;
 use crate::wire;
+use crate::wire::protocol::{frontend, sqlstate};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +70,126 @@ fn split_label(label: &str) -> (String, String) {
     }
 }
 
+/// One console statement, parsed; [`Console::apply`] runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Command {
+    Show(Show),
+    /// Drivers send these on connect; they change nothing here.
+    Set,
+    Reload,
+    /// One pool (`dbuser/dbname@target`), or every pool.
+    Pause(Option<String>),
+    Resume(Option<String>),
+    Reconnect(Option<String>),
+    KillClient(u64),
+}
+
+/// What `SHOW` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Show {
+    Pools,
+    Clients,
+    Servers,
+    Stats,
+    Targets,
+    Credentials,
+    Config,
+    Version,
+}
+
+/// A statement that is no command: the console answers `message` (SQLSTATE 42601) and
+/// counts it under `counted_as`.
+#[derive(Debug, PartialEq, Eq)]
+struct NotACommand {
+    counted_as: String,
+    message: String,
+}
+
+impl Command {
+    /// Parses one statement (no `;`): a verb in any case, then its argument, which may
+    /// be quoted.
+    fn parse(stmt: &str) -> Result<Command, NotACommand> {
+        let verb = stmt
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let rest = stmt.trim_start().get(verb.len()..).unwrap_or("").trim();
+        let arg = rest.trim_matches(|c| c == '"' || c == '\'');
+        let arg = (!arg.is_empty()).then(|| arg.to_owned());
+        let error = |counted_as: &str, message: String| NotACommand {
+            counted_as: counted_as.to_owned(),
+            message,
+        };
+        match verb.as_str() {
+            "SHOW" => Show::parse(rest).map(Command::Show).ok_or_else(|| {
+                error(
+                    &format!("show_{}", rest.to_ascii_lowercase()),
+                    format!("unknown admin console command \"SHOW {rest}\""),
+                )
+            }),
+            "SET" => Ok(Command::Set),
+            "RELOAD" => Ok(Command::Reload),
+            "PAUSE" => Ok(Command::Pause(arg)),
+            "RESUME" => Ok(Command::Resume(arg)),
+            "RECONNECT" => Ok(Command::Reconnect(arg)),
+            "KILL_CLIENT" => match arg.as_deref().and_then(|a| a.parse::<u64>().ok()) {
+                Some(id) => Ok(Command::KillClient(id)),
+                None => Err(error(
+                    "kill_client",
+                    "KILL_CLIENT needs a client id (see SHOW CLIENTS)".into(),
+                )),
+            },
+            _ => Err(error(
+                "unknown",
+                format!("unknown admin console command {stmt:?}"),
+            )),
+        }
+    }
+
+    /// The `console_commands` metric's label (`SET` is not counted).
+    fn counted_as(&self) -> Option<String> {
+        Some(match self {
+            Command::Show(what) => format!("show_{}", what.name()),
+            Command::Set => return None,
+            Command::Reload => "reload".into(),
+            Command::Pause(_) => "pause".into(),
+            Command::Resume(_) => "resume".into(),
+            Command::Reconnect(_) => "reconnect".into(),
+            Command::KillClient(_) => "kill_client".into(),
+        })
+    }
+}
+
+impl Show {
+    fn parse(what: &str) -> Option<Show> {
+        Some(match what.to_ascii_uppercase().as_str() {
+            "POOLS" => Show::Pools,
+            "CLIENTS" => Show::Clients,
+            "SERVERS" => Show::Servers,
+            "STATS" => Show::Stats,
+            "TARGETS" => Show::Targets,
+            "CREDENTIALS" => Show::Credentials,
+            "CONFIG" => Show::Config,
+            "VERSION" => Show::Version,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Show::Pools => "pools",
+            Show::Clients => "clients",
+            Show::Servers => "servers",
+            Show::Stats => "stats",
+            Show::Targets => "targets",
+            Show::Credentials => "credentials",
+            Show::Config => "config",
+            Show::Version => "version",
+        }
+    }
+}
+
 impl<'a> Console<'a> {
     pub fn new(
         shared: &'a Arc<Shared>,
@@ -103,19 +225,7 @@ impl<'a> Console<'a> {
     /// Serves the console until the client leaves or the proxy stops.
     pub async fn run(mut self, leftover: BytesMut, _minor: u16) {
         if !self.admitted() {
-            tracing::info!(peer = %self.peer, user = %self.user, "admin console refused: user not in [admin] users");
-            crate::base::events::login_refused("28000");
-            crate::client::handshake::reject(
-                &mut self.stream,
-                "28000",
-                &format!(
-                    "user \"{}\" may not use the admin console (database \"{}\"): not in [admin] users",
-                    self.user,
-                    super::CONSOLE_DATABASE
-                ),
-                None,
-            )
-            .await;
+            self.refuse().await;
             return;
         }
         let key = self.shared.cancels.register_attached(None);
@@ -133,24 +243,24 @@ impl<'a> Console<'a> {
             let Ok(msg) = msg else { break };
             let mut out = BytesMut::new();
             match msg.tag {
-                b'X' => break,
-                b'Q' => {
+                frontend::TERMINATE => break,
+                frontend::QUERY => {
                     let sql = wire::parse_query(&msg.body).unwrap_or_default();
                     self.query(&sql, &mut out).await;
                     out.extend_from_slice(&wire::ready_for_query(wire::TxnStatus::Idle));
                 }
-                b'S' => {
+                frontend::SYNC => {
                     failed_extended = false;
                     out.extend_from_slice(&wire::ready_for_query(wire::TxnStatus::Idle));
                 }
-                b'H' => {}
+                frontend::FLUSH => {}
                 _ => {
                     // Extended protocol: one error, then skip until Sync.
                     if !failed_extended {
                         failed_extended = true;
                         out.extend_from_slice(&wire::error_response(
                             "ERROR",
-                            "0A000",
+                            sqlstate::FEATURE_NOT_SUPPORTED,
                             "the admin console speaks the simple query protocol only",
                             Some(COMMANDS),
                         ));
@@ -163,6 +273,23 @@ impl<'a> Console<'a> {
         }
         drop(key);
         tracing::info!(peer = %self.peer, user = %self.user, "admin console session closed");
+    }
+
+    /// Tells a client not in `[admin] users` so, and closes.
+    async fn refuse(mut self) {
+        tracing::info!(peer = %self.peer, user = %self.user, "admin console refused: user not in [admin] users");
+        crate::base::events::login_refused(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION);
+        crate::client::handshake::reject(
+            &mut self.stream,
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            &format!(
+                "user \"{}\" may not use the admin console (database \"{}\"): not in [admin] users",
+                self.user,
+                super::CONSOLE_DATABASE
+            ),
+            None,
+        )
+        .await;
     }
 
     /// AuthenticationOk, the ParameterStatus values drivers expect, BackendKeyData, ReadyForQuery.
@@ -224,135 +351,134 @@ impl<'a> Console<'a> {
         }
     }
 
+    /// Parses one statement and runs it; every command but `SET` is counted, even one
+    /// that fails.
     async fn command(&mut self, stmt: &str) -> Reply {
-        let mut words = stmt.split_whitespace();
-        let verb = words.next().unwrap_or("").to_ascii_uppercase();
-        let rest: String = stmt
-            .trim_start()
-            .get(verb.len()..)
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        let arg = rest.trim_matches(|c| c == '"' || c == '\'').to_owned();
-        let arg = (!arg.is_empty()).then_some(arg);
-        let shared = self.shared;
         let counted = |v: &str| crate::base::events::console_command(v);
-        match verb.as_str() {
-            "SHOW" => {
-                let what = rest.to_ascii_uppercase();
-                counted(&format!("show_{}", what.to_ascii_lowercase()));
-                match what.as_str() {
-                    "POOLS" => self.show_pools(),
-                    "CLIENTS" => self.show_clients(),
-                    "SERVERS" => self.show_servers(),
-                    "STATS" => self.show_stats(),
-                    "TARGETS" => self.show_targets(),
-                    "CREDENTIALS" => self.show_credentials(),
-                    "CONFIG" => self.show_config(),
-                    "VERSION" => rows(
-                        &["version"],
-                        vec![vec![s(format!(
-                            "redshift-iam-proxy {}",
-                            env!("CARGO_PKG_VERSION")
-                        ))]],
-                    ),
-                    _ => Reply::Error(
-                        "42601",
-                        format!("unknown admin console command \"SHOW {rest}\""),
-                    ),
+        match Command::parse(stmt) {
+            Ok(cmd) => {
+                if let Some(verb) = cmd.counted_as() {
+                    counted(&verb);
                 }
+                self.apply(cmd).await
             }
-            // Drivers send these on connect; they change nothing here.
-            "SET" => Reply::Done("SET".into()),
-            "RELOAD" => {
-                counted("reload");
-                match super::reload::reload(shared) {
-                    Ok(summary) => {
-                        tracing::info!(user = %self.user, "{summary}");
-                        Reply::Done("RELOAD".into())
-                    }
-                    Err(e) => Reply::Error("F0000", format!("reload refused: {e}")),
-                }
+            Err(e) => {
+                counted(&e.counted_as);
+                Reply::Error(sqlstate::SYNTAX_ERROR, e.message)
             }
-            "PAUSE" => {
-                counted("pause");
-                if let Some(p) = &arg {
-                    if !self.pool_exists(p) {
-                        return self.unknown_pool(p);
-                    }
-                }
-                shared.admin.pause.pause(arg.as_deref());
-                tracing::info!(user = %self.user, pool = arg.as_deref().unwrap_or("*"), "PAUSE: holding new checkouts, waiting for servers to be released");
-                // PgBouncer: PAUSE returns once the paused pools' servers are released.
-                loop {
-                    let busy: usize = shared
-                        .pools
-                        .snapshot()
-                        .iter()
-                        .filter(|(p, _)| arg.as_deref().is_none_or(|a| a == p.label))
-                        .map(|(_, c)| c.active + c.opening)
-                        .sum();
-                    if busy == 0 {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                        _ = shared.hard_stop.cancelled() => break,
-                    }
-                }
-                Reply::Done("PAUSE".into())
+        }
+    }
+
+    /// Runs one parsed command.
+    async fn apply(&self, cmd: Command) -> Reply {
+        match cmd {
+            Command::Show(what) => self.show(what),
+            Command::Set => Reply::Done("SET".into()),
+            Command::Reload => self.reload(),
+            Command::Pause(pool) => self.pause(pool).await,
+            Command::Resume(pool) => self.resume(pool),
+            Command::Reconnect(pool) => self.reconnect(pool),
+            Command::KillClient(id) => self.kill_client(id),
+        }
+    }
+
+    fn show(&self, what: Show) -> Reply {
+        match what {
+            Show::Pools => self.show_pools(),
+            Show::Clients => self.show_clients(),
+            Show::Servers => self.show_servers(),
+            Show::Stats => self.show_stats(),
+            Show::Targets => self.show_targets(),
+            Show::Credentials => self.show_credentials(),
+            Show::Config => self.show_config(),
+            Show::Version => rows(
+                &["version"],
+                vec![vec![s(format!(
+                    "redshift-iam-proxy {}",
+                    env!("CARGO_PKG_VERSION")
+                ))]],
+            ),
+        }
+    }
+
+    /// RELOAD: re-reads the configuration file.
+    fn reload(&self) -> Reply {
+        match super::reload::reload(self.shared) {
+            Ok(summary) => {
+                tracing::info!(user = %self.user, "{summary}");
+                Reply::Done("RELOAD".into())
             }
-            "RESUME" => {
-                counted("resume");
-                if shared.admin.pause.resume(arg.as_deref()) {
-                    tracing::info!(user = %self.user, pool = arg.as_deref().unwrap_or("*"), "RESUME");
-                    Reply::Done("RESUME".into())
-                } else {
-                    Reply::Error(
-                        "55000",
-                        format!("{} is not paused", arg.as_deref().unwrap_or("the proxy")),
-                    )
-                }
+            Err(e) => Reply::Error(sqlstate::CONFIG_FILE_ERROR, format!("reload refused: {e}")),
+        }
+    }
+
+    /// PAUSE: holds new checkouts of `pool` (or every pool), and returns once its
+    /// servers are released, as PgBouncer does.
+    async fn pause(&self, pool: Option<String>) -> Reply {
+        let shared = self.shared;
+        if let Some(p) = &pool {
+            if !self.pool_exists(p) {
+                return self.unknown_pool(p);
             }
-            "RECONNECT" => {
-                counted("reconnect");
-                match &arg {
-                    None => shared.pools.reconnect_all(),
-                    Some(p) => match shared
-                        .pools
-                        .snapshot()
-                        .into_iter()
-                        .find(|(x, _)| &x.label == p)
-                    {
-                        Some((pool, _)) => pool.reconnect(),
-                        None => return self.unknown_pool(p),
-                    },
-                }
-                tracing::info!(user = %self.user, pool = arg.as_deref().unwrap_or("*"), "RECONNECT: servers are replaced (idle now, busy at check-in)");
-                Reply::Done("RECONNECT".into())
+        }
+        shared.admin.pause.pause(pool.as_deref());
+        tracing::info!(user = %self.user, pool = pool.as_deref().unwrap_or("*"), "PAUSE: holding new checkouts, waiting for servers to be released");
+        loop {
+            let busy: usize = shared
+                .pools
+                .snapshot()
+                .iter()
+                .filter(|(p, _)| pool.as_deref().is_none_or(|a| a == p.label))
+                .map(|(_, c)| c.active + c.opening)
+                .sum();
+            if busy == 0 {
+                break;
             }
-            "KILL_CLIENT" => {
-                counted("kill_client");
-                let Some(id) = arg.as_deref().and_then(|a| a.parse::<u64>().ok()) else {
-                    return Reply::Error(
-                        "42601",
-                        "KILL_CLIENT needs a client id (see SHOW CLIENTS)".into(),
-                    );
-                };
-                if shared.admin.clients.kill(id) {
-                    tracing::info!(user = %self.user, client = id, "KILL_CLIENT");
-                    Reply::Done("KILL_CLIENT".into())
-                } else {
-                    Reply::Error(
-                        "42704",
-                        format!("no client with id {id} (see SHOW CLIENTS)"),
-                    )
-                }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shared.hard_stop.cancelled() => break,
             }
-            _ => {
-                counted("unknown");
-                Reply::Error("42601", format!("unknown admin console command {stmt:?}"))
-            }
+        }
+        Reply::Done("PAUSE".into())
+    }
+
+    /// RESUME: lets `pool` (or every pool) check out servers again.
+    fn resume(&self, pool: Option<String>) -> Reply {
+        if self.shared.admin.pause.resume(pool.as_deref()) {
+            tracing::info!(user = %self.user, pool = pool.as_deref().unwrap_or("*"), "RESUME");
+            Reply::Done("RESUME".into())
+        } else {
+            Reply::Error(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("{} is not paused", pool.as_deref().unwrap_or("the proxy")),
+            )
+        }
+    }
+
+    /// RECONNECT: replaces the servers of `pool` (or every pool).
+    fn reconnect(&self, pool: Option<String>) -> Reply {
+        let pools = &self.shared.pools;
+        match &pool {
+            None => pools.reconnect_all(),
+            Some(p) => match pools.snapshot().into_iter().find(|(x, _)| &x.label == p) {
+                Some((found, _)) => found.reconnect(),
+                None => return self.unknown_pool(p),
+            },
+        }
+        tracing::info!(user = %self.user, pool = pool.as_deref().unwrap_or("*"), "RECONNECT: servers are replaced (idle now, busy at check-in)");
+        Reply::Done("RECONNECT".into())
+    }
+
+    /// KILL_CLIENT: closes one client's session.
+    fn kill_client(&self, id: u64) -> Reply {
+        if self.shared.admin.clients.kill(id) {
+            tracing::info!(user = %self.user, client = id, "KILL_CLIENT");
+            Reply::Done("KILL_CLIENT".into())
+        } else {
+            Reply::Error(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("no client with id {id} (see SHOW CLIENTS)"),
+            )
         }
     }
 
@@ -373,7 +499,7 @@ impl<'a> Console<'a> {
             .map(|(p, _)| p.label.clone())
             .collect();
         Reply::Error(
-            "42704",
+            sqlstate::UNDEFINED_OBJECT,
             format!(
                 "no pool {label:?} (pools are named dbuser/dbname@target; open now: {})",
                 if known.is_empty() {
@@ -695,125 +821,10 @@ impl<'a> Console<'a> {
         )
     }
 
+    /// Every setting with its value and how a change takes effect.
     fn show_config(&self) -> Reply {
         let live = self.shared.admin.live();
         let c = &live.config;
-        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-        let mut kv: Vec<(String, String, &str)> = vec![
-            ("listen".into(), c.listen.clone(), "restart"),
-            (
-                "log_format".into(),
-                format!("{:?}", c.log_format).to_lowercase(),
-                "restart",
-            ),
-            ("log_filter".into(), opt(&c.log_filter), "reload"),
-            ("aws.region".into(), opt(&c.aws.region), "restart"),
-            ("aws.profile".into(), opt(&c.aws.profile), "restart"),
-            (
-                "aws.endpoint_url".into(),
-                opt(&c.aws.endpoint_url),
-                "restart",
-            ),
-            (
-                "aws.timeout_secs".into(),
-                c.aws.timeout_secs.to_string(),
-                "restart",
-            ),
-            (
-                "aws.max_attempts".into(),
-                c.aws.max_attempts.to_string(),
-                "restart",
-            ),
-            (
-                "client_auth.method".into(),
-                format!("{:?}", c.client_auth.method).to_lowercase(),
-                "reload",
-            ),
-            (
-                "client_auth.scram_verifiers".into(),
-                format!(
-                    "({} users; verifiers not shown)",
-                    c.client_auth.scram_verifiers.len()
-                ),
-                "reload",
-            ),
-            (
-                "client_auth.aws_token.server_id".into(),
-                c.client_auth
-                    .aws_token
-                    .as_ref()
-                    .map_or_else(String::new, |t| t.server_id.clone()),
-                "reload",
-            ),
-            (
-                "client_auth.oidc".into(),
-                c.client_auth
-                    .oidc
-                    .iter()
-                    .map(|o| o.issuer.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                "reload",
-            ),
-            ("users".into(), format!("{} rules", c.users.len()), "reload"),
-            ("pool.mode".into(), c.pool.mode.as_str().into(), "restart"),
-            (
-                "pool.size".into(),
-                c.pool.size.to_string(),
-                "reload (new pools)",
-            ),
-            (
-                "pool.min_size".into(),
-                c.pool.min_size.to_string(),
-                "reload (new pools)",
-            ),
-            (
-                "pool.checkout_timeout_secs".into(),
-                c.pool.checkout_timeout_secs.to_string(),
-                "reload (new pools)",
-            ),
-            (
-                "limits.max_client_connections".into(),
-                c.limits.max_client_connections.to_string(),
-                "reload",
-            ),
-            (
-                "limits.max_connections_per_user".into(),
-                c.limits
-                    .max_connections_per_user
-                    .map_or_else(String::new, |v| v.to_string()),
-                "reload",
-            ),
-            (
-                "limits.handshake_timeout_secs".into(),
-                c.limits.handshake_timeout_secs.to_string(),
-                "reload",
-            ),
-            (
-                "limits.login_timeout_secs".into(),
-                c.limits.login_timeout_secs.to_string(),
-                "reload",
-            ),
-            (
-                "limits.drain_timeout_secs".into(),
-                c.limits.drain_timeout_secs.to_string(),
-                "restart",
-            ),
-            ("admin.listen".into(), opt(&c.admin.listen), "restart"),
-            ("admin.users".into(), c.admin.users.join(","), "reload"),
-            (
-                "admin.min_sigterm_delay_secs".into(),
-                c.admin.min_sigterm_delay_secs.to_string(),
-                "restart",
-            ),
-        ];
-        for (i, t) in c.cluster.iter().enumerate() {
-            kv.push((
-                format!("cluster[{i}]"),
-                format!("{} ({})", t.label(), t.credentials.as_str()),
-                "restart",
-            ));
-        }
         let path = self
             .shared
             .admin
@@ -821,12 +832,280 @@ impl<'a> Console<'a> {
             .get()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        kv.insert(0, ("config_file".into(), path, "restart"));
+        let mut kv: Vec<Setting> = vec![("config_file".into(), path, "restart")];
+        kv.extend(process_settings(c));
+        kv.extend(client_auth_settings(c));
+        kv.extend(pool_settings(c));
+        kv.extend(limit_settings(c));
+        kv.extend(admin_settings(c));
+        kv.extend(cluster_settings(c));
         rows(
             &["key", "value", "changeable"],
             kv.into_iter()
                 .map(|(k, v, ch)| vec![s(k), s(v), s(ch)])
                 .collect(),
         )
+    }
+}
+
+/// One SHOW CONFIG row: key, value, and how a change takes effect.
+type Setting = (String, String, &'static str);
+
+fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_default()
+}
+
+/// The listener, logging and `[aws]`.
+fn process_settings(c: &Config) -> Vec<Setting> {
+    vec![
+        ("listen".into(), c.listen.clone(), "restart"),
+        (
+            "log_format".into(),
+            format!("{:?}", c.log_format).to_lowercase(),
+            "restart",
+        ),
+        ("log_filter".into(), opt(&c.log_filter), "reload"),
+        ("aws.region".into(), opt(&c.aws.region), "restart"),
+        ("aws.profile".into(), opt(&c.aws.profile), "restart"),
+        (
+            "aws.endpoint_url".into(),
+            opt(&c.aws.endpoint_url),
+            "restart",
+        ),
+        (
+            "aws.timeout_secs".into(),
+            c.aws.timeout_secs.to_string(),
+            "restart",
+        ),
+        (
+            "aws.max_attempts".into(),
+            c.aws.max_attempts.to_string(),
+            "restart",
+        ),
+    ]
+}
+
+/// `[client_auth]` (no secret shown) and the user rules.
+fn client_auth_settings(c: &Config) -> Vec<Setting> {
+    vec![
+        (
+            "client_auth.method".into(),
+            format!("{:?}", c.client_auth.method).to_lowercase(),
+            "reload",
+        ),
+        (
+            "client_auth.scram_verifiers".into(),
+            format!(
+                "({} users; verifiers not shown)",
+                c.client_auth.scram_verifiers.len()
+            ),
+            "reload",
+        ),
+        (
+            "client_auth.aws_token.server_id".into(),
+            c.client_auth
+                .aws_token
+                .as_ref()
+                .map_or_else(String::new, |t| t.server_id.clone()),
+            "reload",
+        ),
+        (
+            "client_auth.oidc".into(),
+            c.client_auth
+                .oidc
+                .iter()
+                .map(|o| o.issuer.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            "reload",
+        ),
+        ("users".into(), format!("{} rules", c.users.len()), "reload"),
+    ]
+}
+
+/// `[pool]`.
+fn pool_settings(c: &Config) -> Vec<Setting> {
+    vec![
+        ("pool.mode".into(), c.pool.mode.as_str().into(), "restart"),
+        (
+            "pool.size".into(),
+            c.pool.size.to_string(),
+            "reload (new pools)",
+        ),
+        (
+            "pool.min_size".into(),
+            c.pool.min_size.to_string(),
+            "reload (new pools)",
+        ),
+        (
+            "pool.checkout_timeout_secs".into(),
+            c.pool.checkout_timeout_secs.to_string(),
+            "reload (new pools)",
+        ),
+    ]
+}
+
+/// `[limits]`.
+fn limit_settings(c: &Config) -> Vec<Setting> {
+    vec![
+        (
+            "limits.max_client_connections".into(),
+            c.limits.max_client_connections.to_string(),
+            "reload",
+        ),
+        (
+            "limits.max_connections_per_user".into(),
+            c.limits
+                .max_connections_per_user
+                .map_or_else(String::new, |v| v.to_string()),
+            "reload",
+        ),
+        (
+            "limits.handshake_timeout_secs".into(),
+            c.limits.handshake_timeout_secs.to_string(),
+            "reload",
+        ),
+        (
+            "limits.login_timeout_secs".into(),
+            c.limits.login_timeout_secs.to_string(),
+            "reload",
+        ),
+        (
+            "limits.drain_timeout_secs".into(),
+            c.limits.drain_timeout_secs.to_string(),
+            "restart",
+        ),
+    ]
+}
+
+/// `[admin]`.
+fn admin_settings(c: &Config) -> Vec<Setting> {
+    vec![
+        ("admin.listen".into(), opt(&c.admin.listen), "restart"),
+        ("admin.users".into(), c.admin.users.join(","), "reload"),
+        (
+            "admin.min_sigterm_delay_secs".into(),
+            c.admin.min_sigterm_delay_secs.to_string(),
+            "restart",
+        ),
+    ]
+}
+
+/// Each `[[cluster]]`: its label and credential mode.
+fn cluster_settings(c: &Config) -> Vec<Setting> {
+    c.cluster
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                format!("cluster[{i}]"),
+                format!("{} ({})", t.label(), t.credentials.as_str()),
+                "restart",
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(stmt: &str) -> Command {
+        Command::parse(stmt).unwrap()
+    }
+
+    fn refused(stmt: &str) -> NotACommand {
+        Command::parse(stmt).unwrap_err()
+    }
+
+    #[test]
+    fn verbs_and_what_show_shows_are_case_insensitive() {
+        assert_eq!(parsed("show Pools"), Command::Show(Show::Pools));
+    }
+
+    #[test]
+    fn every_command_the_error_lists_parses() {
+        for stmt in COMMANDS.split(" | ") {
+            let stmt = stmt.replace("[pool]", "a/b@c").replace("id", "7");
+            assert!(Command::parse(&stmt).is_ok(), "{stmt}");
+        }
+    }
+
+    #[test]
+    fn a_pool_argument_may_be_quoted() {
+        assert_eq!(
+            parsed("PAUSE \"alice/dev@c\""),
+            Command::Pause(Some("alice/dev@c".into()))
+        );
+        assert_eq!(
+            parsed("resume 'alice/dev@c'"),
+            Command::Resume(Some("alice/dev@c".into()))
+        );
+    }
+
+    #[test]
+    fn a_command_without_a_pool_means_every_pool() {
+        assert_eq!(parsed("RECONNECT"), Command::Reconnect(None));
+        assert_eq!(parsed("PAUSE ''"), Command::Pause(None));
+    }
+
+    #[test]
+    fn kill_client_takes_a_numeric_id() {
+        assert_eq!(parsed("KILL_CLIENT 42"), Command::KillClient(42));
+    }
+
+    #[test]
+    fn kill_client_without_a_numeric_id_is_refused_and_still_counted() {
+        assert_eq!(
+            refused("KILL_CLIENT bob"),
+            NotACommand {
+                counted_as: "kill_client".into(),
+                message: "KILL_CLIENT needs a client id (see SHOW CLIENTS)".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_show_is_counted_under_its_own_name_and_quoted_as_typed() {
+        assert_eq!(
+            refused("SHOW Lists"),
+            NotACommand {
+                counted_as: "show_lists".into(),
+                message: "unknown admin console command \"SHOW Lists\"".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_verb_is_counted_as_unknown_and_quoted_whole() {
+        assert_eq!(
+            refused("DROP TABLE x"),
+            NotACommand {
+                counted_as: "unknown".into(),
+                message: "unknown admin console command \"DROP TABLE x\"".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn set_is_accepted_whatever_it_sets() {
+        assert_eq!(parsed("SET application_name = 'psql'"), Command::Set);
+    }
+
+    #[test]
+    fn set_is_not_counted() {
+        assert_eq!(Command::Set.counted_as(), None);
+    }
+
+    #[test]
+    fn a_command_is_counted_under_its_lowercase_verb() {
+        assert_eq!(
+            parsed("SHOW CONFIG").counted_as().as_deref(),
+            Some("show_config")
+        );
+        assert_eq!(
+            parsed("kill_client 1").counted_as().as_deref(),
+            Some("kill_client")
+        );
     }
 }

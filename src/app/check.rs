@@ -13,7 +13,7 @@
 
 use crate::access::login;
 use crate::access::mapping::UserMap;
-use crate::aws::credentials::{AwsIdentitySource, RedshiftApi};
+use crate::aws::credentials::{AwsIdentitySource, DbCredential, RedshiftApi, RoleSpec};
 use crate::aws::error::{CredentialError, FailureKind};
 use crate::cluster::endpoint::{EndpointError, EndpointResolver};
 use crate::cluster::resume;
@@ -89,23 +89,10 @@ async fn token_issuers(config: &Config) -> Vec<CheckLine> {
 pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs) -> Vec<CheckLine> {
     let mut lines = Vec::new();
     let api = Arc::new(RedshiftApi::new(&config.aws, identity).await);
-    let caller = match api.caller_identity(None).await {
-        Ok(arn) => {
-            lines.push(CheckLine::pass("AWS identity", arn.clone()));
-            arn
-        }
-        Err(e) => {
-            let fix = match e.kind {
-                FailureKind::Denied => "the AWS credentials were rejected: check AWS_PROFILE / aws.profile, the access key, or the instance role".to_owned(),
-                _ => aws_fix(&e, "the proxy"),
-            };
-            lines.push(CheckLine::fail("AWS identity", e.to_string(), fix));
-            "the proxy's AWS identity".to_owned()
-        }
-    };
+    let (line, caller) = aws_identity(&api).await;
+    lines.push(line);
     lines.extend(token_issuers(config).await);
-    let users = UserMap::new(config.users.clone());
-    let names: Vec<String> = if args.users.is_empty() {
+    let mut names: Vec<String> = if args.users.is_empty() {
         config
             .users
             .iter()
@@ -115,8 +102,102 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
     } else {
         args.users.clone()
     };
+    if args.first {
+        names.truncate(1);
+    }
+    let checks = Checks {
+        config,
+        api,
+        caller,
+        users: UserMap::new(config.users.clone()),
+        names,
+    };
     for c in &config.cluster {
-        let label = c.label().to_owned();
+        checks.target(c, &mut lines).await;
+    }
+    lines
+}
+
+/// Who the proxy is (STS GetCallerIdentity): the line, and the name fixes give it (its
+/// ARN, or words when it is unknown).
+async fn aws_identity(api: &RedshiftApi) -> (CheckLine, String) {
+    match api.caller_identity(None).await {
+        Ok(arn) => (CheckLine::pass("AWS identity", arn.clone()), arn),
+        Err(e) => {
+            let fix = match e.kind {
+                FailureKind::Denied => "the AWS credentials were rejected: check AWS_PROFILE / aws.profile, the access key, or the instance role".to_owned(),
+                _ => aws_fix(&e, "the proxy"),
+            };
+            (
+                CheckLine::fail("AWS identity", e.to_string(), fix),
+                "the proxy's AWS identity".to_owned(),
+            )
+        }
+    }
+}
+
+/// What the checks of every target share.
+struct Checks<'a> {
+    config: &'a Config,
+    api: Arc<RedshiftApi>,
+    /// The proxy's identity, as fixes name it.
+    caller: String,
+    users: UserMap,
+    /// The client users checked at each target.
+    names: Vec<String>,
+}
+
+impl Checks<'_> {
+    /// One target: its endpoint, its cluster's status, each user's credential, and one
+    /// login (with the first credential minted, unless the cluster is paused).
+    async fn target(&self, c: &ClusterConfig, lines: &mut Vec<CheckLine>) {
+        let label = c.label();
+        let Some((cluster_identifier, target)) = self.endpoint(c, lines).await else {
+            return;
+        };
+        let mut paused = false;
+        if let (
+            CredentialMode::GetClusterCredentials | CredentialMode::GetClusterCredentialsWithIam,
+            Some(id),
+        ) = (c.credentials, cluster_identifier.as_deref())
+        {
+            let (state_lines, is_paused) = cluster_state(&self.api, c, id, &self.caller).await;
+            lines.extend(state_lines);
+            paused = is_paused;
+        }
+        let db_name = login_database(c);
+        // A paused cluster takes no logins: its status line says so (and what to do).
+        let mut login_done = paused;
+        if self.names.is_empty() {
+            lines.push(CheckLine::fail(
+                format!("[{label}] credentials"),
+                "no user to check",
+                "add a [[users]] rule with a client_user, or pass --user NAME for a wildcard rule",
+            ));
+        }
+        for name in &self.names {
+            let minted = self
+                .credential(c, name, cluster_identifier.clone(), &db_name, lines)
+                .await;
+            let Some(cred) = minted else {
+                continue;
+            };
+            if login_done {
+                continue;
+            }
+            login_done = true;
+            lines.push(try_login(c, &target, &cred, &db_name).await);
+        }
+    }
+
+    /// The target's TLS setup and endpoint: its cluster identifier (provisioned) and
+    /// where to connect; `None` after a failure line.
+    async fn endpoint(
+        &self,
+        c: &ClusterConfig,
+        lines: &mut Vec<CheckLine>,
+    ) -> Option<(Option<String>, Arc<upstream::UpstreamTarget>)> {
+        let label = c.label();
         let upstream_tls = match tls::upstream_config(c.sslmode, c.sslrootcert.as_deref()) {
             Ok(t) => t,
             Err(e) => {
@@ -125,135 +206,137 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
                     e.to_string(),
                     "fix sslrootcert (a readable PEM file with the CA certificate)",
                 ));
-                continue;
+                return None;
             }
         };
         let endpoint = EndpointResolver::new(
             c,
             upstream_tls,
-            config.limits.connect_timeout(),
-            api.clone(),
+            self.config.limits.connect_timeout(),
+            self.api.clone(),
         );
         let cluster_identifier = match endpoint.cluster_identifier().await {
             Ok(id) => id,
             Err(e) => {
-                lines.push(endpoint_failure(&label, e, &caller));
-                continue;
+                lines.push(endpoint_failure(label, e, &self.caller));
+                return None;
             }
         };
-        let target = match endpoint.target().await {
+        match endpoint.target().await {
             Ok(t) => {
                 lines.push(CheckLine::pass(
                     format!("[{label}] endpoint"),
                     format!("{}:{} ({})", t.host, t.port, c.credentials.as_str()),
                 ));
-                t
+                Some((cluster_identifier, t))
             }
             Err(e) => {
-                lines.push(endpoint_failure(&label, e, &caller));
-                continue;
+                lines.push(endpoint_failure(label, e, &self.caller));
+                None
             }
-        };
-        let mut paused = false;
-        if let (
-            CredentialMode::GetClusterCredentials | CredentialMode::GetClusterCredentialsWithIam,
-            Some(id),
-        ) = (c.credentials, cluster_identifier.as_deref())
-        {
-            let (state_lines, is_paused) = cluster_state(&api, c, id, &caller).await;
-            lines.extend(state_lines);
-            paused = is_paused;
-        }
-        let db_name = login_database(c);
-        // A paused cluster takes no logins: its status line says so (and what to do).
-        let mut login_done = paused;
-        let mut checked = names.clone();
-        if args.first {
-            checked.truncate(1);
-        }
-        if checked.is_empty() {
-            lines.push(CheckLine::fail(
-                format!("[{label}] credentials"),
-                "no user to check",
-                "add a [[users]] rule with a client_user, or pass --user NAME for a wildcard rule",
-            ));
-        }
-        for name in checked {
-            let Some(identity) = users.resolve(&name) else {
-                lines.push(CheckLine::fail(
-                    format!("[{label}] user {name}"),
-                    "no [[users]] rule matches",
-                    "add a [[users]] rule for it",
-                ));
-                continue;
-            };
-            let as_whom = match &identity.role {
-                Some(role) => match api.caller_identity(Some(role)).await {
-                    Ok(arn) => {
-                        lines.push(CheckLine::pass(
-                            format!("[{label}] assume role for {name}"),
-                            arn.clone(),
-                        ));
-                        arn
-                    }
-                    Err(e) => {
-                        lines.push(CheckLine::fail(
-                            format!("[{label}] assume role for {name}"),
-                            e.to_string(),
-                            format!(
-                                "let {caller} assume {} (sts:AssumeRole in its policy and the role's trust policy{})",
-                                role.arn,
-                                if role.external_id.is_some() { ", with the configured external_id" } else { "" }
-                            ),
-                        ));
-                        continue;
-                    }
-                },
-                None => caller.clone(),
-            };
-            let by_rules = c.credentials == CredentialMode::GetClusterCredentials;
-            let req = login::credential_request(c, identity, cluster_identifier.clone(), &db_name);
-            let cred = match api.mint(&req).await {
-                Ok(cred) => {
-                    lines.push(CheckLine::pass(
-                        format!("[{label}] credentials for {name}"),
-                        format!("{} as {}", req.operation(), cred.db_user),
-                    ));
-                    cred
-                }
-                Err(e) => {
-                    lines.push(CheckLine::fail(
-                        format!("[{label}] credentials for {name}"),
-                        e.to_string(),
-                        aws_fix(&e, &as_whom),
-                    ));
-                    continue;
-                }
-            };
-            if login_done {
-                continue;
-            }
-            login_done = true;
-            let what = format!("[{label}] login as {}", cred.db_user);
-            let result = match upstream::connect(&target).await {
-                Ok(stream) => upstream::login(stream, &cred.db_user, &cred.password, &db_name, &[])
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            };
-            lines.push(match result {
-                Ok(()) => CheckLine::pass(
-                    what,
-                    format!("{}:{} over TLS ({:?})", target.host, target.port, c.sslmode),
-                ),
-                Err(e) => {
-                    let fix = upstream_fix(&e, &cred.db_user, by_rules);
-                    CheckLine::fail(what, e.to_string(), fix)
-                }
-            });
         }
     }
-    lines
+
+    /// One client user's credential at the target: its rule, the role it assumes, the
+    /// minted login; `None` after a failure line.
+    async fn credential(
+        &self,
+        c: &ClusterConfig,
+        name: &str,
+        cluster_identifier: Option<String>,
+        db_name: &str,
+        lines: &mut Vec<CheckLine>,
+    ) -> Option<DbCredential> {
+        let label = c.label();
+        let Some(identity) = self.users.resolve(name) else {
+            lines.push(CheckLine::fail(
+                format!("[{label}] user {name}"),
+                "no [[users]] rule matches",
+                "add a [[users]] rule for it",
+            ));
+            return None;
+        };
+        let as_whom = match &identity.role {
+            Some(role) => self.assume_role(label, name, role, lines).await?,
+            None => self.caller.clone(),
+        };
+        let req = login::credential_request(c, identity, cluster_identifier, db_name);
+        match self.api.mint(&req).await {
+            Ok(cred) => {
+                lines.push(CheckLine::pass(
+                    format!("[{label}] credentials for {name}"),
+                    format!("{} as {}", req.operation(), cred.db_user),
+                ));
+                Some(cred)
+            }
+            Err(e) => {
+                lines.push(CheckLine::fail(
+                    format!("[{label}] credentials for {name}"),
+                    e.to_string(),
+                    aws_fix(&e, &as_whom),
+                ));
+                None
+            }
+        }
+    }
+
+    /// A user rule's role, assumed: its ARN as STS reports it; `None` after a failure line.
+    async fn assume_role(
+        &self,
+        label: &str,
+        name: &str,
+        role: &RoleSpec,
+        lines: &mut Vec<CheckLine>,
+    ) -> Option<String> {
+        let what = format!("[{label}] assume role for {name}");
+        match self.api.caller_identity(Some(role)).await {
+            Ok(arn) => {
+                lines.push(CheckLine::pass(what, arn.clone()));
+                Some(arn)
+            }
+            Err(e) => {
+                lines.push(CheckLine::fail(
+                    what,
+                    e.to_string(),
+                    format!(
+                        "let {} assume {} (sts:AssumeRole in its policy and the role's trust policy{})",
+                        self.caller,
+                        role.arn,
+                        if role.external_id.is_some() { ", with the configured external_id" } else { "" }
+                    ),
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// One upstream login with a minted credential, over the target's TLS.
+async fn try_login(
+    c: &ClusterConfig,
+    target: &upstream::UpstreamTarget,
+    cred: &DbCredential,
+    db_name: &str,
+) -> CheckLine {
+    let label = c.label();
+    let by_rules = c.credentials == CredentialMode::GetClusterCredentials;
+    let what = format!("[{label}] login as {}", cred.db_user);
+    let result = match upstream::connect(target).await {
+        Ok(stream) => upstream::login(stream, &cred.db_user, &cred.password, db_name, &[])
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => CheckLine::pass(
+            what,
+            format!("{}:{} over TLS ({:?})", target.host, target.port, c.sslmode),
+        ),
+        Err(e) => {
+            let fix = upstream_fix(&e, &cred.db_user, by_rules);
+            CheckLine::fail(what, e.to_string(), fix)
+        }
+    }
 }
 
 /// The status line of a provisioned cluster and, with `resume_paused`, the ResumeCluster
@@ -305,27 +388,39 @@ async fn cluster_state(
         ),
     });
     if c.resume_paused {
-        let what = format!("[{label}] may resume the cluster");
-        lines.push(if paused {
-            CheckLine::pass(
-                what,
-                "not probed: the cluster is paused, and calling ResumeCluster would resume it",
-            )
-        } else {
-            match resume::resume(api, id).await {
-                Ok(false) => CheckLine::pass(
-                    what,
-                    format!("redshift:ResumeCluster allowed for {caller} (probed: InvalidClusterState on a cluster that is {})", state.status),
-                ),
-                Ok(true) => CheckLine::pass(
-                    what,
-                    "redshift:ResumeCluster allowed: the cluster was paused meanwhile and is resuming now",
-                ),
-                Err(e) => CheckLine::fail(what, e.to_string(), aws_fix(&e, caller)),
-            }
-        });
+        lines.push(resume_permission(api, c, id, caller, &state.status, paused).await);
     }
     (lines, paused)
+}
+
+/// With `resume_paused`: whether the identity may call ResumeCluster, probed on a cluster
+/// that is not paused (IAM answers first: AccessDenied, or InvalidClusterState).
+async fn resume_permission(
+    api: &RedshiftApi,
+    c: &ClusterConfig,
+    id: &str,
+    caller: &str,
+    status: &str,
+    paused: bool,
+) -> CheckLine {
+    let what = format!("[{}] may resume the cluster", c.label());
+    if paused {
+        return CheckLine::pass(
+            what,
+            "not probed: the cluster is paused, and calling ResumeCluster would resume it",
+        );
+    }
+    match resume::resume(api, id).await {
+        Ok(false) => CheckLine::pass(
+            what,
+            format!("redshift:ResumeCluster allowed for {caller} (probed: InvalidClusterState on a cluster that is {status})"),
+        ),
+        Ok(true) => CheckLine::pass(
+            what,
+            "redshift:ResumeCluster allowed: the cluster was paused meanwhile and is resuming now",
+        ),
+        Err(e) => CheckLine::fail(what, e.to_string(), aws_fix(&e, caller)),
+    }
 }
 
 /// The database `check` logs in to: the one a client naming only this target gets.

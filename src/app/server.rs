@@ -167,16 +167,8 @@ impl Proxy {
         let stop_accepting = CancellationToken::new();
         let stop_admin = CancellationToken::new();
         if let Some(l) = admin_listener {
-            if let Ok(addr) = l.local_addr() {
-                tracing::info!(%addr, "admin HTTP listening (/startup /liveness /readiness /metrics)");
-            }
-            tokio::spawn(crate::admin::http::serve(
-                l,
-                shared.clone(),
-                stop_admin.clone(),
-            ));
+            spawn_admin(l, &shared, &stop_admin);
         }
-
         let mut accept_loops = Vec::new();
         for (listener, target) in listeners {
             accept_loops.push(tokio::spawn(accept_loop(
@@ -188,11 +180,48 @@ impl Proxy {
                 stop_accepting.clone(),
             )));
         }
-        let stats = (limits.stats_interval_secs > 0).then(|| {
+        let background = Background::start(&shared, &tracker, limits.stats_interval_secs);
+        shutdown.await;
+        start_draining(&shared).await;
+        stop_accepting.cancel();
+        background.stop_for_shutdown();
+        // Idle servers go now; servers in use finish with their clients (drain).
+        shared.pools.close_all();
+        for l in accept_loops {
+            let _ = l.await;
+        }
+        background.discovery.abort();
+        drain(&shared, &tracker).await;
+        stop_admin.cancel();
+        tracing::info!("shutdown complete");
+    }
+}
+
+/// Serves `[admin] listen` (probes and metrics) until `stop`.
+fn spawn_admin(l: TcpListener, shared: &Arc<Shared>, stop: &CancellationToken) {
+    if let Ok(addr) = l.local_addr() {
+        tracing::info!(%addr, "admin HTTP listening (/startup /liveness /readiness /metrics)");
+    }
+    tokio::spawn(crate::admin::http::serve(l, shared.clone(), stop.clone()));
+}
+
+/// The tasks that run beside the listeners while the proxy serves.
+struct Background {
+    stats: Option<tokio::task::JoinHandle<()>>,
+    maintenance: tokio::task::JoinHandle<()>,
+    discovery: tokio::task::JoinHandle<()>,
+    prewarm: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Periodic stats (unless `stats_interval_secs` is 0), pool maintenance, peer
+    /// discovery, and the prewarm that marks the proxy started.
+    fn start(shared: &Arc<Shared>, tracker: &TaskTracker, stats_interval_secs: u64) -> Self {
+        let stats = (stats_interval_secs > 0).then(|| {
             tokio::spawn(log_stats(
                 shared.clone(),
                 tracker.clone(),
-                limits.stats_interval_secs,
+                stats_interval_secs,
             ))
         });
         let maintenance = tokio::spawn(shared.pools.clone().maintain(shared.connector()));
@@ -211,48 +240,58 @@ impl Proxy {
                 tracing::info!("started: listeners up, prewarm done");
             })
         };
-        shutdown.await;
-        shared.admin.mark_draining();
-        let delay = shared.started.config.min_sigterm_delay();
-        if !delay.is_zero() {
-            tracing::info!(
-                delay_secs = delay.as_secs(),
-                "readiness now fails; still accepting clients for admin.min_sigterm_delay_secs"
-            );
-            tokio::time::sleep(delay).await;
+        Background {
+            stats,
+            maintenance,
+            discovery,
+            prewarm,
         }
-        stop_accepting.cancel();
-        if let Some(s) = stats {
+    }
+
+    /// Stops the stats, the prewarm and pool maintenance (peer discovery stops once the
+    /// listeners have closed).
+    fn stop_for_shutdown(&self) {
+        if let Some(s) = &self.stats {
             s.abort();
         }
-        prewarm.abort();
-        maintenance.abort();
-        // Idle servers go now; servers in use finish with their clients (drain).
-        shared.pools.close_all();
-        for l in accept_loops {
-            let _ = l.await;
-        }
-        discovery.abort();
-        tracker.close();
-        let open = tracker.len();
+        self.prewarm.abort();
+        self.maintenance.abort();
+    }
+}
+
+/// Readiness fails from now on; clients are still accepted for `admin.min_sigterm_delay_secs`.
+async fn start_draining(shared: &Shared) {
+    shared.admin.mark_draining();
+    let delay = shared.started.config.min_sigterm_delay();
+    if !delay.is_zero() {
         tracing::info!(
-            open_sessions = open,
-            drain_secs = limits.drain_timeout_secs,
-            "shutting down: listeners closed, draining sessions"
+            delay_secs = delay.as_secs(),
+            "readiness now fails; still accepting clients for admin.min_sigterm_delay_secs"
         );
-        if tokio::time::timeout(limits.drain_timeout(), tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open_sessions = tracker.len(),
-                "drain time over; closing the remaining sessions"
-            );
-            shared.hard_stop.cancel();
-            tracker.wait().await;
-        }
-        stop_admin.cancel();
-        tracing::info!("shutdown complete");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Gives open sessions `limits.drain_timeout_secs` to finish, then closes the rest.
+async fn drain(shared: &Shared, tracker: &TaskTracker) {
+    let limits = &shared.started.config.limits;
+    tracker.close();
+    let open = tracker.len();
+    tracing::info!(
+        open_sessions = open,
+        drain_secs = limits.drain_timeout_secs,
+        "shutting down: listeners closed, draining sessions"
+    );
+    if tokio::time::timeout(limits.drain_timeout(), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open_sessions = tracker.len(),
+            "drain time over; closing the remaining sessions"
+        );
+        shared.hard_stop.cancel();
+        tracker.wait().await;
     }
 }
 

@@ -108,6 +108,51 @@ pub struct RedshiftApi {
     max_attempts: u32,
 }
 
+/// What a credential API answered, before it is checked.
+struct Minted {
+    db_user: Option<String>,
+    password: Option<String>,
+    expiration: Option<aws_smithy_types::DateTime>,
+    next_refresh: Option<aws_smithy_types::DateTime>,
+}
+
+impl Minted {
+    /// The credential, once DbUser and DbPassword are there.
+    fn into_credential(self, req: &CredentialRequest) -> Result<DbCredential, CredentialError> {
+        let op = req.operation();
+        let db_user = self.db_user.ok_or_else(|| {
+            CredentialError::other(op, "MalformedResponse", "no DbUser in the response")
+        })?;
+        let password = self.password.ok_or_else(|| {
+            CredentialError::other(op, "MalformedResponse", "no DbPassword in the response")
+        })?;
+        let expiration = self
+            .expiration
+            .and_then(|t| SystemTime::try_from(t).ok())
+            // Without an Expiration, assume the requested lifetime.
+            .unwrap_or_else(|| {
+                SystemTime::now() + Duration::from_secs(req.duration_seconds.into())
+            });
+        Ok(DbCredential {
+            db_user,
+            password: SecretString::from(password),
+            expiration,
+            next_refresh: self.next_refresh.and_then(|t| SystemTime::try_from(t).ok()),
+        })
+    }
+}
+
+/// A provisioned cluster's target: the custom `domain`, or else its identifier (never both).
+fn cluster_or_domain(
+    req: &CredentialRequest,
+    domain: Option<&str>,
+) -> (Option<String>, Option<String>) {
+    match domain {
+        Some(d) => (None, Some(d.to_owned())),
+        None => (req.cluster_identifier.clone(), None),
+    }
+}
+
 /// How the SDK finds AWS credentials: its default chain, or fixed ones (tests, demo).
 #[derive(Clone, Default)]
 pub enum AwsIdentitySource {
@@ -209,102 +254,113 @@ impl RedshiftApi {
         self.mint_once(&c, req, None).await
     }
 
+    /// One call to the API of `req.mode`, at the custom `domain` or else at the identifier.
     async fn mint_once(
         &self,
         c: &Clients,
         req: &CredentialRequest,
         domain: Option<&str>,
     ) -> Result<DbCredential, CredentialError> {
-        let op = req.operation();
-        let duration = req.duration_seconds as i32;
-        // The target: custom domain, or identifier (never both).
-        let cluster = if domain.is_some() {
-            None
-        } else {
-            req.cluster_identifier.clone()
-        };
-        let domain = domain.map(str::to_owned);
-        let (db_user, password, expiration, next) = match req.mode {
+        let minted = match req.mode {
             CredentialMode::GetClusterCredentials => {
-                let out = self
-                    .call(op, || {
-                        c.redshift
-                            .get_cluster_credentials()
-                            .set_cluster_identifier(cluster.clone())
-                            .set_custom_domain_name(domain.clone())
-                            .set_db_user(req.db_user.clone())
-                            .db_name(&req.db_name)
-                            .duration_seconds(duration)
-                            .auto_create(req.auto_create)
-                            .set_db_groups(
-                                (!req.db_groups.is_empty()).then(|| req.db_groups.clone()),
-                            )
-                            .send()
-                    })
-                    .await?;
-                (out.db_user, out.db_password, out.expiration, None)
+                self.get_cluster_credentials(c, req, domain).await?
             }
             CredentialMode::GetClusterCredentialsWithIam => {
-                let out = self
-                    .call(op, || {
-                        c.redshift
-                            .get_cluster_credentials_with_iam()
-                            .set_cluster_identifier(cluster.clone())
-                            .set_custom_domain_name(domain.clone())
-                            .db_name(&req.db_name)
-                            .duration_seconds(duration)
-                            .send()
-                    })
-                    .await?;
-                (
-                    out.db_user,
-                    out.db_password,
-                    out.expiration,
-                    out.next_refresh_time,
-                )
+                self.get_cluster_credentials_with_iam(c, req, domain)
+                    .await?
             }
-            CredentialMode::Serverless => {
-                let workgroup = if domain.is_some() {
-                    None
-                } else {
-                    req.workgroup.clone()
-                };
-                let out = self
-                    .call(op, || {
-                        c.serverless
-                            .get_credentials()
-                            .set_workgroup_name(workgroup.clone())
-                            .set_custom_domain_name(domain.clone())
-                            .db_name(&req.db_name)
-                            .duration_seconds(duration)
-                            .send()
-                    })
-                    .await?;
-                (
-                    out.db_user,
-                    out.db_password,
-                    out.expiration,
-                    out.next_refresh_time,
-                )
-            }
+            CredentialMode::Serverless => self.get_credentials(c, req, domain).await?,
         };
-        let db_user = db_user.ok_or_else(|| {
-            CredentialError::other(op, "MalformedResponse", "no DbUser in the response")
-        })?;
-        let password = password.ok_or_else(|| {
-            CredentialError::other(op, "MalformedResponse", "no DbPassword in the response")
-        })?;
-        let expiration = expiration
-            .and_then(|t| SystemTime::try_from(t).ok())
-            // Without an Expiration, assume the requested lifetime.
-            .unwrap_or_else(|| {
-                SystemTime::now() + Duration::from_secs(req.duration_seconds.into())
-            });
-        Ok(DbCredential {
-            db_user,
-            password: SecretString::from(password),
-            expiration,
-            next_refresh: next.and_then(|t| SystemTime::try_from(t).ok()),
+        minted.into_credential(req)
+    }
+
+    /// Redshift GetClusterCredentials: DbUser, DbGroups and AutoCreate from the rules.
+    async fn get_cluster_credentials(
+        &self,
+        c: &Clients,
+        req: &CredentialRequest,
+        domain: Option<&str>,
+    ) -> Result<Minted, CredentialError> {
+        let (cluster, domain) = cluster_or_domain(req, domain);
+        let out = self
+            .call(req.operation(), || {
+                c.redshift
+                    .get_cluster_credentials()
+                    .set_cluster_identifier(cluster.clone())
+                    .set_custom_domain_name(domain.clone())
+                    .set_db_user(req.db_user.clone())
+                    .db_name(&req.db_name)
+                    .duration_seconds(req.duration_seconds as i32)
+                    .auto_create(req.auto_create)
+                    .set_db_groups((!req.db_groups.is_empty()).then(|| req.db_groups.clone()))
+                    .send()
+            })
+            .await?;
+        Ok(Minted {
+            db_user: out.db_user,
+            password: out.db_password,
+            expiration: out.expiration,
+            next_refresh: None,
+        })
+    }
+
+    /// Redshift GetClusterCredentialsWithIAM: AWS derives the DbUser from the identity.
+    async fn get_cluster_credentials_with_iam(
+        &self,
+        c: &Clients,
+        req: &CredentialRequest,
+        domain: Option<&str>,
+    ) -> Result<Minted, CredentialError> {
+        let (cluster, domain) = cluster_or_domain(req, domain);
+        let out = self
+            .call(req.operation(), || {
+                c.redshift
+                    .get_cluster_credentials_with_iam()
+                    .set_cluster_identifier(cluster.clone())
+                    .set_custom_domain_name(domain.clone())
+                    .db_name(&req.db_name)
+                    .duration_seconds(req.duration_seconds as i32)
+                    .send()
+            })
+            .await?;
+        Ok(Minted {
+            db_user: out.db_user,
+            password: out.db_password,
+            expiration: out.expiration,
+            next_refresh: out.next_refresh_time,
+        })
+    }
+
+    /// Redshift Serverless GetCredentials, at the workgroup or the custom domain.
+    async fn get_credentials(
+        &self,
+        c: &Clients,
+        req: &CredentialRequest,
+        domain: Option<&str>,
+    ) -> Result<Minted, CredentialError> {
+        // The target: custom domain, or workgroup (never both).
+        let workgroup = if domain.is_some() {
+            None
+        } else {
+            req.workgroup.clone()
+        };
+        let domain = domain.map(str::to_owned);
+        let out = self
+            .call(req.operation(), || {
+                c.serverless
+                    .get_credentials()
+                    .set_workgroup_name(workgroup.clone())
+                    .set_custom_domain_name(domain.clone())
+                    .db_name(&req.db_name)
+                    .duration_seconds(req.duration_seconds as i32)
+                    .send()
+            })
+            .await?;
+        Ok(Minted {
+            db_user: out.db_user,
+            password: out.db_password,
+            expiration: out.expiration,
+            next_refresh: out.next_refresh_time,
         })
     }
 

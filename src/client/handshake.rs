@@ -50,54 +50,16 @@ pub async fn negotiate(
     for _ in 0..3 {
         let frame = match wire::read_startup_frame(&mut stream, max_startup).await {
             Ok(f) => f,
-            Err(e) => {
-                let reply = match &e {
-                    WireError::Closed | WireError::Io(_) => None,
-                    WireError::TooLarge { .. } => {
-                        Some(("08P01", format!("invalid startup packet: {e}")))
-                    }
-                    WireError::UnsupportedProtocol { .. } => Some(("0A000", e.to_string())),
-                    _ => Some(("08P01", format!("invalid startup packet: {e}"))),
-                };
-                return (
-                    Some(stream),
-                    Err(NegotiationError {
-                        detail: e.to_string(),
-                        reply,
-                        source: Some(e),
-                    }),
-                );
-            }
+            Err(e) => return (Some(stream), Err(unreadable(e))),
         };
         match frame {
-            StartupFrame::SslRequest => {
-                let Stream::Plain(mut tcp) = stream else {
-                    return (None, Err(protocol_violation("SSLRequest inside TLS")));
-                };
-                if tcp.write_all(b"S").await.is_err() {
-                    return (None, Err(protocol_violation("client went away")));
-                }
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-                match acceptor.accept(tcp).await {
-                    Ok(t) => stream = Stream::ServerTls(Box::new(t)),
-                    Err(e) => {
-                        return (
-                            None,
-                            Err(NegotiationError {
-                                detail: format!("client TLS handshake failed: {e}"),
-                                reply: None,
-                                source: None,
-                            }),
-                        )
-                    }
-                }
-            }
+            StartupFrame::SslRequest => match start_tls(stream, tls).await {
+                Ok(s) => stream = s,
+                Err(e) => return (None, Err(e)),
+            },
             StartupFrame::GssEncRequest => {
-                if stream.is_tls() {
-                    return (None, Err(protocol_violation("GSSENCRequest inside TLS")));
-                }
-                if stream.write_all(b"N").await.is_err() {
-                    return (None, Err(protocol_violation("client went away")));
+                if let Err(e) = refuse_gss(&mut stream).await {
+                    return (None, Err(e));
                 }
             }
             StartupFrame::Cancel { pid, secret } => {
@@ -130,6 +92,55 @@ pub async fn negotiate(
             source: None,
         }),
     )
+}
+
+/// A startup frame that could not be read, with what to tell the client (nothing once
+/// the connection is gone).
+fn unreadable(e: WireError) -> NegotiationError {
+    let reply = match &e {
+        WireError::Closed | WireError::Io(_) => None,
+        WireError::TooLarge { .. } => Some(("08P01", format!("invalid startup packet: {e}"))),
+        WireError::UnsupportedProtocol { .. } => Some(("0A000", e.to_string())),
+        _ => Some(("08P01", format!("invalid startup packet: {e}"))),
+    };
+    NegotiationError {
+        detail: e.to_string(),
+        reply,
+        source: Some(e),
+    }
+}
+
+/// SSLRequest: `S`, then the TLS handshake on the plain stream.
+async fn start_tls(
+    stream: Stream,
+    tls: &Arc<rustls::ServerConfig>,
+) -> Result<Stream, NegotiationError> {
+    let Stream::Plain(mut tcp) = stream else {
+        return Err(protocol_violation("SSLRequest inside TLS"));
+    };
+    if tcp.write_all(b"S").await.is_err() {
+        return Err(protocol_violation("client went away"));
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+    match acceptor.accept(tcp).await {
+        Ok(t) => Ok(Stream::ServerTls(Box::new(t))),
+        Err(e) => Err(NegotiationError {
+            detail: format!("client TLS handshake failed: {e}"),
+            reply: None,
+            source: None,
+        }),
+    }
+}
+
+/// GSSENCRequest: `N` (no GSS encryption), before TLS only.
+async fn refuse_gss(stream: &mut Stream) -> Result<(), NegotiationError> {
+    if stream.is_tls() {
+        return Err(protocol_violation("GSSENCRequest inside TLS"));
+    }
+    if stream.write_all(b"N").await.is_err() {
+        return Err(protocol_violation("client went away"));
+    }
+    Ok(())
 }
 
 fn protocol_violation(what: &str) -> NegotiationError {

@@ -7,8 +7,9 @@
 
 use crate::base::refusal::Refusal;
 use crate::base::stream::Stream;
+use crate::wire::protocol::{backend, negotiation, sqlstate};
 use crate::wire::{self, AuthRequest, ErrorFields, Message, MessageReader, WireError};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use rustls::pki_types::ServerName;
 use secrecy::{ExposeSecret, SecretString};
@@ -74,9 +75,13 @@ impl UpstreamError {
     pub fn sqlstate(&self) -> String {
         match self {
             UpstreamError::AuthFailed(f) | UpstreamError::Server(f) => f.code.clone(),
-            UpstreamError::Closed | UpstreamError::Protocol(_) => "08006".into(),
-            UpstreamError::UnsupportedAuth(_) => "28000".into(),
-            _ => "08001".into(),
+            UpstreamError::Closed | UpstreamError::Protocol(_) => {
+                sqlstate::CONNECTION_FAILURE.into()
+            }
+            UpstreamError::UnsupportedAuth(_) => {
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION.into()
+            }
+            _ => sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION.into(),
         }
     }
 }
@@ -129,7 +134,7 @@ async fn connect_inner(target: &UpstreamTarget, addr: &str) -> Result<Stream, Up
     tcp.read_exact(&mut answer)
         .await
         .map_err(|_| UpstreamError::Closed)?;
-    if answer[0] != b'S' {
+    if answer[0] != negotiation::SSL_ACCEPTED {
         return Err(UpstreamError::TlsRefused {
             addr: addr.to_owned(),
         });
@@ -190,23 +195,20 @@ pub async fn login(
         .await
         .map_err(|_| UpstreamError::Closed)?;
     let mut reader = MessageReader::new(wire::MAX_HANDSHAKE_MESSAGE);
-    let mut scram: Option<ScramSha256> = None;
+    let mut answers = Answers {
+        db_user,
+        password,
+        scram: None,
+    };
     loop {
         let msg = reader.read(&mut stream).await?;
         match msg.tag {
-            b'R' => {}
-            b'E' => {
-                let fields = wire::parse_error_fields(&msg.body);
-                return Err(if matches!(fields.code.as_str(), "28P01" | "28000") {
-                    UpstreamError::AuthFailed(fields)
-                } else {
-                    UpstreamError::Server(fields)
-                });
-            }
+            backend::AUTHENTICATION => {}
+            backend::ERROR_RESPONSE => return Err(refused(&msg.body)),
             // A notice before authentication: ignore it.
-            b'N' => continue,
+            backend::NOTICE_RESPONSE => continue,
             // NegotiateProtocolVersion: we only send 3.0 options we know; tolerate it.
-            b'v' => continue,
+            backend::NEGOTIATE_PROTOCOL_VERSION => continue,
             other => {
                 return Err(UpstreamError::Protocol(format!(
                     "unexpected message {:?} during authentication",
@@ -222,74 +224,157 @@ pub async fn login(
                     auth_ok: msg,
                 })
             }
-            AuthRequest::Cleartext => wire::password_message(password.expose_secret().as_bytes()),
-            AuthRequest::Md5 { salt } => {
-                let hash = postgres_protocol::authentication::md5_hash(
-                    db_user.as_bytes(),
-                    password.expose_secret().as_bytes(),
-                    salt,
-                );
-                wire::password_message(hash.as_bytes())
-            }
-            AuthRequest::Sasl { mechanisms } => {
-                if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
-                    return Err(UpstreamError::UnsupportedAuth(format!(
-                        "SASL mechanisms {mechanisms:?}"
-                    )));
-                }
-                // Channel binding is not used; TLS already authenticates the server.
-                let s = ScramSha256::new(
-                    password.expose_secret().as_bytes(),
-                    ChannelBinding::unsupported(),
-                );
-                let first = wire::sasl_initial_response(SCRAM_SHA_256, s.message());
-                scram = Some(s);
-                first
-            }
-            AuthRequest::SaslContinue(data) => {
-                let s = scram.as_mut().ok_or_else(|| {
-                    UpstreamError::Protocol("SASL continue before SASL start".into())
-                })?;
-                s.update(&data)
-                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
-                wire::sasl_response(s.message())
-            }
-            AuthRequest::SaslFinal(data) => {
-                let mut s = scram.take().ok_or_else(|| {
-                    UpstreamError::Protocol("SASL final before SASL start".into())
-                })?;
-                s.finish(&data)
-                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM server proof: {e}")))?;
-                continue;
-            }
-            AuthRequest::RedshiftDigest {
-                algorithm,
-                salt,
-                server_nonce,
-            } => {
-                if algorithm != 0 {
-                    return Err(UpstreamError::UnsupportedAuth(format!(
-                        "Redshift digest algorithm {algorithm}"
-                    )));
-                }
-                let client_nonce = client_nonce_now();
-                let digest =
-                    redshift_digest(password, &salt, &server_nonce, client_nonce.as_bytes());
-                wire::redshift_digest_response(&digest, client_nonce.as_bytes())
-            }
-            AuthRequest::IdpToken => {
-                return Err(UpstreamError::UnsupportedAuth(
-                    "identity-provider token (code 14)".into(),
-                ))
-            }
-            AuthRequest::Unsupported(code) => {
-                return Err(UpstreamError::UnsupportedAuth(format!("code {code}")))
-            }
+            other => match answers.answer(other)? {
+                Some(reply) => reply,
+                None => continue,
+            },
         };
         stream
             .write_all(&reply)
             .await
             .map_err(|_| UpstreamError::Closed)?;
+    }
+}
+
+/// The error of an ErrorResponse during login: the credential refused, or another.
+fn refused(body: &[u8]) -> UpstreamError {
+    let fields = wire::parse_error_fields(body);
+    let refused = matches!(
+        fields.code.as_str(),
+        sqlstate::INVALID_PASSWORD | sqlstate::INVALID_AUTHORIZATION_SPECIFICATION
+    );
+    if refused {
+        UpstreamError::AuthFailed(fields)
+    } else {
+        UpstreamError::Server(fields)
+    }
+}
+
+/// Why a login cannot answer an authentication request.
+#[derive(Debug)]
+enum Unanswerable {
+    /// A method the proxy cannot answer ([`UpstreamError::UnsupportedAuth`]).
+    Method(String),
+    /// An exchange out of order or failing ([`UpstreamError::Protocol`]).
+    Protocol(String),
+}
+
+impl From<Unanswerable> for UpstreamError {
+    fn from(e: Unanswerable) -> Self {
+        match e {
+            Unanswerable::Method(m) => UpstreamError::UnsupportedAuth(m),
+            Unanswerable::Protocol(m) => UpstreamError::Protocol(m),
+        }
+    }
+}
+
+/// Answers a cluster's authentication requests with one credential, by method.
+struct Answers<'a> {
+    db_user: &'a str,
+    password: &'a SecretString,
+    /// The SCRAM exchange, between its start and its final message.
+    scram: Option<ScramSha256>,
+}
+
+impl Answers<'_> {
+    /// The message answering `request`; `None` when there is nothing to send (the SCRAM
+    /// server proof checked; AuthenticationOk is the caller's to handle).
+    fn answer(&mut self, request: AuthRequest) -> Result<Option<BytesMut>, Unanswerable> {
+        let reply = match request {
+            AuthRequest::Ok => return Ok(None),
+            AuthRequest::Cleartext => {
+                wire::password_message(self.password.expose_secret().as_bytes())
+            }
+            AuthRequest::Md5 { salt } => self.md5(salt),
+            AuthRequest::Sasl { mechanisms } => self.scram_start(&mechanisms)?,
+            AuthRequest::SaslContinue(data) => self.scram_continue(&data)?,
+            AuthRequest::SaslFinal(data) => {
+                self.scram_finish(&data)?;
+                return Ok(None);
+            }
+            AuthRequest::RedshiftDigest {
+                algorithm,
+                salt,
+                server_nonce,
+            } => self.redshift_digest(algorithm, &salt, &server_nonce)?,
+            AuthRequest::IdpToken => {
+                return Err(Unanswerable::Method(
+                    "identity-provider token (code 14)".into(),
+                ))
+            }
+            AuthRequest::Unsupported(code) => {
+                return Err(Unanswerable::Method(format!("code {code}")))
+            }
+        };
+        Ok(Some(reply))
+    }
+
+    /// MD5: PostgreSQL's salted double MD5 of the password and the user.
+    fn md5(&self, salt: [u8; 4]) -> BytesMut {
+        let hash = postgres_protocol::authentication::md5_hash(
+            self.db_user.as_bytes(),
+            self.password.expose_secret().as_bytes(),
+            salt,
+        );
+        wire::password_message(hash.as_bytes())
+    }
+
+    /// SASL: SCRAM-SHA-256's client-first message, if the cluster offers it.
+    fn scram_start(&mut self, mechanisms: &[String]) -> Result<BytesMut, Unanswerable> {
+        if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
+            return Err(Unanswerable::Method(format!(
+                "SASL mechanisms {mechanisms:?}"
+            )));
+        }
+        // Channel binding is not used; TLS already authenticates the server.
+        let s = ScramSha256::new(
+            self.password.expose_secret().as_bytes(),
+            ChannelBinding::unsupported(),
+        );
+        let first = wire::sasl_initial_response(SCRAM_SHA_256, s.message());
+        self.scram = Some(s);
+        Ok(first)
+    }
+
+    /// SASL continue: SCRAM's client-final message.
+    fn scram_continue(&mut self, data: &[u8]) -> Result<BytesMut, Unanswerable> {
+        let s = self
+            .scram
+            .as_mut()
+            .ok_or_else(|| Unanswerable::Protocol("SASL continue before SASL start".into()))?;
+        s.update(data)
+            .map_err(|e| Unanswerable::Protocol(format!("SCRAM: {e}")))?;
+        Ok(wire::sasl_response(s.message()))
+    }
+
+    /// SASL final: checks the server's proof (nothing to send).
+    fn scram_finish(&mut self, data: &[u8]) -> Result<(), Unanswerable> {
+        let mut s = self
+            .scram
+            .take()
+            .ok_or_else(|| Unanswerable::Protocol("SASL final before SASL start".into()))?;
+        s.finish(data)
+            .map_err(|e| Unanswerable::Protocol(format!("SCRAM server proof: {e}")))
+    }
+
+    /// Redshift's code 13 (algorithm 0: SHA-256), see [`redshift_digest`].
+    fn redshift_digest(
+        &self,
+        algorithm: i32,
+        salt: &Bytes,
+        server_nonce: &Bytes,
+    ) -> Result<BytesMut, Unanswerable> {
+        if algorithm != 0 {
+            return Err(Unanswerable::Method(format!(
+                "Redshift digest algorithm {algorithm}"
+            )));
+        }
+        let client_nonce = client_nonce_now();
+        let digest = redshift_digest(self.password, salt, server_nonce, client_nonce.as_bytes());
+        Ok(wire::redshift_digest_response(
+            &digest,
+            client_nonce.as_bytes(),
+        ))
     }
 }
 
@@ -303,7 +388,6 @@ pub async fn simple_query(
     sql: &str,
     limit: Duration,
 ) -> Result<Option<ErrorFields>, String> {
-    use crate::wire::protocol::backend;
     let work = async {
         started
             .stream
@@ -353,7 +437,7 @@ impl Started {
     pub fn parameters(&self) -> Vec<(String, String)> {
         self.messages
             .iter()
-            .filter(|m| m.tag == b'S')
+            .filter(|m| m.tag == backend::PARAMETER_STATUS)
             .filter_map(|m| wire::parse_parameter_status(&m.body).ok())
             .collect()
     }
@@ -371,15 +455,17 @@ pub async fn finish_startup(login: LoggedIn) -> Result<Started, UpstreamError> {
     loop {
         let msg = reader.read(&mut stream).await?;
         match msg.tag {
-            b'K' => match wire::parse_backend_key_data(&msg.body) {
+            backend::BACKEND_KEY_DATA => match wire::parse_backend_key_data(&msg.body) {
                 Ok(key) => backend_key = Some(key),
                 Err(e) => {
                     tracing::warn!(error = %e, "malformed BackendKeyData from cluster; cancel disabled")
                 }
             },
-            b'E' => return Err(UpstreamError::Server(wire::parse_error_fields(&msg.body))),
-            b'Z' => break,
-            b'S' | b'N' => messages.push(msg),
+            backend::ERROR_RESPONSE => {
+                return Err(UpstreamError::Server(wire::parse_error_fields(&msg.body)))
+            }
+            backend::READY_FOR_QUERY => break,
+            backend::PARAMETER_STATUS | backend::NOTICE_RESPONSE => messages.push(msg),
             other => {
                 return Err(UpstreamError::Protocol(format!(
                     "unexpected message {:?} during startup",

@@ -241,89 +241,124 @@ impl Pool {
             if self.target.outage.active() {
                 deadline = deadline.max(started + self.settings.outage_hold);
             }
-            let next = self.next_step()?;
-            let handoff = match next {
-                Step::Ready(h) => h,
-                Step::TargetFull => {
-                    if evict() {
-                        continue;
-                    }
-                    let notified = self.target.notify.notified();
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(self.refuse_target_full());
-                    }
-                    // Bounded slices: a slot freed between the check and this wait is seen soon.
-                    let _ =
-                        tokio::time::timeout(left.min(Duration::from_millis(50)), notified).await;
-                    continue;
-                }
-                Step::Wait(mut rx) => {
-                    PoolStats::add(&self.stats.clients_waiting, 1);
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let got = tokio::time::timeout(left, &mut rx).await;
-                    self.stats.clients_waiting.fetch_sub(1, Ordering::Relaxed);
-                    match got {
-                        Ok(Ok(h)) => h,
-                        Ok(Err(_)) => {
-                            if Instant::now() >= deadline {
-                                return Err(self.refuse_timeout());
-                            }
-                            continue;
-                        }
-                        Err(_) => {
-                            // Something handed over just as time ran out is still ours.
-                            rx.close();
-                            match rx.try_recv() {
-                                Ok(h) => h,
-                                Err(_) => return Err(self.refuse_timeout()),
-                            }
-                        }
-                    }
-                }
+            let Some(handoff) = self.handoff(deadline, evict).await? else {
+                continue;
             };
             match handoff {
                 Handoff::Server(s) => {
-                    let mut s = *s;
-                    if s.age() >= self.settings.lifetime {
-                        self.stats.closed(CloseReason::Lifetime);
-                        continue;
-                    }
-                    if !s.looks_alive() {
-                        tracing::info!(pool = %self.label, server = s.id, "idle server found closed; replacing it");
-                        self.stats.closed(CloseReason::Broken);
-                        continue;
-                    }
-                    if s.idle_for() >= self.settings.check_delay
-                        && !s.ping(Duration::from_secs(5)).await
-                    {
-                        tracing::info!(pool = %self.label, server = s.id, "idle server failed its check; replacing it");
-                        self.stats.closed(CloseReason::Broken);
-                        continue;
-                    }
-                    self.stats.checkout(started.elapsed());
-                    return Ok(s);
-                }
-                Handoff::Slot(slot) => {
-                    self.opening.fetch_add(1, Ordering::Relaxed);
-                    // `open` bounds each attempt and holds the login through an outage.
-                    let opened = open().await;
-                    self.opening.fetch_sub(1, Ordering::Relaxed);
-                    match opened {
-                        Ok(o) => {
-                            PoolStats::add(&self.stats.servers_opened, 1);
-                            self.stats.checkout(started.elapsed());
-                            let s = ServerConn::new(o, slot, self.settings.max_prepared);
-                            self.remember_base(&s);
-                            return Ok(s);
-                        }
-                        Err(e) => {
-                            PoolStats::add(&self.stats.logins_failed, 1);
-                            drop(slot);
-                            return Err(e);
-                        }
+                    if let Some(s) = self.usable(*s).await {
+                        self.stats.checkout(started.elapsed());
+                        return Ok(s);
                     }
                 }
+                Handoff::Slot(slot) => return self.open_new(slot, &open, started).await,
+            }
+        }
+    }
+
+    /// An idle server or a slot to open one: at once, or after waiting until `deadline`
+    /// for a server checked in or a slot freed; `None` to look again.
+    async fn handoff(
+        self: &Arc<Self>,
+        deadline: Instant,
+        evict: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<Option<Handoff>, Refusal> {
+        match self.next_step()? {
+            Step::Ready(h) => Ok(Some(h)),
+            Step::TargetFull => {
+                if evict() {
+                    return Ok(None);
+                }
+                let notified = self.target.notify.notified();
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(self.refuse_target_full());
+                }
+                // Bounded slices: a slot freed between the check and this wait is seen soon.
+                let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), notified).await;
+                Ok(None)
+            }
+            Step::Wait(rx) => self.wait_in_line(rx, deadline).await,
+        }
+    }
+
+    /// Waits in the pool's queue until `deadline` for a server or a slot.
+    async fn wait_in_line(
+        &self,
+        mut rx: oneshot::Receiver<Handoff>,
+        deadline: Instant,
+    ) -> Result<Option<Handoff>, Refusal> {
+        PoolStats::add(&self.stats.clients_waiting, 1);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = tokio::time::timeout(left, &mut rx).await;
+        self.stats.clients_waiting.fetch_sub(1, Ordering::Relaxed);
+        match got {
+            Ok(Ok(h)) => Ok(Some(h)),
+            Ok(Err(_)) => {
+                if Instant::now() >= deadline {
+                    return Err(self.refuse_timeout());
+                }
+                Ok(None)
+            }
+            Err(_) => {
+                // Something handed over just as time ran out is still ours.
+                rx.close();
+                match rx.try_recv() {
+                    Ok(h) => Ok(Some(h)),
+                    Err(_) => Err(self.refuse_timeout()),
+                }
+            }
+        }
+    }
+
+    /// The idle server `s` if it may be used: not past its lifetime, not closed, and
+    /// answering a ping when it sat idle past `check_delay`. A server that is not is
+    /// counted closed and dropped.
+    async fn usable(&self, mut s: ServerConn) -> Option<ServerConn> {
+        if s.age() >= self.settings.lifetime {
+            self.stats.closed(CloseReason::Lifetime);
+            return None;
+        }
+        if !s.looks_alive() {
+            tracing::info!(pool = %self.label, server = s.id, "idle server found closed; replacing it");
+            self.stats.closed(CloseReason::Broken);
+            return None;
+        }
+        if s.idle_for() >= self.settings.check_delay && !s.ping(Duration::from_secs(5)).await {
+            tracing::info!(pool = %self.label, server = s.id, "idle server failed its check; replacing it");
+            self.stats.closed(CloseReason::Broken);
+            return None;
+        }
+        Some(s)
+    }
+
+    /// Logs in a new server into `slot` with `open` (which bounds each attempt and holds
+    /// the login through an outage).
+    async fn open_new<F, Fut>(
+        &self,
+        slot: Slot,
+        open: &F,
+        started: Instant,
+    ) -> Result<ServerConn, Refusal>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Opened, Refusal>>,
+    {
+        self.opening.fetch_add(1, Ordering::Relaxed);
+        let opened = open().await;
+        self.opening.fetch_sub(1, Ordering::Relaxed);
+        match opened {
+            Ok(o) => {
+                PoolStats::add(&self.stats.servers_opened, 1);
+                self.stats.checkout(started.elapsed());
+                let s = ServerConn::new(o, slot, self.settings.max_prepared);
+                self.remember_base(&s);
+                Ok(s)
+            }
+            Err(e) => {
+                PoolStats::add(&self.stats.logins_failed, 1);
+                drop(slot);
+                Err(e)
             }
         }
     }

@@ -66,6 +66,14 @@ pub mod target {
     pub const PORTAL: u8 = b'P';
 }
 
+/// The one-byte answers to an SSLRequest or a GSSENCRequest (no tag, no length).
+pub mod negotiation {
+    /// SSLRequest accepted: TLS starts.
+    pub const SSL_ACCEPTED: u8 = b'S';
+    /// Request declined: the client goes on unencrypted or gives up.
+    pub const REFUSED: u8 = b'N';
+}
+
 /// The SQLSTATEs the proxy itself answers with (names as in PostgreSQL's errcodes.txt).
 pub mod sqlstate {
     pub const CONNECTION_FAILURE: &str = "08006";
@@ -78,12 +86,16 @@ pub mod sqlstate {
     pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const SYNTAX_ERROR: &str = "42601";
     pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+    pub const UNDEFINED_OBJECT: &str = "42704";
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const QUERY_CANCELED: &str = "57014";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    pub const CONFIG_FILE_ERROR: &str = "F0000";
 }
 
 /// The transaction status a ReadyForQuery reports.
