@@ -236,9 +236,15 @@ pub async fn run(config: &Config, identity: AwsIdentitySource, args: &CheckArgs)
             login_done = true;
             let what = format!("[{label}] login as {}", cred.db_user);
             let result = match upstream::connect(&target).await {
-                Ok(stream) => upstream::login(stream, &cred.db_user, &cred.password, &db_name, &[])
-                    .await
-                    .map(|_| ()),
+                Ok(stream) => upstream::login(
+                    stream,
+                    &cred.db_user,
+                    &cred.password,
+                    &db_name,
+                    &Default::default(),
+                )
+                .await
+                .map(|_| ()),
                 Err(e) => Err(e),
             };
             lines.push(match result {
@@ -454,13 +460,14 @@ mod tests {
                  [[users]]\nclient_user = \"alice\"\n"
             ))
             .unwrap();
-            let params = [("database".to_owned(), "b".to_owned())];
+            let params: crate::wire::StartupParams = [("database", "b")].into_iter().collect();
             let plan = login::plan(
                 &c,
                 &UserMap::new(c.users.clone()),
                 None,
                 "alice",
                 None,
+                params.database(),
                 &params,
             )
             .unwrap();
