@@ -34,10 +34,7 @@ fn body(b: &[u8]) {
             wire::cancel_request(*pid, secret)[4..].to_vec()
         }
         StartupFrame::Startup { minor, params } => {
-            let p: Vec<(&str, &str)> = params
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
+            let p: Vec<(&str, &str)> = params.iter().collect();
             let mut m = wire::startup_message(&p)[4..].to_vec();
             m[..4].copy_from_slice(&(0x0003_0000 | i32::from(*minor)).to_be_bytes());
             m

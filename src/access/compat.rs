@@ -30,6 +30,7 @@
 //! extra_float_digits = 2` on a server reporting 8.0.2, which Redshift accepts), not
 //! at startup; statements are relayed untouched.
 
+use crate::wire::StartupParams;
 /// Redshift's accepted range for `extra_float_digits` (`r_extra_float_digits`).
 const EXTRA_FLOAT_DIGITS: std::ops::RangeInclusive<i64> = -15..=2;
 
@@ -70,7 +71,7 @@ impl std::fmt::Display for Adaptation {
 /// client did not ask for anything Redshift lacks (see the module table), and
 /// returns what it changed, in order. Parameters it does not know are untouched,
 /// and their order is kept.
-pub fn adapt_startup_params(params: &mut Vec<(String, String)>) -> Vec<Adaptation> {
+pub fn adapt_startup_params(params: &mut StartupParams) -> Vec<Adaptation> {
     let mut changes = Vec::new();
     params.retain_mut(|(name, value)| {
         if name.eq_ignore_ascii_case("extra_float_digits") {
@@ -118,11 +119,12 @@ mod tests {
     use super::*;
 
     fn adapt(params: &[(&str, &str)]) -> (Vec<(String, String)>, Vec<Adaptation>) {
-        let mut p: Vec<(String, String)> = params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let mut p: StartupParams = params.iter().copied().collect();
         let changes = adapt_startup_params(&mut p);
+        let p = p
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         (p, changes)
     }
 

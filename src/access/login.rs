@@ -14,6 +14,7 @@ use crate::client::identity::Principal;
 use crate::cluster::connector::LoginSpec;
 use crate::config::{ClusterConfig, Config, CredentialMode};
 use crate::pool::params::{self, Settings};
+use crate::wire::StartupParams;
 
 /// What the proxy will do for one client login.
 #[derive(Debug, Clone)]
@@ -22,7 +23,7 @@ pub struct LoginPlan {
     pub database: String,
     pub identity: Identity,
     /// Startup parameters for the cluster (without user, database and `_pq_.*`).
-    pub forwarded: Vec<(String, String)>,
+    pub forwarded: StartupParams,
     /// Protocol options (`_pq_.*`) the proxy declines with NegotiateProtocolVersion.
     pub declined: Vec<String>,
     /// Startup parameters changed so stock drivers' logins succeed on Redshift (for a debug line).
@@ -85,13 +86,9 @@ pub fn plan(
     fixed_target: Option<usize>,
     client_user: &str,
     principal: Option<&Principal>,
-    params: &[(String, String)],
+    requested: Option<&str>,
+    params: &StartupParams,
 ) -> Result<LoginPlan, Refusal> {
-    let requested = params
-        .iter()
-        .find(|(k, _)| k == "database")
-        .map(|(_, v)| v.as_str())
-        .filter(|d| !d.is_empty());
     let (target, dbname) = match fixed_target {
         Some(i) => (i, requested),
         None => config
@@ -119,11 +116,7 @@ pub fn plan(
             (!named_target_only).then_some(client_user),
         ),
     };
-    let mut forwarded: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| forwardable(k))
-        .cloned()
-        .collect();
+    let mut forwarded = params.filtered(forwardable);
     // The rule's session defaults, as if the client had sent them (what it sent wins).
     let defaults: Settings = mapped
         .defaults
@@ -139,7 +132,7 @@ pub fn plan(
         .iter()
         .map(|(k, _)| k)
         .filter(|k| k.starts_with("_pq_.") && *k != "_pq_.compression")
-        .cloned()
+        .map(str::to_owned)
         .collect();
     Ok(LoginPlan {
         target,
@@ -208,7 +201,8 @@ pub fn prewarm_plan(
     target: usize,
     client_user: &str,
 ) -> Option<LoginPlan> {
-    let mut plan = plan(config, users, Some(target), client_user, None, &[]).ok()?;
+    let none = StartupParams::default();
+    let mut plan = plan(config, users, Some(target), client_user, None, None, &none).ok()?;
     // With several targets, clients name theirs, so they get the target's database.
     let several = config.cluster.len() > 1;
     plan.database = default_database(
@@ -229,10 +223,28 @@ mod tests {
         .unwrap()
     }
 
-    fn params(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn params(p: &[(&str, &str)]) -> StartupParams {
+        p.iter().copied().collect()
+    }
+
+    /// `plan` with the database the client named read from its parameters, as the session does.
+    fn plan_for(
+        config: &Config,
+        users: &UserMap,
+        fixed_target: Option<usize>,
+        client_user: &str,
+        principal: Option<&Principal>,
+        params: &StartupParams,
+    ) -> Result<LoginPlan, Refusal> {
+        plan(
+            config,
+            users,
+            fixed_target,
+            client_user,
+            principal,
+            params.database(),
+            params,
+        )
     }
 
     fn users(c: &Config) -> UserMap {
@@ -260,7 +272,7 @@ mod tests {
     #[test]
     fn single_target_uses_the_database_as_dbname() {
         let c = cfg("[cluster]\nidentifier = \"c\"");
-        let p = plan(
+        let p = plan_for(
             &c,
             &users(&c),
             None,
@@ -275,21 +287,37 @@ mod tests {
     #[test]
     fn no_database_means_the_client_user_name() {
         let c = cfg("[cluster]\nidentifier = \"c\"");
-        let p = plan(&c, &users(&c), None, "alice", None, &[]).unwrap();
+        let p = plan_for(
+            &c,
+            &users(&c),
+            None,
+            "alice",
+            None,
+            &StartupParams::default(),
+        )
+        .unwrap();
         assert_eq!(p.database, "alice");
     }
 
     #[test]
     fn default_database_wins_over_the_user_name() {
         let c = cfg("[cluster]\nidentifier = \"c\"\ndefault_database = \"dev\"");
-        let p = plan(&c, &users(&c), None, "alice", None, &[]).unwrap();
+        let p = plan_for(
+            &c,
+            &users(&c),
+            None,
+            "alice",
+            None,
+            &StartupParams::default(),
+        )
+        .unwrap();
         assert_eq!(p.database, "dev");
     }
 
     #[test]
     fn unknown_target_is_refused_with_3d000() {
         let c = cfg("[[cluster]]\nname = \"a\"\nidentifier = \"c\"\n[[cluster]]\nname = \"b\"\nidentifier = \"d\"");
-        let e = plan(
+        let e = plan_for(
             &c,
             &users(&c),
             None,
@@ -304,7 +332,15 @@ mod tests {
     #[test]
     fn unmapped_user_is_refused_with_28000_and_a_hint() {
         let c = cfg("[cluster]\nidentifier = \"c\"");
-        let e = plan(&c, &users(&c), None, "mallory", None, &[]).unwrap_err();
+        let e = plan_for(
+            &c,
+            &users(&c),
+            None,
+            "mallory",
+            None,
+            &StartupParams::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "28000");
         assert!(e.message.contains("\"mallory\"") && e.hint.is_some());
     }
@@ -312,7 +348,7 @@ mod tests {
     #[test]
     fn user_database_and_protocol_options_are_not_forwarded() {
         let c = cfg("[cluster]\nidentifier = \"c\"");
-        let p = plan(
+        let p = plan_for(
             &c,
             &users(&c),
             None,
@@ -334,7 +370,7 @@ mod tests {
     #[test]
     fn stock_drivers_extra_float_digits_is_adapted_for_redshift() {
         let c = cfg("[cluster]\nidentifier = \"c\"");
-        let p = plan(
+        let p = plan_for(
             &c,
             &users(&c),
             None,
@@ -356,7 +392,7 @@ mod tests {
          role_arn = \"arn:aws:iam::1:role/Analyst\"\n";
 
     fn plan_with(c: &Config, fixed: Option<usize>, p: &[(&str, &str)]) -> LoginPlan {
-        plan(c, &users(c), fixed, "alice", None, &params(p)).unwrap()
+        plan_for(c, &users(c), fixed, "alice", None, &params(p)).unwrap()
     }
 
     #[test]
@@ -384,7 +420,15 @@ mod tests {
     #[test]
     fn several_targets_refuse_a_login_without_a_database_with_3d000() {
         let c = cfg(TWO_TARGETS);
-        let e = plan(&c, &users(&c), None, "alice", None, &[]).unwrap_err();
+        let e = plan_for(
+            &c,
+            &users(&c),
+            None,
+            "alice",
+            None,
+            &StartupParams::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "3D000");
     }
 

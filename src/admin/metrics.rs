@@ -431,7 +431,7 @@ mod tests {
                 auto_create: false,
                 duration_seconds: 900,
             },
-            fixed: Vec::new(),
+            fixed: Default::default(),
         };
         let pool = shared.pools.get(&key, || "alice/dev@c".into());
         // A different value in every counter, so no two can be swapped unseen.

@@ -322,9 +322,15 @@ async fn try_login(
     let by_rules = c.credentials == CredentialMode::GetClusterCredentials;
     let what = format!("[{label}] login as {}", cred.db_user);
     let result = match upstream::connect(target).await {
-        Ok(stream) => upstream::login(stream, &cred.db_user, &cred.password, db_name, &[])
-            .await
-            .map(|_| ()),
+        Ok(stream) => upstream::login(
+            stream,
+            &cred.db_user,
+            &cred.password,
+            db_name,
+            &Default::default(),
+        )
+        .await
+        .map(|_| ()),
         Err(e) => Err(e),
     };
     match result {
@@ -549,13 +555,14 @@ mod tests {
                  [[users]]\nclient_user = \"alice\"\n"
             ))
             .unwrap();
-            let params = [("database".to_owned(), "b".to_owned())];
+            let params: crate::wire::StartupParams = [("database", "b")].into_iter().collect();
             let plan = login::plan(
                 &c,
                 &UserMap::new(c.users.clone()),
                 None,
                 "alice",
                 None,
+                params.database(),
                 &params,
             )
             .unwrap();

@@ -16,7 +16,7 @@ pub enum ClientRequest {
     Startup {
         stream: Stream,
         minor: u16,
-        params: Vec<(String, String)>,
+        params: wire::StartupParams,
     },
     /// Cancel the query of the session holding this key. The stream is closed once the
     /// cancel was delivered: clients wait for that before they go on.

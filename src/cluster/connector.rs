@@ -44,7 +44,7 @@ pub struct Connector {
 pub struct LoginSpec {
     pub request: CredentialRequest,
     pub database: String,
-    pub params: Vec<(String, String)>,
+    pub params: crate::wire::StartupParams,
 }
 
 /// Logs in to `target` as `spec` describes, once; bounded by the caller's timeout.

@@ -186,10 +186,10 @@ pub async fn login(
     db_user: &str,
     password: &SecretString,
     database: &str,
-    params: &[(String, String)],
+    params: &wire::StartupParams,
 ) -> Result<LoggedIn, UpstreamError> {
     let mut startup: Vec<(&str, &str)> = vec![("user", db_user), ("database", database)];
-    startup.extend(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    startup.extend(params.iter());
     stream
         .write_all(&wire::startup_message(&startup))
         .await

@@ -39,7 +39,7 @@ pub struct PoolKey {
     pub target: usize,
     pub request: CredentialRequest,
     /// Startup parameters sent to the server at login (sorted), e.g. `client_protocol_version`.
-    pub fixed: Vec<(String, String)>,
+    pub fixed: crate::wire::StartupParams,
 }
 
 /// Every pool of the proxy, and the per-target server caps.

@@ -13,7 +13,7 @@
 //! Pure: the SQL texts and the read-back parsing; the relay sends and reads them.
 
 pub use crate::config::settings::{is_settable, SETTABLE};
-use crate::wire::WireError;
+use crate::wire::{StartupParams, WireError};
 use bytes::Buf;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,17 +24,13 @@ pub type Settings = BTreeMap<String, String>;
 const NOT_CARRIED: &[&str] = &["role", "session_authorization"];
 
 /// Splits a client's startup parameters into settings and the rest (the pool key part).
-pub fn split_startup(params: &[(String, String)]) -> (Settings, Vec<(String, String)>) {
-    let mut settings = Settings::new();
-    let mut fixed = Vec::new();
-    for (k, v) in params {
-        if is_settable(k) {
-            settings.insert(k.to_ascii_lowercase(), v.clone());
-        } else {
-            fixed.push((k.clone(), v.clone()));
-        }
-    }
-    fixed.sort();
+pub fn split_startup(params: &StartupParams) -> (Settings, StartupParams) {
+    let settings = params
+        .iter()
+        .filter(|(k, _)| is_settable(k))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    let fixed = params.filtered(|k| !is_settable(k)).sorted();
     (settings, fixed)
 }
 
@@ -313,7 +309,7 @@ mod tests {
             ("client_protocol_version".to_owned(), "2".to_owned()),
             ("options".to_owned(), "-c work_mem=1MB".to_owned()),
         ];
-        let (s, fixed) = split_startup(&params);
+        let (s, fixed) = split_startup(&params.into());
         assert_eq!(
             s,
             settings(&[("application_name", "bi"), ("datestyle", "ISO")])
@@ -324,6 +320,7 @@ mod tests {
                 ("client_protocol_version".to_owned(), "2".to_owned()),
                 ("options".to_owned(), "-c work_mem=1MB".to_owned())
             ]
+            .into()
         );
     }
 

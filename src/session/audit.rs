@@ -5,6 +5,8 @@
 //! client user, verified principal (token logins), IAM identity, DbUser, target, database, start and end times, bytes each
 //! way and the outcome. Never a secret: there is no field a password could go into.
 
+use crate::access::login::LoginPlan;
+use crate::config::PoolMode;
 use std::net::SocketAddr;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -49,6 +51,18 @@ impl AuditRecord {
             outcome: "client left during login".into(),
             pool_mode: "",
         }
+    }
+
+    /// What the login policy decided: target, IAM identity, database and pool mode.
+    pub fn planned(&mut self, plan: &LoginPlan, target: &str, mode: PoolMode) {
+        self.target = target.to_owned();
+        self.iam_identity = plan
+            .identity
+            .role
+            .as_ref()
+            .map_or_else(|| "proxy".into(), |r| r.arn.clone());
+        self.database = plan.database.clone();
+        self.pool_mode = mode.as_str();
     }
 
     pub fn refused(&mut self, code: &str, message: &str) {

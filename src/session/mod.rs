@@ -19,6 +19,7 @@ use crate::client::auth::{self as clientauth, ClientAuthError};
 use crate::client::handshake::{self as client, ClientRequest};
 use crate::config::ClientAuthMethod;
 use crate::config::{CredentialMode, PoolMode};
+use crate::context::live::LiveConfig;
 use crate::context::Shared;
 use crate::session::audit::AuditRecord;
 use crate::wire;
@@ -37,62 +38,13 @@ pub async fn run(
     let _ = tcp.set_nodelay(true);
     // One configuration snapshot for the whole login; a reload affects later logins.
     let live = shared.admin.live();
-    let limits = &live.config.limits;
-    let negotiated = tokio::time::timeout(
-        limits.handshake_timeout(),
-        client::negotiate(tcp, &shared.client_tls, limits.max_startup_packet_bytes),
-    )
-    .await;
-    let (mut stream, minor, params) = match negotiated {
-        Err(_) => {
-            tracing::info!(%peer, "client did not finish the startup handshake in time; closed");
-            return;
-        }
-        Ok((
-            _,
-            Ok(ClientRequest::Cancel {
-                mut stream,
-                pid,
-                secret,
-            }),
-        )) => {
-            // PostgreSQL closes the cancel connection after the signal was sent; a client
-            // that waits for that must never see its cancel land on a later statement.
-            crate::cancel::peers::cancel(
-                &shared.cancels,
-                &shared.admin.peers,
-                &shared.started.config.peers,
-                pid,
-                &secret,
-                peer,
-            )
-            .await;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
-            return;
-        }
-        Ok((
-            _,
-            Ok(ClientRequest::Startup {
-                stream,
-                minor,
-                params,
-            }),
-        )) => (stream, minor, params),
-        Ok((stream, Err(e))) => {
-            tracing::info!(%peer, error = %e.detail, "bad client handshake; closed");
-            if let (Some(mut s), Some((code, msg))) = (stream, e.reply) {
-                client::reject(&mut s, code, &msg, None).await;
-            }
-            return;
-        }
+    let Some((mut stream, minor, params)) = negotiate(&shared, &live, tcp, peer).await else {
+        return;
     };
-    let param = |k: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
-    let Some(client_user) = param("user").map(str::to_owned) else {
+    // `user` and `database` are read here, once; the rest of the parameters travel on as
+    // `StartupParams` to the login plan and the pool key.
+    let database = params.database().map(str::to_owned);
+    let Some(client_user) = params.user().map(str::to_owned) else {
         client::reject(
             &mut stream,
             "28000",
@@ -104,19 +56,11 @@ pub async fn run(
     };
     let mut audit = AuditRecord::new(peer, &client_user);
     audit.client_tls = stream.is_tls();
-    audit.application_name = param("application_name").unwrap_or("").to_owned();
+    audit.application_name = params.get("application_name").unwrap_or("").to_owned();
     let mut client_reader = wire::MessageReader::new(wire::MAX_HANDSHAKE_MESSAGE);
-    let authenticated = tokio::time::timeout(
-        limits.handshake_timeout(),
-        authenticate_client(&live, &mut stream, &mut client_reader, peer, &client_user),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(ClientAuthError::Protocol(
-            "client authentication timed out".into(),
-        ))
-    });
-    let principal = match authenticated {
+    let principal = match authenticate(&live, &mut stream, &mut client_reader, peer, &client_user)
+        .await
+    {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(%peer, user = %client_user, error = %e, "client authentication failed");
@@ -130,7 +74,7 @@ pub async fn run(
         audit.principal = p.describe();
         tracing::info!(%peer, user = %client_user, principal = %audit.principal, "client proved its identity with a token");
     }
-    if param("database") == Some(crate::admin::CONSOLE_DATABASE) {
+    if database.as_deref() == Some(crate::admin::CONSOLE_DATABASE) {
         let console = crate::admin::console::Console::new(
             &shared,
             &live,
@@ -145,7 +89,7 @@ pub async fn run(
         crate::context::registry::NewClient {
             user: &client_user,
             principal: &audit.principal,
-            database: param("database").unwrap_or(""),
+            database: database.as_deref().unwrap_or(""),
             addr: peer,
             tls: stream.is_tls(),
             application_name: &audit.application_name,
@@ -167,14 +111,16 @@ pub async fn run(
     };
     // Bytes the client sent after authenticating (pipelined queries) go upstream first.
     let client_leftover = client_reader.into_leftover();
-    let plan = match login::plan(
+    let planned = login::plan(
         &live.config,
         &live.users,
         fixed_target,
         &client_user,
         principal.as_ref(),
+        database.as_deref(),
         &params,
-    ) {
+    );
+    let plan = match planned {
         Ok(p) => p,
         Err(r) => {
             tracing::info!(%peer, user = %client_user, reason = %r.message, "login refused");
@@ -193,15 +139,8 @@ pub async fn run(
         tracing::debug!(%peer, user = %client_user, "{a}");
     }
     let target = &shared.targets[plan.target];
-    audit.target = target.config.label().to_owned();
-    audit.iam_identity = plan
-        .identity
-        .role
-        .as_ref()
-        .map_or_else(|| "proxy".into(), |r| r.arn.clone());
-    audit.database = plan.database.clone();
     let mode = shared.pools.mode(plan.target);
-    audit.pool_mode = mode.as_str();
+    audit.planned(&plan, target.config.label(), mode);
     let span = tracing::info_span!("session", %peer, user = %client_user, target = %target.config.label(), db = %plan.database);
     let login = Login {
         stream,
@@ -216,6 +155,87 @@ pub async fn run(
         PoolMode::None => direct::run(&shared, login).await,
         _ => pooled::run(&shared, login, mode).await,
     }
+}
+
+/// The startup handshake, bounded by `limits.handshake_timeout_secs`: the client's stream,
+/// protocol minor version and startup parameters, or `None` when the connection is done
+/// (a cancel request was served, the client was too slow or broke the handshake).
+async fn negotiate(
+    shared: &Shared,
+    live: &LiveConfig,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<(Stream, u16, wire::StartupParams)> {
+    let limits = &live.config.limits;
+    let negotiated = tokio::time::timeout(
+        limits.handshake_timeout(),
+        client::negotiate(tcp, &shared.client_tls, limits.max_startup_packet_bytes),
+    )
+    .await;
+    match negotiated {
+        Err(_) => {
+            tracing::info!(%peer, "client did not finish the startup handshake in time; closed");
+            None
+        }
+        Ok((
+            _,
+            Ok(ClientRequest::Cancel {
+                mut stream,
+                pid,
+                secret,
+            }),
+        )) => {
+            // PostgreSQL closes the cancel connection after the signal was sent; a client
+            // that waits for that must never see its cancel land on a later statement.
+            crate::cancel::peers::cancel(
+                &shared.cancels,
+                &shared.admin.peers,
+                &shared.started.config.peers,
+                pid,
+                &secret,
+                peer,
+            )
+            .await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+            None
+        }
+        Ok((
+            _,
+            Ok(ClientRequest::Startup {
+                stream,
+                minor,
+                params,
+            }),
+        )) => Some((stream, minor, params)),
+        Ok((stream, Err(e))) => {
+            tracing::info!(%peer, error = %e.detail, "bad client handshake; closed");
+            if let (Some(mut s), Some((code, msg))) = (stream, e.reply) {
+                client::reject(&mut s, code, &msg, None).await;
+            }
+            None
+        }
+    }
+}
+
+/// Client authentication bounded by `limits.handshake_timeout_secs`: the verified principal
+/// when the client proved one with a token.
+async fn authenticate(
+    live: &LiveConfig,
+    stream: &mut Stream,
+    reader: &mut wire::MessageReader,
+    peer: SocketAddr,
+    user: &str,
+) -> Result<Option<crate::client::identity::Principal>, ClientAuthError> {
+    tokio::time::timeout(
+        live.config.limits.handshake_timeout(),
+        authenticate_client(live, stream, reader, peer, user),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(ClientAuthError::Protocol(
+            "client authentication timed out".into(),
+        ))
+    })
 }
 
 /// A client that passed authentication, with what the login policy decided for it.
@@ -345,7 +365,7 @@ struct Facts {
 /// Applies `[client_auth]`: nothing for trust, a SCRAM exchange, the certificate check, or
 /// an identity token (whose verified principal is returned).
 async fn authenticate_client(
-    live: &crate::context::live::LiveConfig,
+    live: &LiveConfig,
     stream: &mut Stream,
     reader: &mut wire::MessageReader,
     peer: SocketAddr,

@@ -353,8 +353,8 @@ async fn session(shared: &Shared, mut tcp: TcpStream) -> Result<(), Ended> {
         )
         .await;
     }
-    let param = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v);
-    let Some(user) = param("user").cloned() else {
+    let param = |k: &str| params.get(k).map(str::to_owned);
+    let Some(user) = param("user") else {
         return fatal(
             &mut stream,
             "28000",
@@ -362,22 +362,21 @@ async fn session(shared: &Shared, mut tcp: TcpStream) -> Result<(), Ended> {
         )
         .await;
     };
-    if let Some(Err(message)) = param("extra_float_digits").map(|v| check_extra_float_digits(v)) {
+    if let Some(Err(message)) = param("extra_float_digits").map(|v| check_extra_float_digits(&v)) {
         return fatal(&mut stream, "22023", &message).await;
     }
     let database = param("database")
         .filter(|d| !d.is_empty())
-        .unwrap_or(&user)
-        .clone();
+        .unwrap_or_else(|| user.clone());
     let mut forwarded: Vec<(String, String)> = params
         .iter()
-        .filter(|(k, _)| forwardable(k) && k.as_str() != "query_group")
-        .cloned()
+        .filter(|(k, _)| forwardable(k) && *k != "query_group")
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    with_query_group(&mut forwarded, param("query_group").map(String::as_str));
+    with_query_group(&mut forwarded, param("query_group").as_deref());
     let declined: Vec<&str> = params
         .iter()
-        .map(|(k, _)| k.as_str())
+        .map(|(k, _)| k)
         .filter(|k| k.starts_with("_pq_."))
         .collect();
     if minor > 0 || !declined.is_empty() {
@@ -400,7 +399,15 @@ async fn session(shared: &Shared, mut tcp: TcpStream) -> Result<(), Ended> {
         Ok(s) => s,
         Err(e) => return fatal(&mut stream, &e.sqlstate(), &e.to_string()).await,
     };
-    let login = match upstream::login(pg, &user, &password, &database, &forwarded).await {
+    let login = match upstream::login(
+        pg,
+        &user,
+        &password,
+        &database,
+        &forwarded.iter().cloned().collect(),
+    )
+    .await
+    {
         Ok(l) => l,
         Err(UpstreamError::AuthFailed(f) | UpstreamError::Server(f)) => {
             let _ = stream

@@ -16,8 +16,10 @@
 mod frames;
 pub mod protocol;
 pub mod sql;
+pub mod startup;
 pub use frames::*;
 pub use protocol::TxnStatus;
+pub use startup::StartupParams;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::message::frontend;
@@ -63,10 +65,7 @@ pub enum StartupFrame {
     /// Out-of-band cancel of a running query, keyed by BackendKeyData.
     Cancel { pid: i32, secret: Vec<u8> },
     /// A protocol 3.x startup message with its parameters in order.
-    Startup {
-        minor: u16,
-        params: Vec<(String, String)>,
-    },
+    Startup { minor: u16, params: StartupParams },
 }
 
 /// Reads one length-prefixed startup-phase packet (no type byte) of at most `max` bytes.
@@ -131,7 +130,7 @@ pub fn parse_startup_frame(body: &[u8]) -> Result<StartupFrame, WireError> {
     }
 }
 
-fn parse_startup_params(mut b: &[u8]) -> Result<Vec<(String, String)>, WireError> {
+fn parse_startup_params(mut b: &[u8]) -> Result<StartupParams, WireError> {
     let mut params = Vec::new();
     loop {
         let key = take_cstr(&mut b)?;
@@ -149,7 +148,7 @@ fn parse_startup_params(mut b: &[u8]) -> Result<Vec<(String, String)>, WireError
             "trailing bytes after startup parameters",
         ));
     }
-    Ok(params)
+    Ok(params.into())
 }
 
 fn take_cstr(b: &mut &[u8]) -> Result<String, WireError> {
@@ -675,6 +674,7 @@ mod tests {
                     ("database".into(), "dev".into()),
                     ("application_name".into(), "x".into())
                 ]
+                .into()
             }
         );
     }

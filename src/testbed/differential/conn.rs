@@ -118,9 +118,15 @@ impl RawConn {
         params: &[(String, String)],
     ) -> Result<RawConn, DiffError> {
         let what = || format!("log in as {user} to {database}");
-        let logged_in = upstream::login(stream, user, password, database, params)
-            .await
-            .map_err(|e| DiffError::new(what(), e))?;
+        let logged_in = upstream::login(
+            stream,
+            user,
+            password,
+            database,
+            &params.iter().cloned().collect(),
+        )
+        .await
+        .map_err(|e| DiffError::new(what(), e))?;
         let started = upstream::finish_startup(logged_in)
             .await
             .map_err(|e| DiffError::new(what(), e))?;
