@@ -12,6 +12,7 @@
 //! This module is policy plus the SCRAM server arithmetic; framing is in `wire.rs`.
 
 use crate::stream::Stream;
+use crate::wire::protocol::{auth, frontend, sqlstate};
 use crate::wire::{self, MessageReader, WireError};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -109,9 +110,9 @@ pub enum ClientAuthError {
 impl ClientAuthError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            ClientAuthError::BadPassword(_) => "28P01",
-            ClientAuthError::Certificate(_) => "28000",
-            ClientAuthError::Protocol(_) | ClientAuthError::Closed => "08P01",
+            ClientAuthError::BadPassword(_) => sqlstate::INVALID_PASSWORD,
+            ClientAuthError::Certificate(_) => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            ClientAuthError::Protocol(_) | ClientAuthError::Closed => sqlstate::PROTOCOL_VIOLATION,
             ClientAuthError::Token(t) => t.code,
         }
     }
@@ -152,7 +153,7 @@ pub async fn scram(
     };
     send(stream, &wire::auth_sasl(&["SCRAM-SHA-256"])).await?;
     let msg = reader.read(stream).await?;
-    if msg.tag != b'p' {
+    if msg.tag != frontend::PASSWORD {
         return Err(ClientAuthError::Protocol(
             "expected SASLInitialResponse".into(),
         ));
@@ -180,10 +181,14 @@ pub async fn scram(
     rand::thread_rng().fill_bytes(&mut server_part);
     let nonce = format!("{client_nonce}{}", B64.encode(server_part));
     let server_first = format!("r={nonce},s={},i={}", B64.encode(&v.salt), v.iterations);
-    send(stream, &wire::auth_request(11, server_first.as_bytes())).await?;
+    send(
+        stream,
+        &wire::auth_request(auth::SASL_CONTINUE, server_first.as_bytes()),
+    )
+    .await?;
 
     let msg = reader.read(stream).await?;
-    if msg.tag != b'p' {
+    if msg.tag != frontend::PASSWORD {
         return Err(ClientAuthError::Protocol("expected SASLResponse".into()));
     }
     let last = std::str::from_utf8(&msg.body)
@@ -219,7 +224,10 @@ pub async fn scram(
     let server_signature = hmac(&v.server_key, auth_message.as_bytes());
     send(
         stream,
-        &wire::auth_request(12, format!("v={}", B64.encode(server_signature)).as_bytes()),
+        &wire::auth_request(
+            auth::SASL_FINAL,
+            format!("v={}", B64.encode(server_signature)).as_bytes(),
+        ),
     )
     .await?;
     Ok(())
@@ -245,9 +253,9 @@ pub async fn token_password(
 ) -> Result<crate::identity::Token, ClientAuthError> {
     use crate::identity::{TokenError, MAX_TOKEN_BYTES};
     tokens_may_travel(stream.is_tls(), loopback).map_err(ClientAuthError::Token)?;
-    send(stream, &wire::auth_request(3, &[])).await?;
+    send(stream, &wire::auth_request(auth::CLEARTEXT_PASSWORD, &[])).await?;
     let msg = reader.read(stream).await?;
-    if msg.tag != b'p' {
+    if msg.tag != frontend::PASSWORD {
         return Err(ClientAuthError::Protocol(
             "expected a PasswordMessage".into(),
         ));

@@ -6,6 +6,7 @@
 
 use crate::endpoint::EndpointError;
 use crate::upstream::UpstreamError;
+use crate::wire::protocol::sqlstate;
 
 /// Why a client is refused, in the words the client will read.
 #[derive(Debug, Clone)]
@@ -29,7 +30,11 @@ impl From<EndpointError> for Refusal {
     fn from(e: EndpointError) -> Self {
         match e {
             EndpointError::Aws(c) => Refusal::new(c.sqlstate(), c.to_string(), c.hint()),
-            other => Refusal::new("08001", other.to_string(), None),
+            other => Refusal::new(
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                other.to_string(),
+                None,
+            ),
         }
     }
 }

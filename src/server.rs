@@ -14,6 +14,7 @@ use crate::mapping::UserMap;
 use crate::pool::Pools;
 use crate::session::{self, Shared, Target};
 use crate::userlimit::UserSlots;
+use crate::wire::protocol::sqlstate;
 use crate::{client, stream::Stream, tls};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -366,13 +367,13 @@ async fn accept_loop(
             }
             Err(_) => {
                 let max = shared.admin.live().config.limits.max_client_connections;
-                crate::admin::metrics::login_refused("53300");
+                crate::admin::metrics::login_refused(sqlstate::TOO_MANY_CONNECTIONS);
                 tracing::warn!(%peer, max, "connection limit reached; refusing");
                 tracker.spawn(async move {
                     let mut s = Stream::Plain(tcp);
                     client::reject(
                         &mut s,
-                        "53300",
+                        sqlstate::TOO_MANY_CONNECTIONS,
                         "sorry, too many clients already (proxy limit max_client_connections)",
                         None,
                     )
