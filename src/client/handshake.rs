@@ -5,6 +5,7 @@
 //! request) to the session. Malformed input ends this connection only.
 
 use crate::base::stream::Stream;
+use crate::wire::protocol::{negotiation, sqlstate};
 use crate::wire::{self, StartupFrame, WireError};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -53,11 +54,17 @@ pub async fn negotiate(
             Err(e) => {
                 let reply = match &e {
                     WireError::Closed | WireError::Io(_) => None,
-                    WireError::TooLarge { .. } => {
-                        Some(("08P01", format!("invalid startup packet: {e}")))
+                    WireError::TooLarge { .. } => Some((
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("invalid startup packet: {e}"),
+                    )),
+                    WireError::UnsupportedProtocol { .. } => {
+                        Some((sqlstate::FEATURE_NOT_SUPPORTED, e.to_string()))
                     }
-                    WireError::UnsupportedProtocol { .. } => Some(("0A000", e.to_string())),
-                    _ => Some(("08P01", format!("invalid startup packet: {e}"))),
+                    _ => Some((
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("invalid startup packet: {e}"),
+                    )),
                 };
                 return (
                     Some(stream),
@@ -74,7 +81,7 @@ pub async fn negotiate(
                 let Stream::Plain(mut tcp) = stream else {
                     return (None, Err(protocol_violation("SSLRequest inside TLS")));
                 };
-                if tcp.write_all(b"S").await.is_err() {
+                if tcp.write_all(&[negotiation::SSL_ACCEPTED]).await.is_err() {
                     return (None, Err(protocol_violation("client went away")));
                 }
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
@@ -96,7 +103,7 @@ pub async fn negotiate(
                 if stream.is_tls() {
                     return (None, Err(protocol_violation("GSSENCRequest inside TLS")));
                 }
-                if stream.write_all(b"N").await.is_err() {
+                if stream.write_all(&[negotiation::REFUSED]).await.is_err() {
                     return (None, Err(protocol_violation("client went away")));
                 }
             }
@@ -126,7 +133,10 @@ pub async fn negotiate(
         Some(stream),
         Err(NegotiationError {
             detail: "too many negotiation requests".into(),
-            reply: Some(("08P01", "too many SSL/GSS negotiation requests".into())),
+            reply: Some((
+                sqlstate::PROTOCOL_VIOLATION,
+                "too many SSL/GSS negotiation requests".into(),
+            )),
             source: None,
         }),
     )
