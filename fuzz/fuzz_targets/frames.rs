@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redshift_wire::{self as wire, Bind, Frame, Framer, NamedTarget, Parse};
+use redshift_wire::{self as wire, Bind, DataRow, Execute, Frame, Framer, NamedTarget, Parse, Query};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
@@ -71,9 +71,20 @@ fn check_decoders(tag: u8, raw: &bytes::Bytes) {
         }
         b'D' | b'C' => {
             let _ = NamedTarget::decode(&body);
+            if tag == b'C' {
+                let _ = wire::command_tag(&body);
+            } else if let Ok(mut row) = DataRow::decode(&body) {
+                for _ in 0..row.columns().max(0) {
+                    if row.next_value().is_err() {
+                        break;
+                    }
+                }
+            }
         }
         b'Q' => {
-            let _ = wire::parse_query(&body);
+            if let Ok(q) = Query::decode(&body) {
+                assert_eq!(q.utf8().is_some(), wire::parse_query(&body).is_ok());
+            }
         }
         b'Z' => {
             let _ = wire::ready_status(&body);
@@ -83,6 +94,7 @@ fn check_decoders(tag: u8, raw: &bytes::Bytes) {
         }
         b'E' => {
             let _ = wire::error_code(&body);
+            let _ = Execute::decode(&body);
         }
         _ => {}
     }

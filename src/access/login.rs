@@ -14,6 +14,7 @@ use crate::client::identity::Principal;
 use crate::cluster::connector::LoginSpec;
 use crate::config::{ClusterConfig, Config, CredentialMode};
 use crate::pool::params::{self, Settings};
+use crate::wire::protocol::sqlstate;
 use crate::wire::StartupParams;
 
 /// What the proxy will do for one client login.
@@ -93,15 +94,15 @@ pub fn plan(
         Some(i) => (i, requested),
         None => config
             .route(requested)
-            .map_err(|msg| Refusal::new("3D000", msg, None))?,
+            .map_err(|msg| Refusal::new(sqlstate::INVALID_CATALOG_NAME, msg, None))?,
     };
     let mapped = match principal {
         Some(p) => users
             .resolve_principal(p)
-            .map_err(|e| Refusal::new("28000", e.0, None))?,
+            .map_err(|e| Refusal::new(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION, e.0, None))?,
         None => users.resolve_name(client_user).ok_or_else(|| {
             Refusal::new(
-                "28000",
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 format!("no [[users]] rule of the proxy matches user \"{client_user}\""),
                 Some("add a [[users]] rule for this user (or client_user = \"*\")"),
             )

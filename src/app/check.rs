@@ -536,7 +536,7 @@ fn upstream_fix(e: &UpstreamError, db_user: &str, by_rules: bool) -> String {
             "the database refused {db_user}: create the database user in Redshift, or set auto_create = true (needs redshift:CreateClusterUser)"
         ),
         UpstreamError::AuthFailed(_) => format!("the database refused {db_user}: check that IAM identity's access to the database"),
-        UpstreamError::Server(f) if f.code == "3D000" => "the database does not exist: set default_database".into(),
+        UpstreamError::Server(f) if f.code == crate::wire::protocol::sqlstate::INVALID_CATALOG_NAME => "the database does not exist: set default_database".into(),
         _ => "see the message".into(),
     }
 }

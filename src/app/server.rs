@@ -19,6 +19,7 @@ use crate::context::live::StartedConfig;
 use crate::context::Shared;
 use crate::pool::Pools;
 use crate::session;
+use crate::wire::protocol::sqlstate;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -412,13 +413,13 @@ async fn accept_loop(
             }
             Err(_) => {
                 let max = shared.admin.live().config.limits.max_client_connections;
-                crate::base::events::login_refused("53300");
+                crate::base::events::login_refused(sqlstate::TOO_MANY_CONNECTIONS);
                 tracing::warn!(%peer, max, "connection limit reached; refusing");
                 tracker.spawn(async move {
                     let mut s = Stream::Plain(tcp);
                     client::reject(
                         &mut s,
-                        "53300",
+                        sqlstate::TOO_MANY_CONNECTIONS,
                         "sorry, too many clients already (proxy limit max_client_connections)",
                         None,
                     )

@@ -4,6 +4,7 @@
 //! Kept apart from the calls (`credentials`, `endpoint`) so the classification table and
 //! the back-off are one small, tested piece.
 
+use crate::wire::protocol::sqlstate;
 use aws_sdk_redshift::config::http::HttpResponse;
 use aws_sdk_redshift::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use rand::Rng;
@@ -70,12 +71,14 @@ impl CredentialError {
     /// The SQLSTATE a client sees for this failure.
     pub fn sqlstate(&self) -> &'static str {
         match self.kind {
-            FailureKind::Denied | FailureKind::Invalid => "28000",
-            FailureKind::Throttled => "53300",
+            FailureKind::Denied | FailureKind::Invalid => {
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION
+            }
+            FailureKind::Throttled => sqlstate::TOO_MANY_CONNECTIONS,
             FailureKind::NotFound
             | FailureKind::Timeout
             | FailureKind::Unavailable
-            | FailureKind::Other => "08001",
+            | FailureKind::Other => sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
         }
     }
 

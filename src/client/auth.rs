@@ -13,6 +13,7 @@
 
 use crate::base::stream::Stream;
 pub use crate::config::scram::ScramVerifier;
+use crate::wire::protocol::{auth, frontend, sqlstate};
 use crate::wire::{self, MessageReader, WireError};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -44,9 +45,9 @@ pub enum ClientAuthError {
 impl ClientAuthError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            ClientAuthError::BadPassword(_) => "28P01",
-            ClientAuthError::Certificate(_) => "28000",
-            ClientAuthError::Protocol(_) | ClientAuthError::Closed => "08P01",
+            ClientAuthError::BadPassword(_) => sqlstate::INVALID_PASSWORD,
+            ClientAuthError::Certificate(_) => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            ClientAuthError::Protocol(_) | ClientAuthError::Closed => sqlstate::PROTOCOL_VIOLATION,
             ClientAuthError::Token(t) => t.code,
         }
     }
@@ -87,7 +88,7 @@ pub async fn scram(
     };
     send(stream, &wire::auth_sasl(&["SCRAM-SHA-256"])).await?;
     let msg = reader.read(stream).await?;
-    if msg.tag != b'p' {
+    if msg.tag != frontend::PASSWORD {
         return Err(ClientAuthError::Protocol(
             "expected SASLInitialResponse".into(),
         ));
@@ -115,10 +116,14 @@ pub async fn scram(
     rand::thread_rng().fill_bytes(&mut server_part);
     let nonce = format!("{client_nonce}{}", B64.encode(server_part));
     let server_first = format!("r={nonce},s={},i={}", B64.encode(&v.salt), v.iterations);
-    send(stream, &wire::auth_request(11, server_first.as_bytes())).await?;
+    send(
+        stream,
+        &wire::auth_request(auth::SASL_CONTINUE, server_first.as_bytes()),
+    )
+    .await?;
 
     let msg = reader.read(stream).await?;
-    if msg.tag != b'p' {
+    if msg.tag != frontend::PASSWORD {
         return Err(ClientAuthError::Protocol("expected SASLResponse".into()));
     }
     let last = std::str::from_utf8(&msg.body)
@@ -154,7 +159,10 @@ pub async fn scram(
     let server_signature = hmac(&v.server_key, auth_message.as_bytes());
     send(
         stream,
-        &wire::auth_request(12, format!("v={}", B64.encode(server_signature)).as_bytes()),
+        &wire::auth_request(
+            auth::SASL_FINAL,
+            format!("v={}", B64.encode(server_signature)).as_bytes(),
+        ),
     )
     .await?;
     Ok(())
@@ -183,9 +191,9 @@ pub async fn token_password(
 ) -> Result<crate::client::identity::Token, ClientAuthError> {
     use crate::client::identity::{TokenError, MAX_TOKEN_BYTES};
     tokens_may_travel(stream.is_tls(), loopback).map_err(ClientAuthError::Token)?;
-    send(stream, &wire::auth_request(3, &[])).await?;
+    send(stream, &wire::auth_request(auth::CLEARTEXT_PASSWORD, &[])).await?;
     let msg = reader.read(stream).await?;
-    if msg.tag != b'p' {
+    if msg.tag != frontend::PASSWORD {
         return Err(ClientAuthError::Protocol(
             "expected a PasswordMessage".into(),
         ));

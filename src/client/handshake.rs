@@ -5,6 +5,7 @@
 //! request) to the session. Malformed input ends this connection only.
 
 use crate::base::stream::Stream;
+use crate::wire::protocol::{negotiation, sqlstate};
 use crate::wire::{self, StartupFrame, WireError};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -88,7 +89,10 @@ pub async fn negotiate(
         Some(stream),
         Err(NegotiationError {
             detail: "too many negotiation requests".into(),
-            reply: Some(("08P01", "too many SSL/GSS negotiation requests".into())),
+            reply: Some((
+                sqlstate::PROTOCOL_VIOLATION,
+                "too many SSL/GSS negotiation requests".into(),
+            )),
             source: None,
         }),
     )
@@ -99,9 +103,17 @@ pub async fn negotiate(
 fn unreadable(e: WireError) -> NegotiationError {
     let reply = match &e {
         WireError::Closed | WireError::Io(_) => None,
-        WireError::TooLarge { .. } => Some(("08P01", format!("invalid startup packet: {e}"))),
-        WireError::UnsupportedProtocol { .. } => Some(("0A000", e.to_string())),
-        _ => Some(("08P01", format!("invalid startup packet: {e}"))),
+        WireError::TooLarge { .. } => Some((
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("invalid startup packet: {e}"),
+        )),
+        WireError::UnsupportedProtocol { .. } => {
+            Some((sqlstate::FEATURE_NOT_SUPPORTED, e.to_string()))
+        }
+        _ => Some((
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("invalid startup packet: {e}"),
+        )),
     };
     NegotiationError {
         detail: e.to_string(),
@@ -118,7 +130,7 @@ async fn start_tls(
     let Stream::Plain(mut tcp) = stream else {
         return Err(protocol_violation("SSLRequest inside TLS"));
     };
-    if tcp.write_all(b"S").await.is_err() {
+    if tcp.write_all(&[negotiation::SSL_ACCEPTED]).await.is_err() {
         return Err(protocol_violation("client went away"));
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
@@ -137,7 +149,7 @@ async fn refuse_gss(stream: &mut Stream) -> Result<(), NegotiationError> {
     if stream.is_tls() {
         return Err(protocol_violation("GSSENCRequest inside TLS"));
     }
-    if stream.write_all(b"N").await.is_err() {
+    if stream.write_all(&[negotiation::REFUSED]).await.is_err() {
         return Err(protocol_violation("client went away"));
     }
     Ok(())

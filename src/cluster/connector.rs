@@ -235,7 +235,7 @@ async fn absorb_resume_artefact(started: &mut Started, target: &str) -> Result<(
 }
 
 fn is_resume_artefact(e: &crate::wire::ErrorFields) -> bool {
-    e.code == "57014"
+    e.code == crate::wire::protocol::sqlstate::QUERY_CANCELED
         && (e.routine.as_deref() == Some("NFTSetupSessionStateOnRestore")
             || e.message.eq_ignore_ascii_case("Query cancelled."))
 }

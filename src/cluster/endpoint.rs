@@ -12,6 +12,7 @@ use crate::base::refusal::Refusal;
 use crate::cluster::tls;
 use crate::cluster::upstream::UpstreamTarget;
 use crate::config::{ClusterConfig, CredentialMode};
+use crate::wire::protocol::sqlstate;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -234,7 +235,11 @@ impl From<EndpointError> for Refusal {
     fn from(e: EndpointError) -> Self {
         match e {
             EndpointError::Aws(c) => Refusal::new(c.sqlstate(), c.to_string(), c.hint()),
-            other => Refusal::new("08001", other.to_string(), None),
+            other => Refusal::new(
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                other.to_string(),
+                None,
+            ),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use crate::base::refusal::Refusal;
 use crate::cluster::upstream::UpstreamError;
+use crate::wire::protocol::sqlstate;
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -23,8 +24,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// SQLSTATEs a cluster answers a login with while it cannot take one now. (`53300`, the
 /// connection limit, is not among them: the client hears the cluster's reason at once.)
 const UNAVAILABLE_CODES: [&str; 2] = [
-    "57P03", // cannot_connect_now: starting up, shutting down, in recovery
-    "57P01", // admin_shutdown: the login raced a shutdown
+    sqlstate::CANNOT_CONNECT_NOW, // starting up, shutting down, in recovery
+    sqlstate::ADMIN_SHUTDOWN,     // the login raced a shutdown
 ];
 
 /// Whether a failed server login means the cluster cannot take logins now (held and
@@ -130,7 +131,7 @@ impl Failure {
     /// The whole login (credential, connect, startup) did not finish in `limit`.
     pub fn timed_out(limit: Duration) -> Failure {
         let refusal = Refusal::new(
-            "08001",
+            sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             format!(
                 "login to the cluster did not complete within {} s (limits.login_timeout_secs): AWS credential API or cluster too slow",
                 limit.as_secs()
@@ -223,7 +224,7 @@ impl Outage {
     /// The refusal for a login held `held_since` ago and given up on.
     pub fn gave_up(&self, target: &str, cause: &str, held_since: Instant) -> Refusal {
         Refusal::new(
-            "08001",
+            sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             format!(
                 "cluster {target} is unavailable (outage: {cause}); this login was held {} s and retried (pool.outage_hold_secs)",
                 held_since.elapsed().as_secs()
@@ -285,7 +286,7 @@ mod tests {
     #[test]
     fn a_cluster_starting_up_is_an_outage() {
         assert!(is_unavailable(&server(
-            "57P03",
+            sqlstate::CANNOT_CONNECT_NOW,
             "the database system is starting up"
         )));
     }
@@ -293,7 +294,7 @@ mod tests {
     #[test]
     fn a_refused_password_is_not_an_outage() {
         let e = UpstreamError::AuthFailed(ErrorFields {
-            code: "28P01".into(),
+            code: sqlstate::INVALID_PASSWORD.into(),
             message: "password authentication failed".into(),
             ..Default::default()
         });
@@ -303,7 +304,7 @@ mod tests {
     #[test]
     fn a_permission_error_is_not_an_outage() {
         assert!(!is_unavailable(&server(
-            "42501",
+            sqlstate::INSUFFICIENT_PRIVILEGE,
             "permission denied for database dev"
         )));
     }

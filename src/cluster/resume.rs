@@ -22,6 +22,9 @@ use crate::base::refusal::Refusal;
 use crate::cluster::upstream::UpstreamError;
 use crate::cluster::Target;
 use crate::config::{ClusterConfig, CredentialMode};
+// A login refused because the cluster is paused or did not come back in time answers
+// `cannot_connect_now`, as PostgreSQL does while starting up.
+use crate::wire::protocol::sqlstate::CANNOT_CONNECT_NOW;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -30,9 +33,6 @@ pub const STATUS_TTL: Duration = Duration::from_secs(2);
 /// After a ResumeCluster AWS accepted, no second call for this long (DescribeClusters may
 /// still say `paused` for a moment).
 const RESUME_AGAIN_AFTER: Duration = Duration::from_secs(60);
-/// SQLSTATE of a login refused because the cluster is paused or did not come back in time:
-/// `cannot_connect_now`, as PostgreSQL answers while starting up.
-pub const CANNOT_CONNECT_NOW: &str = "57P03";
 
 tokio::task_local! {
     /// Set while a client waits for this login (see [`client_login`]).
@@ -416,6 +416,7 @@ pub async fn hold_for_resume(
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::wire::protocol::sqlstate;
 
     fn cluster(extra: &str) -> Result<ClusterConfig, String> {
         Config::from_toml(&format!("[cluster]\nidentifier = \"c\"\n{extra}"))
@@ -498,9 +499,15 @@ mod tests {
                 true,
             ),
             (UpstreamError::Closed, true),
-            (UpstreamError::Server(fields("57P03")), true),
-            (UpstreamError::Server(fields("3D000")), false),
-            (UpstreamError::AuthFailed(fields("28P01")), false),
+            (UpstreamError::Server(fields(CANNOT_CONNECT_NOW)), true),
+            (
+                UpstreamError::Server(fields(sqlstate::INVALID_CATALOG_NAME)),
+                false,
+            ),
+            (
+                UpstreamError::AuthFailed(fields(sqlstate::INVALID_PASSWORD)),
+                false,
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(is_unreachable(&e), want, "{e:?}");

@@ -15,6 +15,7 @@ use crate::base::refusal::Refusal;
 use crate::base::sync::lock;
 use crate::cluster::connector::Opened;
 use crate::config::PoolMode;
+use crate::wire::protocol::sqlstate;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -211,7 +212,7 @@ impl Pool {
 
     fn refuse_timeout(&self) -> Refusal {
         Refusal::new(
-            "53300",
+            sqlstate::TOO_MANY_CONNECTIONS,
             format!(
                 "no server connection became free within {} s in pool {} (pool size {}; pool.checkout_timeout_secs)",
                 self.settings.checkout_timeout.as_secs(),
@@ -365,7 +366,7 @@ impl Pool {
 
     fn refuse_target_full(&self) -> Refusal {
         Refusal::new(
-            "53300",
+            sqlstate::TOO_MANY_CONNECTIONS,
             format!(
                 "no server connection became free within {} s: the target's cap of {} server connections (pool.max_server_connections) is in use by other pools",
                 self.settings.checkout_timeout.as_secs(),
@@ -379,7 +380,7 @@ impl Pool {
         let mut st = lock(&self.state);
         if st.closed {
             return Err(Refusal::new(
-                "57P01",
+                sqlstate::ADMIN_SHUTDOWN,
                 "the proxy is shutting down",
                 Some("reconnect; another replica or the restarted proxy will serve you"),
             ));
@@ -592,7 +593,11 @@ impl Pool {
             }
             Err(_) => {
                 PoolStats::add(&self.stats.logins_failed, 1);
-                Err(Refusal::new("08001", "prewarm login timed out", None))
+                Err(Refusal::new(
+                    sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                    "prewarm login timed out",
+                    None,
+                ))
             }
         }
     }

@@ -13,8 +13,7 @@
 //! Pure: the SQL texts and the read-back parsing; the relay sends and reads them.
 
 pub use crate::config::settings::{is_settable, SETTABLE};
-use crate::wire::{StartupParams, WireError};
-use bytes::Buf;
+use crate::wire::{DataRow, StartupParams, WireError};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Settings by lower-case name.
@@ -154,25 +153,15 @@ pub fn read_back_sql<'a>(named: impl Iterator<Item = &'a String>, redshift: bool
 
 /// Adds one read-back DataRow body to `into` (NULL values: the setting is undefined).
 pub fn add_read_back_row(into: &mut Settings, body: &[u8]) -> Result<(), WireError> {
-    let mut b = body;
-    if b.len() < 2 || b.get_i16() != 2 {
-        return Err(WireError::Malformed("read-back row of wrong width"));
-    }
+    let mut row = DataRow::decode(body)
+        .ok()
+        .filter(|row| row.columns() == 2)
+        .ok_or(WireError::Malformed("read-back row of wrong width"))?;
     let mut column = || -> Result<Option<String>, WireError> {
-        if b.len() < 4 {
-            return Err(WireError::Malformed("truncated read-back row"));
-        }
-        let len = b.get_i32();
-        if len < 0 {
-            return Ok(None);
-        }
-        let len = len as usize;
-        if b.len() < len {
-            return Err(WireError::Malformed("truncated read-back row"));
-        }
-        let v = String::from_utf8_lossy(&b[..len]).into_owned();
-        b.advance(len);
-        Ok(Some(v))
+        let value = row
+            .next_value()
+            .map_err(|_| WireError::Malformed("truncated read-back row"))?;
+        Ok(value.map(|v| String::from_utf8_lossy(v).into_owned()))
     };
     let name = column()?;
     let value = column()?;

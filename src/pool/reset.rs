@@ -118,7 +118,7 @@ fn release_statements(left: &Leftovers, out: &mut BytesMut, steps: &mut Vec<Stri
     let mut syncs = 0;
     if !left.statements.is_empty() {
         for name in &left.statements {
-            out.extend_from_slice(&wire::close(b'S', name));
+            out.extend_from_slice(&wire::close(wire::protocol::target::STATEMENT, name));
         }
         out.extend_from_slice(&wire::sync());
         syncs += 1;

@@ -23,6 +23,7 @@ use crate::context::live::LiveConfig;
 use crate::context::Shared;
 use crate::session::audit::AuditRecord;
 use crate::wire;
+use crate::wire::protocol::sqlstate;
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,7 +48,7 @@ pub async fn run(
     let Some(client_user) = params.user().map(str::to_owned) else {
         client::reject(
             &mut stream,
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             "no PostgreSQL user name specified in startup packet",
             None,
         )
@@ -102,7 +103,7 @@ pub async fn run(
         refuse(
             &mut stream,
             &mut audit,
-            "53300",
+            sqlstate::TOO_MANY_CONNECTIONS,
             &format!("too many connections for user \"{client_user}\" (proxy limit max_connections_per_user)"),
             None,
         )
@@ -295,7 +296,7 @@ impl Login {
 /// The message for a login that took longer than `limits.login_timeout_secs`.
 pub fn login_timeout_refusal(secs: u64) -> Refusal {
     Refusal::new(
-        "08001",
+        sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
         format!(
             "login through the proxy did not complete within {secs} s (limits.login_timeout_secs): AWS credential API or cluster too slow"
         ),

@@ -48,7 +48,7 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
         .map(|(k, v)| wire::parameter_status(k, v))
         .collect::<Vec<_>>();
     let reply = login.startup_reply(
-        &wire::auth_request(0, &[]),
+        &wire::auth_request(wire::protocol::auth::OK, &[]),
         statuses.into_iter(),
         Some(&cancel),
     );

@@ -45,6 +45,7 @@ use tokio_util::task::TaskTracker;
 use crate::base::stream::Stream;
 use crate::base::sync::lock;
 use crate::cluster::upstream::{self, LoggedIn, UpstreamError, UpstreamTarget};
+use crate::wire::protocol::{auth, backend, error_field, frontend, negotiation, sqlstate};
 use crate::wire::{self, StartupFrame, WireError};
 use local_cluster::{io_ctx, LocalPg, LocalPgError};
 /// The front checks digests against the password the credential API issued last for a login
@@ -319,11 +320,11 @@ async fn fatal(stream: &mut Stream, code: &str, message: &str) -> Result<(), End
 async fn session(shared: &Shared, mut tcp: TcpStream) -> Result<(), Ended> {
     let mut frame = wire::read_startup_frame(&mut tcp, MAX_STARTUP_PACKET).await?;
     if frame == StartupFrame::GssEncRequest {
-        tcp.write_all(b"N").await?;
+        tcp.write_all(&[negotiation::REFUSED]).await?;
         frame = wire::read_startup_frame(&mut tcp, MAX_STARTUP_PACKET).await?;
     }
     let (mut stream, frame) = if frame == StartupFrame::SslRequest {
-        tcp.write_all(b"S").await?;
+        tcp.write_all(&[negotiation::SSL_ACCEPTED]).await?;
         let tls = tokio_rustls::TlsAcceptor::from(shared.tls.clone())
             .accept(tcp)
             .await?;
@@ -341,14 +342,19 @@ async fn session(shared: &Shared, mut tcp: TcpStream) -> Result<(), Ended> {
             return Ok(());
         }
         StartupFrame::SslRequest | StartupFrame::GssEncRequest => {
-            return fatal(&mut stream, "08P01", "unexpected negotiation request").await
+            return fatal(
+                &mut stream,
+                sqlstate::PROTOCOL_VIOLATION,
+                "unexpected negotiation request",
+            )
+            .await
         }
         StartupFrame::Startup { minor, params } => (minor, params),
     };
     if !stream.is_tls() {
         return fatal(
             &mut stream,
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             "IAM authentication requires SSL: connect with sslmode=require or stronger",
         )
         .await;
@@ -357,13 +363,13 @@ async fn session(shared: &Shared, mut tcp: TcpStream) -> Result<(), Ended> {
     let Some(user) = param("user") else {
         return fatal(
             &mut stream,
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             "no PostgreSQL user name specified in startup packet",
         )
         .await;
     };
     if let Some(Err(message)) = param("extra_float_digits").map(|v| check_extra_float_digits(&v)) {
-        return fatal(&mut stream, "22023", &message).await;
+        return fatal(&mut stream, sqlstate::INVALID_PARAMETER_VALUE, &message).await;
     }
     let database = param("database")
         .filter(|d| !d.is_empty())
@@ -389,7 +395,7 @@ async fn session(shared: &Shared, mut tcp: TcpStream) -> Result<(), Ended> {
     let Some(password) = authenticate(shared, &mut stream, &mut reader, &user).await? else {
         return fatal(
             &mut stream,
-            "28P01",
+            sqlstate::INVALID_PASSWORD,
             &format!("password authentication failed for user \"{user}\""),
         )
         .await;
@@ -437,14 +443,14 @@ async fn session(shared: &Shared, mut tcp: TcpStream) -> Result<(), Ended> {
     loop {
         let msg = server_reader.read(&mut server).await?;
         match msg.tag {
-            b'S' => match wire::parse_parameter_status(&msg.body) {
+            backend::PARAMETER_STATUS => match wire::parse_parameter_status(&msg.body) {
                 Ok((name, _)) if name == "server_version" => prelude.extend_from_slice(
                     &wire::parameter_status("server_version", REDSHIFT_SERVER_VERSION),
                 ),
                 Ok((name, _)) if name == "server_version_num" => {}
                 _ => prelude.extend_from_slice(&msg.to_wire()),
             },
-            b'E' => {
+            backend::ERROR_RESPONSE => {
                 prelude.extend_from_slice(&msg.to_wire());
                 stream.write_all(&prelude).await?;
                 let _ = stream.shutdown().await;
@@ -452,7 +458,7 @@ async fn session(shared: &Shared, mut tcp: TcpStream) -> Result<(), Ended> {
                     "PostgreSQL refused the session after authentication".into(),
                 ));
             }
-            b'Z' => {
+            backend::READY_FOR_QUERY => {
                 prelude.extend_from_slice(&msg.to_wire());
                 break;
             }
@@ -488,16 +494,18 @@ async fn authenticate(
     payload.extend_from_slice(&salt);
     payload.extend_from_slice(&(SERVER_NONCE_BYTES as i32).to_be_bytes());
     payload.extend_from_slice(&server_nonce);
-    stream.write_all(&wire::auth_request(13, &payload)).await?;
+    stream
+        .write_all(&wire::auth_request(auth::REDSHIFT_DIGEST, &payload))
+        .await?;
 
     let msg = reader.read(stream).await?;
-    let answer = (msg.tag == b'd')
+    let answer = (msg.tag == frontend::REDSHIFT_DIGEST)
         .then(|| wire::parse_redshift_digest_response(&msg.body).ok())
         .flatten();
     let Some((digest, client_nonce)) = answer else {
         return fatal(
             stream,
-            "08P01",
+            sqlstate::PROTOCOL_VIOLATION,
             "expected a SHA-256 digest answer ('d') to authentication request 13",
         )
         .await
@@ -554,16 +562,13 @@ fn with_query_group(forwarded: &mut Vec<(String, String)>, value: Option<&str>) 
 /// A Query or Parse whose SQL names `query_group`, with the name as PostgreSQL knows it.
 fn with_query_group_sql(tag: u8, msg: BytesMut) -> BytesMut {
     let body = &msg[5..];
-    let text = if tag == b'Q' {
-        wire::parse_query(body)
-    } else {
-        wire::parse_parse_query(body)
+    let Some(text) = utf8_sql(tag, body) else {
+        return msg;
     };
-    let Ok(text) = text else { return msg };
     let Some(renamed) = rename_query_group(&text) else {
         return msg;
     };
-    if tag == b'Q' {
+    if tag == frontend::QUERY {
         return wire::query(&renamed);
     }
     match wire::Parse::decode(body) {
@@ -573,6 +578,17 @@ fn with_query_group_sql(tag: u8, msg: BytesMut) -> BytesMut {
             p.encode_as(&name)
         }
         Err(_) => msg,
+    }
+}
+
+/// The SQL of a Query or Parse body when it is UTF-8 (the front reads no other encoding).
+fn utf8_sql(tag: u8, body: &[u8]) -> Option<String> {
+    if tag == frontend::QUERY {
+        let q = wire::Query::decode(body).ok()?;
+        q.text_raw.is_none().then_some(q.text)
+    } else {
+        let p = wire::Parse::decode(body).ok()?;
+        p.query_raw.is_none().then_some(p.query)
     }
 }
 
@@ -794,33 +810,29 @@ impl ClientFramer {
                 .filter(|&l| l >= 4)
                 .ok_or(WireError::BadLength(len.into()))?;
             if self.skipping {
-                self.forward_current = tag == b'S';
+                self.forward_current = tag == frontend::SYNC;
                 self.streaming = len + 1;
-                if tag == b'S' {
+                if tag == frontend::SYNC {
                     self.skipping = false;
                     self.count_sync();
                 }
                 continue;
             }
-            if matches!(tag, b'Q' | b'P') {
+            if matches!(tag, frontend::QUERY | frontend::PARSE) {
                 if self.buf.len() < len + 1 {
                     self.buf.reserve(len + 1 - self.buf.len());
                     return Ok(refusals);
                 }
                 let msg = self.buf.split_to(len + 1);
-                let sql = if tag == b'Q' {
-                    wire::parse_query(&msg[5..])
-                } else {
-                    wire::parse_parse_query(&msg[5..])
-                };
+                let sql = utf8_sql(tag, &msg[5..]);
                 let refusal = if std::mem::take(&mut self.artefact) {
                     self.artefact_sent = true;
                     Some(RESUME_ARTEFACT)
                 } else {
-                    sql.ok().and_then(|sql| refusal(&sql))
+                    sql.and_then(|sql| refusal(&sql))
                 };
                 match (tag, refusal) {
-                    (b'Q', Some((code, message))) => {
+                    (frontend::QUERY, Some((code, message))) => {
                         // A Sync in its place: PostgreSQL's ReadyForQuery keeps the order.
                         out.extend_from_slice(&wire::sync());
                         self.expected_rfq += 1;
@@ -834,7 +846,7 @@ impl ClientFramer {
                         let error = refusal_error(code, &message);
                         refusals.push((self.expected_rfq + 1, error));
                     }
-                    (b'Q', None) => {
+                    (frontend::QUERY, None) => {
                         out.extend_from_slice(&with_query_group_sql(tag, msg));
                         self.expected_rfq += 1;
                         self.syncs_since_execute = 0;
@@ -844,10 +856,10 @@ impl ClientFramer {
                 continue;
             }
             match tag {
-                b'S' => self.count_sync(),
-                b'F' => self.expected_rfq += 1,
-                b'E' => self.syncs_since_execute = 0,
-                b'c' | b'f' => {
+                frontend::SYNC => self.count_sync(),
+                frontend::FUNCTION_CALL => self.expected_rfq += 1,
+                frontend::EXECUTE => self.syncs_since_execute = 0,
+                frontend::COPY_DONE | frontend::COPY_FAIL => {
                     self.expected_rfq -= self.syncs_since_execute.min(self.expected_rfq);
                     self.syncs_since_execute = 0;
                 }
@@ -909,7 +921,7 @@ impl ServerFramer {
                 self.remaining -= n;
                 rest = &rest[n..];
             } else {
-                if first == b'Z' {
+                if first == backend::READY_FOR_QUERY {
                     self.rfq_seen += 1;
                     let mut pending = lock(pending);
                     while pending.front().is_some_and(|(n, _)| *n <= self.rfq_seen) {
@@ -929,21 +941,24 @@ impl ServerFramer {
 
 /// The SQLSTATE and message Redshift answers `sql` with, if it refuses any of its statements.
 /// Marks the resume artefact among refusals (its ErrorResponse names the routine).
-const RESUME_ARTEFACT: (&str, String) = ("57014", String::new());
+const RESUME_ARTEFACT: (&str, String) = (sqlstate::QUERY_CANCELED, String::new());
 
 /// The ErrorResponse of a refusal: the resume artefact as Redshift sends it, else plain.
 fn refusal_error(code: &str, message: &str) -> BytesMut {
-    if code != "57014" || !message.is_empty() {
+    if code != sqlstate::QUERY_CANCELED || !message.is_empty() {
         return wire::error_response("ERROR", code, message, None);
     }
     let mut body = Vec::new();
     for (k, v) in [
-        (b'S', "ERROR"),
-        (b'C', "57014"),
-        (b'M', "Query cancelled."),
-        (b'F', "/home/ec2-user/padb/src/sys/xen_execute.cpp"),
-        (b'L', "10542"),
-        (b'R', "NFTSetupSessionStateOnRestore"),
+        (error_field::SEVERITY, "ERROR"),
+        (error_field::CODE, sqlstate::QUERY_CANCELED),
+        (error_field::MESSAGE, "Query cancelled."),
+        (
+            error_field::FILE,
+            "/home/ec2-user/padb/src/sys/xen_execute.cpp",
+        ),
+        (error_field::LINE, "10542"),
+        (error_field::ROUTINE, "NFTSetupSessionStateOnRestore"),
     ] {
         body.push(k);
         body.extend_from_slice(v.as_bytes());
@@ -951,7 +966,7 @@ fn refusal_error(code: &str, message: &str) -> BytesMut {
     }
     body.push(0);
     let mut out = BytesMut::with_capacity(body.len() + 5);
-    out.extend_from_slice(b"E");
+    out.extend_from_slice(&[backend::ERROR_RESPONSE]);
     out.extend_from_slice(
         &i32::try_from(body.len() + 4)
             .unwrap_or(i32::MAX)
@@ -973,7 +988,10 @@ fn refuse_statement(words: &[&str]) -> Option<(&'static str, String)> {
     let word = |i: usize| lower.get(i).map(String::as_str);
     let syntax_error = |i: usize| {
         let near = words.get(i).copied().unwrap_or_default();
-        Some(("42601", format!("syntax error at or near \"{near}\"")))
+        Some((
+            sqlstate::SYNTAX_ERROR,
+            format!("syntax error at or near \"{near}\""),
+        ))
     };
     match word(0)? {
         // DISCARD came with PostgreSQL 8.3; Redshift's parser does not know it.
@@ -987,7 +1005,7 @@ fn refuse_statement(words: &[&str]) -> Option<(&'static str, String)> {
         "close" if word(1) == Some("all") => return syntax_error(1),
         kw @ ("listen" | "unlisten" | "notify") => {
             return Some((
-                "0A000",
+                sqlstate::FEATURE_NOT_SUPPORTED,
                 format!("{} is not supported", kw.to_ascii_uppercase()),
             ))
         }
@@ -998,7 +1016,12 @@ fn refuse_statement(words: &[&str]) -> Option<(&'static str, String)> {
         .iter()
         .filter_map(|w| w.rsplit('.').next())
         .find(|f| f.starts_with("pg_advisory"))
-        .map(|f| ("0A000", format!("function {f}() is not supported")))
+        .map(|f| {
+            (
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("function {f}() is not supported"),
+            )
+        })
 }
 
 #[cfg(test)]

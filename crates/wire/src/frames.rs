@@ -1,15 +1,17 @@
-//! Framing and typed messages for the pooled relay.
+//! Framing and typed messages for the pooled relay (the `Framer` also reads every tagged
+//! message of the login phase, through `MessageReader`).
 //!
 //! The pooled relay must know where each message starts and ends, in both directions,
 //! and must read (and sometimes rewrite) a handful of them: the client's Query, Parse,
-//! Bind, Describe and Close; the server's ReadyForQuery, ParameterStatus, ErrorResponse.
+//! Bind, Execute, Describe and Close; the server's ReadyForQuery, ParameterStatus,
+//! ErrorResponse, CommandComplete, and the DataRows of its own read-back query.
 //! Everything else (DataRow, CopyData, Redshift's extended RowDescription) is forwarded
 //! as the bytes that arrived; large messages of those kinds are streamed in pieces and
 //! never buffered whole.
 //!
 //! Pure framing: no decision about what to do with a message is made here.
 
-use super::protocol::{backend, TxnStatus};
+use super::protocol::{self, backend, error_field, target, TxnStatus};
 #[cfg(test)]
 use super::sync;
 use super::{frame, no_nul, put_cstr, take_cstr, written, WireError};
@@ -77,6 +79,11 @@ impl Framer {
     /// True when no partial message is held (a clean boundary).
     pub fn at_boundary(&self) -> bool {
         self.buf.is_empty() && self.streaming.is_none()
+    }
+
+    /// Bytes read but not yet handed out, giving up the framer.
+    pub fn into_buffered(self) -> BytesMut {
+        self.buf
     }
 
     /// Frees the buffer's memory when it holds nothing (idle sessions keep none).
@@ -147,12 +154,15 @@ impl Framer {
 
 /// Client messages the pooled relay streams instead of buffering: COPY data.
 pub fn client_streamable(tag: u8) -> bool {
-    tag == b'd'
+    tag == protocol::frontend::COPY_DATA
 }
 
 /// Server messages the pooled relay streams: rows, COPY data, function results, notices.
 pub fn server_streamable(tag: u8) -> bool {
-    matches!(tag, b'D' | b'd' | b'V')
+    matches!(
+        tag,
+        backend::DATA_ROW | backend::COPY_DATA | backend::FUNCTION_CALL_RESPONSE
+    )
 }
 
 /// The body of a whole message (after tag and length).
@@ -208,7 +218,7 @@ impl Parse {
             None => put_cstr(&mut body, &self.query),
         }
         body.put_slice(&self.param_types);
-        frame(b'P', &body)
+        frame(protocol::frontend::PARSE, &body)
     }
 }
 
@@ -254,7 +264,7 @@ impl Bind {
         put_cstr(&mut body, &self.portal);
         put_cstr(&mut body, name);
         body.put_slice(&self.rest);
-        frame(b'B', &body)
+        frame(protocol::frontend::BIND, &body)
     }
 }
 
@@ -271,7 +281,7 @@ impl NamedTarget {
         let Some((&kind, rest)) = b.split_first() else {
             return Err(WireError::Malformed("empty Describe/Close"));
         };
-        if kind != b'S' && kind != b'P' {
+        if kind != target::STATEMENT && kind != target::PORTAL {
             return Err(WireError::Malformed("Describe/Close of unknown kind"));
         }
         b = rest;
@@ -288,15 +298,6 @@ pub fn describe(kind: u8, name: &str) -> BytesMut {
 /// A Close (`C`) of statement (`kind` `S`) or portal (`P`) `name`.
 pub fn close(kind: u8, name: &str) -> BytesMut {
     written(|out| frontend::close(kind, &no_nul(name), out))
-}
-
-/// The text of a simple Query body, borrowed when it is valid UTF-8 (the hot path).
-pub fn query_str(body: &[u8]) -> Result<std::borrow::Cow<'_, str>, WireError> {
-    let end = body
-        .iter()
-        .position(|&c| c == 0)
-        .ok_or(WireError::Malformed("unterminated string"))?;
-    Ok(String::from_utf8_lossy(&body[..end]))
 }
 
 /// A simple Query message (NULs inside `text` dropped).
@@ -318,19 +319,19 @@ pub fn terminate() -> BytesMut {
 
 /// ParseComplete, which the proxy sends when the server already has the statement.
 pub fn parse_complete() -> BytesMut {
-    frame(b'1', &[])
+    frame(backend::PARSE_COMPLETE, &[])
 }
 
 /// CloseComplete, for a Close the proxy answers itself.
 pub fn close_complete() -> BytesMut {
-    frame(b'3', &[])
+    frame(backend::CLOSE_COMPLETE, &[])
 }
 
 /// CommandComplete with `tag`.
 pub fn command_complete(tag: &str) -> BytesMut {
     let mut body = BytesMut::new();
     put_cstr(&mut body, tag);
-    frame(b'C', &body)
+    frame(backend::COMMAND_COMPLETE, &body)
 }
 
 /// ReadyForQuery with the given transaction status.
@@ -385,10 +386,72 @@ impl Execute {
     }
 }
 
-/// The SQL text of a simple Query body, checked like every other client string.
-pub fn query_text(body: &[u8]) -> Result<String, WireError> {
+/// A client's simple Query: its SQL text (the one way to read a Query body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// The text (read lossily when it is not UTF-8: for classification only).
+    pub text: String,
+    /// The exact text bytes when they are not UTF-8 (a client encoding such as LATIN1).
+    pub text_raw: Option<Bytes>,
+}
+
+impl Query {
+    pub fn decode(body: &[u8]) -> Result<Query, WireError> {
+        let mut b = body;
+        let (text, text_raw) = crate::take_text(&mut b)?;
+        Ok(Query { text, text_raw })
+    }
+
+    /// The text when it is UTF-8 as sent; `None` when it is in another client encoding.
+    pub fn utf8(&self) -> Option<&str> {
+        self.text_raw.is_none().then_some(self.text.as_str())
+    }
+}
+
+/// The command tag of a CommandComplete body (`SELECT 1`, `DEALLOCATE`, ...).
+pub fn command_tag(body: &[u8]) -> Result<String, WireError> {
     let mut b = body;
-    crate::take_text(&mut b).map(|(text, _)| text)
+    crate::take_text(&mut b).map(|(tag, _)| tag)
+}
+
+/// A DataRow body, read one column value at a time.
+#[derive(Debug, Clone)]
+pub struct DataRow<'a> {
+    columns: i16,
+    rest: &'a [u8],
+}
+
+impl<'a> DataRow<'a> {
+    /// Reads the column count; the values are read by `next_value`.
+    pub fn decode(body: &'a [u8]) -> Result<DataRow<'a>, WireError> {
+        let mut b = body;
+        if b.len() < 2 {
+            return Err(WireError::Malformed("DataRow without a column count"));
+        }
+        let columns = b.get_i16();
+        Ok(DataRow { columns, rest: b })
+    }
+
+    /// How many columns the row says it has.
+    pub fn columns(&self) -> i16 {
+        self.columns
+    }
+
+    /// The next column's value; `None` is NULL (a negative length: -1 on the wire).
+    pub fn next_value(&mut self) -> Result<Option<&'a [u8]>, WireError> {
+        if self.rest.len() < 4 {
+            return Err(WireError::Malformed("DataRow value cut short"));
+        }
+        let len = self.rest.get_i32();
+        let Ok(len) = usize::try_from(len) else {
+            return Ok(None);
+        };
+        let Some((value, rest)) = self.rest.split_at_checked(len) else {
+            return Err(WireError::Malformed("DataRow value cut short"));
+        };
+        self.rest = rest;
+        Ok(Some(value))
+    }
 }
 
 /// The ErrorResponse (or NoticeResponse) `body` with every `from` in its message and
@@ -408,7 +471,9 @@ pub fn rename_in_error(tag: u8, body: &[u8], from: &str, to: &str) -> BytesMut {
         let value = &b[..end];
         out.put_u8(kind);
         match (kind, std::str::from_utf8(value)) {
-            (b'M' | b'D', Ok(text)) => put_cstr(&mut out, &text.replace(from, to)),
+            (error_field::MESSAGE | error_field::DETAIL, Ok(text)) => {
+                put_cstr(&mut out, &text.replace(from, to))
+            }
             _ => {
                 out.put_slice(value);
                 out.put_u8(0);
@@ -531,6 +596,114 @@ mod tests {
         let again = Bind::decode(&Bytes::copy_from_slice(&re[5..])).unwrap();
         assert_eq!(again.statement, "rip_x");
         assert_eq!(again.rest, b.rest);
+    }
+
+    fn execute_body(portal: &str, max_rows: i32) -> Vec<u8> {
+        execute(portal, max_rows)[5..].to_vec()
+    }
+
+    #[test]
+    fn execute_decodes_its_portal_and_row_limit() {
+        assert_eq!(
+            Execute::decode(&execute_body("p1", 50)).unwrap(),
+            Execute {
+                portal: "p1".into(),
+                max_rows: 50
+            }
+        );
+    }
+
+    #[test]
+    fn execute_without_a_row_limit_is_malformed() {
+        assert!(Execute::decode(b"p1\0").is_err());
+    }
+
+    #[test]
+    fn execute_with_bytes_after_its_row_limit_is_malformed() {
+        let mut body = execute_body("", 0);
+        body.push(0);
+        assert!(Execute::decode(&body).is_err());
+    }
+
+    #[test]
+    fn execute_without_a_terminated_portal_is_malformed() {
+        assert!(Execute::decode(b"p1").is_err());
+    }
+
+    #[test]
+    fn query_decodes_utf8_text_without_raw_bytes() {
+        let q = Query::decode(&query("SELECT 'é'")[5..]).unwrap();
+        assert_eq!(
+            (q.text.as_str(), q.text_raw.as_deref(), q.utf8()),
+            ("SELECT 'é'", None, Some("SELECT 'é'"))
+        );
+    }
+
+    #[test]
+    fn query_in_another_client_encoding_keeps_its_exact_bytes() {
+        let q = Query::decode(b"SELECT '\xe9'\0").unwrap();
+        assert_eq!(
+            (q.text.as_str(), q.text_raw.as_deref(), q.utf8()),
+            ("SELECT '\u{fffd}'", Some(&b"SELECT '\xe9'"[..]), None)
+        );
+    }
+
+    #[test]
+    fn query_without_a_terminator_is_malformed() {
+        assert!(Query::decode(b"SELECT 1").is_err());
+    }
+
+    #[test]
+    fn parse_in_another_client_encoding_keeps_its_exact_bytes() {
+        let p = Parse::decode(b"s1\0SELECT '\xe9'\0\0\0").unwrap();
+        assert_eq!(p.query_raw.as_deref(), Some(&b"SELECT '\xe9'"[..]));
+    }
+
+    #[test]
+    fn command_tag_reads_the_tag_of_a_command_complete() {
+        assert_eq!(
+            command_tag(&command_complete("DEALLOCATE ALL")[5..]).unwrap(),
+            "DEALLOCATE ALL"
+        );
+    }
+
+    #[test]
+    fn data_row_reads_values_and_nulls_in_order() {
+        let msg = crate::data_row(&[Some("a"), None, Some("")]);
+        let mut row = DataRow::decode(&msg[5..]).unwrap();
+        assert_eq!(row.columns(), 3);
+        let values: Vec<Option<&[u8]>> = (0..3).map(|_| row.next_value().unwrap()).collect();
+        assert_eq!(values, vec![Some(&b"a"[..]), None, Some(&b""[..])]);
+    }
+
+    #[test]
+    fn data_row_without_a_column_count_is_malformed() {
+        assert!(DataRow::decode(&[0]).is_err());
+    }
+
+    #[test]
+    fn data_row_value_longer_than_the_body_is_malformed() {
+        let mut row = DataRow::decode(&[0, 1, 0, 0, 0, 9, b'x']).unwrap();
+        assert!(row.next_value().is_err());
+    }
+
+    #[test]
+    fn data_row_value_without_a_whole_length_is_malformed() {
+        let mut row = DataRow::decode(&[0, 1, 0, 0]).unwrap();
+        assert!(row.next_value().is_err());
+    }
+
+    #[test]
+    fn framer_gives_back_the_bytes_it_has_not_handed_out() {
+        let mut f = Framer::new(1024, never);
+        f.buf_mut().extend_from_slice(&sync());
+        f.buf_mut().extend_from_slice(b"Q\0");
+        assert!(matches!(
+            f.next_frame(),
+            Ok(Some(Frame::Whole { tag: b'S', .. }))
+        ));
+        assert!(matches!(f.next_frame(), Ok(None)));
+        assert_eq!(&f.into_buffered()[..], b"Q\0");
     }
 
     #[test]

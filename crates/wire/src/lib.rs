@@ -10,8 +10,18 @@
 //! Parse with pass-through bytes) and every backend message (it only parses those) are
 //! framed here by hand.
 //!
-//! After authentication the proxy never decodes messages again; the relay moves
-//! opaque bytes (Redshift extends RowDescription, so re-encoding would corrupt it).
+//! Reading, by the shape of the input:
+//! - untagged startup-phase packets (SSLRequest, GSSENCRequest, CancelRequest,
+//!   StartupMessage: a length word, then the body): `read_startup_frame`;
+//! - tagged messages (tag, length word, body) from a buffer the caller fills: `Framer`
+//!   (frames.rs), the pooled relay's hot path, which hands large rows and COPY data
+//!   through in pieces;
+//! - whole tagged messages from an async stream (login, the admin console): `MessageReader`,
+//!   a `Framer` that streams nothing, read until a message is whole.
+//!
+//! Bodies are read by one decoder each (`Query`, `Parse`, `Bind`, `Execute`,
+//! `NamedTarget`, `DataRow`, `parse_*`). Whatever the proxy does not read passes as the
+//! bytes that arrived (Redshift extends RowDescription, so re-encoding would corrupt it).
 
 mod frames;
 pub mod protocol;
@@ -23,6 +33,7 @@ pub use startup::StartupParams;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::message::frontend;
+use protocol::{auth, backend, error_field};
 use std::borrow::Cow;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -213,64 +224,66 @@ impl Message {
     }
 }
 
-/// Reads typed messages from a byte stream without assuming one message per read,
-/// keeping whatever follows the last message so it can be handed to the relay.
+/// Reads whole tagged messages from an async byte stream without assuming one message
+/// per read, keeping whatever follows the last message so it can be handed to the relay.
+///
+/// A `Framer` that streams nothing. `max` caps the length word (body plus its 4 bytes),
+/// as `WireError::TooLarge` reports it.
 pub struct MessageReader {
-    buf: BytesMut,
+    framer: Framer,
     max: usize,
+}
+
+/// No message is streamed in pieces: each is read whole.
+fn streams_nothing(_: u8) -> bool {
+    false
 }
 
 impl MessageReader {
     pub fn new(max: usize) -> Self {
-        Self {
-            buf: BytesMut::with_capacity(1024),
-            max,
-        }
+        Self::with_buffered(max, BytesMut::with_capacity(1024))
     }
 
     /// Reads the next complete message.
     pub async fn read<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<Message, WireError> {
         loop {
-            if let Some(msg) = self.try_parse()? {
-                return Ok(msg);
+            match self.framer.next_frame() {
+                Ok(Some(Frame::Whole { tag, raw })) => {
+                    return Ok(Message {
+                        tag,
+                        body: body(&raw),
+                    })
+                }
+                Ok(Some(Frame::Piece { .. })) => {
+                    return Err(WireError::Malformed("message streamed in pieces"))
+                }
+                Ok(None) => {}
+                // The framer counts the tag byte too; the length word is what was sent.
+                Err(WireError::TooLarge { len, .. }) => {
+                    return Err(WireError::TooLarge {
+                        len: len.saturating_sub(1),
+                        max: self.max,
+                    })
+                }
+                Err(e) => return Err(e),
             }
-            let n = r.read_buf(&mut self.buf).await?;
+            let n = r.read_buf(self.framer.buf_mut()).await?;
             if n == 0 {
                 return Err(WireError::Closed);
             }
         }
     }
 
-    fn try_parse(&mut self) -> Result<Option<Message>, WireError> {
-        if self.buf.len() < 5 {
-            return Ok(None);
-        }
-        let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-        if len < 4 {
-            return Err(WireError::BadLength(len.into()));
-        }
-        let len = len as usize;
-        if len > self.max {
-            return Err(WireError::TooLarge { len, max: self.max });
-        }
-        if self.buf.len() < len + 1 {
-            self.buf.reserve(len + 1 - self.buf.len());
-            return Ok(None);
-        }
-        let tag = self.buf[0];
-        self.buf.advance(5);
-        let body = self.buf.split_to(len - 4).freeze();
-        Ok(Some(Message { tag, body }))
-    }
-
     /// A reader that first parses bytes already read (e.g. after authentication).
     pub fn with_buffered(max: usize, buffered: BytesMut) -> Self {
-        Self { buf: buffered, max }
+        let mut framer = Framer::new(max.saturating_add(1), streams_nothing);
+        *framer.buf_mut() = buffered;
+        Self { framer, max }
     }
 
     /// Bytes already read past the last returned message.
     pub fn into_leftover(self) -> BytesMut {
-        self.buf
+        self.framer.into_buffered()
     }
 }
 
@@ -304,9 +317,9 @@ pub fn parse_auth_request(body: &[u8]) -> Result<AuthRequest, WireError> {
     let mut b = body;
     let code = take_i32(&mut b)?;
     Ok(match code {
-        0 => AuthRequest::Ok,
-        3 => AuthRequest::Cleartext,
-        5 => {
+        auth::OK => AuthRequest::Ok,
+        auth::CLEARTEXT_PASSWORD => AuthRequest::Cleartext,
+        auth::MD5_PASSWORD => {
             if b.len() != 4 {
                 return Err(WireError::Malformed("MD5 request without a 4-byte salt"));
             }
@@ -314,7 +327,7 @@ pub fn parse_auth_request(body: &[u8]) -> Result<AuthRequest, WireError> {
                 salt: [b[0], b[1], b[2], b[3]],
             }
         }
-        10 => {
+        auth::SASL => {
             let mut mechanisms = Vec::new();
             loop {
                 let m = take_cstr(&mut b)?;
@@ -325,9 +338,9 @@ pub fn parse_auth_request(body: &[u8]) -> Result<AuthRequest, WireError> {
             }
             AuthRequest::Sasl { mechanisms }
         }
-        11 => AuthRequest::SaslContinue(Bytes::copy_from_slice(b)),
-        12 => AuthRequest::SaslFinal(Bytes::copy_from_slice(b)),
-        13 => {
+        auth::SASL_CONTINUE => AuthRequest::SaslContinue(Bytes::copy_from_slice(b)),
+        auth::SASL_FINAL => AuthRequest::SaslFinal(Bytes::copy_from_slice(b)),
+        auth::REDSHIFT_DIGEST => {
             let algorithm = take_i32(&mut b)?;
             let salt_len = take_i32(&mut b)?;
             let salt = take_bytes(&mut b, salt_len)?;
@@ -339,7 +352,7 @@ pub fn parse_auth_request(body: &[u8]) -> Result<AuthRequest, WireError> {
                 server_nonce,
             }
         }
-        14 => AuthRequest::IdpToken,
+        auth::REDSHIFT_IDP_TOKEN => AuthRequest::IdpToken,
         other => AuthRequest::Unsupported(other),
     })
 }
@@ -368,12 +381,12 @@ pub fn parse_error_fields(body: &[u8]) -> ErrorFields {
         b = rest;
         let Ok(value) = take_cstr(&mut b) else { break };
         match kind {
-            b'S' => f.severity = value,
-            b'C' => f.code = value,
-            b'M' => f.message = value,
-            b'D' => f.detail = Some(value),
-            b'H' => f.hint = Some(value),
-            b'R' => f.routine = Some(value),
+            error_field::SEVERITY => f.severity = value,
+            error_field::CODE => f.code = value,
+            error_field::MESSAGE => f.message = value,
+            error_field::DETAIL => f.detail = Some(value),
+            error_field::HINT => f.hint = Some(value),
+            error_field::ROUTINE => f.routine = Some(value),
             _ => {}
         }
     }
@@ -430,20 +443,20 @@ fn written(write: impl FnOnce(&mut BytesMut) -> std::io::Result<()>) -> BytesMut
 pub fn error_response(severity: &str, code: &str, message: &str, hint: Option<&str>) -> BytesMut {
     let mut body = BytesMut::new();
     for (k, v) in [
-        (b'S', severity),
-        (b'V', severity),
-        (b'C', code),
-        (b'M', message),
+        (error_field::SEVERITY, severity),
+        (error_field::SEVERITY_NONLOCALIZED, severity),
+        (error_field::CODE, code),
+        (error_field::MESSAGE, message),
     ] {
         body.put_u8(k);
         put_cstr(&mut body, v);
     }
     if let Some(h) = hint {
-        body.put_u8(b'H');
+        body.put_u8(error_field::HINT);
         put_cstr(&mut body, h);
     }
     body.put_u8(0);
-    frame(b'E', &body)
+    frame(backend::ERROR_RESPONSE, &body)
 }
 
 /// A StartupMessage (protocol 3.0) with the given parameters (NULs inside them dropped).
@@ -477,7 +490,7 @@ pub fn backend_key_data(pid: i32, secret: &[u8]) -> BytesMut {
     let mut body = BytesMut::with_capacity(4 + secret.len());
     body.put_i32(pid);
     body.put_slice(secret);
-    frame(b'K', &body)
+    frame(backend::BACKEND_KEY_DATA, &body)
 }
 
 /// A PasswordMessage (`p`) carrying `payload` followed by NUL (cleartext and MD5).
@@ -511,7 +524,7 @@ pub fn redshift_digest_response(digest: &[u8], client_nonce: &[u8]) -> BytesMut 
     body.put_slice(digest);
     body.put_i32(client_nonce.len() as i32);
     body.put_slice(client_nonce);
-    frame(b'd', &body)
+    frame(protocol::frontend::REDSHIFT_DIGEST, &body)
 }
 
 /// The client's answer to code 13 (`d` body): `(digest, client nonce)`.
@@ -542,7 +555,7 @@ pub fn parameter_status(name: &str, value: &str) -> BytesMut {
     let mut body = BytesMut::new();
     put_cstr(&mut body, name);
     put_cstr(&mut body, value);
-    frame(b'S', &body)
+    frame(backend::PARAMETER_STATUS, &body)
 }
 
 /// A RowDescription (`T`) of text columns (type `text`, format text).
@@ -558,7 +571,7 @@ pub fn row_description(columns: &[&str]) -> BytesMut {
         body.put_i32(-1); // type modifier
         body.put_i16(0); // text format
     }
-    frame(b'T', &body)
+    frame(backend::ROW_DESCRIPTION, &body)
 }
 
 /// A DataRow (`D`) of text values (`None` is NULL).
@@ -574,12 +587,12 @@ pub fn data_row(values: &[Option<&str>]) -> BytesMut {
             None => body.put_i32(-1),
         }
     }
-    frame(b'D', &body)
+    frame(backend::DATA_ROW, &body)
 }
 
 /// EmptyQueryResponse (`I`).
 pub fn empty_query_response() -> BytesMut {
-    frame(b'I', &[])
+    frame(backend::EMPTY_QUERY_RESPONSE, &[])
 }
 
 /// A Sync (`S`) message from the frontend.
@@ -589,17 +602,14 @@ pub fn sync() -> BytesMut {
     out
 }
 
-/// The SQL text of a simple Query (`Q`) body.
+/// The SQL text of a simple Query (`Q`) body when it is UTF-8 (an error otherwise): the
+/// strict view of `Query::decode`, for readers that take no other client encoding.
 pub fn parse_query(body: &[u8]) -> Result<String, WireError> {
-    let mut b = body;
-    take_cstr(&mut b)
-}
-
-/// The SQL text of a Parse (`P`) body (after the statement name).
-pub fn parse_parse_query(body: &[u8]) -> Result<String, WireError> {
-    let mut b = body;
-    take_cstr(&mut b)?;
-    take_cstr(&mut b)
+    let q = Query::decode(body)?;
+    match q.text_raw {
+        None => Ok(q.text),
+        Some(_) => Err(WireError::Malformed("string is not valid UTF-8")),
+    }
 }
 
 /// An authentication request (`R`) sent by the proxy to a client: code plus payload.
@@ -607,7 +617,7 @@ pub fn auth_request(code: i32, payload: &[u8]) -> BytesMut {
     let mut body = BytesMut::with_capacity(4 + payload.len());
     body.put_i32(code);
     body.put_slice(payload);
-    frame(b'R', &body)
+    frame(backend::AUTHENTICATION, &body)
 }
 
 /// AuthenticationSASL offering the given mechanisms.
@@ -617,7 +627,7 @@ pub fn auth_sasl(mechanisms: &[&str]) -> BytesMut {
         put_cstr(&mut payload, m);
     }
     payload.put_u8(0);
-    auth_request(10, &payload)
+    auth_request(auth::SASL, &payload)
 }
 
 /// The client's SASLInitialResponse: mechanism and initial data.
@@ -646,7 +656,7 @@ pub fn negotiate_protocol_version(minor: u16, unrecognized: &[&str]) -> BytesMut
     for o in unrecognized {
         put_cstr(&mut body, o);
     }
-    frame(b'v', &body)
+    frame(backend::NEGOTIATE_PROTOCOL_VERSION, &body)
 }
 
 #[cfg(test)]
@@ -742,6 +752,54 @@ mod tests {
         let m2 = reader.read(&mut src).await.unwrap();
         assert_eq!(m2.tag, b'S');
         assert_eq!(&reader.into_leftover()[..], b"extra");
+    }
+
+    #[tokio::test]
+    async fn message_reader_takes_a_message_whose_length_word_is_its_cap() {
+        let msg = frame(b'S', b"a\0b\0");
+        let cap = msg.len() - 1;
+        let got = MessageReader::new(cap).read(&mut &msg[..]).await.unwrap();
+        assert_eq!((got.tag, &got.body[..]), (b'S', &b"a\0b\0"[..]));
+    }
+
+    #[tokio::test]
+    async fn message_reader_reports_the_length_word_and_its_cap_when_too_large() {
+        let msg = frame(b'S', b"a\0b\0");
+        let cap = msg.len() - 2;
+        let err = MessageReader::new(cap)
+            .read(&mut &msg[..])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WireError::TooLarge { len, max } if len == cap + 1 && max == cap));
+    }
+
+    #[tokio::test]
+    async fn message_reader_keeps_an_incomplete_message_when_the_stream_closes() {
+        let msg = frame(b'S', b"a\0b\0");
+        let mut reader = MessageReader::new(1024);
+        let err = reader.read(&mut &msg[..6]).await.unwrap_err();
+        assert!(matches!(err, WireError::Closed));
+        assert_eq!(&reader.into_leftover()[..], &msg[..6]);
+    }
+
+    #[tokio::test]
+    async fn message_reader_reads_bytes_already_buffered_first() {
+        let mut buffered = frame(b'Z', b"I");
+        buffered.extend_from_slice(b"Q");
+        let mut reader = MessageReader::with_buffered(1024, buffered);
+        let got = reader.read(&mut &b""[..]).await.unwrap();
+        assert_eq!((got.tag, &got.body[..]), (b'Z', &b"I"[..]));
+        assert_eq!(&reader.into_leftover()[..], b"Q");
+    }
+
+    #[test]
+    fn parse_query_reads_utf8_text() {
+        assert_eq!(parse_query(b"SELECT 1\0").unwrap(), "SELECT 1");
+    }
+
+    #[test]
+    fn parse_query_refuses_text_that_is_not_utf8() {
+        assert!(parse_query(b"SELECT '\xe9'\0").is_err());
     }
 
     #[test]

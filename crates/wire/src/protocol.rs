@@ -1,17 +1,18 @@
-//! The protocol's words, named once: message tags, the transaction status of a
-//! ReadyForQuery, and the SQLSTATEs the proxy answers with itself.
+//! The protocol's words, named once: message tags, the answers to SSL/GSS negotiation,
+//! authentication request codes, ErrorResponse field types, the transaction status of a
+//! ReadyForQuery, and every SQLSTATE the project names.
 //!
 //! Tags share letters between directions (`D` is Describe from a client and DataRow from a
 //! server), so they live in two modules named for who sends them.
 
 use super::WireError;
 
-/// Tags of messages a client (frontend) sends.
 /// Whether a server's `server_version` ParameterStatus is Redshift's (8.0.2).
 pub fn is_redshift_version(server_version: &str) -> bool {
     server_version.starts_with("8.0.2")
 }
 
+/// Tags of messages a client (frontend) sends.
 pub mod frontend {
     pub const BIND: u8 = b'B';
     pub const CLOSE: u8 = b'C';
@@ -74,10 +75,44 @@ pub mod negotiation {
     pub const REFUSED: u8 = b'N';
 }
 
-/// The SQLSTATEs the proxy itself answers with (names as in PostgreSQL's errcodes.txt).
+/// Codes of an Authentication (`R`) message.
+pub mod auth {
+    pub const OK: i32 = 0;
+    pub const CLEARTEXT_PASSWORD: i32 = 3;
+    pub const MD5_PASSWORD: i32 = 5;
+    pub const SASL: i32 = 10;
+    pub const SASL_CONTINUE: i32 = 11;
+    pub const SASL_FINAL: i32 = 12;
+    /// Redshift's SHA-256 digest with salt and server nonce.
+    pub const REDSHIFT_DIGEST: i32 = 13;
+    /// Redshift's identity-provider token.
+    pub const REDSHIFT_IDP_TOKEN: i32 = 14;
+}
+
+/// Field types of an ErrorResponse or NoticeResponse.
+pub mod error_field {
+    /// Severity, possibly localized.
+    pub const SEVERITY: u8 = b'S';
+    /// Severity, never localized.
+    pub const SEVERITY_NONLOCALIZED: u8 = b'V';
+    /// The SQLSTATE.
+    pub const CODE: u8 = b'C';
+    pub const MESSAGE: u8 = b'M';
+    pub const DETAIL: u8 = b'D';
+    pub const HINT: u8 = b'H';
+    /// Source file of the server that raised it.
+    pub const FILE: u8 = b'F';
+    /// Source line of the server that raised it.
+    pub const LINE: u8 = b'L';
+    /// Server routine that raised it.
+    pub const ROUTINE: u8 = b'R';
+}
+
+/// Every SQLSTATE the project names: those the proxy answers with itself and those it
+/// looks for in a server's answers (names as in PostgreSQL's errcodes.txt, by code).
 pub mod sqlstate {
-    pub const CONNECTION_FAILURE: &str = "08006";
     pub const SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION: &str = "08001";
+    pub const CONNECTION_FAILURE: &str = "08006";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
@@ -86,6 +121,7 @@ pub mod sqlstate {
     pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const SYNTAX_ERROR: &str = "42601";
     pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
     pub const UNDEFINED_OBJECT: &str = "42704";

@@ -131,7 +131,7 @@ impl Machine {
     }
 
     fn query(&mut self, raw: &[u8], body: &[u8], srv: &mut Tracked) -> Result<(), Refusal> {
-        let text = wire::query_text(body).map_err(malformed)?;
+        let text = wire::Query::decode(body).map_err(malformed)?.text;
         self.counts.queries += 1;
         let mut undo = Vec::new();
         if self.txn() {

@@ -117,7 +117,7 @@ impl Machine {
 
     /// Effects that count once the server completed the statement of that tag.
     fn command_complete(&mut self, body: &[u8], srv: &mut Tracked) {
-        let Ok(tag) = wire::query_text(body) else {
+        let Ok(tag) = wire::command_tag(body) else {
             return;
         };
         let Some(head) = self.queue.head_mut() else {

@@ -356,7 +356,7 @@ impl Machine {
         if *tag != frontend::QUERY || !self.txn() {
             return None;
         }
-        let text = wire::query_text(&wire::body(raw)).ok()?;
+        let text = wire::Query::decode(&wire::body(raw)).ok()?.text;
         let name = wire::sql::single_deallocate(&text)?;
         self.client.statements.contains_key(&name).then_some(name)
     }

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::pool::tracked::{Presence, UnnamedOnServer};
-use crate::wire::{Bind, Framer, Parse};
+use crate::wire::protocol::target;
+use crate::wire::{Bind, Execute, Framer, NamedTarget, Parse, Query};
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::frontend;
 
@@ -20,62 +21,51 @@ fn frames(bytes: &[u8]) -> Vec<Frame> {
     out
 }
 
-fn cstr(b: &mut &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    let s = String::from_utf8_lossy(&b[..end]).into_owned();
-    *b = &b[(end + 1).min(b.len())..];
-    s
-}
-
 /// The client messages in `bytes`, one readable line each.
 fn client_msgs(bytes: &[u8]) -> Vec<String> {
+    use crate::wire::protocol::frontend as tag;
     frames(bytes)
         .into_iter()
         .map(|f| {
             let body = wire::body(f.raw());
-            let mut b: &[u8] = &body;
-            match f.tag() {
-                b'Q' => format!("Q {}", cstr(&mut b)),
-                b'P' => {
-                    let n = cstr(&mut b);
-                    format!("P {n:?} {}", cstr(&mut b))
+            let line = match f.tag() {
+                tag::QUERY => Query::decode(&body).map(|q| format!("Q {}", q.text)),
+                tag::PARSE => Parse::decode(&body).map(|p| format!("P {:?} {}", p.name, p.query)),
+                tag::BIND => {
+                    Bind::decode(&body).map(|b| format!("B {:?} {:?}", b.portal, b.statement))
                 }
-                b'B' => {
-                    let p = cstr(&mut b);
-                    format!("B {p:?} {:?}", cstr(&mut b))
-                }
-                b'D' | b'C' => {
-                    let kind = b.first().copied().unwrap_or(b'?') as char;
-                    b = &b[1.min(b.len())..];
-                    format!("{} {kind} {:?}", f.tag() as char, cstr(&mut b))
-                }
-                b'E' => format!("E {:?}", cstr(&mut b)),
-                t => format!("{}", t as char),
-            }
+                tag::DESCRIBE | tag::CLOSE => NamedTarget::decode(&body)
+                    .map(|t| format!("{} {} {:?}", f.tag() as char, t.kind as char, t.name)),
+                tag::EXECUTE => Execute::decode(&body).map(|e| format!("E {:?}", e.portal)),
+                t => Ok(format!("{}", t as char)),
+            };
+            line.unwrap_or_else(|e| format!("{} malformed: {e}", f.tag() as char))
         })
         .collect()
 }
 
 /// The server messages the client got, one readable line each.
 fn server_msgs(bytes: &[u8]) -> Vec<String> {
+    use crate::wire::protocol::backend as tag;
     frames(bytes)
         .into_iter()
         .map(|f| {
             let body = wire::body(f.raw());
-            let mut b: &[u8] = &body;
-            match f.tag() {
-                b'C' => format!("C {}", cstr(&mut b)),
-                b'Z' => format!("Z {}", b.first().copied().unwrap_or(b'?') as char),
-                b'E' => {
+            let line = match f.tag() {
+                tag::COMMAND_COMPLETE => wire::command_tag(&body).map(|t| format!("C {t}")),
+                tag::READY_FOR_QUERY => {
+                    wire::ready_status(&body).map(|s| format!("Z {}", s.byte() as char))
+                }
+                tag::ERROR_RESPONSE => {
                     let e = wire::parse_error_fields(&body);
-                    format!("E {} {}", e.code, e.message)
+                    Ok(format!("E {} {}", e.code, e.message))
                 }
-                b'S' => {
-                    let k = cstr(&mut b);
-                    format!("S {k}={}", cstr(&mut b))
+                tag::PARAMETER_STATUS => {
+                    wire::parse_parameter_status(&body).map(|(k, v)| format!("S {k}={v}"))
                 }
-                t => format!("{}", t as char),
-            }
+                t => Ok(format!("{}", t as char)),
+            };
+            line.unwrap_or_else(|e| format!("{} malformed: {e}", f.tag() as char))
         })
         .collect()
 }
@@ -307,7 +297,7 @@ fn a_server_that_refuses_the_settings_never_runs_the_clients_statement() {
     b.attach();
     b.sent();
     b.server(cat(&[
-        error("22023", "invalid value"),
+        error(sqlstate::INVALID_PARAMETER_VALUE, "invalid value"),
         ready(TxnStatus::Idle),
     ]));
     assert!(b.sent().is_empty());
@@ -321,7 +311,7 @@ fn a_waiting_statement_that_cannot_get_a_server_gets_an_error_and_the_session_go
     for f in frames(&cat(&[wire::query("SELECT 1"), wire::query("SELECT 2")])) {
         b.m.on_client(f, None).expect("queued");
     }
-    b.m.fail_waiting("53300", "no server", None);
+    b.m.fail_waiting(sqlstate::TOO_MANY_CONNECTIONS, "no server", None);
     assert_eq!(b.heard(), vec!["E 53300 no server", "Z I"]);
     assert_eq!(
         b.m.event(None, true),
@@ -366,7 +356,10 @@ fn a_duplicate_statement_name_gets_42p05_naming_the_clients_statement() {
         vec![format!("P {:?} SELECT 2", rip("SELECT 1")), "S".into()]
     );
     let said = format!("prepared statement \"{}\" already exists", rip("SELECT 1"));
-    b.server(cat(&[error("42P05", &said), ready(TxnStatus::Idle)]));
+    b.server(cat(&[
+        error(sqlstate::DUPLICATE_PREPARED_STATEMENT, &said),
+        ready(TxnStatus::Idle),
+    ]));
     assert_eq!(
         b.heard(),
         vec!["E 42P05 prepared statement \"s1\" already exists", "Z I"]
@@ -384,7 +377,7 @@ fn a_statement_whose_parse_failed_is_not_held() {
     let mut b = Bench::txn();
     b.client(cat(&[parse("s1", "SELEC 1"), wire::sync()]));
     b.server(cat(&[
-        error("42601", "syntax error"),
+        error(sqlstate::SYNTAX_ERROR, "syntax error"),
         ready(TxnStatus::Idle),
     ]));
     assert!(!b.m.client.statements.contains_key("s1"));
@@ -400,11 +393,14 @@ fn a_close_skipped_after_an_error_closes_nothing() {
     b.heard();
     b.client(cat(&[
         bind("", "nosuch"),
-        wire::close(b'S', "s1"),
+        wire::close(target::STATEMENT, "s1"),
         wire::sync(),
     ]));
     b.server(cat(&[
-        error("26000", "prepared statement \"nosuch\" does not exist"),
+        error(
+            sqlstate::INVALID_SQL_STATEMENT_NAME,
+            "prepared statement \"nosuch\" does not exist",
+        ),
         ready(TxnStatus::Idle),
     ]));
     assert_eq!(
@@ -421,13 +417,17 @@ fn a_close_skipped_after_an_error_closes_nothing() {
 fn messages_after_an_error_are_dropped_until_the_clients_sync() {
     let mut b = Bench::txn();
     b.client(parse("s1", "SELEC"));
-    b.client(wire::describe(b'S', "s1"));
+    b.client(wire::describe(target::STATEMENT, "s1"));
     let mut flush = BytesMut::new();
     frontend::flush(&mut flush);
     b.client(flush);
     b.sent();
-    b.server(error("42601", "syntax error"));
-    b.client(cat(&[bind("", "s1"), execute(""), wire::close(b'S', "x")]));
+    b.server(error(sqlstate::SYNTAX_ERROR, "syntax error"));
+    b.client(cat(&[
+        bind("", "s1"),
+        execute(""),
+        wire::close(target::STATEMENT, "x"),
+    ]));
     assert!(b.sent().is_empty(), "the server would discard them");
     b.client(wire::sync());
     assert_eq!(b.sent(), vec!["S"]);
@@ -442,7 +442,10 @@ fn deallocate_all_that_fails_forgets_no_statement() {
     b.server(cat(&[wire::parse_complete(), ready(TxnStatus::Idle)]));
     b.client(wire::query("DEALLOCATE ALL"));
     b.server(cat(&[
-        error("25P02", "current transaction is aborted"),
+        error(
+            sqlstate::IN_FAILED_SQL_TRANSACTION,
+            "current transaction is aborted",
+        ),
         ready(TxnStatus::Failed),
     ]));
     assert!(b.m.client.statements.contains_key("s1"));
@@ -482,7 +485,7 @@ fn extended_deallocate_of_a_protocol_statement_needs_only_the_sync() {
     b.client(cat(&[
         parse("", "DEALLOCATE _pg3_0"),
         bind("", ""),
-        wire::describe(b'P', ""),
+        wire::describe(target::PORTAL, ""),
         execute(""),
         wire::sync(),
     ]));
@@ -499,7 +502,10 @@ fn a_stale_plan_is_closed_and_prepared_again() {
     b.server(cat(&[wire::parse_complete(), ready(TxnStatus::Idle)]));
     b.client(cat(&[bind("", "a1"), execute(""), wire::sync()]));
     b.server(cat(&[
-        error("0A000", "cached plan must not change result type"),
+        error(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "cached plan must not change result type",
+        ),
         ready(TxnStatus::Idle),
     ]));
     assert_eq!(b.m.invalidated, vec![rip("SELECT * FROM t")]);
@@ -567,7 +573,12 @@ fn a_parameter_status_the_client_knows_is_not_repeated() {
 fn a_server_fatal_waits_for_the_relay_to_decide_whether_the_session_ends() {
     let mut b = Bench::txn();
     b.client(wire::query("SELECT pg_terminate_backend(pg_backend_pid())"));
-    b.server(wire::error_response("FATAL", "57P01", "terminating", None));
+    b.server(wire::error_response(
+        "FATAL",
+        sqlstate::ADMIN_SHUTDOWN,
+        "terminating",
+        None,
+    ));
     assert!(b.m.server_fatal.is_some());
     assert!(b.heard().is_empty());
 }
@@ -576,7 +587,12 @@ fn a_server_fatal_waits_for_the_relay_to_decide_whether_the_session_ends() {
 fn a_transaction_pool_client_whose_server_dies_mid_query_hears_one_error_and_goes_on() {
     let mut b = Bench::txn();
     b.client(wire::query("SELECT pg_sleep(10)"));
-    b.server(wire::error_response("FATAL", "57P01", "terminating", None));
+    b.server(wire::error_response(
+        "FATAL",
+        sqlstate::ADMIN_SHUTDOWN,
+        "terminating",
+        None,
+    ));
     assert_eq!(b.m.server_lost("connection closed"), super::Lost::GoesOn);
     assert_eq!(
         b.heard(),

@@ -7,6 +7,7 @@ use super::transcript::{view_of, Event};
 use super::DiffError;
 use crate::base::stream::Stream;
 use crate::cluster::upstream::{self, Started, UpstreamTarget};
+use crate::wire::protocol::backend;
 use crate::wire::{Message, MessageReader};
 use bytes::BytesMut;
 use secrecy::SecretString;
@@ -54,12 +55,19 @@ impl Owed {
     /// Whether `tag` is the last message of this answer.
     fn ends_with(self, tag: u8) -> bool {
         match self {
-            Owed::Query | Owed::Sync => tag == b'Z',
-            Owed::Parse => tag == b'1',
-            Owed::Bind => tag == b'2',
-            Owed::Close => tag == b'3',
-            Owed::DescribeStatement | Owed::DescribePortal => matches!(tag, b'T' | b'n'),
-            Owed::Execute => matches!(tag, b'C' | b'I' | b's'),
+            Owed::Query | Owed::Sync => tag == backend::READY_FOR_QUERY,
+            Owed::Parse => tag == backend::PARSE_COMPLETE,
+            Owed::Bind => tag == backend::BIND_COMPLETE,
+            Owed::Close => tag == backend::CLOSE_COMPLETE,
+            Owed::DescribeStatement | Owed::DescribePortal => {
+                matches!(tag, backend::ROW_DESCRIPTION | backend::NO_DATA)
+            }
+            Owed::Execute => matches!(
+                tag,
+                backend::COMMAND_COMPLETE
+                    | backend::EMPTY_QUERY_RESPONSE
+                    | backend::PORTAL_SUSPENDED
+            ),
         }
     }
 }
@@ -227,11 +235,11 @@ impl RawConn {
                 events.push(event);
             }
             match msg.tag {
-                b'Z' => {
+                backend::READY_FOR_QUERY => {
                     self.skipping = false;
                     return Ok(());
                 }
-                b'E' if !matches!(owed, Owed::Query | Owed::Sync) => {
+                backend::ERROR_RESPONSE if !matches!(owed, Owed::Query | Owed::Sync) => {
                     self.skipping = true;
                     return Ok(());
                 }
@@ -250,7 +258,7 @@ impl RawConn {
 
     /// The event of `msg`, keeping the client's view of reported parameters.
     fn normalize(&mut self, msg: &Message, touched: &[String]) -> Option<Event> {
-        if msg.tag == b'S' {
+        if msg.tag == backend::PARAMETER_STATUS {
             if let Ok((name, value)) = crate::wire::parse_parameter_status(&msg.body) {
                 self.reported.insert(name, value);
             }

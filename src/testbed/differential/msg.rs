@@ -1,6 +1,7 @@
 //! The frontend messages a script sends, one by one, encoded with
 //! `postgres_protocol::message::frontend`, and how each reads in a report.
 
+use crate::wire::protocol::target;
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use postgres_protocol::IsNull;
@@ -16,8 +17,8 @@ pub enum Target {
 impl Target {
     fn byte(self) -> u8 {
         match self {
-            Target::Statement => b'S',
-            Target::Portal => b'P',
+            Target::Statement => target::STATEMENT,
+            Target::Portal => target::PORTAL,
         }
     }
 }

@@ -9,6 +9,7 @@ use super::setup::{self, DATABASES};
 use super::transcript::Event;
 use super::DiffError;
 use crate::testbed::Bed;
+use crate::wire::TxnStatus;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,7 +219,7 @@ async fn open_both(
     for (answer, conn) in answers.iter_mut().zip([a, b]) {
         match conn {
             Ok(c) => {
-                answer.push(Event::Ready('I', vec![]));
+                answer.push(Event::Ready(Some(TxnStatus::Idle), vec![]));
                 c.terminate().await;
             }
             Err(e) => answer.push(Event::Closed(e.to_string())),

@@ -2,7 +2,8 @@
 //! between two private sessions (process ids, cancel keys, error positions and source
 //! locations, the order and number of ParameterStatus messages).
 
-use crate::wire::{self, Message};
+use crate::wire::protocol::backend;
+use crate::wire::{self, Message, TxnStatus};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -22,9 +23,9 @@ pub enum Event {
     CommandComplete(String),
     Error(Report),
     Notice(Report),
-    /// Transaction status, and the client's view of the reported parameters the script
+    /// Transaction status (`None`: not one the protocol knows), and the client's view of the reported parameters the script
     /// touched (the last ParameterStatus value it got for each).
-    Ready(char, Vec<(String, Option<String>)>),
+    Ready(Option<TxnStatus>, Vec<(String, Option<String>)>),
     /// Any other message, by tag.
     Other(char),
     /// No answer within the step's time limit.
@@ -46,23 +47,22 @@ impl Event {
     /// (ParameterStatus, BackendKeyData, NotificationResponse).
     pub fn from_message(msg: &Message) -> Option<Event> {
         let event = match msg.tag {
-            b'1' => Event::ParseComplete,
-            b'2' => Event::BindComplete,
-            b'3' => Event::CloseComplete,
-            b'n' => Event::NoData,
-            b's' => Event::PortalSuspended,
-            b'I' => Event::EmptyQuery,
-            b't' => Event::ParameterDescription(parse_oids(&msg.body)),
-            b'T' => Event::RowDescription(parse_columns(&msg.body)),
-            b'D' => Event::DataRow(parse_values(&msg.body)),
-            b'C' => Event::CommandComplete(cstr(&msg.body).0),
-            b'E' => Event::Error(report(&msg.body)),
-            b'N' => Event::Notice(report(&msg.body)),
-            b'S' | b'K' | b'A' => return None,
-            b'Z' => Event::Ready(
-                char::from(msg.body.first().copied().unwrap_or(b'?')),
-                vec![],
-            ),
+            backend::PARSE_COMPLETE => Event::ParseComplete,
+            backend::BIND_COMPLETE => Event::BindComplete,
+            backend::CLOSE_COMPLETE => Event::CloseComplete,
+            backend::NO_DATA => Event::NoData,
+            backend::PORTAL_SUSPENDED => Event::PortalSuspended,
+            backend::EMPTY_QUERY_RESPONSE => Event::EmptyQuery,
+            backend::PARAMETER_DESCRIPTION => Event::ParameterDescription(parse_oids(&msg.body)),
+            backend::ROW_DESCRIPTION => Event::RowDescription(parse_columns(&msg.body)),
+            backend::DATA_ROW => Event::DataRow(parse_values(&msg.body)),
+            backend::COMMAND_COMPLETE => Event::CommandComplete(cstr(&msg.body).0),
+            backend::ERROR_RESPONSE => Event::Error(report(&msg.body)),
+            backend::NOTICE_RESPONSE => Event::Notice(report(&msg.body)),
+            backend::PARAMETER_STATUS
+            | backend::BACKEND_KEY_DATA
+            | backend::NOTIFICATION_RESPONSE => return None,
+            backend::READY_FOR_QUERY => Event::Ready(wire::ready_status(&msg.body).ok(), vec![]),
             other => Event::Other(char::from(other)),
         };
         Some(event)
@@ -182,6 +182,7 @@ impl fmt::Display for Event {
             Event::Error(r) => write!(f, "Error {} {} {:?}", r.severity, r.code, r.message),
             Event::Notice(r) => write!(f, "Notice {} {} {:?}", r.severity, r.code, r.message),
             Event::Ready(status, params) => {
+                let status = status.map_or('?', |s| char::from(s.byte()));
                 write!(f, "ReadyForQuery {status}")?;
                 for (name, value) in params {
                     write!(
