@@ -3,6 +3,7 @@
 
 use super::{credential_words, login_timeout_refusal, Login};
 use crate::cluster::connector::{self, LoginSpec};
+use crate::cluster::Target;
 use crate::context::Shared;
 use crate::relay::{self, RelayEnd};
 use std::time::Instant;
@@ -12,35 +13,7 @@ use tokio::io::AsyncWriteExt;
 pub async fn run(shared: &Shared, mut login: Login) {
     let target = &shared.targets[login.plan.target];
     let started = Instant::now();
-    let limits = shared.admin.live().config.limits.clone();
-    let opened = async {
-        let identifier =
-            tokio::time::timeout(limits.login_timeout(), target.endpoint.cluster_identifier())
-                .await
-                .map_err(|_| login_timeout_refusal(limits.login_timeout_secs))??;
-        let request = crate::access::login::credential_request(
-            &target.config,
-            login.plan.identity.clone(),
-            identifier,
-            &login.plan.database,
-        );
-        let spec = LoginSpec {
-            request,
-            database: login.plan.database.clone(),
-            params: login.plan.forwarded.clone(),
-        };
-        // Each attempt is bounded by the login timeout; an outage holds the login.
-        // A client's login: it may wake a paused cluster (`resume_paused`).
-        crate::cluster::resume::client_login(connector::open_held(
-            &shared.connector(),
-            target,
-            &spec,
-            limits.login_timeout(),
-        ))
-        .await
-    }
-    .await;
-    let mut opened = match opened {
+    let mut opened = match open(shared, target, &login).await {
         Ok(o) => o,
         Err(r) => return login.refuse(&r).await,
     };
@@ -94,12 +67,56 @@ pub async fn run(shared: &Shared, mut login: Login) {
     audit.db_user = opened.db_user.clone();
     audit.outcome = "open".into();
     let (traffic, end) = relay::relay(login.stream, upstream, stop).await;
-    crate::base::events::session_bytes(
-        target.config.label(),
-        traffic.client_to_server,
-        traffic.server_to_client,
-    );
     drop(key);
+    ended(target.config.label(), &mut audit, &span, traffic, end);
+}
+
+/// The client's own server: its ClusterIdentifier, credential request and held login, each
+/// attempt bounded by `limits.login_timeout_secs`.
+async fn open(
+    shared: &Shared,
+    target: &Target,
+    login: &Login,
+) -> Result<connector::Opened, crate::base::refusal::Refusal> {
+    let limits = shared.admin.live().config.limits.clone();
+    async {
+        let identifier =
+            tokio::time::timeout(limits.login_timeout(), target.endpoint.cluster_identifier())
+                .await
+                .map_err(|_| login_timeout_refusal(limits.login_timeout_secs))??;
+        let request = crate::access::login::credential_request(
+            &target.config,
+            login.plan.identity.clone(),
+            identifier,
+            &login.plan.database,
+        );
+        let spec = LoginSpec {
+            request,
+            database: login.plan.database.clone(),
+            params: login.plan.forwarded.clone(),
+        };
+        // Each attempt is bounded by the login timeout; an outage holds the login.
+        // A client's login: it may wake a paused cluster (`resume_paused`).
+        crate::cluster::resume::client_login(connector::open_held(
+            &shared.connector(),
+            target,
+            &spec,
+            limits.login_timeout(),
+        ))
+        .await
+    }
+    .await
+}
+
+/// Counts the session's bytes and writes how it ended into its audit line and the log.
+fn ended(
+    target: &str,
+    audit: &mut crate::session::audit::AuditRecord,
+    span: &tracing::Span,
+    traffic: relay::Traffic,
+    end: RelayEnd,
+) {
+    crate::base::events::session_bytes(target, traffic.client_to_server, traffic.server_to_client);
     audit.bytes_in = traffic.client_to_server;
     audit.bytes_out = traffic.server_to_client;
     audit.outcome = match &end {
@@ -109,12 +126,12 @@ pub async fn run(shared: &Shared, mut login: Login) {
     };
     match end {
         RelayEnd::Closed(None) => {
-            tracing::info!(parent: &span, bytes_in = traffic.client_to_server, bytes_out = traffic.server_to_client, "session closed")
+            tracing::info!(parent: span, bytes_in = traffic.client_to_server, bytes_out = traffic.server_to_client, "session closed")
         }
         RelayEnd::Closed(Some(e)) => {
-            tracing::info!(parent: &span, error = %e, "session ended with an error")
+            tracing::info!(parent: span, error = %e, "session ended with an error")
         }
-        RelayEnd::Shutdown => tracing::info!(parent: &span, "session closed by proxy shutdown"),
+        RelayEnd::Shutdown => tracing::info!(parent: span, "session closed by proxy shutdown"),
     }
 }
 

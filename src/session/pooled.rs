@@ -4,6 +4,7 @@
 
 use super::{credential_words, Login};
 use crate::base::refusal::Refusal;
+use crate::cancel::CancelKey;
 use crate::config::{CredentialMode, PoolMode};
 use crate::context::Shared;
 use crate::pool::guard::Checkout;
@@ -11,6 +12,8 @@ use crate::pool::params::{self, Settings};
 use crate::pool::PoolHandle;
 use crate::relay::framed::{End, Relay};
 use crate::relay::machine::{ClientState, Machine};
+use crate::relay::Traffic;
+use crate::session::audit::AuditRecord;
 use crate::wire;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,17 +45,7 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
         None => return,
     };
     let cancel = shared.cancels.register_attached(None);
-    let statuses = ready
-        .params
-        .iter()
-        .map(|(k, v)| wire::parameter_status(k, v))
-        .collect::<Vec<_>>();
-    let reply = login.startup_reply(
-        &wire::auth_request(wire::protocol::auth::OK, &[]),
-        statuses.into_iter(),
-        Some(&cancel),
-    );
-    if login.stream.write_all(&reply).await.is_err() {
+    if !greet(&mut login, &ready, &cancel).await {
         return;
     }
     let (db_user, how) = (ready.db_user, ready.how);
@@ -107,21 +100,38 @@ pub async fn run(shared: &Arc<Shared>, mut login: Login, mode: PoolMode) {
         }
     };
     let (traffic, end) = relay.run(stop).await;
-    crate::base::events::session_bytes(
-        &target_label,
-        traffic.client_to_server,
-        traffic.server_to_client,
+    ended(&target_label, &mut audit, &span, traffic, &end);
+}
+
+/// Tells the client it is in: AuthenticationOk, the server's ParameterStatus values, the
+/// proxy's BackendKeyData and ReadyForQuery. `false` when the client is gone.
+async fn greet(login: &mut Login, ready: &Ready, cancel: &CancelKey) -> bool {
+    let statuses = ready
+        .params
+        .iter()
+        .map(|(k, v)| wire::parameter_status(k, v))
+        .collect::<Vec<_>>();
+    let reply = login.startup_reply(
+        &wire::auth_request(wire::protocol::auth::OK, &[]),
+        statuses.into_iter(),
+        Some(cancel),
     );
+    login.stream.write_all(&reply).await.is_ok()
+}
+
+/// Counts the session's bytes and writes how it ended into its audit line and the log.
+fn ended(target: &str, audit: &mut AuditRecord, span: &tracing::Span, traffic: Traffic, end: &End) {
+    crate::base::events::session_bytes(target, traffic.client_to_server, traffic.server_to_client);
     audit.bytes_in = traffic.client_to_server;
     audit.bytes_out = traffic.server_to_client;
-    audit.outcome = match &end {
+    audit.outcome = match end {
         End::Terminated | End::ClientClosed(None) => "closed".into(),
         End::ClientClosed(Some(e)) => format!("error: {e}"),
         End::ServerClosed(e) => format!("error: cluster: {e}"),
         End::Shutdown => "closed by proxy shutdown".into(),
         End::Refused(r) => format!("refused {}: {}", r.code, r.message),
     };
-    tracing::info!(parent: &span, bytes_in = traffic.client_to_server, bytes_out = traffic.server_to_client, outcome = %audit.outcome, "session closed");
+    tracing::info!(parent: span, bytes_in = traffic.client_to_server, bytes_out = traffic.server_to_client, outcome = %audit.outcome, "session closed");
 }
 
 /// A client's session before its relay starts: its server (session mode) and what its
