@@ -37,6 +37,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
+
+/// The proxy binary under test: this tree's, or `BENCH_PROXY` (another build of the proxy,
+/// e.g. an older commit's, to compare two builds in the same run conditions).
+fn proxy_bin() -> PathBuf {
+    std::env::var_os("BENCH_PROXY").map_or_else(|| PathBuf::from(BIN), PathBuf::from)
+}
 /// Password of the `bench` role used by the direct and PgBouncer targets.
 const BENCH_PASSWORD: &str = "bench-password";
 /// Identities of the cold storm.
@@ -389,7 +395,7 @@ fn start_proxy(parts: &Parts, pooling: Pooling) -> (ProxyProcess, u16) {
          [pool]\nmode = \"{mode}\"\nsize = {POOL_SIZE}\n"
     );
     let proxy = parts
-        .start_binary(Path::new(BIN), &fragment, Some("warn"))
+        .start_binary(&proxy_bin(), &fragment, Some("warn"))
         .unwrap_or_else(|e| panic!("start the proxy binary ({mode}): {e}"));
     let port = proxy.addr.port();
     (proxy, port)
@@ -1374,8 +1380,9 @@ fn main() {
     let plan = Plan::from_args();
     let nofile = raise_nofile();
     eprintln!(
-        "bench mode: {} (proxy binary {BIN}, open-file limit {nofile})",
-        if plan.full { "full" } else { "smoke" }
+        "bench mode: {} (proxy binary {}, open-file limit {nofile})",
+        if plan.full { "full" } else { "smoke" },
+        proxy_bin().display()
     );
     if plan.full {
         assert!(

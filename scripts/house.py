@@ -6,8 +6,9 @@ functions, raw protocol words outside the wire crate, and the number of test bin
     python3 scripts/house.py --check    # exit 1 on an import cycle between top-level modules
 
 It reads source text only (`use crate::…`, `crate::…` paths, `super::`), so it runs anywhere
-without building. Test code (`#[cfg(test)]` files named tests.rs, tests/, benches) is left out
-of the import graph and the function lengths.
+without building. Unit-test code (`#[cfg(test)]` modules, files named tests.rs) is left out;
+the test bed (`src/testbed`, feature `demo`) is in the import graph but not in the function
+lengths or the literal counts.
 """
 import os
 import re
@@ -34,8 +35,11 @@ def module_of(path):
 
 
 def is_test_file(path):
-    rel = os.path.relpath(path, SRC)
-    return os.path.basename(path) == "tests.rs" or rel.startswith("testbed")
+    return os.path.basename(path) == "tests.rs"
+
+
+def is_testbed(path):
+    return os.path.relpath(path, SRC).startswith("testbed")
 
 
 STRINGS = re.compile(r'r(#*)"(?:.|\n)*?"\1|b?"(?:\\.|[^"\\])*"|b?\'(?:\\.|[^\'\\])\'', re.S)
@@ -188,6 +192,8 @@ FN = re.compile(r"^\s*(?:pub(?:\([\w:]+\))?\s+)?(?:const\s+)?(?:async\s+)?(?:uns
 def functions(files):
     res = []
     for p, text in files.items():
+        if is_testbed(p):
+            continue
         lines = blank_strings(text).split("\n")
         i = 0
         while i < len(lines):
@@ -220,6 +226,8 @@ SQLSTATE = re.compile(r'"([0-9][0-9A-Z]{4})"')
 def literals(files):
     tags, states = defaultdict(int), defaultdict(int)
     for p in files:
+        if is_testbed(p):
+            continue
         text = strip_tests(texts[p])
         rel = os.path.relpath(p, ROOT)
         text = re.sub(r"#\[doc[^\]]*\]|///[^\n]*", "", text)
@@ -247,7 +255,7 @@ def main():
     ]
 
     print("| measure | value |\n|---|---|")
-    print(f"| source files in src/ (shipped, tests left out) | {len(files)} |")
+    print(f"| source files in src/ (unit-test files left out) | {len(files)} |")
     print(f"| loose files in src/ (besides lib.rs, main.rs) | {len(loose)} |")
     print(f"| folders in src/ | {len(folders)} |")
     print(f"| import cycles between top-level modules | {len(top_cycles)} ({', '.join(str(len(c)) + ' modules' for c in top_cycles) or 'none'}) |")

@@ -18,10 +18,11 @@
 //! - `context`: what every connection shares (`Shared`), the started and live configuration;
 //! - `admin`: probes, metrics exposition, the admin console, reload;
 //! - `session`: one client connection end to end;
-//! - `app`: listeners, prewarm, the `check` subcommand and the demo.
+//! - `app`: listeners, prewarm and the `check` subcommand.
 //!
 //! With the `demo` feature (on by default) `testbed` is the cluster + emulator + proxy that
-//! tests, benches, the soak test and the demo run on.
+//! tests, benches, the soak test and the one-command demo (`testbed::demo`) run on; it sits
+//! above `app` (it starts the proxy) and nothing but `main.rs`, tests and benches use it.
 //!
 //! Beside this crate: `redshift_wire` (crates/wire: every wire byte and the SQL lexer,
 //! re-exported here as `wire`), `redshift_tokens` (crates/tokens), `redshift_emulator`

@@ -31,7 +31,7 @@ enum Command {
     HashPassword,
     /// Run a self-contained demo: local PostgreSQL as the stand-in for Redshift, the emulator, and the proxy.
     #[cfg(feature = "demo")]
-    Demo(redshift_iam_proxy::app::demo::DemoArgs),
+    Demo(redshift_iam_proxy::testbed::demo::DemoArgs),
     /// Print the path of the local CA certificate clients should trust (made if missing).
     CaPath,
     /// Print an AWS identity token (from your AWS credentials) to send as the password:
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
             }
             #[cfg(feature = "demo")]
             Some(Command::Demo(args)) => {
-                match redshift_iam_proxy::app::demo::run(args, shutdown_signal()).await {
+                match redshift_iam_proxy::testbed::demo::run(args, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e}");

@@ -97,7 +97,7 @@ fn compose_services_match_the_binary_and_the_demo() {
         .any(|v| v.starts_with("./deploy/demo-schema.sql:/docker-entrypoint-initdb.d/")));
     assert_eq!(
         root("deploy/demo-schema.sql"),
-        redshift_iam_proxy::app::demo::SCHEMA_SQL
+        redshift_iam_proxy::testbed::demo::SCHEMA_SQL
     );
     // Every file compose mounts exists.
     for v in pg_volumes.iter().chain(volumes.iter()) {

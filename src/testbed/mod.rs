@@ -6,10 +6,12 @@
 //! - [`BedOptions`]: what differs between beds (`default()` for tests, `bare()` otherwise);
 //! - [`Parts`]: cluster, front and emulator, plus the proxy config for them;
 //! - [`Bed`]: the parts with the proxy serving in-process;
-//! - [`ProxyProcess`]: the proxy binary run against the parts.
+//! - [`ProxyProcess`]: the proxy binary run against the parts;
+//! - [`demo`]: the one-command demo (`redshift-iam-proxy demo`) on these parts.
 mod bed;
 mod client;
 mod config;
+pub mod demo;
 pub mod differential;
 pub mod faultline;
 mod oidc;
