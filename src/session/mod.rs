@@ -39,13 +39,97 @@ pub async fn run(
     let _ = tcp.set_nodelay(true);
     // One configuration snapshot for the whole login; a reload affects later logins.
     let live = shared.admin.live();
-    let Some((mut stream, minor, params)) = negotiate(&shared, &live, tcp, peer).await else {
+    let Some((stream, minor, params)) = negotiate(&shared, &live, tcp, peer).await else {
         return;
     };
-    // `user` and `database` are read here, once; the rest of the parameters travel on as
-    // `StartupParams` to the login plan and the pool key.
-    let database = params.database().map(str::to_owned);
-    let Some(client_user) = params.user().map(str::to_owned) else {
+    let Some(mut who) = identify(&live, stream, &params, peer).await else {
+        return;
+    };
+    if who.database.as_deref() == Some(crate::admin::CONSOLE_DATABASE) {
+        let console = crate::admin::console::Console::new(
+            &shared,
+            &live,
+            who.stream,
+            peer,
+            &who.user,
+            who.principal.as_ref().map(|p| p.name()),
+        );
+        return console.run(who.reader.into_leftover(), minor).await;
+    }
+    let client = shared.admin.clients.register(
+        crate::context::registry::NewClient {
+            user: &who.user,
+            principal: &who.audit.principal,
+            database: who.database.as_deref().unwrap_or(""),
+            addr: peer,
+            tls: who.stream.is_tls(),
+            application_name: &who.audit.application_name,
+        },
+        &shared.hard_stop,
+    );
+    // Counted after authentication, so unauthenticated clients cannot use up a user's slots.
+    let Some(_user_slot) = shared.user_slots.acquire(&who.user) else {
+        tracing::warn!(%peer, user = %who.user, "per-user connection limit reached; refusing");
+        let message = format!(
+            "too many connections for user \"{}\" (proxy limit max_connections_per_user)",
+            who.user
+        );
+        who.refuse(sqlstate::TOO_MANY_CONNECTIONS, &message, None)
+            .await;
+        return;
+    };
+    let Some(plan) = plan_login(&live, &mut who, fixed_target, &params, peer).await else {
+        return;
+    };
+    let target = &shared.targets[plan.target];
+    let mode = shared.pools.mode(plan.target);
+    who.audit.planned(&plan, target.config.label(), mode);
+    let span = tracing::info_span!("session", %peer, user = %who.user, target = %target.config.label(), db = %plan.database);
+    let login = Login {
+        stream: who.stream,
+        audit: who.audit,
+        plan,
+        minor,
+        // Bytes the client sent after authenticating (pipelined queries) go upstream first.
+        client_leftover: who.reader.into_leftover(),
+        span,
+        client,
+    };
+    match mode {
+        PoolMode::None => direct::run(&shared, login).await,
+        _ => pooled::run(&shared, login, mode).await,
+    }
+}
+
+/// A client that said who it is and proved what `[client_auth]` asks.
+struct Identified {
+    stream: Stream,
+    /// The client's reader: it may hold messages sent after authentication.
+    reader: wire::MessageReader,
+    audit: AuditRecord,
+    /// `user` and `database` of the startup packet, read here once; the rest of the
+    /// parameters travel on as `StartupParams` to the login plan and the pool key.
+    user: String,
+    database: Option<String>,
+    principal: Option<crate::client::identity::Principal>,
+}
+
+impl Identified {
+    /// Refuses the login with an ErrorResponse and records why in the audit line.
+    async fn refuse(&mut self, code: &str, message: &str, hint: Option<&str>) {
+        refuse(&mut self.stream, &mut self.audit, code, message, hint).await;
+    }
+}
+
+/// Who the client is: its user name and, where `[client_auth]` asks, its proof; `None`
+/// when it was refused or left.
+async fn identify(
+    live: &LiveConfig,
+    mut stream: Stream,
+    params: &wire::StartupParams,
+    peer: SocketAddr,
+) -> Option<Identified> {
+    let Some(user) = params.user().map(str::to_owned) else {
         client::reject(
             &mut stream,
             sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
@@ -53,108 +137,66 @@ pub async fn run(
             None,
         )
         .await;
-        return;
+        return None;
     };
-    let mut audit = AuditRecord::new(peer, &client_user);
+    let mut audit = AuditRecord::new(peer, &user);
     audit.client_tls = stream.is_tls();
     audit.application_name = params.get("application_name").unwrap_or("").to_owned();
-    let mut client_reader = wire::MessageReader::new(wire::MAX_HANDSHAKE_MESSAGE);
-    let principal = match authenticate(&live, &mut stream, &mut client_reader, peer, &client_user)
-        .await
-    {
+    let mut reader = wire::MessageReader::new(wire::MAX_HANDSHAKE_MESSAGE);
+    let principal = match authenticate(live, &mut stream, &mut reader, peer, &user).await {
         Ok(p) => p,
         Err(e) => {
-            tracing::info!(%peer, user = %client_user, error = %e, "client authentication failed");
+            tracing::info!(%peer, %user, error = %e, "client authentication failed");
             if !matches!(e, ClientAuthError::Closed) {
                 refuse(&mut stream, &mut audit, e.sqlstate(), &e.to_string(), None).await;
             }
-            return;
+            return None;
         }
     };
     if let Some(p) = &principal {
         audit.principal = p.describe();
-        tracing::info!(%peer, user = %client_user, principal = %audit.principal, "client proved its identity with a token");
+        tracing::info!(%peer, %user, principal = %audit.principal, "client proved its identity with a token");
     }
-    if database.as_deref() == Some(crate::admin::CONSOLE_DATABASE) {
-        let console = crate::admin::console::Console::new(
-            &shared,
-            &live,
-            stream,
-            peer,
-            &client_user,
-            principal.as_ref().map(|p| p.name()),
-        );
-        return console.run(client_reader.into_leftover(), minor).await;
-    }
-    let client = shared.admin.clients.register(
-        crate::context::registry::NewClient {
-            user: &client_user,
-            principal: &audit.principal,
-            database: database.as_deref().unwrap_or(""),
-            addr: peer,
-            tls: stream.is_tls(),
-            application_name: &audit.application_name,
-        },
-        &shared.hard_stop,
-    );
-    // Counted after authentication, so unauthenticated clients cannot use up a user's slots.
-    let Some(_user_slot) = shared.user_slots.acquire(&client_user) else {
-        tracing::warn!(%peer, user = %client_user, "per-user connection limit reached; refusing");
-        refuse(
-            &mut stream,
-            &mut audit,
-            sqlstate::TOO_MANY_CONNECTIONS,
-            &format!("too many connections for user \"{client_user}\" (proxy limit max_connections_per_user)"),
-            None,
-        )
-        .await;
-        return;
-    };
-    // Bytes the client sent after authenticating (pipelined queries) go upstream first.
-    let client_leftover = client_reader.into_leftover();
+    Some(Identified {
+        stream,
+        reader,
+        audit,
+        user,
+        database: params.database().map(str::to_owned),
+        principal,
+    })
+}
+
+/// The login policy's plan for this client; `None` when it refused the login (the client
+/// heard why).
+async fn plan_login(
+    live: &LiveConfig,
+    who: &mut Identified,
+    fixed_target: Option<usize>,
+    params: &wire::StartupParams,
+    peer: SocketAddr,
+) -> Option<LoginPlan> {
     let planned = login::plan(
         &live.config,
         &live.users,
         fixed_target,
-        &client_user,
-        principal.as_ref(),
-        database.as_deref(),
-        &params,
+        &who.user,
+        who.principal.as_ref(),
+        who.database.as_deref(),
+        params,
     );
-    let plan = match planned {
-        Ok(p) => p,
-        Err(r) => {
-            tracing::info!(%peer, user = %client_user, reason = %r.message, "login refused");
-            refuse(
-                &mut stream,
-                &mut audit,
-                &r.code,
-                &r.message,
-                r.hint.as_deref(),
-            )
-            .await;
-            return;
+    match planned {
+        Ok(plan) => {
+            for a in &plan.adapted {
+                tracing::debug!(%peer, user = %who.user, "{a}");
+            }
+            Some(plan)
         }
-    };
-    for a in &plan.adapted {
-        tracing::debug!(%peer, user = %client_user, "{a}");
-    }
-    let target = &shared.targets[plan.target];
-    let mode = shared.pools.mode(plan.target);
-    audit.planned(&plan, target.config.label(), mode);
-    let span = tracing::info_span!("session", %peer, user = %client_user, target = %target.config.label(), db = %plan.database);
-    let login = Login {
-        stream,
-        audit,
-        plan,
-        minor,
-        client_leftover,
-        span,
-        client,
-    };
-    match mode {
-        PoolMode::None => direct::run(&shared, login).await,
-        _ => pooled::run(&shared, login, mode).await,
+        Err(r) => {
+            tracing::info!(%peer, user = %who.user, reason = %r.message, "login refused");
+            who.refuse(&r.code, &r.message, r.hint.as_deref()).await;
+            None
+        }
     }
 }
 
