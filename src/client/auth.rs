@@ -93,28 +93,10 @@ pub async fn scram(
             "expected SASLInitialResponse".into(),
         ));
     }
-    let (mechanism, first) = wire::parse_sasl_initial_response(&msg.body)?;
-    if mechanism != "SCRAM-SHA-256" {
-        return Err(ClientAuthError::Protocol(format!(
-            "unsupported SASL mechanism {mechanism:?}"
-        )));
-    }
-    let first = std::str::from_utf8(&first)
-        .map_err(|_| ClientAuthError::Protocol("client-first is not UTF-8".into()))?;
-    // gs2 header: "n,," or "y,," (we offer no channel binding); "p=" is refused.
-    let (gs2, bare) = match first.get(..3) {
-        Some("n,,") | Some("y,,") => first.split_at(3),
-        _ => {
-            return Err(ClientAuthError::Protocol(
-                "unsupported GS2 header (channel binding is not offered)".into(),
-            ))
-        }
-    };
-    let client_nonce = attr(bare, "r")
-        .ok_or_else(|| ClientAuthError::Protocol("client-first without nonce".into()))?;
+    let first = ClientFirst::parse(&msg.body)?;
     let mut server_part = [0u8; 18];
     rand::thread_rng().fill_bytes(&mut server_part);
-    let nonce = format!("{client_nonce}{}", B64.encode(server_part));
+    let nonce = format!("{}{}", first.nonce, B64.encode(server_part));
     let server_first = format!("r={nonce},s={},i={}", B64.encode(&v.salt), v.iterations);
     send(
         stream,
@@ -126,36 +108,13 @@ pub async fn scram(
     if msg.tag != frontend::PASSWORD {
         return Err(ClientAuthError::Protocol("expected SASLResponse".into()));
     }
-    let last = std::str::from_utf8(&msg.body)
-        .map_err(|_| ClientAuthError::Protocol("client-final is not UTF-8".into()))?;
-    let (without_proof, proof) = last
-        .rsplit_once(",p=")
-        .ok_or_else(|| ClientAuthError::Protocol("client-final without proof".into()))?;
-    if attr(without_proof, "c") != Some(B64.encode(gs2.as_bytes())).as_deref() {
-        return Err(ClientAuthError::Protocol(
-            "channel binding data does not match".into(),
-        ));
-    }
-    if attr(without_proof, "r") != Some(nonce.as_str()) {
-        return Err(ClientAuthError::Protocol("nonce does not match".into()));
-    }
-    let proof = B64
-        .decode(proof)
-        .ok()
-        .and_then(|p| <[u8; 32]>::try_from(p).ok())
-        .ok_or_else(|| ClientAuthError::Protocol("malformed proof".into()))?;
-    let auth_message = format!("{bare},{server_first},{without_proof}");
-    let client_signature = hmac(&v.stored_key, auth_message.as_bytes());
-    let mut client_key = [0u8; 32];
-    for (i, k) in client_key.iter_mut().enumerate() {
-        *k = proof[i] ^ client_signature[i];
-    }
-    let computed: [u8; 32] = Sha256::digest(client_key).into();
-    // Constant-time comparison of the stored key.
-    let matches = bool::from(computed.as_slice().ct_eq(v.stored_key.as_slice()));
-    if !matches || verifier.is_none() {
+    let auth_message = first.check_final(&msg.body, &nonce, &server_first, v)?;
+    if verifier.is_none() {
         return Err(ClientAuthError::BadPassword(user.to_owned()));
     }
+    let Some(auth_message) = auth_message else {
+        return Err(ClientAuthError::BadPassword(user.to_owned()));
+    };
     let server_signature = hmac(&v.server_key, auth_message.as_bytes());
     send(
         stream,
@@ -166,6 +125,84 @@ pub async fn scram(
     )
     .await?;
     Ok(())
+}
+
+/// A client's SASLInitialResponse for SCRAM-SHA-256, parsed.
+struct ClientFirst {
+    /// The GS2 header (`n,,` or `y,,`: no channel binding is offered).
+    gs2: String,
+    /// client-first-message-bare, part of the signed AuthMessage.
+    bare: String,
+    nonce: String,
+}
+
+impl ClientFirst {
+    fn parse(body: &[u8]) -> Result<ClientFirst, ClientAuthError> {
+        let (mechanism, first) = wire::parse_sasl_initial_response(body)?;
+        if mechanism != "SCRAM-SHA-256" {
+            return Err(ClientAuthError::Protocol(format!(
+                "unsupported SASL mechanism {mechanism:?}"
+            )));
+        }
+        let first = std::str::from_utf8(&first)
+            .map_err(|_| ClientAuthError::Protocol("client-first is not UTF-8".into()))?;
+        // gs2 header: "n,," or "y,," (we offer no channel binding); "p=" is refused.
+        let (gs2, bare) = match first.get(..3) {
+            Some("n,,") | Some("y,,") => first.split_at(3),
+            _ => {
+                return Err(ClientAuthError::Protocol(
+                    "unsupported GS2 header (channel binding is not offered)".into(),
+                ))
+            }
+        };
+        let nonce = attr(bare, "r")
+            .ok_or_else(|| ClientAuthError::Protocol("client-first without nonce".into()))?;
+        Ok(ClientFirst {
+            gs2: gs2.to_owned(),
+            bare: bare.to_owned(),
+            nonce: nonce.to_owned(),
+        })
+    }
+
+    /// Checks the client-final message against this exchange and `v`: the AuthMessage
+    /// when the proof matches the stored key, `None` when it does not (a wrong password),
+    /// an error when the message breaks the exchange.
+    fn check_final(
+        &self,
+        body: &[u8],
+        nonce: &str,
+        server_first: &str,
+        v: &ScramVerifier,
+    ) -> Result<Option<String>, ClientAuthError> {
+        let last = std::str::from_utf8(body)
+            .map_err(|_| ClientAuthError::Protocol("client-final is not UTF-8".into()))?;
+        let (without_proof, proof) = last
+            .rsplit_once(",p=")
+            .ok_or_else(|| ClientAuthError::Protocol("client-final without proof".into()))?;
+        if attr(without_proof, "c") != Some(B64.encode(self.gs2.as_bytes())).as_deref() {
+            return Err(ClientAuthError::Protocol(
+                "channel binding data does not match".into(),
+            ));
+        }
+        if attr(without_proof, "r") != Some(nonce) {
+            return Err(ClientAuthError::Protocol("nonce does not match".into()));
+        }
+        let proof = B64
+            .decode(proof)
+            .ok()
+            .and_then(|p| <[u8; 32]>::try_from(p).ok())
+            .ok_or_else(|| ClientAuthError::Protocol("malformed proof".into()))?;
+        let auth_message = format!("{},{server_first},{without_proof}", self.bare);
+        let client_signature = hmac(&v.stored_key, auth_message.as_bytes());
+        let mut client_key = [0u8; 32];
+        for (i, k) in client_key.iter_mut().enumerate() {
+            *k = proof[i] ^ client_signature[i];
+        }
+        let computed: [u8; 32] = Sha256::digest(client_key).into();
+        // Constant-time comparison of the stored key.
+        let matches = bool::from(computed.as_slice().ct_eq(v.stored_key.as_slice()));
+        Ok(matches.then_some(auth_message))
+    }
 }
 
 /// Tokens are bearer credentials: they travel only over TLS, or over loopback.
