@@ -842,9 +842,16 @@ async fn readiness_fails_at_max_client_connections() {
 #[tokio::test(flavor = "multi_thread")]
 async fn throttled_credential_calls_are_counted_by_api_and_outcome() {
     use redshift_emulator::Fault;
-    let bed = redshift_iam_proxy::testbed::Bed::start().await;
-    let shared = bed.shared.clone().unwrap();
-    let scrape = || parse_metrics(&redshift_iam_proxy::admin::metrics::encode(&shared));
+    // The binary's own /metrics: event counters are process-wide, and other tests in this
+    // test process log in (some throttled) through in-process proxies at the same time.
+    let (toml, parts) = bed_config("", ADMIN).await;
+    let proxy = Running::start(&toml);
+    proxy.wait_status("/startup", 200).await;
+    let scrape = || async {
+        let (status, body) = proxy.get("/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        parse_metrics(&body)
+    };
     let calls = |s: &prometheus_parse::Scrape, outcome: &str| {
         metric_sum(
             s,
@@ -852,12 +859,16 @@ async fn throttled_credential_calls_are_counted_by_api_and_outcome() {
             &[("api", "GetClusterCredentials"), ("outcome", outcome)],
         )
     };
-    drop(bed.connect("alice").await.unwrap());
-    let before = scrape();
-    bed.emu.fail_next(2, Fault::Throttle);
-    drop(bed.connect("bob").await.expect("throttling retried away"));
-    let after = scrape();
-    // Metrics are process-wide: compare deltas.
+    drop(connect(&proxy.conninfo("alice", "postgres")).await.unwrap());
+    let before = scrape().await;
+    parts.emu.fail_next(2, Fault::Throttle);
+    drop(
+        connect(&proxy.conninfo("bob", "postgres"))
+            .await
+            .expect("throttling retried away"),
+    );
+    let after = scrape().await;
+    // Compare deltas: the first login's call is counted before.
     assert_eq!(
         calls(&after, "throttled") - calls(&before, "throttled"),
         2.0
