@@ -1,12 +1,11 @@
 //! The released binary as an operator runs it: CLI, psql over TLS, SIGTERM drain,
 //! and logs at trace level that never contain a secret.
 
+use crate::support::BIN;
 use redshift_iam_proxy::testbed::{connect, db_error, BedOptions, Parts, ProxyProcess, SECRET_KEY};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 
 /// The test bed's parts and the proxy binary in front of them, logging at trace level;
 /// `fragment` is merged over the bed's proxy config.

@@ -1,10 +1,9 @@
 //! `redshift-iam-proxy check` on the test bed: passes on a good setup, and fails with a
 //! named fix on each broken one.
 
+use crate::support::BIN;
 use redshift_iam_proxy::testbed::{proxy_command, BedOptions, Parts, SECRET_KEY};
 use std::path::Path;
-
-const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 
 /// Runs `check` with `config`; returns (exit code, stdout).
 fn check(config: &str, secret: &str, extra: &[&str]) -> (i32, String) {

@@ -1,13 +1,12 @@
 //! Safe defaults for exposed deployments: refusal without client auth, SCRAM client
 //! logins, certificate mapping, and per-user connection caps.
 
+use crate::support::BIN;
 use local_cluster::TestCa;
 use redshift_iam_proxy::client::auth::ScramVerifier;
 use redshift_iam_proxy::config::ClientAuthMethod;
 use redshift_iam_proxy::testbed::{connect, db_error, Bed, BedOptions};
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 
 #[test]
 fn exposed_listener_without_client_auth_is_refused_at_start() {

@@ -1,13 +1,12 @@
 //! The one-command demo, driven as a newcomer would: start it, log in as both users
 //! with psql, see different group memberships, stop it, and find nothing left behind.
 
+use crate::support::BIN;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 
 fn psql(port: u16, user: &str, sql: &str) -> (bool, String, String) {
     let out = Command::new("psql")

@@ -1,11 +1,10 @@
 //! deploy/kubernetes stays consistent with the binary: its flags, its config keys, the
 //! admin endpoints, the image's user, and the shutdown timing.
 
+use crate::support::BIN;
 use redshift_iam_proxy::config::Config;
 use serde::Deserialize;
 use serde_yaml::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 
 fn docs(path: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(format!(

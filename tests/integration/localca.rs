@@ -2,6 +2,7 @@
 //! proxy through one `ca.crt` that outlives restarts, while the listener
 //! certificate is made afresh at each start.
 
+use crate::support::BIN;
 use local_cluster::TestCa;
 use redshift_iam_proxy::testbed::{proxy_command, Bed, BedOptions, ProxyProcess, LISTENING};
 use std::net::SocketAddr;
@@ -9,8 +10,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-
-const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 
 /// A bed whose proxy keeps its local CA in `state`.
 async fn bed_with_state(state: &Path) -> Bed {

@@ -30,4 +30,5 @@ mod private_session;
 mod proxy;
 mod redshift;
 mod resume;
+mod support;
 mod targets;

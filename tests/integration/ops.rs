@@ -2,6 +2,7 @@
 //! with a Prometheus text parser, every console command through psql, SIGHUP reload,
 //! and no secret in any metric, console row or log line.
 
+use crate::support::BIN;
 use redshift_iam_proxy::testbed::{
     connect, free_port, wait_for, BedOptions, Parts, ProxyProcess, ADMIN_BOUND, SECRET_KEY,
 };
@@ -10,8 +11,6 @@ use std::ops::Deref;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BIN: &str = env!("CARGO_BIN_EXE_redshift-iam-proxy");
 
 /// The `[admin]` table the tests add (after the bed's `[[users]]`).
 const ADMIN: &str = "\n[admin]\nlisten = \"127.0.0.1:0\"\nusers = [\"ops\"]\n";

@@ -1,20 +1,10 @@
 //! Connection pooling, end to end: real PostgreSQL, the SigV4-checking emulator, real
 //! clients (tokio-postgres, psql). Each test states one behaviour a user relies on.
 
-use redshift_iam_proxy::config::{Config, PoolMode};
+use crate::support::pooled;
+use redshift_iam_proxy::config::PoolMode;
 use redshift_iam_proxy::testbed::{connect, db_error, wait_for, Bed, BedOptions};
 use std::collections::HashSet;
-
-fn pooled(mode: PoolMode, size: usize, more: impl Fn(&mut Config) + Send + 'static) -> BedOptions {
-    BedOptions {
-        tweak: Box::new(move |c| {
-            c.pool.mode = mode;
-            c.pool.size = size;
-            more(c);
-        }),
-        ..Default::default()
-    }
-}
 
 /// A session-mode pool of one server behind the Redshift-like front.
 async fn redshift_like_session_pool_of_1() -> Bed {

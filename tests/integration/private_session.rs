@@ -3,24 +3,14 @@
 //! is one statement family a user tripped over, driven by a real client (tokio-postgres,
 //! or the raw protocol where drivers never send what PostgreSQL allows).
 
+use crate::support::pooled;
 use bytes::{BufMut, Bytes, BytesMut};
-use redshift_iam_proxy::config::{Config, PoolMode};
-use redshift_iam_proxy::testbed::{db_error, wait_for, Bed, BedOptions};
+use redshift_iam_proxy::config::PoolMode;
+use redshift_iam_proxy::testbed::{db_error, wait_for, Bed};
 use redshift_iam_proxy::wire;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_postgres::Client;
-
-fn pooled(mode: PoolMode, size: usize, more: impl Fn(&mut Config) + Send + 'static) -> BedOptions {
-    BedOptions {
-        tweak: Box::new(move |c| {
-            c.pool.mode = mode;
-            c.pool.size = size;
-            more(c);
-        }),
-        ..Default::default()
-    }
-}
 
 /// A transaction pool of one server and two clients of the same identity on it.
 async fn two_clients() -> (Bed, Client, Client) {
