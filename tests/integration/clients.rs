@@ -1,6 +1,8 @@
 //! Real drivers through the proxy: pgjdbc (Java), node-postgres, AWS's `redshift_connector`,
 //! psycopg2 and asyncpg. Each test runs a small program from `tests/clients/` against a bed
-//! and asserts what the program observed.
+//! and asserts what the program observed: one row of the table below per test (driver,
+//! scenario, pool mode, upstream, expected output), plus pgjdbc's cancel, which talks to
+//! its program while it runs.
 //!
 //! A test whose driver is not installed is skipped with a message, unless `CI` is set: CI
 //! installs every driver (`.ci/run`), so there a missing one fails the test.
@@ -13,6 +15,236 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
+use Driver::{NodePg, Pgjdbc, PgjdbcVerifyFull, Python, PythonTrustingTheLocalCa};
+use Expect::{CopyRoundTrip, Lines, LinesWithMd5};
+
+/// One `#[tokio::test]` per row, named for its claim, so each case runs, fails and is
+/// filtered on its own: `name: driver, "scenario", pool mode, upstream => expected;`.
+macro_rules! driver_cases {
+    ($($name:ident: $driver:expr, $scenario:literal, $mode:ident, $upstream:ident => $expect:expr;)+) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() {
+            check(Case {
+                driver: $driver,
+                scenario: $scenario,
+                mode: PoolMode::$mode,
+                upstream: Upstream::$upstream,
+                expect: $expect,
+            })
+            .await;
+        }
+    )+};
+}
+
+const WHOAMI: &[&str] = &["user IAM:alice"];
+const PREPARED_RESULTS: &str = "results 3:1 6:2 9:3 12:4 15:5 18:6 21:7 24:8 27:9 30:10";
+const SERVER_PREPARED: &[&str] = &[PREPARED_RESULTS, "server_prepared true"];
+const PAIR_RESULTS: &[&str] = &[
+    PREPARED_RESULTS,
+    "results v1-two:1001 v2-two:1002 v3-two:1003 v4-two:1004 v5-two:1005 v6-two:1006 \
+     v7-two:1007 v8-two:1008 v9-two:1009 v10-two:1010",
+];
+const BATCH_RESULTS: &[&str] = &["inserted 100", "table 100 5050 100"];
+/// node-postgres `cursor`: every row, their sum, and the last one with its `md5`.
+const STREAM_RESULTS: &[&str] = &["rows 50000", "sum 1250025000", "last 50000 {md5}"];
+const PARAMS_RESULTS: &[&str] = &[
+    "results 0:! 2:v! 4:vv! 6:vvv! 8:vvvv! 10:vvvvv! 12:vvvvvv! 14:vvvvvvv! 16:vvvvvvvv! \
+     18:vvvvvvvvv!",
+];
+const ASYNCPG_PREPARED_RESULTS: &[&str] = &["results 0 2 4 6 8 10 12 14 16 18"];
+
+driver_cases! {
+    // pgjdbc: `ClientCheck.java` as alice, with more URL parameters.
+    pgjdbc_logs_in_without_a_password:
+        Pgjdbc(""), "whoami", Session, Postgres => Lines(WHOAMI);
+    pgjdbc_prepared_statement_past_prepare_threshold_is_server_prepared_and_returns_its_rows:
+        Pgjdbc(""), "prepared", Session, Postgres => Lines(SERVER_PREPARED);
+    pgjdbc_prepared_statement_with_prepare_threshold_1_is_server_prepared_and_returns_its_rows:
+        Pgjdbc("&prepareThreshold=1"), "prepared", Session, Postgres => Lines(SERVER_PREPARED);
+    pgjdbc_prepared_statement_past_prepare_threshold_is_server_prepared_and_returns_its_rows_in_transaction_mode:
+        Pgjdbc(""), "prepared", Transaction, Postgres => Lines(SERVER_PREPARED);
+    pgjdbc_prepared_statement_with_prepare_threshold_1_is_server_prepared_and_returns_its_rows_in_transaction_mode:
+        Pgjdbc("&prepareThreshold=1"), "prepared", Transaction, Postgres => Lines(SERVER_PREPARED);
+    pgjdbc_two_connections_with_the_same_statement_names_get_their_own_results_in_transaction_mode:
+        Pgjdbc("&prepareThreshold=1"), "prepared_pair", Transaction, Postgres => Lines(PAIR_RESULTS);
+    pgjdbc_two_connections_with_the_same_statement_names_get_their_own_results_past_prepare_threshold_in_transaction_mode:
+        Pgjdbc(""), "prepared_pair", Transaction, Postgres => Lines(PAIR_RESULTS);
+    pgjdbc_fetch_size_reads_every_row_in_transaction_mode:
+        Pgjdbc(""), "fetch", Transaction, Postgres => Lines(&["rows 5000 12502500"]);
+    pgjdbc_batch_insert_inserts_every_row:
+        Pgjdbc(""), "batch", Session, Postgres => Lines(BATCH_RESULTS);
+    pgjdbc_batch_insert_inserts_every_row_in_transaction_mode:
+        Pgjdbc(""), "batch", Transaction, Postgres => Lines(BATCH_RESULTS);
+    pgjdbc_sslmode_require_logs_in:
+        Pgjdbc("&sslmode=require"), "whoami", Session, Postgres => Lines(WHOAMI);
+    pgjdbc_sslmode_verify_full_logs_in_trusting_the_local_ca:
+        PgjdbcVerifyFull, "whoami", Session, Postgres => Lines(WHOAMI);
+    // assumeMinServerVersion=9.0 makes pgjdbc send extra_float_digits=3 at startup, which
+    // Redshift refuses; the proxy adapts it.
+    pgjdbc_with_extra_float_digits_3_logs_in_through_the_redshift_like_front:
+        Pgjdbc("&assumeMinServerVersion=9.0"), "whoami", Session, RedshiftFront => Lines(WHOAMI);
+
+    // node-postgres: `check.js` as this user.
+    node_pg_logs_in_without_a_password:
+        NodePg("alice"), "whoami", Session, Postgres => Lines(WHOAMI);
+    node_pg_pool_runs_ten_clients_concurrently:
+        NodePg("bob"), "pool", Session, Postgres
+        => Lines(&["clients 10", "squares 0 1 4 9 16 25 36 49 64 81", "backends 10"]);
+    node_pg_query_stream_reads_50000_rows:
+        NodePg("bob"), "cursor", Session, Postgres => LinesWithMd5(STREAM_RESULTS, "50000");
+    node_pg_query_stream_reads_50000_rows_in_transaction_mode:
+        NodePg("bob"), "cursor", Transaction, Postgres => LinesWithMd5(STREAM_RESULTS, "50000");
+    node_pg_copy_streams_round_trip_is_byte_identical:
+        NodePg("bob"), "copy", Session, Postgres => CopyRoundTrip;
+    node_pg_copy_streams_round_trip_is_byte_identical_in_transaction_mode:
+        NodePg("bob"), "copy", Transaction, Postgres => CopyRoundTrip;
+    // 4 clients × 10 rounds of round * 10 + client: 40 distinct values from 0 to 93.
+    node_pg_named_queries_return_each_clients_values_in_transaction_mode:
+        NodePg("bob"), "named", Transaction, Postgres => Lines(&["results 40 0 93 40"]);
+
+    // Python drivers: `check.py` as alice; redshift_connector verifies TLS against the
+    // local CA (`SSL_CERT_FILE`) unless its scenario is `plain`.
+    redshift_connector_logs_in_verifying_the_local_ca_through_the_redshift_like_front:
+        PythonTrustingTheLocalCa("redshift_connector"), "whoami", Session, RedshiftFront
+        => Lines(WHOAMI);
+    redshift_connector_without_ssl_logs_in_on_loopback_through_the_redshift_like_front:
+        Python("redshift_connector"), "plain", Session, RedshiftFront => Lines(WHOAMI);
+    redshift_connector_parametrised_query_returns_its_parameters_through_the_redshift_like_front:
+        PythonTrustingTheLocalCa("redshift_connector"), "params", Session, RedshiftFront
+        => Lines(PARAMS_RESULTS);
+    redshift_connector_parametrised_query_returns_its_parameters_in_transaction_mode:
+        PythonTrustingTheLocalCa("redshift_connector"), "params", Transaction, RedshiftFront
+        => Lines(PARAMS_RESULTS);
+    redshift_connector_fetches_5000_rows_through_the_redshift_like_front:
+        PythonTrustingTheLocalCa("redshift_connector"), "rows", Session, RedshiftFront
+        => LinesWithMd5(&["rows 5000 12502500 {md5}"], "5000");
+    psycopg2_logs_in_without_a_password:
+        Python("psycopg2"), "whoami", Session, Postgres => Lines(WHOAMI);
+    psycopg2_parametrised_query_returns_its_parameters:
+        Python("psycopg2"), "params", Session, Postgres => Lines(&["result 42 it's"]);
+    asyncpg_with_extra_float_digits_3_logs_in_through_the_redshift_like_front_with_2:
+        Python("asyncpg"), "float_digits", Session, RedshiftFront
+        => Lines(&["user IAM:alice", "extra_float_digits 2"]);
+    asyncpg_prepared_statement_returns_its_rows_through_the_redshift_like_front:
+        Python("asyncpg"), "prepared", Session, RedshiftFront => Lines(ASYNCPG_PREPARED_RESULTS);
+    asyncpg_prepared_statement_returns_its_rows_in_transaction_mode:
+        Python("asyncpg"), "prepared", Transaction, RedshiftFront => Lines(ASYNCPG_PREPARED_RESULTS);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pgjdbc_statement_cancel_stops_pg_sleep_with_57014() {
+    pgjdbc_cancel(PoolMode::Session).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pgjdbc_statement_cancel_stops_pg_sleep_with_57014_in_transaction_mode() {
+    pgjdbc_cancel(PoolMode::Transaction).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// One case of the table
+
+/// Why: one row of the table: a driver program, its scenario, the bed, what it must print.
+struct Case {
+    driver: Driver,
+    /// The scenario the program runs (its first argument after the driver).
+    scenario: &'static str,
+    mode: PoolMode,
+    upstream: Upstream,
+    expect: Expect,
+}
+
+/// Why: which program a case runs and how it reaches the proxy.
+enum Driver {
+    /// pgjdbc as alice at 127.0.0.1, with these URL parameters (`&…`).
+    Pgjdbc(&'static str),
+    /// pgjdbc as alice at `localhost` with `sslmode=verify-full`, trusting the local CA.
+    PgjdbcVerifyFull,
+    /// node-postgres as this user.
+    NodePg(&'static str),
+    /// This Python driver module (redshift_connector, psycopg2, asyncpg), default TLS trust.
+    Python(&'static str),
+    /// This Python driver module, trusting the local CA only (`SSL_CERT_FILE`).
+    PythonTrustingTheLocalCa(&'static str),
+}
+
+/// Why: what the proxy talks to: the cluster, or the Redshift-like front before it.
+enum Upstream {
+    Postgres,
+    RedshiftFront,
+}
+
+/// Why: what the program must print.
+enum Expect {
+    /// Exactly these stdout lines.
+    Lines(&'static [&'static str]),
+    /// These lines, `{md5}` being the cluster's `md5()` of the given text.
+    LinesWithMd5(&'static [&'static str], &'static str),
+    /// `copied_in 20000`, then what was sent and what came back: the same bytes.
+    CopyRoundTrip,
+}
+
+/// Runs one case: skips when its driver is missing (before starting a bed), else runs the
+/// program against a fresh bed and asserts its output.
+async fn check(case: Case) {
+    let tool = match case.driver {
+        Pgjdbc(_) | PgjdbcVerifyFull => pgjdbc(),
+        NodePg(_) => node(),
+        Python(module) | PythonTrustingTheLocalCa(module) => python(module),
+    };
+    let Some(tool) = tool else {
+        return;
+    };
+    let bed = Bed::with(bed_options(
+        case.mode,
+        matches!(case.upstream, Upstream::RedshiftFront),
+    ))
+    .await;
+    let scenario = case.scenario;
+    let out = match case.driver {
+        Pgjdbc(params) => pgjdbc_run(&bed, &tool, scenario, params).await,
+        PgjdbcVerifyFull => {
+            let extra = format!(
+                "&sslmode=verify-full&sslrootcert={}",
+                local_ca(&bed).display()
+            );
+            let url = jdbc_url(&bed, "localhost", "alice", &extra);
+            run(java_command(&tool, scenario, &url)).await
+        }
+        NodePg(user) => node_run(&bed, &tool, scenario, user).await,
+        Python(module) => python_run(&bed, &tool, module, scenario, &[]).await,
+        PythonTrustingTheLocalCa(module) => {
+            let ca = local_ca(&bed);
+            let env = [("SSL_CERT_FILE", ca.as_path())];
+            python_run(&bed, &tool, module, scenario, &env).await
+        }
+    };
+    match case.expect {
+        Lines(want) => assert_eq!(lines(&out), want),
+        LinesWithMd5(want, of) => {
+            let admin = bed.pg.admin().await.expect("admin");
+            let md5: String = admin
+                .query_one("SELECT md5($1::text)", &[&of])
+                .await
+                .expect("md5")
+                .get(0);
+            let want: Vec<String> = want.iter().map(|l| l.replace("{md5}", &md5)).collect();
+            assert_eq!(lines(&out), want);
+        }
+        CopyRoundTrip => {
+            let lines = lines(&out);
+            assert_eq!(lines.len(), 3, "{out}");
+            let sent = lines[1].strip_prefix("sent ").expect("sent line");
+            assert_eq!(
+                (lines[0], lines[2].strip_prefix("received ")),
+                ("copied_in 20000", Some(sent))
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running the programs
 
 /// How long one driver program may run before the test fails (a hang is a failure).
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(120);
@@ -85,14 +317,6 @@ fn bed_options(mode: PoolMode, redshift_front: bool) -> BedOptions {
         redshift_front,
         ..Default::default()
     }
-}
-
-async fn bed(mode: PoolMode) -> Bed {
-    Bed::with(bed_options(mode, false)).await
-}
-
-async fn front_bed(mode: PoolMode) -> Bed {
-    Bed::with(bed_options(mode, true)).await
 }
 
 /// The local CA clients verify the proxy's listener certificate with.
@@ -172,136 +396,12 @@ async fn pgjdbc_run(bed: &Bed, classes: &Path, scenario: &str, extra: &str) -> S
     run(java_command(classes, scenario, &url)).await
 }
 
-const PREPARED_RESULTS: &str = "results 3:1 6:2 9:3 12:4 15:5 18:6 21:7 24:8 27:9 30:10";
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_logs_in_without_a_password() {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Session).await;
-    let out = pgjdbc_run(&bed, &classes, "whoami", "").await;
-    assert_eq!(lines(&out), ["user IAM:alice"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_prepared_statement_past_prepare_threshold_is_server_prepared_and_returns_its_rows()
-{
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Session).await;
-    let out = pgjdbc_run(&bed, &classes, "prepared", "").await;
-    assert_eq!(lines(&out), [PREPARED_RESULTS, "server_prepared true"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_prepared_statement_with_prepare_threshold_1_is_server_prepared_and_returns_its_rows(
-) {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Session).await;
-    let out = pgjdbc_run(&bed, &classes, "prepared", "&prepareThreshold=1").await;
-    assert_eq!(lines(&out), [PREPARED_RESULTS, "server_prepared true"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_prepared_statement_past_prepare_threshold_is_server_prepared_and_returns_its_rows_in_transaction_mode(
-) {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Transaction).await;
-    let out = pgjdbc_run(&bed, &classes, "prepared", "").await;
-    assert_eq!(lines(&out), [PREPARED_RESULTS, "server_prepared true"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_prepared_statement_with_prepare_threshold_1_is_server_prepared_and_returns_its_rows_in_transaction_mode(
-) {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Transaction).await;
-    let out = pgjdbc_run(&bed, &classes, "prepared", "&prepareThreshold=1").await;
-    assert_eq!(lines(&out), [PREPARED_RESULTS, "server_prepared true"]);
-}
-
-const PAIR_RESULTS: [&str; 2] = [
-    PREPARED_RESULTS,
-    "results v1-two:1001 v2-two:1002 v3-two:1003 v4-two:1004 v5-two:1005 v6-two:1006 \
-     v7-two:1007 v8-two:1008 v9-two:1009 v10-two:1010",
-];
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_two_connections_with_the_same_statement_names_get_their_own_results_in_transaction_mode(
-) {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Transaction).await;
-    let out = pgjdbc_run(&bed, &classes, "prepared_pair", "&prepareThreshold=1").await;
-    assert_eq!(lines(&out), PAIR_RESULTS);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_two_connections_with_the_same_statement_names_get_their_own_results_past_prepare_threshold_in_transaction_mode(
-) {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Transaction).await;
-    let out = pgjdbc_run(&bed, &classes, "prepared_pair", "").await;
-    assert_eq!(lines(&out), PAIR_RESULTS);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_fetch_size_reads_every_row_in_transaction_mode() {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Transaction).await;
-    let out = pgjdbc_run(&bed, &classes, "fetch", "").await;
-    assert_eq!(lines(&out), ["rows 5000 12502500"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_batch_insert_inserts_every_row() {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Session).await;
-    let out = pgjdbc_run(&bed, &classes, "batch", "").await;
-    assert_eq!(lines(&out), ["inserted 100", "table 100 5050 100"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_batch_insert_inserts_every_row_in_transaction_mode() {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Transaction).await;
-    let out = pgjdbc_run(&bed, &classes, "batch", "").await;
-    assert_eq!(lines(&out), ["inserted 100", "table 100 5050 100"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_statement_cancel_stops_pg_sleep_with_57014() {
-    pgjdbc_cancel(PoolMode::Session).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_statement_cancel_stops_pg_sleep_with_57014_in_transaction_mode() {
-    pgjdbc_cancel(PoolMode::Transaction).await;
-}
-
 /// `Statement.cancel()` on `pg_sleep(30)` once it runs: 57014, and the connection goes on.
 async fn pgjdbc_cancel(mode: PoolMode) {
     let Some(classes) = pgjdbc() else {
         return;
     };
-    let bed = bed(mode).await;
+    let bed = Bed::with(bed_options(mode, false)).await;
     let url = jdbc_url(&bed, "127.0.0.1", "bob", "");
     let mut cmd = java_command(&classes, "cancel", &url);
     cmd.stdin(Stdio::piped())
@@ -356,43 +456,6 @@ async fn pgjdbc_cancel(mode: PoolMode) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_sslmode_require_logs_in() {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Session).await;
-    let out = pgjdbc_run(&bed, &classes, "whoami", "&sslmode=require").await;
-    assert_eq!(lines(&out), ["user IAM:alice"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_sslmode_verify_full_logs_in_trusting_the_local_ca() {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = bed(PoolMode::Session).await;
-    let extra = format!(
-        "&sslmode=verify-full&sslrootcert={}",
-        local_ca(&bed).display()
-    );
-    let url = jdbc_url(&bed, "localhost", "alice", &extra);
-    let out = run(java_command(&classes, "whoami", &url)).await;
-    assert_eq!(lines(&out), ["user IAM:alice"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn pgjdbc_with_extra_float_digits_3_logs_in_through_the_redshift_like_front() {
-    let Some(classes) = pgjdbc() else {
-        return;
-    };
-    let bed = front_bed(PoolMode::Session).await;
-    // assumeMinServerVersion=9.0 makes pgjdbc send extra_float_digits=3 at startup, which
-    // Redshift refuses; the proxy adapts it.
-    let out = pgjdbc_run(&bed, &classes, "whoami", "&assumeMinServerVersion=9.0").await;
-    assert_eq!(lines(&out), ["user IAM:alice"]);
-}
-
 // ---------------------------------------------------------------------------------------
 // node-postgres
 
@@ -427,101 +490,6 @@ async fn node_run(bed: &Bed, dir: &Path, scenario: &str, user: &str) -> String {
         .args([scenario, &config])
         .env_remove("PGPASSWORD");
     run(cmd).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn node_pg_logs_in_without_a_password() {
-    let Some(dir) = node() else {
-        return;
-    };
-    let bed = bed(PoolMode::Session).await;
-    let out = node_run(&bed, &dir, "whoami", "alice").await;
-    assert_eq!(lines(&out), ["user IAM:alice"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn node_pg_pool_runs_ten_clients_concurrently() {
-    let Some(dir) = node() else {
-        return;
-    };
-    let bed = bed(PoolMode::Session).await;
-    let out = node_run(&bed, &dir, "pool", "bob").await;
-    assert_eq!(
-        lines(&out),
-        [
-            "clients 10",
-            "squares 0 1 4 9 16 25 36 49 64 81",
-            "backends 10"
-        ]
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn node_pg_query_stream_reads_50000_rows() {
-    cursor_check(PoolMode::Session).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn node_pg_query_stream_reads_50000_rows_in_transaction_mode() {
-    cursor_check(PoolMode::Transaction).await;
-}
-
-async fn cursor_check(mode: PoolMode) {
-    let Some(dir) = node() else {
-        return;
-    };
-    let bed = bed(mode).await;
-    let out = node_run(&bed, &dir, "cursor", "bob").await;
-    let admin = bed.pg.admin().await.expect("admin");
-    let md5: String = admin
-        .query_one("SELECT md5('50000')", &[])
-        .await
-        .expect("md5")
-        .get(0);
-    assert_eq!(
-        lines(&out),
-        [
-            "rows 50000".to_owned(),
-            "sum 1250025000".to_owned(),
-            format!("last 50000 {md5}")
-        ]
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn node_pg_copy_streams_round_trip_is_byte_identical() {
-    copy_check(PoolMode::Session).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn node_pg_copy_streams_round_trip_is_byte_identical_in_transaction_mode() {
-    copy_check(PoolMode::Transaction).await;
-}
-
-async fn copy_check(mode: PoolMode) {
-    let Some(dir) = node() else {
-        return;
-    };
-    let bed = bed(mode).await;
-    let out = node_run(&bed, &dir, "copy", "bob").await;
-    let lines = lines(&out);
-    assert_eq!(lines.len(), 3, "{out}");
-    let sent = lines[1].strip_prefix("sent ").expect("sent line");
-    assert_eq!(
-        (lines[0], lines[2].strip_prefix("received ")),
-        ("copied_in 20000", Some(sent))
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn node_pg_named_queries_return_each_clients_values_in_transaction_mode() {
-    let Some(dir) = node() else {
-        return;
-    };
-    let bed = bed(PoolMode::Transaction).await;
-    let out = node_run(&bed, &dir, "named", "bob").await;
-    // 4 clients × 10 rounds of round * 10 + client: 40 distinct values from 0 to 93.
-    assert_eq!(lines(&out), ["results 40 0 93 40"]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -576,122 +544,4 @@ async fn python_run(
         cmd.env(k, v);
     }
     run(cmd).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn redshift_connector_logs_in_verifying_the_local_ca_through_the_redshift_like_front() {
-    let Some(py) = python("redshift_connector") else {
-        return;
-    };
-    let bed = front_bed(PoolMode::Session).await;
-    let ca = local_ca(&bed);
-    let env = [("SSL_CERT_FILE", ca.as_path())];
-    let out = python_run(&bed, &py, "redshift_connector", "whoami", &env).await;
-    assert_eq!(lines(&out), ["user IAM:alice"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn redshift_connector_without_ssl_logs_in_on_loopback_through_the_redshift_like_front() {
-    let Some(py) = python("redshift_connector") else {
-        return;
-    };
-    let bed = front_bed(PoolMode::Session).await;
-    let out = python_run(&bed, &py, "redshift_connector", "plain", &[]).await;
-    assert_eq!(lines(&out), ["user IAM:alice"]);
-}
-
-const PARAMS_RESULTS: &str =
-    "results 0:! 2:v! 4:vv! 6:vvv! 8:vvvv! 10:vvvvv! 12:vvvvvv! 14:vvvvvvv! 16:vvvvvvvv! 18:vvvvvvvvv!";
-
-#[tokio::test(flavor = "multi_thread")]
-async fn redshift_connector_parametrised_query_returns_its_parameters_through_the_redshift_like_front(
-) {
-    let Some(py) = python("redshift_connector") else {
-        return;
-    };
-    let bed = front_bed(PoolMode::Session).await;
-    let ca = local_ca(&bed);
-    let env = [("SSL_CERT_FILE", ca.as_path())];
-    let out = python_run(&bed, &py, "redshift_connector", "params", &env).await;
-    assert_eq!(lines(&out), [PARAMS_RESULTS]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn redshift_connector_parametrised_query_returns_its_parameters_in_transaction_mode() {
-    let Some(py) = python("redshift_connector") else {
-        return;
-    };
-    let bed = front_bed(PoolMode::Transaction).await;
-    let ca = local_ca(&bed);
-    let env = [("SSL_CERT_FILE", ca.as_path())];
-    let out = python_run(&bed, &py, "redshift_connector", "params", &env).await;
-    assert_eq!(lines(&out), [PARAMS_RESULTS]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn redshift_connector_fetches_5000_rows_through_the_redshift_like_front() {
-    let Some(py) = python("redshift_connector") else {
-        return;
-    };
-    let bed = front_bed(PoolMode::Session).await;
-    let ca = local_ca(&bed);
-    let env = [("SSL_CERT_FILE", ca.as_path())];
-    let out = python_run(&bed, &py, "redshift_connector", "rows", &env).await;
-    let admin = bed.pg.admin().await.expect("admin");
-    let md5: String = admin
-        .query_one("SELECT md5('5000')", &[])
-        .await
-        .expect("md5")
-        .get(0);
-    assert_eq!(lines(&out), [format!("rows 5000 12502500 {md5}")]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn psycopg2_logs_in_without_a_password() {
-    let Some(py) = python("psycopg2") else {
-        return;
-    };
-    let bed = bed(PoolMode::Session).await;
-    let out = python_run(&bed, &py, "psycopg2", "whoami", &[]).await;
-    assert_eq!(lines(&out), ["user IAM:alice"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn psycopg2_parametrised_query_returns_its_parameters() {
-    let Some(py) = python("psycopg2") else {
-        return;
-    };
-    let bed = bed(PoolMode::Session).await;
-    let out = python_run(&bed, &py, "psycopg2", "params", &[]).await;
-    assert_eq!(lines(&out), ["result 42 it's"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn asyncpg_with_extra_float_digits_3_logs_in_through_the_redshift_like_front_with_2() {
-    let Some(py) = python("asyncpg") else {
-        return;
-    };
-    let bed = front_bed(PoolMode::Session).await;
-    let out = python_run(&bed, &py, "asyncpg", "float_digits", &[]).await;
-    assert_eq!(lines(&out), ["user IAM:alice", "extra_float_digits 2"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn asyncpg_prepared_statement_returns_its_rows_through_the_redshift_like_front() {
-    let Some(py) = python("asyncpg") else {
-        return;
-    };
-    let bed = front_bed(PoolMode::Session).await;
-    let out = python_run(&bed, &py, "asyncpg", "prepared", &[]).await;
-    assert_eq!(lines(&out), ["results 0 2 4 6 8 10 12 14 16 18"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn asyncpg_prepared_statement_returns_its_rows_in_transaction_mode() {
-    let Some(py) = python("asyncpg") else {
-        return;
-    };
-    let bed = front_bed(PoolMode::Transaction).await;
-    let out = python_run(&bed, &py, "asyncpg", "prepared", &[]).await;
-    assert_eq!(lines(&out), ["results 0 2 4 6 8 10 12 14 16 18"]);
 }
