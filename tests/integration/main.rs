@@ -9,8 +9,9 @@
 //! process shares on purpose:
 //! - the initdb template every cluster is copied from (`local_cluster`, made once);
 //! - the tracing subscriber (`testbed::init_tracing`);
-//! - the proxy's event counters (`admin::metrics`, process-wide): a test that asserts on
-//!   them reads labels only its own bed produces, or scrapes a proxy binary it started.
+//! - the proxy's event counters (`base::events`, process-wide, exposed by `admin::metrics`):
+//!   a test that asserts on them reads labels only its own bed produces, or scrapes a proxy
+//!   binary it started.
 
 mod binary;
 mod check;

@@ -1,4 +1,4 @@
-// pgjdbc scenarios for tests/clients.rs: `java -cp <classes>:postgresql.jar ClientCheck SCENARIO URL`.
+// pgjdbc scenarios for tests/integration/clients.rs: `java -cp <classes>:postgresql.jar ClientCheck SCENARIO URL`.
 // Each prints what it observed on stdout, one fact per line, for the Rust test to assert.
 import java.io.BufferedReader;
 import java.io.InputStreamReader;

@@ -1,4 +1,4 @@
-// node-postgres scenarios for tests/clients.rs: `node check.js SCENARIO '{"host":…,"port":…,"user":…}'`.
+// node-postgres scenarios for tests/integration/clients.rs: `node check.js SCENARIO '{"host":…,"port":…,"user":…}'`.
 // Each prints what it observed on stdout, one fact per line, for the Rust test to assert.
 'use strict';
 const crypto = require('crypto');

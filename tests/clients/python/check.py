@@ -1,4 +1,4 @@
-"""Python driver scenarios for tests/clients.rs: `python check.py DRIVER SCENARIO PORT [USER]`.
+"""Python driver scenarios for tests/integration/clients.rs: `python check.py DRIVER SCENARIO PORT [USER]`.
 
 Each prints what it observed on stdout, one fact per line, for the Rust test to assert.
 TLS settings come from the environment the test sets (SSL_CERT_FILE for verification).
