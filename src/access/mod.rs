@@ -3,7 +3,7 @@
 //! request, startup parameters; pure), with the startup parameters stock drivers send that
 //! Redshift refuses (`compat`).
 //!
-//! May import: `base`, `config`, `client`, `aws`, `cluster`.
+//! May import: `base`, `config`, `client`, `aws`, `cluster`, `pool` (its session settings).
 
 pub mod compat;
 pub mod login;

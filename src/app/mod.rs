@@ -1,7 +1,8 @@
 //! The program: listeners, startup and shutdown (`server`), prewarm (`prewarm`) and the
 //! `check` subcommand.
 //!
-//! The top floor: may import every layer; nothing imports it.
+//! The top floor: may import every layer; only the test bed (which starts the proxy)
+//! imports it.
 
 pub mod check;
 pub mod prewarm;
