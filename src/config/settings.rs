@@ -5,7 +5,7 @@
 /// Startup parameters the pool applies with `SET` (lower-case names) instead of putting
 /// them in the pool key. Anything else a client sends at startup (`options`,
 /// `client_protocol_version`, Redshift's driver fields, …) is part of the pool key.
-pub const SETTABLE: &[&str] = &[
+const SETTABLE: &[&str] = &[
     "application_name",
     "client_encoding",
     "datestyle",

@@ -12,7 +12,7 @@
 //!
 //! Pure: the SQL texts and the read-back parsing; the relay sends and reads them.
 
-pub use crate::config::settings::{is_settable, SETTABLE};
+use crate::config::settings::is_settable;
 use crate::wire::{DataRow, StartupParams, WireError};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -4,7 +4,7 @@
 
 /// Startup parameters as `name = value` pairs, in the order the client sent them (names
 /// are unique: the packet parser refuses duplicates).
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct StartupParams(Vec<(String, String)>);
 
 impl StartupParams {
@@ -34,10 +34,6 @@ impl StartupParams {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// Keeps the pairs `keep` accepts, in order; `keep` may rewrite a value.
     pub fn retain_mut(&mut self, keep: impl FnMut(&mut (String, String)) -> bool) {
         self.0.retain_mut(keep);
@@ -52,10 +48,6 @@ impl StartupParams {
     pub fn sorted(mut self) -> StartupParams {
         self.0.sort();
         self
-    }
-
-    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push((name.into(), value.into()));
     }
 }
 
