@@ -46,6 +46,11 @@ struct Gen {
     pins: bool,
     /// Custom settings the client has set in its session (so reading them is fair).
     custom: BTreeSet<&'static str>,
+    /// Whether `in_txn == false` is certain. An extended-protocol BEGIN or COMMIT, or a
+    /// `BEGIN; …; COMMIT` string sent while a block may have failed (then PostgreSQL skips
+    /// the whole string), leaves the model unsure until a standalone COMMIT or ROLLBACK; a
+    /// custom setting set meanwhile may never have been set, so it is not counted as set.
+    block_known: bool,
     counter: u32,
 }
 
@@ -63,6 +68,7 @@ impl Gen {
             statements: BTreeMap::new(),
             pins,
             custom: BTreeSet::new(),
+            block_known: true,
             counter: 0,
         }
     }
@@ -146,7 +152,7 @@ impl Gen {
                 3..=5 => {
                     self.custom.remove(s.name);
                 }
-                0 | 1 | 7.. if !self.in_txn => {
+                0 | 1 | 7.. if self.surely_outside_a_block() => {
                     self.custom.insert(s.name);
                 }
                 _ => {}
@@ -238,8 +244,8 @@ impl Gen {
                 self.savepoints.clear();
                 "COMMIT AND CHAIN".to_owned()
             }
-            7 => self.end_txn(&["ROLLBACK", "ABORT", "rollback -- undo"]),
-            _ => self.end_txn(&["COMMIT", "END", "COMMIT /* done */"]),
+            7 => self.end_txn_alone(&["ROLLBACK", "ABORT", "rollback -- undo"]),
+            _ => self.end_txn_alone(&["COMMIT", "END", "COMMIT /* done */"]),
         };
         Step::query(sql)
     }
@@ -263,6 +269,17 @@ impl Gen {
         ]))
     }
 
+    /// A standalone COMMIT or ROLLBACK: it ends any block, failed or not.
+    fn end_txn_alone(&mut self, words: &[&'static str]) -> String {
+        self.block_known = true;
+        self.end_txn(words)
+    }
+
+    /// Whether a statement sent now surely runs outside a transaction block.
+    fn surely_outside_a_block(&self) -> bool {
+        !self.in_txn && self.block_known
+    }
+
     fn end_txn(&mut self, words: &[&'static str]) -> String {
         self.in_txn = false;
         self.savepoints.clear();
@@ -275,16 +292,20 @@ impl Gen {
         let custom = self.custom.clone();
         let set = self.set();
         self.custom = custom;
+        // In a block that may have failed, `BEGIN; …; COMMIT` is skipped whole.
+        let was_in_txn = self.in_txn;
         let sql = match self.rng.gen_range(0..6) {
             0 => format!("{}; {}", query_text(&set), self.pick(vocab::FAILING)),
             1 => {
                 self.end_txn(&["COMMIT"]);
+                self.block_known &= !was_in_txn;
                 // A line comment swallows the COMMIT: the block stays open.
                 self.in_txn = query_text(&set).contains("--");
                 format!("BEGIN; {}; COMMIT", query_text(&set))
             }
             2 => {
                 self.end_txn(&["ROLLBACK"]);
+                self.block_known &= !was_in_txn;
                 self.in_txn = query_text(&set).contains("--");
                 format!("BEGIN; {}; ROLLBACK", query_text(&set))
             }
@@ -324,7 +345,7 @@ impl Gen {
         let value = self.pick(s.values).1;
         let value = self.fill(value).replace('\'', "''");
         let local = self.rng.gen_bool(0.5);
-        if is_custom(s) && !local && !self.in_txn {
+        if is_custom(s) && !local && self.surely_outside_a_block() {
             self.custom.insert(s.name);
         }
         let sql = format!("SELECT set_config('{}', '{value}', {local})", s.name);
@@ -380,6 +401,10 @@ impl Gen {
     }
 
     fn bind(&mut self, portal: &str, statement: &str, p: Option<&Prepared>) -> Msg {
+        // Transaction control through the extended protocol is not modelled.
+        if p.is_none_or(|p| matches!(p.sql, "BEGIN" | "COMMIT")) {
+            self.block_known = false;
+        }
         let params = p.map_or(vec![], |p| {
             p.params.iter().map(|v| Some((*v).to_owned())).collect()
         });
